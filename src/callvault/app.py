@@ -1,0 +1,44 @@
+"""The FastAPI application: routers of every domain, error handlers, the in-process worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from callvault import __version__
+from callvault.errors import install_error_handlers
+from callvault.routes import include_routers
+from callvault.runtime import Runtime
+
+
+def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if run_worker:
+            from callvault.worker.runner import Worker
+
+            worker = Worker(runtime)
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await runtime.close()
+
+    app = FastAPI(
+        title="callvault",
+        version=__version__,
+        description="Call recordings stored where their owner chooses (Telnyx-compatible API).",
+        openapi_url="/v2/openapi.json",
+        docs_url="/v2/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    include_routers(app)
+    return app

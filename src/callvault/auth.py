@@ -1,0 +1,45 @@
+"""Bearer authentication: account API keys for /v2, the ingest token for /internal."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from callvault.accounts import service as accounts
+from callvault.accounts.models import Account
+from callvault.errors import unauthorized
+from callvault.runtime import Runtime
+
+bearer = HTTPBearer(auto_error=False, description="An account API key")
+ingest_bearer = HTTPBearer(auto_error=False, description="The ingest token", scheme_name="ingest")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def current_account(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Account:
+    if credentials is None or not credentials.credentials:
+        raise unauthorized("Authentication failed: send 'Authorization: Bearer <API key>'.")
+    runtime = get_runtime(request)
+    async with runtime.sessions() as session:
+        account = await accounts.authenticate(session, credentials.credentials)
+    if account is None:
+        raise unauthorized("Authentication failed: the API key is not valid.")
+    return account
+
+
+async def require_ingest_token(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(ingest_bearer),
+) -> None:
+    expected = get_runtime(request).settings.ingest_token
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise unauthorized("Authentication failed: the ingest token is not valid.")

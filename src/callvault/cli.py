@@ -1,0 +1,89 @@
+"""The `callvault` command (pinned interface, DESIGN.md). Sub-commands live with their domain."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from callvault.accounts.cli import app as accounts_app
+from callvault.config import Settings, load_settings
+from callvault.db import migrate as apply_migrations
+from callvault.logs import configure_logging
+
+app = typer.Typer(
+    help="callvault: call recordings stored where their owner chooses.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(accounts_app, name="accounts")
+err = Console(stderr=True)
+
+
+def settings_for_server(host: str, port: int) -> Settings:
+    settings = load_settings()
+    if not os.environ.get("CALLVAULT_PUBLIC_URL"):
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        settings = dataclasses.replace(settings, public_url=f"http://{shown_host}:{port}")
+    return settings
+
+
+def announce_generated(settings: Settings) -> None:
+    for what, path in settings.generated_files.items():
+        err.print(f"[dim]{what}: {path} (mode 0600)[/dim]")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    no_worker: bool = typer.Option(False, "--no-worker", help="API only; run workers apart."),
+) -> None:
+    """Run the API (and, unless --no-worker, the worker) in this process."""
+    from callvault.app import create_app
+    from callvault.runtime import Runtime
+
+    configure_logging()
+    settings = settings_for_server(host, port)
+    if settings.is_embedded_database:
+        apply_migrations(settings.database_url)
+    announce_generated(settings)
+    err.print(f"callvault on http://{host}:{port}  data dir {settings.data_dir}")
+    application = create_app(Runtime.build(settings), run_worker=not no_worker)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker only (uploads and webhook deliveries)."""
+    from callvault.runtime import Runtime
+    from callvault.worker.runner import run_until_signalled
+
+    configure_logging()
+    settings = load_settings()
+    if settings.is_embedded_database:
+        apply_migrations(settings.database_url)
+    asyncio.run(run_until_signalled(Runtime.build(settings)))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    settings = load_settings()
+    apply_migrations(settings.database_url)
+    err.print("database is up to date")
+
+
+def main() -> None:
+    app()

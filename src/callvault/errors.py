@@ -1,0 +1,163 @@
+"""Errors in the Telnyx format: `{"errors": [{"code", "title", "detail", "source", "meta"}]}`.
+
+Services raise `ApiError`; the app turns it, FastAPI's validation errors and anything unexpected
+into this body, so no client ever sees a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger("callvault.errors")
+
+
+@dataclass
+class ErrorItem:
+    code: str
+    title: str
+    detail: str | None = None
+    pointer: str | None = None
+    parameter: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "title": self.title}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        source = {k: v for k, v in (("pointer", self.pointer), ("parameter", self.parameter)) if v}
+        if source:
+            body["source"] = source
+        if self.meta:
+            body["meta"] = self.meta
+        return body
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, items: Sequence[ErrorItem]):
+        super().__init__(items[0].detail or items[0].title)
+        self.status = status
+        self.items = list(items)
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.items)
+
+
+def error_response(status: int, items: Sequence[ErrorItem]) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        {"errors": [item.as_json() for item in items]}, status_code=status, headers=headers
+    )
+
+
+def unauthorized(detail: str = "Unauthorized") -> ApiError:
+    return ApiError(401, [ErrorItem("401", "Unauthorized", detail)])
+
+
+def not_found(pointer: str | None = None, parameter: str | None = None) -> ApiError:
+    return ApiError(
+        404,
+        [
+            ErrorItem(
+                "10005",
+                "Resource not found",
+                "The requested resource or URL could not be found.",
+                pointer=pointer,
+                parameter=parameter,
+            )
+        ],
+    )
+
+
+def invalid(detail: str, pointer: str | None = None, parameter: str | None = None) -> ApiError:
+    return ApiError(
+        422, [ErrorItem("10015", "Invalid value", detail, pointer=pointer, parameter=parameter)]
+    )
+
+
+def bad_request(detail: str) -> ApiError:
+    return ApiError(400, [ErrorItem("10002", "Bad request", detail)])
+
+
+def too_large(detail: str) -> ApiError:
+    return ApiError(413, [ErrorItem("10013", "Payload too large", detail)])
+
+
+def conflict(detail: str, pointer: str | None = None) -> ApiError:
+    return ApiError(409, [ErrorItem("10003", "Conflict", detail, pointer=pointer)])
+
+
+def pointer_for(loc: Sequence[str | int]) -> tuple[str | None, str | None]:
+    """Map a Pydantic error location to a JSON pointer (body) or a parameter name (query/path)."""
+    if not loc:
+        return None, None
+    where, rest = loc[0], [str(part) for part in loc[1:]]
+    if where == "body":
+        # drop discriminator tags Pydantic inserts for tagged unions (e.g. "s3", "function-after")
+        return "/" + "/".join(rest), None
+    return None, ".".join(rest) or None
+
+
+def _validation_items(exc: RequestValidationError) -> list[ErrorItem]:
+    items = []
+    for error in exc.errors():
+        loc = [part for part in error.get("loc", ()) if not _is_union_tag(part)]
+        if error.get("type") == "json_invalid":
+            raise ApiError(400, [ErrorItem("10002", "Bad request", "The body is not valid JSON.")])
+        pointer, parameter = pointer_for(loc)
+        message = str(error.get("msg", "Invalid value"))
+        items.append(ErrorItem("10015", "Invalid value", message, pointer, parameter))
+    return items or [ErrorItem("10015", "Invalid value", "The request is not valid.")]
+
+
+def _is_union_tag(part: Any) -> bool:
+    # Pydantic puts the matched union member's tag into the location; it is not a field
+    return isinstance(part, str) and (part.startswith("function-") or part in UNION_TAGS)
+
+
+UNION_TAGS: set[str] = set()
+
+
+async def _handle_api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _handle_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    try:
+        return error_response(422, _validation_items(exc))
+    except ApiError as api_error:
+        return api_error.response()
+
+
+async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    titles = {404: ("10005", "Resource not found"), 405: ("10004", "Method not allowed")}
+    code, title = titles.get(exc.status_code, (str(exc.status_code), "Error"))
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if exc.status_code == 404:
+        detail = "The requested resource or URL could not be found."
+    return error_response(exc.status_code, [ErrorItem(code, title, detail)])
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
+    return error_response(
+        500, [ErrorItem("10007", "Unexpected error", "An unexpected error occurred.")]
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _handle_api_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
+    app.add_exception_handler(Exception, _handle_unexpected)

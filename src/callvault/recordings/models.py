@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from callvault.db import Base, utcnow
+
+
+class RecordingStatus(StrEnum):
+    RECEIVED = "received"  # durable in the default store, waiting for the worker
+    STORED = "stored"  # in its final place (customer bucket or default store)
+    FAILED = "failed"  # custom storage failed permanently: kept in the default store
+    DELETED = "deleted"
+
+
+class Recording(Base):
+    """A recording, and the job that moves it: the row is the queue entry (DESIGN.md)."""
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "call_leg_id", "recording_started_at"),
+        Index("ix_recordings_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    connection_id: Mapped[str] = mapped_column(String(24), index=True)
+    call_control_id: Mapped[str] = mapped_column(String(128))
+    call_leg_id: Mapped[str] = mapped_column(String(128))
+    call_session_id: Mapped[str] = mapped_column(String(128))
+    format: Mapped[str] = mapped_column(String(4))
+    channels: Mapped[str] = mapped_column(String(8))
+    recording_started_at: Mapped[datetime]
+    recording_ended_at: Mapped[datetime]
+    client_state: Mapped[str | None] = mapped_column(Text)
+    custom_file_name: Mapped[str | None] = mapped_column(String(40))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    duration_millis: Mapped[int] = mapped_column(BigInteger)
+
+    status: Mapped[str] = mapped_column(String(16), default=RecordingStatus.RECEIVED)
+    # where the bytes are now: the default-store key while staged or kept there
+    default_store_key: Mapped[str | None] = mapped_column(String(512))
+    # the customer-bucket placement once stored there
+    backend: Mapped[str | None] = mapped_column(String(16))
+    bucket: Mapped[str | None] = mapped_column(String(255))
+    object_key: Mapped[str | None] = mapped_column(String(512))
+    recording_url: Mapped[str | None] = mapped_column(String(2048))
+    credentials_revision: Mapped[int | None]
+    error_reason: Mapped[str | None] = mapped_column(String(255))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    first_failure_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
