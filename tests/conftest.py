@@ -34,7 +34,7 @@ from callvault.config import Settings, load_settings
 from callvault.db import migrate, transaction
 from callvault.runtime import Runtime
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.receiver"]
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "CALLVAULT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -56,7 +56,7 @@ async def _admin(sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgresql_url() -> Iterator[str]:
     name = f"callvault_test_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))

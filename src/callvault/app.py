@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from callvault import __version__
 from callvault.errors import install_error_handlers
+from callvault.limits import InputLimits
 from callvault.routes import include_routers
 from callvault.runtime import Runtime
 
@@ -40,5 +41,6 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(InputLimits, max_bytes=runtime.settings.max_json_bytes)
     include_routers(app)
     return app

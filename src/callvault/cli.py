@@ -13,7 +13,11 @@ from rich.console import Console
 from callvault.accounts.cli import app as accounts_app
 from callvault.config import Settings, load_settings
 from callvault.db import migrate as apply_migrations
+from callvault.keys_cli import app as keys_app
 from callvault.logs import configure_logging
+from callvault.operations.cli import status as status_command
+from callvault.operations.cli import webhooks_app
+from callvault.recordings.cli import ingest as ingest_command
 
 app = typer.Typer(
     help="callvault: call recordings stored where their owner chooses.",
@@ -21,6 +25,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(keys_app, name="keys")
+app.command("status")(status_command)
+app.command("ingest")(ingest_command)
 err = Console(stderr=True)
 
 
@@ -75,6 +83,17 @@ def worker() -> None:
     if settings.is_embedded_database:
         apply_migrations(settings.database_url)
     asyncio.run(run_until_signalled(Runtime.build(settings)))
+
+
+@app.command()
+def demo(
+    timeout: float = typer.Option(30.0, help="Give up after this many seconds."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the temp data dir afterwards."),
+) -> None:
+    """The whole flow on a fresh temp data dir, with a local webhook receiver."""
+    from callvault.demo import run_demo
+
+    raise typer.Exit(run_demo(timeout=timeout, keep=keep))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from callvault.credentials.encryption import KeyRing
+from callvault.webhooks.schedule import parse_schedule
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
@@ -47,6 +48,8 @@ class Settings:
     max_recording_bytes: int = 2 * 1024**3
     max_json_bytes: int = 1024 * 1024
     worker_concurrency: int = 8
+    # webhook retry delays in seconds (None: webhooks/schedule.py DEFAULT_SCHEDULE); for tests
+    webhook_schedule: tuple[float, ...] | None = None
     generated_files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -107,5 +110,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         in TRUE_WORDS,
         max_recording_bytes=int(env.get("CALLVAULT_MAX_RECORDING_BYTES", 2 * 1024**3)),
         worker_concurrency=int(env.get("CALLVAULT_WORKER_CONCURRENCY", 8)),
+        webhook_schedule=(
+            parse_schedule(env["CALLVAULT_WEBHOOK_SCHEDULE"])
+            if env.get("CALLVAULT_WEBHOOK_SCHEDULE")
+            else None
+        ),
         generated_files=generated,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -13,7 +14,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 from callvault.config import sqlalchemy_url
@@ -56,8 +62,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def private_sqlite_file(url: str) -> None:
+    """Create the SQLite file owner-only before SQLite does; its -wal/-shm files copy the mode."""
+    if not url.startswith("sqlite") or ":memory:" in url:
+        return
+    path = Path(url.split(":///", 1)[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
+
+
 def make_engine(database_url: str) -> AsyncEngine:
     url = sqlalchemy_url(database_url)
+    private_sqlite_file(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
@@ -107,6 +124,7 @@ def alembic_config(database_url: str) -> Config:
 
 def migrate(database_url: str) -> None:
     """Apply all migrations (blocking; call from a thread when inside an event loop)."""
+    private_sqlite_file(sqlalchemy_url(database_url))
     command.upgrade(alembic_config(database_url), "head")
 
 

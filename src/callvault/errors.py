@@ -7,7 +7,7 @@ into this body, so no client ever sees a stack trace.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger("callvault.errors")
@@ -51,8 +52,16 @@ class ApiError(Exception):
         return error_response(self.status, self.items)
 
 
-def error_response(status: int, items: Sequence[ErrorItem]) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, items: Sequence[ErrorItem], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 409:
+        # the official SDKs retry 409 (a lock timeout at Telnyx) unless told not to; ours are
+        # state conflicts that a retry cannot fix
+        headers["x-should-retry"] = "false"
     return JSONResponse(
         {"errors": [item.as_json() for item in items]}, status_code=status, headers=headers
     )
@@ -139,14 +148,35 @@ async def _handle_validation(_: Request, exc: Exception) -> JSONResponse:
         return api_error.response()
 
 
-async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
+async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     titles = {404: ("10005", "Resource not found"), 405: ("10004", "Method not allowed")}
     code, title = titles.get(exc.status_code, (str(exc.status_code), "Error"))
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 404:
         detail = "The requested resource or URL could not be found."
-    return error_response(exc.status_code, [ErrorItem(code, title, detail)])
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110 wants every method of the resource in Allow; Starlette names only those of
+        # the first route that matched the path (FastAPI has one route per method)
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(exc.status_code, [ErrorItem(code, title, detail)], headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # the OpenAPI document lists every operation by path template: public and cached
+    wanted = request.url.path.rstrip("/").split("/")
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        parts = template.rstrip("/").split("/")
+        if len(parts) == len(wanted) and all(
+            part == given or (part.startswith("{") and part.endswith("}") and given)
+            for part, given in zip(parts, wanted, strict=True)
+        ):
+            methods |= {method.upper() for method in operations if method != "parameters"}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -161,3 +191,45 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(Exception, _handle_unexpected)
+
+
+# ---- the error body as a model, for the OpenAPI description of every operation's errors
+
+
+class ErrorSourceModel(BaseModel):
+    pointer: str | None = Field(
+        default=None, description="JSON pointer (RFC 6901) to the offending body field."
+    )
+    parameter: str | None = Field(
+        default=None, description="The query or path parameter that caused the error."
+    )
+
+
+class ErrorModel(BaseModel):
+    code: str = Field(description="Error code (a numeric string), e.g. 10005.")
+    title: str
+    detail: str | None = None
+    source: ErrorSourceModel | None = None
+    meta: dict[str, Any] | None = None
+
+
+class ErrorsBody(BaseModel):
+    errors: list[ErrorModel]
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad request: the body is not valid JSON.",
+    401: "Unauthorized: the API key is missing or not valid.",
+    404: "Resource not found (code 10005); also for another account's resources.",
+    409: "Conflict with the resource's current state.",
+    413: "The request is too large.",
+    422: "Invalid value (code 10015); `source.pointer` names the offending field.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, all with the Telnyx error body."""
+    return {
+        status: {"model": ErrorsBody, "description": _ERROR_DESCRIPTIONS.get(status, "Error")}
+        for status in statuses
+    }

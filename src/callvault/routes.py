@@ -4,8 +4,26 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from callvault.accounts.endpoints import router as accounts_router
+from callvault.applications.endpoints import router as applications_router
+from callvault.credentials.endpoints import router as credentials_router
 from callvault.health import router as health_router
+from callvault.metrics import router as metrics_router
+from callvault.operations.endpoints import router as operations_router
+from callvault.recordings.endpoints import ingest_router as recordings_ingest_router
+from callvault.recordings.endpoints import router as recordings_router
+from callvault.recordings.files_endpoint import router as recording_files_router
+from callvault.worker.endpoints import router as redelivery_router
 
 
 def include_routers(app: FastAPI) -> None:
     app.include_router(health_router)
+    app.include_router(accounts_router)
+    app.include_router(applications_router)
+    app.include_router(credentials_router)
+    app.include_router(operations_router)
+    app.include_router(recordings_ingest_router)
+    app.include_router(recordings_router)
+    app.include_router(recording_files_router)
+    app.include_router(redelivery_router)
+    app.include_router(metrics_router)

@@ -38,7 +38,9 @@ class KeyRing:
             try:
                 key = base64.b64decode(item, validate=True)
             except ValueError as exc:
-                raise KeyError_("CALLVAULT_ENCRYPTION_KEYS holds a value that is not base64") from exc
+                raise KeyError_(
+                    "CALLVAULT_ENCRYPTION_KEYS holds a value that is not base64"
+                ) from exc
             if len(key) != 32:
                 raise KeyError_("every CALLVAULT_ENCRYPTION_KEYS entry must decode to 32 bytes")
             keys.append(key)

@@ -1,0 +1,136 @@
+"""Limits on every request, before the app sees it: a pure ASGI middleware (no buffering, so
+streaming stays streaming).
+
+- Body size: every /v2 body is a small JSON document, so anything over `max_bytes` is refused
+  with a Telnyx 413: at once when Content-Length says so, else as soon as the streamed (chunked)
+  body passes the limit. The ingest endpoint carries whole recordings and enforces its own,
+  much larger, limit, so its body is exempt here.
+- NUL characters: PostgreSQL cannot store U+0000 in text, so a NUL in any value would end in a
+  database error (a 500) deep inside whichever service passed it on. They are refused here, in
+  the path, the query string and JSON bodies (`\\u0000`), with a Telnyx 422, the same on SQLite
+  and PostgreSQL. No legitimate value of this API contains one.
+
+Not `BaseHTTPMiddleware`: that one wraps the body in its own streams and breaks streaming
+responses (recording downloads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from callvault.errors import ApiError, invalid, too_large
+
+INGEST_PATH = "/internal/v1/recordings"
+NUL_DETAIL = "The request contains a NUL character (U+0000), which no value may contain."
+# how far back a JSON escape is looked at across chunk boundaries
+_TAIL_BYTES = 4096
+
+
+class RefusedBody(Exception):
+    """Raised from `receive` when the streamed body breaks a limit; carries the answer."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.items[0].detail)
+        self.error = error
+
+
+class JsonNulScanner:
+    """Finds a JSON `\\u0000` escape in a body fed chunk by chunk (an escaped backslash before
+    `u0000`, as in `"\\\\u0000"`, is ordinary text and is not one)."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._dropped = False  # bytes before the tail were let go
+
+    def feed(self, chunk: bytes) -> bool:
+        window = self._tail + chunk
+        # a match inside the old tail was examined on the previous call, with more context
+        start = max(0, len(self._tail) - 4)
+        while (found := window.find(b"u0000", start)) != -1:
+            run = 0
+            while found - run - 1 >= 0 and window[found - run - 1] == 0x5C:  # backslash
+                run += 1
+            # an odd run of backslashes escapes the "u"; a run reaching back past what we kept
+            # is ambiguous and counted as an escape (refusing is the safe side)
+            if run % 2 == 1 or (run and found - run == 0 and self._dropped):
+                return True
+            start = found + 1
+        self._dropped = self._dropped or len(window) > _TAIL_BYTES
+        self._tail = window[-_TAIL_BYTES:]
+        return False
+
+
+class InputLimits:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exempt_paths: Collection[str] = (INGEST_PATH,)
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt_paths = frozenset(path.rstrip("/") for path in exempt_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            await invalid(NUL_DETAIL).response()(scope, receive, send)
+            return
+        if scope["path"].rstrip("/") in self.exempt_paths:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._too_large().response()(scope, receive, send)
+            return
+
+        received = 0
+        scanner = JsonNulScanner()
+        refused: ApiError | None = None
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                body = message.get("body", b"")
+                received += len(body)
+                if received > self.max_bytes:
+                    refused = self._too_large()
+                elif scanner.feed(body):
+                    refused = invalid(NUL_DETAIL)
+                if refused is not None:
+                    raise RefusedBody(refused)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused is not None:
+                # the app caught RefusedBody (FastAPI turns body errors into a 400): its
+                # answer is dropped, ours is sent below
+                return
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except RefusedBody:
+            if response_started:
+                raise
+        if refused is not None and not response_started:
+            await refused.response()(scope, receive, send)
+
+    def _too_large(self) -> ApiError:
+        return too_large(f"The request body is larger than {self.max_bytes} bytes.")
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server rejects a malformed length itself
+    return None

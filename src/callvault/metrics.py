@@ -1,0 +1,62 @@
+"""Prometheus metrics: what the pipeline counts, and the backlog read at scrape time.
+
+Counters are per process (scrape every process); the backlog gauges come from the database,
+so any one process shows the whole deployment's backlog.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from callvault.db import utcnow
+from callvault.operations.backlog import read_backlog
+
+RECORDINGS_INGESTED = Counter(
+    "callvault_recordings_ingested_total", "Recordings accepted by ingest (new, not repeats)"
+)
+RECORDING_BYTES_INGESTED = Counter(
+    "callvault_recording_bytes_ingested_total", "Audio bytes accepted by ingest"
+)
+UPLOADS = Counter(
+    "callvault_uploads_total",
+    "Uploads to custom storage by backend and outcome",
+    ["backend", "outcome"],  # outcome: ok | transient | permanent
+)
+UPLOAD_SECONDS = Histogram(
+    "callvault_upload_duration_seconds",
+    "Time to put and verify one recording in custom storage",
+    ["backend"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "callvault_webhook_attempts_total",
+    "Webhook delivery attempts by outcome",
+    ["outcome"],  # delivered | retry | failed
+)
+WEBHOOK_SECONDS = Histogram(
+    "callvault_webhook_latency_seconds",
+    "Time from sending a webhook to its receiver's answer",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+RECORDINGS_BY_STATE = Gauge("callvault_recordings", "Recordings per state", ["state"])
+EVENTS_PENDING = Gauge("callvault_webhook_events_pending", "Webhook events waiting for delivery")
+EVENTS_FAILED = Gauge("callvault_webhook_events_failed", "Webhook events whose delivery gave up")
+OLDEST_PENDING_AGE = Gauge(
+    "callvault_oldest_pending_age_seconds", "Age of the oldest recording or event still waiting"
+)
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    runtime = request.app.state.runtime
+    async with runtime.sessions() as session:
+        backlog = await read_backlog(session)
+    for state, count in backlog.recordings_by_state.items():
+        RECORDINGS_BY_STATE.labels(state=state).set(count)
+    EVENTS_PENDING.set(backlog.events_pending)
+    EVENTS_FAILED.set(backlog.events_failed)
+    OLDEST_PENDING_AGE.set(backlog.oldest_pending_age_seconds(utcnow()))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,263 @@
+"""The connection-time address check for every HTTP request callvault sends to a customer URL.
+
+`addresses.refuse_reason` checks a URL when it is configured, but a name can resolve to a public
+address then and to 127.0.0.1 a minute later (DNS rebinding). So the connection resolves the host
+itself, checks every address it got, and connects to exactly the address it checked; the URL's
+host still goes into the Host header and TLS SNI/certificate checks (httpcore takes those from
+the URL, not from the socket).
+
+Other rules for customer URLs: only http and https, redirects are never followed (a redirect
+would lead to an address nobody checked), and proxies from the environment are ignored (a proxy
+would resolve the name on its side, after our check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import httpcore
+import httpx
+
+from callvault.outbound.addresses import ALLOWED_SCHEMES, is_public_address
+from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
+
+# resolves (host, port) to IP address strings; injectable so tests can simulate a rebinding name
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class AddressRefused(httpx.ConnectError):
+    """The request would have gone to a private, loopback or otherwise non-public address."""
+
+
+class _RefusedByPolicy(httpcore.ConnectError):
+    # raised inside httpcore; GuardedTransport turns it back into AddressRefused (httpx maps
+    # every httpcore.ConnectError to a plain httpx.ConnectError, losing the subclass)
+    pass
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # keep the resolver's order (it sorts by preference), drop duplicates
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def refused_detail(host: str, address: str) -> str:
+    return (
+        f"refused to connect to {host}: it resolves to {address}, which is not a public address "
+        "(set CALLVAULT_ALLOW_PRIVATE_NETWORKS=true to allow private networks)"
+    )
+
+
+async def checked_addresses(
+    host: str, port: int, *, allow_private: bool, resolver: Resolver = system_resolver
+) -> list[str]:
+    """The addresses to connect to for `host`; raises `_RefusedByPolicy` when one is not public.
+
+    Any non-public address refuses the host as a whole, instead of skipping it: a name that mixes
+    public and private answers is either misconfigured or an attack.
+    """
+    literal = host.strip("[]")
+    if _is_ip_literal(literal):
+        addresses = [literal]
+    else:
+        try:
+            addresses = await resolver(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        if not addresses:
+            raise httpcore.ConnectError(f"cannot resolve {host}: no addresses")
+    if not allow_private:
+        for address in addresses:
+            try:
+                public = is_public_address(address)
+            except ValueError:
+                public = False
+            if not public:
+                raise _RefusedByPolicy(refused_detail(host, address))
+    return addresses
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network layer with the address check between name resolution and connect."""
+
+    def __init__(self, *, allow_private: bool, resolver: Resolver = system_resolver) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            with anyio.fail_after(timeout):
+                addresses = await checked_addresses(
+                    host, port, allow_private=self.allow_private, resolver=self.resolver
+                )
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
+        last_error: Exception | None = None
+        for address in addresses:  # the first one that answers, like a plain connect
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not allowed for customer URLs")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """`httpx.AsyncHTTPTransport` whose connections pass the address check (never a proxy)."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        resolver: Resolver = system_resolver,
+        verify: ssl.SSLContext | str | bool = True,
+        limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    ) -> None:
+        # not super().__init__(): it builds a pool without a network_backend parameter
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedNetworkBackend(allow_private=allow_private, resolver=resolver),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme not in ALLOWED_SCHEMES:
+            raise httpx.UnsupportedProtocol(
+                f"only http and https URLs are allowed, not {request.url.scheme!r}",
+                request=request,
+            )
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectError as exc:
+            if isinstance(exc.__cause__, _RefusedByPolicy):
+                raise AddressRefused(str(exc), request=request) from exc.__cause__
+            raise
+
+
+def outbound_client(
+    *,
+    allow_private: bool,
+    timeout: httpx.Timeout | float = 10.0,
+    resolver: Resolver = system_resolver,
+    headers: dict[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """The client for requests to customer URLs: checked addresses, no redirects, no env proxies."""
+    return httpx.AsyncClient(
+        transport=GuardedTransport(allow_private=allow_private, resolver=resolver),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        headers=headers,
+    )
+
+
+class EndpointCheckedStore:
+    """An ObjectStore on a customer-chosen endpoint (s3-generic), checked before each request.
+
+    obstore is Rust and resolves names itself, with no hook between resolution and connect, so
+    this checks what the endpoint resolves to right before every operation that connects. A
+    window remains between our lookup and obstore's own (docs/security.md says how small it is
+    and what bounds it); signing a URL connects nowhere and is not checked.
+    """
+
+    def __init__(
+        self, inner: ObjectStore, endpoint: str, *, resolver: Resolver = system_resolver
+    ) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.bucket = inner.bucket
+        parts = urlsplit(endpoint)
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._resolver = resolver
+
+    async def check(self) -> None:
+        try:
+            await checked_addresses(
+                self._host, self._port, allow_private=False, resolver=self._resolver
+            )
+        except _RefusedByPolicy:
+            # permanent: the worker keeps the recording in the default store and tells the
+            # customer, instead of retrying against an address it must never reach
+            raise StorageError.build(
+                StorageErrorKind.PERMANENT_AUTH,
+                self.backend,
+                self.bucket,
+                f"endpoint refused — {self._host} resolves to a private, loopback or otherwise "
+                "non-public address",
+            ) from None
+        except httpcore.ConnectError:
+            raise StorageError.build(
+                StorageErrorKind.TRANSIENT,
+                self.backend,
+                self.bucket,
+                f"endpoint {self._host} does not resolve",
+            ) from None
+
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        await self.check()
+        await self.inner.put_file(key, path, content_type=content_type, metadata=metadata)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        await self.check()
+        return await self.inner.head(key)
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        await self.check()
+        async for chunk in self.inner.get_stream(key):
+            yield chunk
+
+    async def delete(self, key: str) -> None:
+        await self.check()
+        await self.inner.delete(key)
+
+    async def signed_get_url(self, key: str, expires_in: int) -> str:
+        return await self.inner.signed_get_url(key, expires_in)
+
+    def canonical_url(self, key: str) -> str:
+        return self.inner.canonical_url(key)

@@ -1,0 +1,167 @@
+"""`callvault ingest FILE …`: what a media server does, from the command line (pinned interface).
+
+The file is streamed to the server (httpx reads it in chunks; never whole into memory). Only
+the recording id goes to stdout, so scripts can do `id=$(callvault ingest …)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer
+
+err = Console(stderr=True)
+READ_CHUNK = 1024 * 1024
+# connecting is quick; answering may take a while after a large upload (the server stores the
+# file durably before it answers)
+TIMEOUT = httpx.Timeout(60.0, connect=10.0, read=600.0)
+
+
+def inspect_file(path: Path) -> AudioInfo | None:
+    """The file's format, channels and duration, read in chunks; None if it is not audio
+    (the server then says why, in its own words)."""
+    sniffer = AudioSniffer()
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            sniffer.feed(chunk)
+            if sniffer.error:
+                return None
+    try:
+        return sniffer.finish()
+    except AudioError:
+        return None
+
+
+def ingest_token(explicit: str | None) -> str | None:
+    """--token, else CALLVAULT_INGEST_TOKEN, else the embedded server's `ingest.token` file.
+
+    Read directly rather than through load_settings, which would create a data dir and a new
+    token when none exists: a client must not invent a token.
+    """
+    if explicit:
+        return explicit
+    if token := os.environ.get("CALLVAULT_INGEST_TOKEN"):
+        return token
+    token_file = Path(os.environ.get("CALLVAULT_DATA_DIR", "./.callvault")) / "ingest.token"
+    try:
+        return token_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def error_lines(response: httpx.Response) -> list[str]:
+    """The API's error details, one line each, with the field they point at."""
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        errors = []
+    lines = []
+    for error in errors:
+        where = (error.get("source") or {}).get("pointer") or (error.get("source") or {}).get(
+            "parameter"
+        )
+        text = error.get("detail") or error.get("title") or "error"
+        lines.append(f"{text} ({where})" if where else str(text))
+    return lines or [response.text.strip()[:500] or response.reason_phrase]
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    return typer.Exit(1)
+
+
+def ingest(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    connection_id: str = typer.Option(..., "--connection-id", help="The application id."),
+    call_control_id: str = typer.Option(..., "--call-control-id"),
+    call_leg_id: str | None = typer.Option(
+        None, "--call-leg-id", help="Default: the call control id."
+    ),
+    call_session_id: str | None = typer.Option(
+        None, "--call-session-id", help="Default: a new UUID."
+    ),
+    format: str | None = typer.Option(
+        None, "--format", help="wav or mp3. Default: from the file's extension."
+    ),
+    channels: str | None = typer.Option(
+        None, "--channels", help="single or dual. Default: from the file (mono: single)."
+    ),
+    started_at: str | None = typer.Option(
+        None, "--started-at", help="ISO 8601. Default: now minus the audio's duration."
+    ),
+    ended_at: str | None = typer.Option(None, "--ended-at", help="ISO 8601. Default: now."),
+    client_state: str | None = typer.Option(None, "--client-state", help="Base64."),
+    custom_file_name: str | None = typer.Option(None, "--custom-file-name"),
+    server: str = typer.Option("http://127.0.0.1:8000", "--server", help="callvault's URL."),
+    token: str | None = typer.Option(
+        None, "--token", help="Ingest token. Default: $CALLVAULT_INGEST_TOKEN or the data dir's."
+    ),
+) -> None:
+    """Post a recording to the ingest endpoint; prints the recording id."""
+    if format is None:
+        format = file.suffix.lower().lstrip(".")
+        if format not in ("wav", "mp3"):
+            raise fail(f"cannot tell the format from {file.name!r}: pass --format wav|mp3")
+    if format not in ("wav", "mp3"):
+        raise fail("--format must be wav or mp3")
+    if channels is not None and channels not in ("single", "dual"):
+        raise fail("--channels must be single or dual")
+    secret = ingest_token(token)
+    if not secret:
+        raise fail("no ingest token: pass --token or set CALLVAULT_INGEST_TOKEN")
+
+    info = inspect_file(file) if channels is None or started_at is None else None
+    now = datetime.now(UTC)
+    ended = ended_at or now.isoformat()
+    if started_at is None:
+        duration = timedelta(milliseconds=info.duration_millis if info else 0)
+        try:
+            end_time = datetime.fromisoformat(ended)
+        except ValueError:
+            raise fail(f"--ended-at {ended!r} is not an ISO 8601 time") from None
+        started_at = (end_time - duration).isoformat()
+    if channels is None:
+        channels = "dual" if info and info.channels == 2 else "single"
+    metadata: dict[str, Any] = {
+        "connection_id": connection_id,
+        "call_control_id": call_control_id,
+        "call_leg_id": call_leg_id or call_control_id,
+        "call_session_id": call_session_id or str(uuid.uuid4()),
+        "format": format,
+        "channels": channels,
+        "recording_started_at": started_at,
+        "recording_ended_at": ended,
+        "client_state": client_state,
+        "custom_file_name": custom_file_name,
+    }
+    url = server.rstrip("/") + "/internal/v1/recordings"
+    content_type = "audio/wav" if format == "wav" else "audio/mpeg"
+    try:
+        with file.open("rb") as audio, httpx.Client(timeout=TIMEOUT) as client:
+            # the metadata goes first (form data precede files), so bad metadata is refused
+            # before any audio is sent; httpx streams the file object in chunks
+            response = client.post(
+                url,
+                headers={"Authorization": f"Bearer {secret}"},
+                data={"metadata": json.dumps(metadata)},
+                files={"audio": (file.name, audio, content_type)},
+            )
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach {url}: {exc}") from None
+    if response.status_code not in (200, 202):
+        lines = error_lines(response)
+        raise fail(f"{response.status_code}: " + "; ".join(lines))
+    recording_id = response.json()["data"]["id"]
+    if response.status_code == 200:
+        err.print("[dim]already received: the same recording (nothing stored twice)[/dim]")
+    typer.echo(recording_id)

@@ -1,0 +1,149 @@
+"""HTTP layer of the recordings domain: ingest (`/internal/v1`) and the Recordings API (`/v2`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from callvault.accounts.models import Account
+from callvault.auth import current_account, get_runtime, require_ingest_token
+from callvault.errors import error_responses
+from callvault.recordings import ingest as ingest_service
+from callvault.recordings import service
+from callvault.recordings.repository import RecordingFilter
+from callvault.recordings.schemas import (
+    DeleteRecordingsRequest,
+    IngestResponse,
+    IngestResult,
+    RecordingList,
+    RecordingResponse,
+    StatusOk,
+)
+from callvault.recordings.upload import incoming_file, receive_upload
+from callvault.runtime import Runtime
+
+ingest_router = APIRouter(prefix="/internal/v1", tags=["ingest"])
+router = APIRouter(prefix="/v2/recordings", tags=["recordings"])
+
+_INGEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["metadata", "audio"],
+                    "properties": {
+                        "metadata": {
+                            "type": "string",
+                            "description": "JSON: connection_id, call_control_id, call_leg_id, "
+                            "call_session_id, format (wav|mp3), channels (single|dual), "
+                            "recording_started_at, recording_ended_at (ISO 8601), client_state "
+                            "(base64 or null), custom_file_name ([A-Za-z0-9._-]{1,40}, optional).",
+                        },
+                        "audio": {"type": "string", "format": "binary"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@ingest_router.post(
+    "/recordings",
+    status_code=202,
+    response_model=IngestResponse,
+    summary="Hand a finished recording to callvault (media servers)",
+    openapi_extra=_INGEST_BODY,
+    dependencies=[Depends(require_ingest_token)],
+    responses={
+        200: {"model": IngestResponse, "description": "Already received: the same recording."},
+        **error_responses(400, 401, 413, 415, 422, 503),
+    },
+)
+async def ingest_recording(
+    request: Request, runtime: Runtime = Depends(get_runtime)
+) -> JSONResponse:
+    settings = runtime.settings
+    with incoming_file(settings.data_dir) as path:
+        upload = await receive_upload(request, path, settings.max_recording_bytes)
+        outcome = await ingest_service.ingest(runtime, upload)
+    body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
+    return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)
+
+
+@router.get(
+    "",
+    response_model=RecordingList,
+    summary="List call recordings",
+    responses=error_responses(401, 422),
+)
+async def list_recordings(
+    page_number: Annotated[int, Query(alias="page[number]", ge=1)] = 1,
+    page_size: Annotated[int, Query(alias="page[size]", ge=1, le=250)] = 20,
+    connection_id: Annotated[str | None, Query(alias="filter[connection_id]")] = None,
+    call_leg_id: Annotated[str | None, Query(alias="filter[call_leg_id]")] = None,
+    call_control_id: Annotated[str | None, Query(alias="filter[call_control_id]")] = None,
+    call_session_id: Annotated[str | None, Query(alias="filter[call_session_id]")] = None,
+    created_at_gte: Annotated[datetime | None, Query(alias="filter[created_at][gte]")] = None,
+    created_at_lte: Annotated[datetime | None, Query(alias="filter[created_at][lte]")] = None,
+    account: Account = Depends(current_account),
+    runtime: Runtime = Depends(get_runtime),
+) -> RecordingList:
+    where = RecordingFilter(
+        connection_id=connection_id,
+        call_leg_id=call_leg_id,
+        call_control_id=call_control_id,
+        call_session_id=call_session_id,
+        created_at_gte=created_at_gte,
+        created_at_lte=created_at_lte,
+    )
+    return await service.list_recordings(runtime, account.id, where, page_number, page_size)
+
+
+@router.get(
+    "/{recording_id}",
+    response_model=RecordingResponse,
+    summary="Retrieve a call recording (with fresh download_urls)",
+    responses=error_responses(401, 404),
+)
+async def get_recording(
+    recording_id: str,
+    account: Account = Depends(current_account),
+    runtime: Runtime = Depends(get_runtime),
+) -> RecordingResponse:
+    return RecordingResponse(data=await service.get_recording(runtime, account.id, recording_id))
+
+
+@router.delete(
+    "/{recording_id}",
+    response_model=RecordingResponse,
+    summary="Delete a call recording (the default-store copy; a customer bucket is left alone)",
+    responses=error_responses(401, 404, 503),
+)
+async def delete_recording(
+    recording_id: str,
+    account: Account = Depends(current_account),
+    runtime: Runtime = Depends(get_runtime),
+) -> RecordingResponse:
+    data = await service.delete_recording(runtime, account.id, recording_id)
+    return RecordingResponse(data=data)
+
+
+@router.post(
+    "/actions/delete",
+    response_model=StatusOk,
+    summary="Delete a list of call recordings (unknown ids are skipped)",
+    responses=error_responses(400, 401, 422, 503),
+)
+async def delete_recordings(
+    body: DeleteRecordingsRequest,
+    account: Account = Depends(current_account),
+    runtime: Runtime = Depends(get_runtime),
+) -> StatusOk:
+    await service.delete_recordings(runtime, account.id, body.ids)
+    return StatusOk()

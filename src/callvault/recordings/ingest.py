@@ -1,0 +1,173 @@
+"""Ingest: a received upload becomes a durable object in the default store and a row.
+
+The contract with the worker: the row is committed with status `received`,
+`next_attempt_at=now` and `default_store_key` set, and only then is `work_ready` set and the
+media server answered 202. The worker does the rest (custom storage, webhooks).
+
+Idempotency: (connection_id, call_leg_id, recording_started_at) names a recording. A repeat is
+answered with the existing row (200) and stores nothing; two concurrent first sends race on the
+table's unique constraint and the loser answers with the winner's row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from callvault import metrics
+from callvault.db import transaction, utcnow
+from callvault.errors import ApiError, ErrorItem, invalid
+from callvault.recordings import repository
+from callvault.recordings.models import Recording, RecordingStatus
+from callvault.recordings.schemas import IngestMetadata
+from callvault.recordings.upload import ReceivedUpload
+from callvault.runtime import Runtime
+from callvault.storage.base import StorageError
+from callvault.storage.layout import content_type_for, extension_for, object_key
+
+log = structlog.get_logger("callvault.ingest")
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    recording_id: str
+    status: str
+    created: bool  # False: a repeat of a recording already accepted
+
+
+def store_unavailable(error: StorageError) -> ApiError:
+    return ApiError(
+        503,
+        [
+            ErrorItem(
+                "10011",
+                "Service unavailable",
+                f"The recording could not be stored, try again: {error.reason}",
+            )
+        ],
+    )
+
+
+def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]:
+    meta = upload.metadata
+    return {
+        "recording_id": recording_id,
+        "connection_id": meta.connection_id,
+        "call_control_id": meta.call_control_id,
+        "call_leg_id": meta.call_leg_id,
+        "call_session_id": meta.call_session_id,
+        "sha256": upload.sha256,
+    }
+
+
+async def ingest(runtime: Runtime, upload: ReceivedUpload) -> IngestOutcome:
+    meta = upload.metadata
+    recording_id = str(uuid.uuid4())
+    async with transaction(runtime.sessions) as session:
+        account_id = await repository.application_account_id(session, meta.connection_id)
+        if account_id is None:
+            raise invalid(
+                "No Call Control application has this connection_id.",
+                pointer="/metadata/connection_id",
+            )
+        existing = await repository.by_natural_key(
+            session, meta.connection_id, meta.call_leg_id, meta.recording_started_at
+        )
+        if existing is not None:
+            return IngestOutcome(existing.id, existing.status, created=False)
+        key = default_store_key(account_id, meta)
+        if await repository.default_key_in_use(session, key):
+            # another recording of this leaf started in the same second (a reused
+            # custom_file_name, or a quick stop/start): never overwrite its bytes
+            key = default_store_key(account_id, meta, disambiguator=recording_id[:8])
+
+    try:
+        await runtime.default_store.put_file(
+            key,
+            upload.path,
+            content_type=content_type_for(meta.format),
+            metadata=object_metadata(recording_id, upload),
+        )
+    except StorageError as exc:
+        log.warning("default store refused a recording", reason=exc.reason)
+        raise store_unavailable(exc) from None
+
+    now = utcnow()
+    recording = Recording(
+        id=recording_id,
+        account_id=account_id,
+        connection_id=meta.connection_id,
+        call_control_id=meta.call_control_id,
+        call_leg_id=meta.call_leg_id,
+        call_session_id=meta.call_session_id,
+        format=meta.format,
+        channels=meta.channels,
+        recording_started_at=meta.recording_started_at,
+        recording_ended_at=meta.recording_ended_at,
+        client_state=meta.client_state,
+        custom_file_name=meta.custom_file_name,
+        size_bytes=upload.size,
+        sha256=upload.sha256,
+        duration_millis=upload.audio.duration_millis,
+        status=RecordingStatus.RECEIVED,
+        default_store_key=key,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with transaction(runtime.sessions) as session:
+            await repository.add(session, recording)
+    except IntegrityError:
+        return await _lost_race(runtime, upload, key)
+    except BaseException:
+        await _forget_object(runtime, key)
+        raise
+
+    runtime.work_ready.set()
+    metrics.RECORDINGS_INGESTED.inc()
+    metrics.RECORDING_BYTES_INGESTED.inc(upload.size)
+    log.info(
+        "recording received",
+        recording_id=recording_id,
+        connection_id=meta.connection_id,
+        format=meta.format,
+        size_bytes=upload.size,
+        duration_millis=upload.audio.duration_millis,
+    )
+    return IngestOutcome(recording_id, RecordingStatus.RECEIVED, created=True)
+
+
+def default_store_key(account_id: str, meta: IngestMetadata, disambiguator: str = "") -> str:
+    """The layout's key; the disambiguator (part of the recording id) only when it is taken."""
+    leaf = meta.custom_file_name or meta.call_leg_id
+    if disambiguator:
+        leaf = f"{leaf}-{disambiguator}"
+    return object_key(account_id, meta.recording_started_at, leaf, extension_for(meta.format))
+
+
+async def _lost_race(runtime: Runtime, upload: ReceivedUpload, key: str) -> IngestOutcome:
+    """The same recording was committed concurrently: answer with that row."""
+    meta = upload.metadata
+    async with runtime.sessions() as session:
+        existing = await repository.by_natural_key(
+            session, meta.connection_id, meta.call_leg_id, meta.recording_started_at
+        )
+    if existing is None:
+        # the constraint was another one (e.g. the account vanished): nothing to answer with
+        await _forget_object(runtime, key)
+        raise ApiError(409, [ErrorItem("10003", "Conflict", "The recording was not stored.")])
+    if existing.default_store_key != key:
+        await _forget_object(runtime, key)
+    return IngestOutcome(existing.id, existing.status, created=False)
+
+
+async def _forget_object(runtime: Runtime, key: str) -> None:
+    try:
+        await runtime.default_store.delete(key)
+    except StorageError as exc:
+        log.warning("could not remove an unreferenced default-store object", reason=exc.reason)

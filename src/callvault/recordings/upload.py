@@ -1,0 +1,301 @@
+"""Receive an ingest request: multipart/form-data parsed as a stream, the audio straight to disk.
+
+Starlette's `request.form()` would spool the whole body first; here python-multipart's
+streaming parser runs over `request.stream()`, the audio part goes to a temp file in
+`{data_dir}/incoming/` in 1 MiB writes (off the event loop), hashed and checked
+(`AudioSniffer`) on the way, so memory stays flat whatever the recording's size. The parts may
+come in any order. Limits are enforced as the bytes arrive: the declared Content-Length up
+front, then the audio size and the whole body as they grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from pydantic import ValidationError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from callvault.errors import ApiError, ErrorItem, bad_request, invalid, too_large
+from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer, check_audio
+from callvault.recordings.schemas import IngestMetadata
+
+MAX_METADATA_BYTES = 64 * 1024
+# room in the body for everything but the audio: metadata, part headers, boundaries
+BODY_OVERHEAD = 1024 * 1024
+FLUSH_BYTES = 1024 * 1024
+
+
+@dataclass
+class ReceivedUpload:
+    metadata: IngestMetadata
+    audio: AudioInfo
+    path: Path
+    size: int
+    sha256: str
+
+
+@contextmanager
+def incoming_file(data_dir: Path) -> Iterator[Path]:
+    """A fresh temp path in `{data_dir}/incoming/`, removed whatever happens."""
+    incoming = data_dir / "incoming"
+    incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = incoming / f"{uuid.uuid4().hex}.part"
+    try:
+        yield path
+    finally:
+        # the default store may have moved the file already
+        path.unlink(missing_ok=True)
+
+
+def declared_length_error(content_length: str | None, max_audio_bytes: int) -> ApiError | None:
+    """413 when Content-Length alone shows the body cannot fit (checked before reading)."""
+    if content_length is None:
+        return None
+    try:
+        declared = int(content_length)
+    except ValueError:
+        return bad_request("The Content-Length header is not a number.")
+    if declared > max_audio_bytes + BODY_OVERHEAD:
+        return _audio_too_large(max_audio_bytes)
+    return None
+
+
+def _audio_too_large(max_audio_bytes: int) -> ApiError:
+    return too_large(f"The recording is larger than the limit of {max_audio_bytes} bytes.")
+
+
+def boundary_of(content_type: str | None) -> bytes:
+    kind, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise ApiError(
+            415,
+            [
+                ErrorItem(
+                    "10016",
+                    "Unsupported media type",
+                    "The body must be multipart/form-data with parts `metadata` and `audio`.",
+                )
+            ],
+        )
+    return boundary
+
+
+def metadata_error(exc: ValidationError) -> ApiError:
+    """Pydantic's errors as Telnyx 422 items pointing into the metadata part."""
+    items = []
+    for error in exc.errors():
+        loc = "/".join(str(part) for part in error.get("loc", ()))
+        pointer = f"/metadata/{loc}" if loc else "/metadata"
+        message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
+        items.append(ErrorItem("10015", "Invalid value", message, pointer=pointer))
+    return ApiError(422, items)
+
+
+def parse_metadata(raw: bytes) -> IngestMetadata:
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("The metadata part is not valid JSON.", pointer="/metadata") from None
+    if not isinstance(document, dict):
+        raise invalid("The metadata part must be a JSON object.", pointer="/metadata")
+    try:
+        return IngestMetadata.model_validate(document)
+    except ValidationError as exc:
+        raise metadata_error(exc) from None
+
+
+def audio_failure(sniffer: AudioSniffer, format: str | None) -> str | None:
+    """Why the audio seen so far cannot be accepted, worded for the claimed format if known."""
+    if format == "wav" and sniffer.kind == "mp3":
+        return "not a WAV file (no RIFF/WAVE header)"
+    if format == "mp3" and sniffer.kind == "wav":
+        return "not an MP3 file (it is a WAV file)"
+    if sniffer.error is None:
+        return None
+    if format is None:
+        return f"the audio is neither a WAV nor an MP3 file ({sniffer.error})"
+    return sniffer.error
+
+
+def audio_invalid(reason: str) -> ApiError:
+    return invalid(f"The audio is not valid: {reason}.", pointer="/audio")
+
+
+@dataclass
+class _FormState:
+    """What the parser's callbacks collect; errors are raised after `write` returns."""
+
+    max_audio_bytes: int
+    header_name: bytearray = field(default_factory=bytearray)
+    header_value: bytearray = field(default_factory=bytearray)
+    disposition: bytes = b""
+    part: str | None = None  # "metadata", "audio" or None (ignored part)
+    metadata_raw: bytearray = field(default_factory=bytearray)
+    metadata_complete: bool = False
+    audio_parts: int = 0
+    audio_size: int = 0
+    pending: bytearray = field(default_factory=bytearray)  # audio not yet written
+    ended: bool = False
+    error: ApiError | None = None
+
+    def on_part_begin(self) -> None:
+        self.disposition = b""
+        self.part = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if bytes(self.header_name).strip().lower() == b"content-disposition":
+            self.disposition = bytes(self.header_value)
+        self.header_name.clear()
+        self.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.disposition)
+        name = options.get(b"name", b"").decode("latin-1")
+        if name == "audio":
+            self.audio_parts += 1
+            if self.audio_parts > 1:
+                self.fail(invalid("More than one audio part.", pointer="/audio"))
+        elif name == "metadata" and (self.metadata_raw or self.metadata_complete):
+            self.fail(invalid("More than one metadata part.", pointer="/metadata"))
+        self.part = name if name in ("audio", "metadata") else None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.error is not None:
+            return
+        if self.part == "audio":
+            self.audio_size += end - start
+            if self.audio_size > self.max_audio_bytes:
+                self.fail(_audio_too_large(self.max_audio_bytes))
+                return
+            self.pending += data[start:end]
+        elif self.part == "metadata":
+            self.metadata_raw += data[start:end]
+            if len(self.metadata_raw) > MAX_METADATA_BYTES:
+                limit = f"The metadata part is larger than {MAX_METADATA_BYTES} bytes."
+                self.fail(too_large(limit))
+
+    def on_part_end(self) -> None:
+        if self.part == "metadata":
+            self.metadata_complete = True
+        self.part = None
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    def fail(self, error: ApiError) -> None:
+        if self.error is None:
+            self.error = error
+
+
+class _AudioSink:
+    """The temp file, its sha256 and the audio check; `absorb` runs in a worker thread."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.hash = hashlib.sha256()
+        self.sniffer = AudioSniffer()
+
+    def absorb(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.hash.update(data)
+        self.sniffer.feed(data)
+
+
+async def receive_upload(request: Request, path: Path, max_audio_bytes: int) -> ReceivedUpload:
+    """Read the whole request into `path` (audio) and the validated metadata, or raise ApiError.
+
+    The caller owns `path` (see `incoming_file`): it is written here and removed there.
+    """
+    early = declared_length_error(request.headers.get("content-length"), max_audio_bytes)
+    if early is not None:
+        raise early
+    state = _FormState(max_audio_bytes=max_audio_bytes)
+    parser = MultipartParser(
+        boundary_of(request.headers.get("content-type")),
+        {
+            "on_part_begin": state.on_part_begin,
+            "on_part_data": state.on_part_data,
+            "on_part_end": state.on_part_end,
+            "on_header_field": state.on_header_field,
+            "on_header_value": state.on_header_value,
+            "on_header_end": state.on_header_end,
+            "on_headers_finished": state.on_headers_finished,
+            "on_end": state.on_end,
+        },
+    )
+    handle = await asyncio.to_thread(open, path, "wb")  # closed in the finally below
+    sink = _AudioSink(handle)
+    metadata: IngestMetadata | None = None
+    body_bytes = 0
+    try:
+        async for chunk in request.stream():
+            body_bytes += len(chunk)
+            if body_bytes > max_audio_bytes + BODY_OVERHEAD:
+                raise _audio_too_large(max_audio_bytes)
+            try:
+                parser.write(chunk)
+            except MultipartParseError:
+                raise bad_request("The body is not valid multipart/form-data.") from None
+            if state.error is not None:
+                raise state.error
+            if metadata is None and state.metadata_complete:
+                # validate as soon as it is there: bad metadata is refused before the audio
+                metadata = parse_metadata(bytes(state.metadata_raw))
+            if len(state.pending) >= FLUSH_BYTES:
+                await _flush(state, sink)
+                reason = audio_failure(sink.sniffer, metadata.format if metadata else None)
+                if reason is not None:
+                    raise audio_invalid(reason)
+        if not state.ended:
+            raise bad_request("The multipart body is incomplete (no closing boundary).")
+        await _flush(state, sink)
+    except ClientDisconnect:
+        raise bad_request("The client went away before the body was complete.") from None
+    finally:
+        await asyncio.to_thread(handle.close)
+
+    if metadata is None:
+        if not state.metadata_complete:
+            raise invalid("The metadata part is missing.", pointer="/metadata")
+        metadata = parse_metadata(bytes(state.metadata_raw))
+    if state.audio_parts == 0:
+        raise invalid("The audio part is missing.", pointer="/audio")
+    reason = audio_failure(sink.sniffer, metadata.format)
+    if reason is not None:
+        raise audio_invalid(reason)
+    try:
+        audio = sink.sniffer.finish_as(metadata.format)
+        check_audio(audio, metadata.format, metadata.channels)
+    except AudioError as exc:
+        raise audio_invalid(str(exc)) from None
+    return ReceivedUpload(
+        metadata=metadata,
+        audio=audio,
+        path=path,
+        size=state.audio_size,
+        sha256=sink.hash.hexdigest(),
+    )
+
+
+async def _flush(state: _FormState, sink: _AudioSink) -> None:
+    if state.pending:
+        data = bytes(state.pending)
+        state.pending.clear()
+        await asyncio.to_thread(sink.absorb, data)

@@ -1,0 +1,247 @@
+"""Google Cloud Storage buckets, through the official google-cloud-storage client.
+
+Why not obstore: its GCS path writes through the XML API, which no emulator implements, so it
+could not be tested here (see reference/test-backends.md).
+
+Quirks kept here:
+- Credentials are the service-account key JSON, loaded with `always_use_jwt_access=True`: the
+  client signs its own access tokens and never calls the key's token_uri, which is the same code
+  path in production and against the emulator (and never hangs offline on a token fetch).
+- STORAGE_EMULATOR_HOST overrides the API endpoint; the credentials are used even then.
+- The client is synchronous: every call runs in a worker thread (`asyncio.to_thread`), bounded
+  by a per-request timeout and a retry deadline so that a hung endpoint frees the thread.
+- Uploads stream from the file: up to 8 MiB in one request, above that a resumable upload in
+  `part_size` chunks, so memory stays bounded by one chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+from google.oauth2 import service_account
+
+from callvault.storage import layout
+from callvault.storage.base import ObjectInfo, StorageError, check_metadata
+from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Cause, cause_for_status
+
+SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+DEFAULT_PART_SIZE = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
+READ_CHUNK = 1024 * 1024
+MAX_SIGNED_SECONDS = 7 * 24 * 3600  # V4 signing's limit
+_RESUMABLE_UNIT = 256 * 1024
+
+
+def load_credentials(
+    raw: str | Mapping[str, Any],
+) -> tuple[service_account.Credentials, str | None]:
+    """(credentials, project id) from a service-account key; ValueError says what is wrong
+    without repeating any of the key's content."""
+    if isinstance(raw, Mapping):
+        info: Any = dict(raw)
+    else:
+        try:
+            info = json.loads(raw)
+        except (TypeError, ValueError):
+            raise ValueError("the credentials are not valid JSON") from None
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        raise ValueError("the credentials are not a service account key")
+    for field in ("client_email", "private_key", "token_uri"):
+        if not info.get(field):
+            raise ValueError(f"the credentials lack {field}")
+    try:
+        credentials = service_account.Credentials.from_service_account_info(
+            info, scopes=SCOPES, always_use_jwt_access=True
+        )
+    except Exception:
+        raise ValueError("the credentials' private key cannot be read") from None
+    project = info.get("project_id")
+    return credentials, str(project) if project else None
+
+
+class GcsObjectStore:
+    backend = "gcs"
+
+    def __init__(
+        self,
+        bucket: str,
+        credentials_json: str | Mapping[str, Any],
+        *,
+        timeout_secs: float | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        self.bucket = bucket
+        self._secrets = _secrets_of(credentials_json)
+        if part_size % _RESUMABLE_UNIT:
+            raise ValueError("part_size must be a multiple of 256 KiB")
+        self.part_size = part_size
+        try:
+            self._credentials, project = load_credentials(credentials_json)
+        except ValueError as exc:
+            raise StorageError.build(
+                AUTH, "gcs", bucket, f"Invalid credentials json — {exc}", secrets=self._secrets
+            ) from None
+        emulator = os.environ.get(EMULATOR_ENV)
+        self._client = storage.Client(
+            project=project,
+            credentials=self._credentials,
+            client_options={"api_endpoint": emulator} if emulator else None,
+        )
+        self._bucket = self._client.bucket(bucket)
+        # (connect, read) per HTTP request, and a deadline for the client's own retries
+        self._timeout = (min(5.0, timeout_secs or 5.0), timeout_secs or 120.0)
+        self._retry = DEFAULT_RETRY.with_timeout(timeout_secs or 60.0)
+
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        checked = check_metadata(metadata)
+
+        def upload() -> None:
+            blob = self._bucket.blob(key, chunk_size=self.part_size)
+            blob.metadata = checked
+            blob.upload_from_filename(
+                str(path), content_type=content_type, timeout=self._timeout, retry=self._retry
+            )
+
+        if not await asyncio.to_thread(Path(path).is_file):
+            raise FileNotFoundError(path)
+        await self._call(upload, operation="put")
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        def get() -> ObjectInfo | None:
+            blob = self._bucket.get_blob(key, timeout=self._timeout, retry=self._retry)
+            if blob is None:
+                return None
+            return ObjectInfo(
+                size=int(blob.size or 0),
+                content_type=blob.content_type,
+                metadata=dict(blob.metadata or {}),
+            )
+
+        return await self._call(get, operation="head")
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        blob = self._bucket.blob(key)
+        reader = await self._call(
+            lambda: blob.open(
+                "rb", chunk_size=self.part_size, timeout=self._timeout, retry=self._retry
+            ),
+            operation="get",
+        )
+        try:
+            while chunk := await self._call(lambda: reader.read(READ_CHUNK), operation="get"):
+                yield bytes(chunk)
+        finally:
+            reader.close()
+
+    async def delete(self, key: str) -> None:
+        def remove() -> None:
+            try:
+                self._bucket.blob(key).delete(timeout=self._timeout, retry=self._retry)
+            except api_exceptions.NotFound as exc:
+                # a missing object is fine (idempotent); a missing bucket is not
+                if "bucket does not exist" in str(exc.message):
+                    raise
+
+        await self._call(remove, operation="delete")
+
+    async def signed_get_url(self, key: str, expires_in: int) -> str:
+        if not 1 <= expires_in <= MAX_SIGNED_SECONDS:
+            raise ValueError(f"expires_in must be 1..{MAX_SIGNED_SECONDS} seconds")
+        blob = self._bucket.blob(key)
+        # signed locally with the key's private key; the URL's host is the API endpoint
+        # (storage.googleapis.com, or the emulator)
+        url = await self._call(
+            lambda: blob.generate_signed_url(
+                version="v4",
+                expiration=timedelta(seconds=expires_in),
+                method="GET",
+                credentials=self._credentials,
+            ),
+            operation="sign",
+        )
+        return str(url)
+
+    def canonical_url(self, key: str) -> str:
+        return layout.canonical_url("gcs", bucket=self.bucket, key=key)
+
+    async def _call(self, fn: Any, *, operation: str) -> Any:
+        try:
+            return await asyncio.to_thread(fn)
+        except Exception as exc:
+            cause = gcs_cause(exc, operation=operation)
+            raise StorageError.build(
+                cause.kind, "gcs", self.bucket, cause.text, secrets=self._secrets
+            ) from None
+
+
+def _secrets_of(credentials: str | Mapping[str, Any]) -> list[str]:
+    if isinstance(credentials, Mapping):
+        return [str(credentials.get("private_key") or ""), json.dumps(dict(credentials))]
+    secrets = [credentials]
+    try:
+        secrets.append(str(json.loads(credentials).get("private_key") or ""))
+    except (ValueError, AttributeError):
+        pass
+    return secrets
+
+
+def gcs_cause(exc: BaseException, *, operation: str) -> Cause:
+    """Kind and cause for anything google-cloud-storage (or requests under it) raises."""
+    import requests
+
+    if isinstance(exc, api_exceptions.RetryError):
+        # the client's retries ran out; what matters is the last failure
+        if exc.cause is not None:
+            return gcs_cause(exc.cause, operation=operation)
+        return Cause(TRANSIENT, "timed out — the storage endpoint did not answer in time")
+    if isinstance(exc, api_exceptions.GoogleAPICallError) and exc.code is not None:
+        status = int(exc.code)
+        message = str(exc.message)
+        if status == 401:
+            return Cause(AUTH, "HTTP 401 — the service account key was rejected")
+        if status == 403:
+            return Cause(AUTH, "HTTP 403 — the service account may not use this bucket")
+        if status == 404:
+            # an upload cannot miss its object, so a 404 there is the bucket
+            if operation == "put" or "bucket does not exist" in message:
+                return Cause(NOT_FOUND, "HTTP 404 — no such bucket")
+            return Cause(NOT_FOUND, "HTTP 404 — no such object")
+        return cause_for_status(status)
+    if isinstance(exc, auth_exceptions.RefreshError):
+        return Cause(AUTH, "the service account key was rejected")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return Cause(TRANSIENT, "timed out — the storage endpoint did not answer in time")
+    if isinstance(exc, requests.exceptions.ConnectionError | auth_exceptions.TransportError):
+        text = str(exc)
+        if "Connection refused" in text:
+            return Cause(TRANSIENT, "connection refused — the storage endpoint is unreachable")
+        if "resolve" in text or "Name or service not known" in text:
+            return Cause(TRANSIENT, "dns error — the endpoint's host name does not resolve")
+        return Cause(TRANSIENT, "cannot connect — the storage endpoint is unreachable")
+    return Cause(TRANSIENT, f"unexpected {type(exc).__name__}")
+
+
+def open_gcs(
+    configuration: Mapping[str, Any],
+    *,
+    timeout_secs: float | None = None,
+    part_size: int = DEFAULT_PART_SIZE,
+) -> GcsObjectStore:
+    return GcsObjectStore(
+        str(configuration.get("bucket") or ""),
+        configuration.get("credentials") or "",
+        timeout_secs=timeout_secs,
+        part_size=part_size,
+    )

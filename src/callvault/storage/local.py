@@ -1,0 +1,200 @@
+"""The embedded default store: a directory on this machine, links signed by callvault itself.
+
+- Durable puts: the file is copied to a temp name in the target directory, fsynced, renamed
+  into place and the directory fsynced, so a crash leaves either the whole object or none
+  (ingest answers 202 only after this).
+- Content type and metadata live in a JSON sidecar under `{root}/.callvault-meta/{key}.json`,
+  written (durably) before the object is renamed into place, so `head` of a visible object
+  always finds them. A separate tree keeps sidecars out of the key space.
+- Reads and deletes go through obstore's LocalStore; `path_for` gives the HTTP layer the file
+  to serve for `/v2/recording_files/{key}` after it has checked the link with `verify_link`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+import obstore
+from obstore.store import LocalStore as ObstoreLocalStore
+
+from callvault.storage.base import (
+    ObjectInfo,
+    StorageError,
+    StorageErrorKind,
+    check_metadata,
+)
+from callvault.storage.signed_links import link_url
+
+META_DIR = ".callvault-meta"
+_TEMP_PREFIX = ".callvault-tmp-"
+_COPY_BUFFER = 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+class LocalStore:
+    backend = "local"
+
+    def __init__(self, root: Path, public_url: str, link_secret: bytes) -> None:
+        if not link_secret:
+            raise ValueError("link_secret must not be empty")
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.bucket = str(self.root)
+        self.public_url = public_url.rstrip("/")
+        self._link_secret = link_secret
+        self._store = ObstoreLocalStore(self.root)
+
+    def path_for(self, key: str) -> Path:
+        """The file that holds `key` (which may not exist). ValueError for unsafe keys."""
+        parts = key.split("/")
+        if (
+            not key
+            or key.startswith("/")
+            or "\\" in key
+            or "\x00" in key
+            or any(part in ("", ".", "..") for part in parts)
+            or parts[0] == META_DIR
+            or parts[-1].startswith(_TEMP_PREFIX)
+        ):
+            raise ValueError(f"invalid object key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / META_DIR / f"{key}.json"
+
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        target = self.path_for(key)
+        sidecar = json.dumps({"content_type": content_type, "metadata": check_metadata(metadata)})
+        if not await asyncio.to_thread(Path(path).is_file):
+            raise FileNotFoundError(path)
+        try:
+            await asyncio.to_thread(self._put_durably, Path(path), target, sidecar.encode(), key)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _put_durably(self, source: Path, target: Path, sidecar: bytes, key: str) -> None:
+        meta = self._meta_path(key)
+        _write_durably(meta, lambda out: out.write(sidecar))
+
+        def copy(out: BinaryIO) -> None:
+            with source.open("rb") as src:
+                shutil.copyfileobj(src, out, _COPY_BUFFER)
+
+        _write_durably(target, copy)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        target = self.path_for(key)
+
+        def stat() -> ObjectInfo | None:
+            try:
+                size = target.stat().st_size
+            except FileNotFoundError:
+                return None
+            try:
+                sidecar = json.loads(self._meta_path(key).read_text())
+            except (FileNotFoundError, ValueError):
+                # written by hand or by an older version: the object is there, its type unknown
+                sidecar = {}
+            return ObjectInfo(
+                size=size,
+                content_type=sidecar.get("content_type"),
+                metadata=dict(sidecar.get("metadata") or {}),
+            )
+
+        try:
+            return await asyncio.to_thread(stat)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        self.path_for(key)  # reject unsafe keys before touching the disk
+        try:
+            result = await obstore.get_async(self._store, key)
+            async for chunk in result.stream(min_chunk_size=READ_CHUNK):
+                yield bytes(chunk)
+        except FileNotFoundError:
+            raise StorageError.build(
+                StorageErrorKind.PERMANENT_NOT_FOUND, "local", self.bucket, "no such object"
+            ) from None
+        except Exception as exc:
+            raise self._error(exc) from None
+
+    async def delete(self, key: str) -> None:
+        self.path_for(key)
+        meta = self._meta_path(key)
+        try:
+            await obstore.delete_async(self._store, key)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise self._error(exc) from None
+        # the sidecar goes second: a crash in between leaves an orphan sidecar, never an
+        # object without its content type
+        try:
+            await asyncio.to_thread(meta.unlink, True)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    async def signed_get_url(self, key: str, expires_in: int) -> str:
+        if expires_in < 1:
+            raise ValueError("expires_in must be positive")
+        self.path_for(key)
+        return link_url(self.public_url, self._link_secret, key, int(time.time()) + expires_in)
+
+    def canonical_url(self, key: str) -> str:
+        """A file:// URI: where the object lives (not a download link; see signed_get_url)."""
+        return self.path_for(key).as_uri()
+
+    def _error(self, exc: BaseException) -> StorageError:
+        # disk full, permissions, I/O errors: the operator can fix them, so retrying helps
+        name = getattr(exc, "strerror", None) or type(exc).__name__
+        return StorageError.build(StorageErrorKind.TRANSIENT, "local", self.bucket, str(name))
+
+
+def _write_durably(target: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Write via temp file + fsync + rename + directory fsync."""
+    _make_dirs_durably(target.parent)
+    temp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+    try:
+        with temp.open("wb") as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _make_dirs_durably(directory: Path) -> None:
+    """mkdir -p, fsyncing each parent that gained an entry, so new directories survive a crash."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            continue  # a concurrent put made it
+        _fsync_dir(new.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,250 @@
+"""Delivering one webhook event: one round per claim — the primary URL, then at once the
+failover URL if the primary failed — every request recorded as a WebhookAttempt.
+
+- 2xx: delivered. 408, 429, 5xx, timeouts, connection errors: retried on the schedule
+  (webhooks/schedule.py). Any other answer (3xx: redirects are never followed; other 4xx) or an
+  address refused by policy: that URL will not take it.
+- A round is delivered if any URL took it; it failed for good if every URL it tried refused it
+  for good; otherwise it is retried, until the schedule runs out.
+- `meta.attempt` is the round number: the primary and the failover request of one round carry
+  the same number and differ in `meta.delivered_to`. The event id never changes.
+- An inactive or deleted application: the event is marked failed without a request (kept for
+  the record; `callvault webhooks retry` sends it again once the application is active).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+import httpx
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from callvault.accounts.models import Account
+from callvault.accounts.service import signing_key
+from callvault.db import transaction, utcnow
+from callvault.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_SECONDS
+from callvault.outbound.transport import AddressRefused, outbound_client
+from callvault.runtime import Runtime
+from callvault.webhooks import payloads, repository
+from callvault.webhooks.models import EventStatus, WebhookAttempt
+from callvault.webhooks.schedule import DEFAULT_SCHEDULE, next_delay
+from callvault.webhooks.service import default_store_link, in_default_store
+from callvault.webhooks.signing import signed_headers
+
+log = structlog.get_logger("callvault.webhooks")
+
+DEFAULT_TIMEOUT_SECS = 2.0
+MAX_ERROR_CHARS = 500
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REFUSED = "refused"  # this URL will not take it: do not retry it
+
+
+def verdict_for_status(status_code: int) -> Verdict:
+    if 200 <= status_code < 300:
+        return Verdict.DELIVERED
+    if status_code in (408, 429) or status_code >= 500:
+        return Verdict.RETRY
+    return Verdict.REFUSED
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    url: str
+    verdict: Verdict
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+
+
+def round_verdict(results: Sequence[AttemptResult]) -> Verdict:
+    """Delivered if any URL took it; refused if every URL refused; else retry (pure)."""
+    if any(r.verdict is Verdict.DELIVERED for r in results):
+        return Verdict.DELIVERED
+    if results and all(r.verdict is Verdict.REFUSED for r in results):
+        return Verdict.REFUSED
+    return Verdict.RETRY
+
+
+def timeout_for(webhook_timeout_secs: int | None) -> float:
+    """The application's timeout, else the documented default of 2 s (0 counts as unset)."""
+    return float(webhook_timeout_secs) if webhook_timeout_secs else DEFAULT_TIMEOUT_SECS
+
+
+class Deliverer:
+    """Sends events; one per worker, sharing one HTTP client (connection reuse)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        rng: random.Random | None = None,
+        schedule: tuple[float, ...] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.rng = rng or random.Random()  # jitter, not a secret
+        self.schedule = schedule or runtime.settings.webhook_schedule or DEFAULT_SCHEDULE
+        self.client: httpx.AsyncClient = outbound_client(
+            allow_private=runtime.settings.allow_private_networks,
+            timeout=DEFAULT_TIMEOUT_SECS,
+        )
+        self._keys: dict[str, Ed25519PrivateKey] = {}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def _signing_key(self, account: Account) -> Ed25519PrivateKey:
+        key = self._keys.get(account.id)
+        if key is None:
+            key = self._keys[account.id] = signing_key(account, self.runtime.settings.keyring)
+        return key
+
+    async def deliver(self, event_id: str, owner: str) -> Verdict | None:
+        """One delivery round of a pending event leased to `owner`; returns its verdict
+        (None when there was nothing to do: not pending, or the lease is gone)."""
+        async with transaction(self.runtime.sessions) as session:
+            context = await repository.delivery_context(session, event_id, owner)
+        if context is None:
+            return None
+        event, application = context.event, context.application
+        if application is None or not application.active:
+            why = "application deleted" if application is None else "application is inactive"
+            async with transaction(self.runtime.sessions) as session:
+                await repository.finish_round(
+                    session,
+                    event_id,
+                    owner,
+                    dict(
+                        status=EventStatus.FAILED,
+                        last_error=f"{why}: not sent",
+                        next_attempt_at=None,
+                    ),
+                )
+            log.info("webhook not sent", event_id=event_id, why=why)
+            return Verdict.REFUSED
+
+        payload: dict[str, Any] = event.payload
+        recording = context.recording
+        if event.event_type == payloads.SAVED and recording and in_default_store(recording):
+            # default-store links live 600 s: every attempt gets a fresh one
+            link = await default_store_link(self.runtime, recording)
+            if link:
+                payload = payloads.with_recording_url(payload, recording.format, link)
+
+        attempt = event.attempts + 1
+        key = self._signing_key(context.account)
+        timeout = timeout_for(application.webhook_timeout_secs)
+        urls = [application.webhook_event_url]
+        if application.webhook_event_failover_url:
+            urls.append(application.webhook_event_failover_url)
+        results: list[AttemptResult] = []
+        for url in urls:
+            body = payloads.serialize(
+                payloads.envelope(
+                    event_id=event.id,
+                    event_type=event.event_type,
+                    api_version=event.api_version,
+                    payload=payload,
+                    occurred_at=event.occurred_at,
+                    created_at=event.created_at,
+                    attempt=attempt,
+                    delivered_to=url,
+                )
+            )
+            result = await self._post(url, body, key, timeout)
+            results.append(result)
+            if result.verdict is Verdict.DELIVERED:
+                break
+
+        verdict = round_verdict(results)
+        now = utcnow()
+        values: dict[str, Any] = {"attempts": attempt, "last_error": _summary(results)}
+        if verdict is Verdict.DELIVERED:
+            values.update(status=EventStatus.DELIVERED, delivered_at=now, next_attempt_at=None)
+            values["last_error"] = None
+        else:
+            delay = (
+                None if verdict is Verdict.REFUSED else next_delay(attempt, self.rng, self.schedule)
+            )
+            if delay is None:
+                values.update(status=EventStatus.FAILED, next_attempt_at=None)
+                verdict = Verdict.REFUSED
+            else:
+                values.update(next_attempt_at=now + timedelta(seconds=delay))
+        async with transaction(self.runtime.sessions) as session:
+            await repository.add_attempts(
+                session,
+                [
+                    WebhookAttempt(
+                        event_id=event.id,
+                        attempt=attempt,
+                        url=r.url,
+                        status_code=r.status_code,
+                        latency_ms=r.latency_ms,
+                        error=r.error,
+                        created_at=now,
+                    )
+                    for r in results
+                ],
+            )
+            kept = await repository.finish_round(session, event.id, owner, values)
+        if not kept:
+            log.warning("webhook lease lost during delivery", event_id=event.id)
+        for r in results:
+            WEBHOOK_ATTEMPTS.labels(outcome=_metric_outcome(r.verdict, verdict)).inc()
+        return verdict
+
+    async def _post(
+        self, url: str, body: str, key: Ed25519PrivateKey, limit_secs: float
+    ) -> AttemptResult:
+        headers = signed_headers(key, int(time.time()), body)
+        started = time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            # the whole exchange is bounded, not only each read (a receiver dripping bytes)
+            async with asyncio.timeout(limit_secs):
+                async with self.client.stream(
+                    "POST", url, content=body.encode(), headers=headers, timeout=limit_secs
+                ) as response:
+                    status_code = response.status_code  # the body is never read
+            verdict = verdict_for_status(status_code)
+            if verdict is not Verdict.DELIVERED:
+                error = f"HTTP {status_code}"
+        except AddressRefused as exc:
+            verdict, error = Verdict.REFUSED, str(exc)
+        except (TimeoutError, httpx.TimeoutException):
+            verdict, error = Verdict.RETRY, f"timed out after {limit_secs:g} s"
+        except httpx.HTTPError as exc:
+            verdict, error = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+        latency_ms = (time.perf_counter() - started) * 1000
+        WEBHOOK_SECONDS.observe(latency_ms / 1000)
+        return AttemptResult(
+            url=url,
+            verdict=verdict,
+            status_code=status_code,
+            latency_ms=round(latency_ms, 3),
+            error=error[:MAX_ERROR_CHARS] if error else None,
+        )
+
+
+def _summary(results: Sequence[AttemptResult]) -> str | None:
+    errors = [f"{r.url}: {r.error}" for r in results if r.error]
+    return "; ".join(errors)[:MAX_ERROR_CHARS] if errors else None
+
+
+def _metric_outcome(attempt: Verdict, round_: Verdict) -> str:
+    if attempt is Verdict.DELIVERED:
+        return "delivered"
+    return "failed" if round_ is Verdict.REFUSED else "retry"

@@ -1,0 +1,137 @@
+"""Webhook events: made in the same transaction as the recording's state change.
+
+The event row is the delivery job (DESIGN.md): its payload is built once, when it is made, in
+the application's API version of that moment; the envelope (attempt number, delivered_to) and
+the signature are made per attempt (webhooks/delivery.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callvault.db import utcnow
+from callvault.recordings.models import Recording
+from callvault.recordings.service import download_urls_for, in_custom_storage
+from callvault.runtime import Runtime
+from callvault.storage.base import StorageError
+from callvault.webhooks import payloads, repository
+from callvault.webhooks.models import EventStatus, WebhookEvent
+
+log = structlog.get_logger("callvault.webhooks")
+
+
+async def default_store_link(runtime: Runtime, recording: Recording) -> str | None:
+    """A fresh 600 s link to the default-store copy (the one the Recordings API hands out);
+    None when none can be made right now (each delivery attempt makes a new one anyway)."""
+    try:
+        return (await download_urls_for(runtime, recording)).get(recording.format)
+    except StorageError as exc:
+        log.warning("no download link", recording_id=recording.id, detail=exc.reason)
+        return None
+
+
+def in_default_store(recording: Recording) -> bool:
+    return not in_custom_storage(recording) and recording.default_store_key is not None
+
+
+async def record_saved(
+    session: AsyncSession,
+    recording: Recording,
+    *,
+    recording_url: str,
+    lease_owner: str | None = None,
+    lease_until: datetime | None = None,
+) -> WebhookEvent | None:
+    """`call.recording.saved` for the recording's application (None if it has none anymore).
+
+    The worker passes its own lease so that it can deliver the event right after the commit,
+    without another claim (the hot path); if it dies first, the lease expires and any worker
+    takes the event.
+    """
+    application = await repository.application(session, recording.connection_id)
+    if application is None:
+        return None
+    now = utcnow()
+    payload = payloads.saved_payload(
+        recording,
+        recording_url=recording_url,
+        occurred_at=now,
+        api_version=application.webhook_api_version,
+    )
+    return await _add(
+        session,
+        recording,
+        payloads.SAVED,
+        application.webhook_api_version,
+        payload,
+        now,
+        lease_owner,
+        lease_until,
+    )
+
+
+async def record_error(
+    session: AsyncSession,
+    recording: Recording,
+    *,
+    reason: str,
+    detail: str,
+    lease_owner: str | None = None,
+    lease_until: datetime | None = None,
+) -> WebhookEvent | None:
+    """`call.recording.error` with the spec's reason and our precise detail."""
+    application = await repository.application(session, recording.connection_id)
+    if application is None:
+        return None
+    now = utcnow()
+    payload = payloads.error_payload(
+        recording,
+        reason=reason,
+        detail=detail,
+        occurred_at=now,
+        api_version=application.webhook_api_version,
+    )
+    return await _add(
+        session,
+        recording,
+        payloads.ERROR,
+        application.webhook_api_version,
+        payload,
+        now,
+        lease_owner,
+        lease_until,
+    )
+
+
+async def _add(
+    session: AsyncSession,
+    recording: Recording,
+    event_type: str,
+    api_version: str,
+    payload: dict[str, object],
+    now: datetime,
+    lease_owner: str | None,
+    lease_until: datetime | None,
+) -> WebhookEvent:
+    event = WebhookEvent(
+        id=str(uuid.uuid4()),
+        account_id=recording.account_id,
+        application_id=recording.connection_id,
+        recording_id=recording.id,
+        event_type=event_type,
+        api_version=api_version,
+        payload=payload,
+        occurred_at=now,
+        created_at=now,
+        status=EventStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        lease_owner=lease_owner,
+        lease_until=lease_until,
+    )
+    await repository.add_event(session, event)
+    return event

@@ -1,0 +1,314 @@
+"""Every query of the worker: claiming jobs (recording rows, webhook-event rows) with leases,
+and the recording's state transitions.
+
+A job is claimed by writing `lease_owner` (the worker's id) and `lease_until`; every later
+transition is conditional on still holding that lease, so a worker whose lease expired (and was
+taken over) cannot overwrite the new owner's work: its update matches no row and its
+transaction, with the webhook event inside, is rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callvault.credentials.models import StorageCredentials
+from callvault.recordings.models import Recording, RecordingStatus
+from callvault.webhooks.models import EventStatus, WebhookEvent
+
+JobModel = type[Recording] | type[WebhookEvent]
+DUE_STATUS: dict[Any, str] = {
+    Recording: RecordingStatus.RECEIVED,
+    WebhookEvent: EventStatus.PENDING,
+}
+
+
+def _lease_free(model: JobModel, now: datetime) -> ColumnElement[bool]:
+    return or_(model.lease_until.is_(None), model.lease_until < now)
+
+
+async def claim(
+    session: AsyncSession,
+    model: JobModel,
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    postgresql: bool,
+) -> list[str]:
+    """Lease up to `limit` due jobs; returns their ids.
+
+    PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED` so concurrent workers pass over each other's
+    rows instead of queueing on them. SQLite: every transaction is BEGIN IMMEDIATE (one writer
+    at a time), so the select and the update cannot interleave with another claim; the update
+    repeats the lease condition anyway and RETURNING reports exactly what was taken.
+    """
+    if limit <= 0:
+        return []
+    status = DUE_STATUS[model]
+    query = (
+        select(model.id)
+        .where(model.status == status, model.next_attempt_at <= now, _lease_free(model, now))
+        .order_by(model.next_attempt_at)
+        .limit(limit)
+    )
+    if postgresql:
+        query = query.with_for_update(skip_locked=True)
+    ids = list((await session.scalars(query)).all())
+    if not ids:
+        return []
+    taken = await session.scalars(
+        update(model)
+        .where(model.id.in_(ids), model.status == status, _lease_free(model, now))
+        .values(lease_owner=owner, lease_until=lease_until)
+        .returning(model.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(taken.all())
+
+
+async def renew(
+    session: AsyncSession, model: JobModel, ids: Sequence[str], *, owner: str, lease_until: datetime
+) -> set[str]:
+    """Extend the leases this worker still holds; returns the ids it still holds."""
+    if not ids:
+        return set()
+    kept = await session.scalars(
+        update(model)
+        .where(model.id.in_(list(ids)), model.lease_owner == owner)
+        .values(lease_until=lease_until)
+        .returning(model.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(kept.all())
+
+
+async def release(
+    session: AsyncSession, model: JobModel, ids: Sequence[str], *, owner: str
+) -> None:
+    """Give the jobs back at once (graceful stop): another worker may take them immediately."""
+    if ids:
+        await session.execute(
+            update(model)
+            .where(model.id.in_(list(ids)), model.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _held(recording_id: str, owner: str) -> ColumnElement[bool]:
+    return and_(
+        Recording.id == recording_id,
+        Recording.lease_owner == owner,
+        Recording.status == RecordingStatus.RECEIVED,
+    )
+
+
+async def _transition(
+    session: AsyncSession, recording_id: str, owner: str, values: dict[str, Any]
+) -> bool:
+    result = await session.execute(
+        update(Recording)
+        .where(_held(recording_id, owner))
+        .values(lease_owner=None, lease_until=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_stored_default(session: AsyncSession, recording_id: str, owner: str) -> bool:
+    """No custom storage: the default-store copy is the final place."""
+    return await _transition(
+        session,
+        recording_id,
+        owner,
+        dict(
+            status=RecordingStatus.STORED,
+            backend=None,
+            bucket=None,
+            object_key=None,
+            recording_url=None,
+            credentials_revision=None,
+            error_reason=None,
+            error_detail=None,
+            next_attempt_at=None,
+        ),
+    )
+
+
+async def mark_stored_custom(
+    session: AsyncSession,
+    recording_id: str,
+    owner: str,
+    *,
+    backend: str,
+    bucket: str,
+    object_key: str,
+    recording_url: str,
+    credentials_revision: int,
+) -> bool:
+    return await _transition(
+        session,
+        recording_id,
+        owner,
+        dict(
+            status=RecordingStatus.STORED,
+            backend=backend,
+            bucket=bucket,
+            object_key=object_key,
+            recording_url=recording_url,
+            credentials_revision=credentials_revision,
+            error_reason=None,
+            error_detail=None,
+            next_attempt_at=None,
+        ),
+    )
+
+
+async def mark_failed(
+    session: AsyncSession,
+    recording_id: str,
+    owner: str,
+    *,
+    reason: str,
+    detail: str,
+    credentials_revision: int | None,
+    attempts: int,
+) -> bool:
+    """Permanent failure: the recording stays in the default store (location default)."""
+    return await _transition(
+        session,
+        recording_id,
+        owner,
+        dict(
+            status=RecordingStatus.FAILED,
+            error_reason=reason,
+            error_detail=detail,
+            credentials_revision=credentials_revision,
+            attempts=attempts,
+            next_attempt_at=None,
+        ),
+    )
+
+
+async def schedule_retry(
+    session: AsyncSession,
+    recording_id: str,
+    owner: str,
+    *,
+    attempts: int,
+    next_attempt_at: datetime,
+    first_failure_at: datetime,
+    detail: str,
+) -> bool:
+    return await _transition(
+        session,
+        recording_id,
+        owner,
+        dict(
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+            first_failure_at=first_failure_at,
+            error_detail=detail,
+        ),
+    )
+
+
+async def forget_staging_key(session: AsyncSession, recording_id: str, key: str) -> None:
+    """The default-store copy of a recording now in custom storage is gone."""
+    await session.execute(
+        update(Recording)
+        .where(Recording.id == recording_id, Recording.default_store_key == key)
+        .values(default_store_key=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def leftover_staging_copies(session: AsyncSession, limit: int) -> list[tuple[str, str]]:
+    """(id, default_store_key) of recordings stored in custom storage whose staging copy was
+    not deleted yet (a crash between the commit and the delete)."""
+    rows = await session.execute(
+        select(Recording.id, Recording.default_store_key)
+        .where(
+            Recording.status == RecordingStatus.STORED,
+            Recording.backend.is_not(None),
+            Recording.default_store_key.is_not(None),
+        )
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in rows if row[1] is not None]
+
+
+async def current_revision(session: AsyncSession, connection_id: str) -> int | None:
+    return await session.scalar(
+        select(StorageCredentials.revision).where(StorageCredentials.connection_id == connection_id)
+    )
+
+
+async def requeue_after_new_credentials(
+    session: AsyncSession, connection_id: str, revision: int, now: datetime
+) -> int:
+    """Failed recordings of the connection go back to the queue, unless they already failed
+    under this very revision; recordings waiting on a backoff are tried now."""
+    failed = await session.execute(
+        update(Recording)
+        .where(
+            Recording.connection_id == connection_id,
+            Recording.status == RecordingStatus.FAILED,
+            or_(
+                Recording.credentials_revision.is_(None),
+                Recording.credentials_revision != revision,
+            ),
+        )
+        .values(
+            status=RecordingStatus.RECEIVED,
+            next_attempt_at=now,
+            attempts=0,
+            first_failure_at=None,
+            error_reason=None,
+            error_detail=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Recording)
+        .where(
+            Recording.connection_id == connection_id,
+            Recording.status == RecordingStatus.RECEIVED,
+            Recording.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(failed.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue_for_redelivery(session: AsyncSession, recording_id: str, now: datetime) -> bool:
+    """A failed recording, or one kept in the default store, is processed again."""
+    result = await session.execute(
+        update(Recording)
+        .where(
+            Recording.id == recording_id,
+            or_(
+                Recording.status == RecordingStatus.FAILED,
+                and_(Recording.status == RecordingStatus.STORED, Recording.backend.is_(None)),
+            ),
+        )
+        .values(
+            status=RecordingStatus.RECEIVED,
+            next_attempt_at=now,
+            attempts=0,
+            first_failure_at=None,
+            error_reason=None,
+            error_detail=None,
+            lease_owner=None,
+            lease_until=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

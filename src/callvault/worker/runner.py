@@ -1,0 +1,263 @@
+"""The worker: claims due rows (recordings to move, webhook events to send) and runs them.
+
+The database is the queue (DESIGN.md). A loop claims up to `concurrency` jobs at a time with a
+lease (~60 s, renewed every 20 s by one heartbeat for all held jobs), runs each in its own
+task, and sleeps until new work is announced (`runtime.work_ready`, set by ingest in this
+process), a slot frees up, or the poll interval (0.5 s: work committed by other processes, due
+retries) passes. `stop()` stops claiming, lets running jobs finish for a while, cancels the rest
+and clears the leases it still holds so that another worker takes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import uuid
+from datetime import timedelta
+
+import structlog
+
+from callvault.db import transaction, utcnow
+from callvault.recordings.models import Recording
+from callvault.runtime import Runtime
+from callvault.webhooks.delivery import Deliverer
+from callvault.webhooks.models import WebhookEvent
+from callvault.worker import repository as jobs
+from callvault.worker.repository import JobModel
+from callvault.worker.uploads import (
+    UploadContext,
+    delete_staging_copy,
+    process_recording,
+    sweep_staging_copies,
+)
+
+log = structlog.get_logger("callvault.worker")
+
+LEASE_SECS = 60.0
+POLL_SECS = 0.5
+SWEEP_EVERY_SECS = 60.0
+DRAIN_SECS = 10.0
+
+
+class Worker:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int | None = None,
+        lease_seconds: float = LEASE_SECS,
+        poll_seconds: float = POLL_SECS,
+        drain_seconds: float = DRAIN_SECS,
+        rng: random.Random | None = None,
+        webhook_schedule: tuple[float, ...] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.webhook_schedule = webhook_schedule
+        self.owner = f"worker-{uuid.uuid4()}"  # one per worker, so two in a process differ too
+        self.concurrency = max(1, concurrency or runtime.settings.worker_concurrency)
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.drain_seconds = drain_seconds
+        self.rng = rng or random.Random()  # jitter, not a secret
+        self._postgresql = runtime.engine.dialect.name == "postgresql"
+        self._tasks: set[asyncio.Task[None]] = set()
+        # jobs this worker holds a lease on: (model, id); the heartbeat renews them all
+        self._held: dict[str, JobModel] = {}
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.deliverer: Deliverer | None = None
+        self.uploads: UploadContext | None = None
+
+    # lifecycle
+    async def start(self) -> None:
+        self.deliverer = Deliverer(self.runtime, rng=self.rng, schedule=self.webhook_schedule)
+        self.uploads = UploadContext(self.runtime, self.owner, self.lease_seconds, rng=self.rng)
+        self._loop_task = asyncio.create_task(self._run(), name=f"{self.owner} loop")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"{self.owner} beat")
+        log.info("worker started", owner=self.owner, concurrency=self.concurrency)
+
+    async def stop(self) -> None:
+        """Stop claiming; let running jobs finish (up to drain_seconds); release the rest."""
+        self._stopping.set()
+        self._slot_freed.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        await self._release_all()
+        if self.deliverer is not None:
+            await self.deliverer.aclose()
+        log.info("worker stopped", owner=self.owner)
+
+    # the loop
+    async def _run(self) -> None:
+        next_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            try:
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + SWEEP_EVERY_SECS
+                    self._spawn(self._sweep(), None, None)
+                # cleared before claiming: work announced from here on wakes the next wait
+                self.runtime.work_ready.clear()
+                self._slot_freed.clear()
+                claimed = await self._claim(self.concurrency - len(self._tasks))
+                for model, job_id in claimed:
+                    self._held[job_id] = model
+                    self._spawn(self._run_job(model, job_id), model, job_id)
+                if len(self._tasks) >= self.concurrency:
+                    await self._wait_for(self._slot_freed, self._stopping)
+                    continue
+                if claimed:
+                    continue  # there may be more due rows than one batch
+                await self._wait_for(
+                    self.runtime.work_ready,
+                    self._slot_freed,
+                    self._stopping,
+                    at_most=self.poll_seconds,
+                )
+            except Exception:
+                # the database may be away for a moment: keep the worker alive and try again
+                log.exception("worker loop error", owner=self.owner)
+                await self._wait_for(self._stopping, at_most=self.poll_seconds)
+
+    @staticmethod
+    async def _wait_for(*events: asyncio.Event, at_most: float | None = None) -> None:
+        """Until one of `events` is set, or `at_most` seconds pass."""
+        waits = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waits, timeout=at_most, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    async def _claim(self, free: int) -> list[tuple[JobModel, str]]:
+        if free <= 0:
+            return []
+        now = utcnow()
+        until = now + timedelta(seconds=self.lease_seconds)
+        claimed: list[tuple[JobModel, str]] = []
+        # one transaction for both queues: one write per idle poll
+        async with transaction(self.runtime.sessions) as session:
+            for model in (Recording, WebhookEvent):
+                ids = await jobs.claim(
+                    session,
+                    model,
+                    owner=self.owner,
+                    now=now,
+                    lease_until=until,
+                    limit=free - len(claimed),
+                    postgresql=self._postgresql,
+                )
+                claimed += [(model, job_id) for job_id in ids]
+        return claimed
+
+    def _spawn(self, coro: object, model: JobModel | None, job_id: str | None) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._slot_freed.set()
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("job crashed", job_id=job_id, error=repr(finished.exception()))
+
+        task.add_done_callback(done)
+
+    async def _run_job(self, model: JobModel, job_id: str) -> None:
+        try:
+            if model is Recording:
+                await self._run_recording(job_id)
+            else:
+                await self._deliver(job_id)
+        except asyncio.CancelledError:
+            raise  # still held: stop() releases its lease
+        except BaseException:
+            # a crashed job keeps its lease until it expires: a retry after ~lease_seconds,
+            # not a hot loop on a job that crashes every time
+            self._held.pop(job_id, None)
+            raise
+        self._held.pop(job_id, None)
+
+    async def _run_recording(self, recording_id: str) -> None:
+        assert self.uploads is not None
+        outcome = await process_recording(self.uploads, recording_id)
+        # its lease was cleared with the state change (or it was not ours anymore)
+        self._held.pop(recording_id, None)
+        if outcome.event_id is not None:
+            self._held[outcome.event_id] = WebhookEvent
+            await self._deliver(outcome.event_id)
+            self._held.pop(outcome.event_id, None)
+        if outcome.staging_key is not None:
+            await delete_staging_copy(self.runtime, recording_id, outcome.staging_key)
+
+    async def _deliver(self, event_id: str) -> None:
+        assert self.deliverer is not None
+        # a round that must be retried is due later: the poll claims it then
+        await self.deliverer.deliver(event_id, self.owner)
+
+    async def _sweep(self) -> None:
+        try:
+            await sweep_staging_copies(self.runtime)
+        except Exception:
+            log.exception("staging sweep failed")
+
+    # leases
+    async def _heartbeat(self) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._renew()
+            except Exception:
+                log.exception("lease renewal failed", owner=self.owner)
+
+    async def _renew(self) -> None:
+        held = dict(self._held)
+        if not held:
+            return
+        until = utcnow() + timedelta(seconds=self.lease_seconds)
+        async with transaction(self.runtime.sessions) as session:
+            for model in (Recording, WebhookEvent):
+                ids = [job_id for job_id, m in held.items() if m is model]
+                kept = await jobs.renew(session, model, ids, owner=self.owner, lease_until=until)
+                for lost in set(ids) - kept:
+                    # finished meanwhile (lease cleared) or taken over after an expiry
+                    log.debug("lease not renewed", job_id=lost)
+
+    async def _release_all(self) -> None:
+        held = dict(self._held)
+        self._held.clear()
+        if not held:
+            return
+        async with transaction(self.runtime.sessions) as session:
+            for model in (Recording, WebhookEvent):
+                ids = [job_id for job_id, m in held.items() if m is model]
+                await jobs.release(session, model, ids, owner=self.owner)
+        log.info("leases released", owner=self.owner, count=len(held))
+
+
+async def run_until_signalled(runtime: Runtime) -> None:
+    """`callvault worker`: run until SIGTERM or SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(runtime)
+    await worker.start()
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await runtime.close()

@@ -1,0 +1,336 @@
+"""One recording through the pipeline: resolve its target, copy, verify, record the outcome.
+
+Each state change is one transaction, and the webhook event is made inside it, so the row and
+its event can never disagree. The order, and what a crash at each point leaves behind:
+
+1. claimed (lease) — crash: the lease expires, another worker takes the row.
+2. put + head in the customer's bucket — crash: same; the put is repeated (same key, same
+   bytes: idempotent).
+3. commit: status `stored` + placement + `call.recording.saved` event (leased to this worker, so
+   it is sent right away without another claim) — crash: the event's lease expires and any
+   worker sends it; the staging copy is swept (4).
+4. after the webhook round: delete the default-store copy, then clear `default_store_key` —
+   crash: `sweep_staging_copies` (run by every worker at start and every minute) finds stored
+   custom-storage rows that still name a staging key and finishes the job; both steps are
+   idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import structlog
+
+from callvault.credentials.service import StoredCredentials, load_configuration
+from callvault.db import transaction, utcnow
+from callvault.metrics import UPLOAD_SECONDS, UPLOADS
+from callvault.recordings.models import Recording, RecordingStatus
+from callvault.runtime import Runtime
+from callvault.storage import layout
+from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind, redact
+from callvault.storage.factory import open_custom_store
+from callvault.storage.local import LocalStore
+from callvault.webhooks import service as webhooks
+from callvault.worker import policy
+from callvault.worker import repository as jobs
+
+log = structlog.get_logger("callvault.worker")
+
+STORE_CACHE_SIZE = 64
+
+
+@dataclass
+class UploadContext:
+    """What processing needs from its worker."""
+
+    runtime: Runtime
+    owner: str
+    lease_seconds: float
+    rng: random.Random = field(default_factory=random.Random)
+    # open custom stores by (connection, revision): clients and connections are reused, and a
+    # replaced configuration (new revision) is never served from the cache
+    stores: OrderedDict[tuple[str, int], ObjectStore] = field(default_factory=OrderedDict)
+
+    def lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.lease_seconds)
+
+    def store_for(self, connection_id: str, credentials: StoredCredentials) -> ObjectStore:
+        cache_key = (connection_id, credentials.revision)
+        store = self.stores.get(cache_key)
+        if store is None:
+            store = open_custom_store(credentials.backend, credentials.configuration)
+            self.stores[cache_key] = store
+            while len(self.stores) > STORE_CACHE_SIZE:
+                self.stores.popitem(last=False)
+        else:
+            self.stores.move_to_end(cache_key)
+        return store
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_id: str | None = None  # a webhook event this worker holds, to send now
+    staging_key: str | None = None  # a default-store copy to delete after that
+
+
+class Retry(Exception):
+    """A failure that is worth another try (a transient StorageError, a failed verification)."""
+
+
+async def process_recording(ctx: UploadContext, recording_id: str) -> Outcome:
+    """Move one claimed recording to its final place; never raises for storage failures."""
+    runtime = ctx.runtime
+    try:
+        async with transaction(runtime.sessions) as session:
+            recording = await session.get(Recording, recording_id, populate_existing=True)
+            if (
+                recording is None
+                or recording.status != RecordingStatus.RECEIVED
+                or recording.lease_owner != ctx.owner
+            ):
+                return Outcome()
+            credentials = await load_configuration(
+                session, runtime.settings.keyring, recording.connection_id
+            )
+    except Exception as exc:  # e.g. a sealed configuration no active key opens
+        log.error("loading credentials failed", recording_id=recording_id, error=type(exc).__name__)
+        return await _retry_later(ctx, recording_id, None, f"internal error: {type(exc).__name__}")
+
+    if credentials is None:
+        return await _finish_in_default_store(ctx, recording)
+    return await _upload_to_custom(ctx, recording, credentials)
+
+
+async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> Outcome:
+    link = await webhooks.default_store_link(ctx.runtime, recording) or ""
+    async with transaction(ctx.runtime.sessions) as session:
+        if not await jobs.mark_stored_default(session, recording.id, ctx.owner):
+            return Outcome()
+        event = await webhooks.record_saved(
+            session,
+            recording,
+            recording_url=link,
+            lease_owner=ctx.owner,
+            lease_until=ctx.lease_until(),
+        )
+    log.info("recording stored", recording_id=recording.id, location="default")
+    return Outcome(event_id=event.id if event else None)
+
+
+async def _upload_to_custom(
+    ctx: UploadContext, recording: Recording, credentials: StoredCredentials
+) -> Outcome:
+    secrets = [str(value) for value in credentials.configuration.values()]
+    started = asyncio.get_running_loop().time()
+    backend = credentials.backend
+    try:
+        store = ctx.store_for(recording.connection_id, credentials)
+        key = layout.object_key(
+            recording.account_id,
+            recording.recording_started_at,
+            recording.custom_file_name or recording.call_leg_id,
+            None,
+        )
+        if recording.default_store_key is None:
+            raise RuntimeError("the recording has no default-store copy to upload")
+        async with staged_file(ctx.runtime, recording.default_store_key) as path:
+            await store.put_file(
+                key,
+                path,
+                content_type=layout.content_type_for(recording.format),
+                metadata={
+                    "call_control_id": recording.call_control_id,
+                    "call_leg_id": recording.call_leg_id,
+                    "call_session_id": recording.call_session_id,
+                    "connection_id": recording.connection_id,
+                    "recording_id": recording.id,
+                    "sha256": recording.sha256,
+                },
+            )
+        info = await store.head(key)
+        if info is None:
+            raise Retry(f"{backend}: the object is missing right after the upload")
+        if info.size != recording.size_bytes:
+            raise Retry(
+                f"{backend}: size after upload is {info.size} bytes, "
+                f"expected {recording.size_bytes}"
+            )
+        stored_sha = info.metadata.get("sha256")
+        if stored_sha is not None and stored_sha != recording.sha256:
+            raise Retry(f"{backend}: sha256 metadata after upload does not match")
+    except StorageError as exc:
+        UPLOADS.labels(
+            backend=backend, outcome="transient" if not exc.kind.permanent else "permanent"
+        ).inc()
+        if exc.kind is StorageErrorKind.TRANSIENT:
+            return await _retry_later(ctx, recording.id, credentials.revision, exc.reason)
+        return await _fail(
+            ctx, recording, credentials.revision, policy.error_reason(exc), exc.reason
+        )
+    except Retry as exc:
+        UPLOADS.labels(backend=backend, outcome="transient").inc()
+        return await _retry_later(ctx, recording.id, credentials.revision, str(exc))
+    except Exception as exc:
+        # a bug or an unmapped library error: retried (and visible in the logs), never lost
+        UPLOADS.labels(backend=backend, outcome="transient").inc()
+        detail = redact(f"internal error: {type(exc).__name__}: {exc}", secrets)
+        log.error("upload failed unexpectedly", recording_id=recording.id, detail=detail)
+        return await _retry_later(ctx, recording.id, credentials.revision, detail)
+
+    UPLOADS.labels(backend=backend, outcome="ok").inc()
+    UPLOAD_SECONDS.labels(backend=backend).observe(asyncio.get_running_loop().time() - started)
+    url = store.canonical_url(key)
+    async with transaction(ctx.runtime.sessions) as session:
+        if not await jobs.mark_stored_custom(
+            session,
+            recording.id,
+            ctx.owner,
+            backend=backend,
+            bucket=store.bucket,
+            object_key=key,
+            recording_url=url,
+            credentials_revision=credentials.revision,
+        ):
+            return Outcome()
+        event = await webhooks.record_saved(
+            session,
+            recording,
+            recording_url=url,
+            lease_owner=ctx.owner,
+            lease_until=ctx.lease_until(),
+        )
+    log.info("recording stored", recording_id=recording.id, location=backend)
+    return Outcome(event_id=event.id if event else None, staging_key=recording.default_store_key)
+
+
+async def _retry_later(
+    ctx: UploadContext, recording_id: str, revision: int | None, detail: str
+) -> Outcome:
+    now = utcnow()
+    async with transaction(ctx.runtime.sessions) as session:
+        recording = await session.get(Recording, recording_id, populate_existing=True)
+        if recording is None or recording.lease_owner != ctx.owner:
+            return Outcome()
+        first_failure_at = recording.first_failure_at or now
+        attempts = recording.attempts + 1
+        if not policy.gives_up(first_failure_at, now):
+            delay = policy.retry_delay(attempts, ctx.rng)
+            await jobs.schedule_retry(
+                session,
+                recording_id,
+                ctx.owner,
+                attempts=attempts,
+                next_attempt_at=now + timedelta(seconds=delay),
+                first_failure_at=first_failure_at,
+                detail=detail,
+            )
+            log.info(
+                "upload will be retried",
+                recording_id=recording_id,
+                attempts=attempts,
+                delay_secs=round(delay, 2),
+                detail=detail,
+            )
+            return Outcome()
+    return await _fail(
+        ctx,
+        recording,
+        revision,
+        policy.INTERNAL_ERROR,
+        f"custom storage kept failing for more than 24 h; last error: {detail}",
+        attempts=attempts,
+    )
+
+
+async def _fail(
+    ctx: UploadContext,
+    recording: Recording,
+    revision: int | None,
+    reason: str,
+    detail: str,
+    *,
+    attempts: int | None = None,
+) -> Outcome:
+    """Permanent failure: kept in the default store, `call.recording.error` sent."""
+    async with transaction(ctx.runtime.sessions) as session:
+        if not await jobs.mark_failed(
+            session,
+            recording.id,
+            ctx.owner,
+            reason=reason,
+            detail=detail,
+            credentials_revision=revision,
+            attempts=attempts if attempts is not None else recording.attempts + 1,
+        ):
+            return Outcome()
+        event = await webhooks.record_error(
+            session,
+            recording,
+            reason=reason,
+            detail=detail,
+            lease_owner=ctx.owner,
+            lease_until=ctx.lease_until(),
+        )
+    log.warning(
+        "recording kept in the default store",
+        recording_id=recording.id,
+        reason=reason,
+        detail=detail,
+    )
+    return Outcome(event_id=event.id if event else None)
+
+
+@asynccontextmanager
+async def staged_file(runtime: Runtime, key: str) -> AsyncIterator[Path]:
+    """A local file with the default-store copy's bytes: the store's own file when it is a
+    local directory, else a temp copy in the data dir (removed afterwards)."""
+    store = runtime.default_store
+    if isinstance(store, LocalStore):
+        path = store.path_for(key)
+        if not await asyncio.to_thread(path.is_file):
+            raise RuntimeError("the recording's default-store copy is missing")
+        yield path
+        return
+    staging = runtime.settings.data_dir / "staging"
+    await asyncio.to_thread(staging.mkdir, mode=0o700, parents=True, exist_ok=True)
+    path = staging / f"{uuid.uuid4().hex}.part"
+    try:
+        handle = await asyncio.to_thread(path.open, "wb")
+        try:
+            async for chunk in store.get_stream(key):
+                await asyncio.to_thread(handle.write, chunk)
+        finally:
+            await asyncio.to_thread(handle.close)
+        yield path
+    finally:
+        await asyncio.to_thread(path.unlink, True)
+
+
+async def delete_staging_copy(runtime: Runtime, recording_id: str, key: str) -> bool:
+    """Delete a stored recording's default-store copy, then forget its key (idempotent)."""
+    try:
+        await runtime.default_store.delete(key)
+    except StorageError as exc:
+        log.warning("staging copy not deleted yet", recording_id=recording_id, detail=exc.reason)
+        return False
+    async with transaction(runtime.sessions) as session:
+        await jobs.forget_staging_key(session, recording_id, key)
+    return True
+
+
+async def sweep_staging_copies(runtime: Runtime, limit: int = 100) -> int:
+    """Finish step 4 for recordings whose worker died between the commit and the delete."""
+    async with transaction(runtime.sessions) as session:
+        leftovers = await jobs.leftover_staging_copies(session, limit)
+    deleted = 0
+    for recording_id, key in leftovers:
+        deleted += await delete_staging_copy(runtime, recording_id, key)
+    return deleted

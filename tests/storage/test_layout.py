@@ -1,0 +1,90 @@
+"""Key layout and URL forms, checked against the seed's examples."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from callvault.storage.layout import canonical_url, content_type_for, extension_for, object_key
+
+SEED_ACCOUNT = "047e057e-cb46-4b11-bb31-37987e753ed7"
+SEED_LEG = "d9d877c6-8424-11ec-b0b1-02420a0d7e68"
+
+
+def at(unix: float) -> datetime:
+    return datetime.fromtimestamp(unix, UTC)
+
+
+def test_custom_storage_key_matches_the_seed() -> None:
+    # gs:// and s3:// examples: .../2022-02-02/d9d877c6-...-1643805460, no extension
+    key = object_key(SEED_ACCOUNT, at(1643805460), SEED_LEG, None)
+    assert key == f"{SEED_ACCOUNT}/2022-02-02/{SEED_LEG}-1643805460"
+
+
+def test_default_store_key_matches_the_seed() -> None:
+    # the v1 webhook example's presigned URL path
+    key = object_key(SEED_ACCOUNT, at(1643974566), "9977677e-85ae-11ec-826d-02420a0d7e70", "wav")
+    assert key == f"{SEED_ACCOUNT}/2022-02-04/9977677e-85ae-11ec-826d-02420a0d7e70-1643974566.wav"
+
+
+def test_seconds_are_floored_and_the_date_is_utc() -> None:
+    # 2022-02-04T00:30:00.9+02:00 is 2022-02-03T22:30:00.9Z
+    started = datetime(2022, 2, 4, 0, 30, 0, 900_000, tzinfo=timezone(timedelta(hours=2)))
+    key = object_key("acct", started, "leg", "mp3")
+    unix = int(datetime(2022, 2, 3, 22, 30, tzinfo=UTC).timestamp())
+    assert key == f"acct/2022-02-03/leg-{unix}.mp3"
+
+
+def test_custom_file_name_replaces_the_leg_id() -> None:
+    assert (
+        object_key("acct", at(1643805460), "my-call", None) == "acct/2022-02-02/my-call-1643805460"
+    )
+
+
+@pytest.mark.parametrize("leaf", ["", ".", "..", "a/b", "a\\b", "a\nb"])
+def test_unsafe_leaf_names_are_refused(leaf: str) -> None:
+    with pytest.raises(ValueError):
+        object_key("acct", at(0), leaf, None)
+
+
+def test_naive_start_time_is_refused() -> None:
+    with pytest.raises(ValueError):
+        object_key("acct", datetime(2022, 2, 2), "leg", None)
+
+
+def test_formats() -> None:
+    assert content_type_for("wav") == "audio/wav"
+    assert content_type_for("mp3") == "audio/mpeg"
+    assert extension_for("wav") == "wav"
+    assert extension_for("mp3") == "mp3"
+    with pytest.raises(ValueError):
+        content_type_for("ogg")
+    with pytest.raises(ValueError):
+        extension_for("ogg")
+
+
+def test_canonical_urls_match_the_seed() -> None:
+    key = f"{SEED_ACCOUNT}/2022-02-02/{SEED_LEG}-1643805460"
+    assert canonical_url("gcs", bucket="tacrde12904", key=key) == f"gs://tacrde12904/{key}"
+    assert canonical_url("s3", bucket="tacrde12904", key=key) == f"s3://tacrde12904/{key}"
+    azure_key = f"7ab0a016-479f-4ab1-beaf-87b1a7430a01/2023-12-05/{SEED_LEG}-1643805461"
+    assert (
+        canonical_url("azure", bucket="my-bucket", key=azure_key, account_name="my-account")
+        == f"https://my-account.blob.core.windows.net/my-bucket/{azure_key}"
+    )
+
+
+def test_canonical_url_endpoints() -> None:
+    assert (
+        canonical_url("azure", bucket="c", key="k", endpoint="http://127.0.0.1:1/devstoreaccount1/")
+        == "http://127.0.0.1:1/devstoreaccount1/c/k"
+    )
+    assert (
+        canonical_url("s3-generic", bucket="bars", key="a/b c", endpoint="https://minio.example/")
+        == "https://minio.example/bars/a/b%20c"
+    )
+    with pytest.raises(ValueError):
+        canonical_url("s3-generic", bucket="bars", key="k")
+    with pytest.raises(ValueError):
+        canonical_url("ftp", bucket="bars", key="k")

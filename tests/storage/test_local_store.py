@@ -1,0 +1,112 @@
+"""The embedded default store: durability, key safety, sidecar metadata."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from callvault.storage import LocalStore, StorageError, StorageErrorKind
+
+KEY = "acct/2022-02-02/leg-1643805460.wav"
+
+
+async def test_put_lands_atomically_with_its_sidecar(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.wav"
+    source.write_bytes(b"RIFF" + os.urandom(3000))
+    await local_store.put_file(KEY, source, content_type="audio/wav", metadata={"sha256": "ab"})
+
+    target = local_store.path_for(KEY)
+    assert target == local_store.root / "acct" / "2022-02-02" / "leg-1643805460.wav"
+    assert target.read_bytes() == source.read_bytes()
+    assert source.exists()  # copied, not moved: the caller owns its file
+    sidecar = local_store.root / ".callvault-meta" / f"{KEY}.json"
+    assert json.loads(sidecar.read_text()) == {
+        "content_type": "audio/wav",
+        "metadata": {"sha256": "ab"},
+    }
+    # no temp files left next to the object or the sidecar
+    leftovers = [p.name for p in local_store.root.rglob(".callvault-tmp-*")]
+    assert leftovers == []
+
+
+async def test_failed_copy_leaves_nothing(
+    local_store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in.wav"
+    source.write_bytes(b"x" * 10)
+
+    def disk_full(src: object, dst: object, length: int = 0) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    with pytest.raises(StorageError) as caught:
+        await local_store.put_file(KEY, source, content_type="audio/wav", metadata={})
+    assert caught.value.kind is StorageErrorKind.TRANSIENT
+    assert str(caught.value).endswith("No space left on device")
+    assert not local_store.path_for(KEY).exists()
+    assert list(local_store.root.rglob(".callvault-tmp-*")) == []
+
+
+async def test_head_without_sidecar_still_reports_the_object(
+    local_store: LocalStore,
+) -> None:
+    target = local_store.path_for(KEY)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"12345")
+    info = await local_store.head(KEY)
+    assert info is not None
+    assert (info.size, info.content_type, info.metadata) == (5, None, {})
+
+
+async def test_delete_removes_object_and_sidecar(local_store: LocalStore, tmp_path: Path) -> None:
+    source = tmp_path / "in.wav"
+    source.write_bytes(b"data")
+    await local_store.put_file(KEY, source, content_type="audio/wav", metadata={})
+    await local_store.delete(KEY)
+    assert not local_store.path_for(KEY).exists()
+    assert not (local_store.root / ".callvault-meta" / f"{KEY}.json").exists()
+    await local_store.delete(KEY)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "/etc/passwd",
+        "../outside",
+        "acct/../../outside",
+        "acct//leg",
+        "acct/./leg",
+        ".callvault-meta/acct/x.json",
+        "acct/.callvault-tmp-123",
+        "acct\\leg",
+        "acct/leg\x00",
+    ],
+)
+async def test_unsafe_keys_are_refused(local_store: LocalStore, key: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        local_store.path_for(key)
+    source = tmp_path / "in"
+    source.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        await local_store.put_file(key, source, content_type="audio/wav", metadata={})
+    with pytest.raises(ValueError):
+        await local_store.signed_get_url(key, 600)
+    assert not (tmp_path / "outside").exists()
+
+
+def test_backend_and_bucket(local_store: LocalStore) -> None:
+    assert local_store.backend == "local"
+    assert Path(local_store.bucket) == local_store.root
+
+
+def test_empty_link_secret_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        LocalStore(tmp_path, "https://vault.test", b"")

@@ -1,0 +1,53 @@
+import base64
+import stat
+
+from callvault.config import load_settings, sqlalchemy_url
+from callvault.db import make_engine
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_embedded_defaults_generate_private_secrets(tmp_path):
+    settings = load_settings({"CALLVAULT_DATA_DIR": str(tmp_path / "data")})
+    data = tmp_path / "data"
+    assert settings.database_url == f"sqlite:///{data / 'callvault.db'}"
+    assert settings.default_store_url == f"file://{data / 'recordings'}"
+    assert mode(data / "encryption.key") == 0o600
+    assert mode(data / "ingest.token") == 0o600
+    assert len(base64.b64decode((data / "encryption.key").read_text())) == 32
+    assert settings.ingest_token == (data / "ingest.token").read_text()
+    # a second start reuses what the first generated
+    again = load_settings({"CALLVAULT_DATA_DIR": str(data)})
+    assert again.ingest_token == settings.ingest_token
+    assert again.encryption_keys_b64 == settings.encryption_keys_b64
+
+
+def test_environment_wins_and_nothing_is_generated(tmp_path):
+    key = base64.b64encode(b"k" * 32).decode()
+    settings = load_settings(
+        {
+            "CALLVAULT_DATA_DIR": str(tmp_path),
+            "CALLVAULT_ENCRYPTION_KEYS": key,
+            "CALLVAULT_INGEST_TOKEN": "tok",
+            "CALLVAULT_ALLOW_PRIVATE_NETWORKS": "TRUE",
+        }
+    )
+    assert settings.ingest_token == "tok"
+    assert settings.allow_private_networks
+    assert not (tmp_path / "encryption.key").exists()
+    assert not (tmp_path / "ingest.token").exists()
+
+
+def test_database_urls_map_to_async_drivers():
+    assert sqlalchemy_url("postgresql://u@h:5432/db") == "postgresql+asyncpg://u@h:5432/db"
+    assert sqlalchemy_url("sqlite:////tmp/x.db") == "sqlite+aiosqlite:////tmp/x.db"
+
+
+async def test_sqlite_file_is_private(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("create table t (x int)")
+    await engine.dispose()
+    assert mode(tmp_path / "x.db") == 0o600
