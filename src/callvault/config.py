@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +51,10 @@ class Settings:
     worker_concurrency: int = 8
     # webhook retry delays in seconds (None: webhooks/schedule.py DEFAULT_SCHEDULE); for tests
     webhook_schedule: tuple[float, ...] | None = None
+    # worker timing (docs/scaling.md): lease length, upload backoff cap, give-up horizon
+    worker_lease_secs: float = 60.0
+    upload_backoff_cap_secs: float = 300.0
+    upload_give_up_secs: float = 24 * 3600.0
     generated_files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -115,5 +120,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             if env.get("CALLVAULT_WEBHOOK_SCHEDULE")
             else None
         ),
+        worker_lease_secs=_positive(env, "CALLVAULT_WORKER_LEASE_SECS", 60.0),
+        upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
+        upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
         generated_files=generated,
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = float(env.get(name) or default)
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds")
+    return value

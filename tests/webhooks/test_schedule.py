@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import random
+from pathlib import Path
 
 import pytest
 
+from callvault.config import load_settings
 from callvault.webhooks.schedule import (
     DEFAULT_SCHEDULE,
     max_attempts,
@@ -43,3 +46,14 @@ def test_custom_schedule() -> None:
             parse_schedule(bad)
     with pytest.raises(ValueError):
         next_delay(0, rng)
+
+
+def test_schedule_from_the_environment(tmp_path: Path) -> None:
+    base = {
+        "CALLVAULT_DATA_DIR": str(tmp_path),
+        "CALLVAULT_ENCRYPTION_KEYS": base64.b64encode(bytes(32)).decode(),
+        "CALLVAULT_INGEST_TOKEN": "t",
+    }
+    assert load_settings(base).webhook_schedule is None
+    with_knob = load_settings({**base, "CALLVAULT_WEBHOOK_SCHEDULE": "0.2,0.5"})
+    assert with_knob.webhook_schedule == (0.2, 0.5)

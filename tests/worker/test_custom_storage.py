@@ -323,3 +323,36 @@ async def test_sweep_finishes_a_crash_between_commit_and_delete(
     assert (await recording_row(runtime, recording_id)).default_store_key is None
     await sweep_staging_copies(runtime)  # idempotent
     await asyncio.sleep(0)
+
+
+async def test_credentials_deleted_and_created_again_retry_failed_recordings(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    account: NewAccount,
+    seaweedfs: SeaweedFS,
+    webhook_receiver: WebhookReceiver,
+    start_worker: Callable[..., Worker],
+) -> None:
+    # revisions restart with a new credentials row, so the POST must retry every failure
+    bucket = new_bucket(seaweedfs)
+    connection_id = await create_application(api, account.api_key, webhook_receiver.url())
+    wrong = s3_generic(seaweedfs, bucket, aws_secret_access_key="not-the-secret-" + "y" * 20)
+    await set_credentials(api, account.api_key, connection_id, "s3-generic", wrong)
+    audio = make_wav(0.2)
+    await start_worker()
+    recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, audio)
+    [error] = await webhook_receiver.wait_for(1)
+    assert error.event_type == "call.recording.error"
+    deleted = await api.delete(
+        f"/v2/custom_storage_credentials/{connection_id}", headers=bearer(account.api_key)
+    )
+    assert deleted.status_code == 204
+    await set_credentials(
+        api, account.api_key, connection_id, "s3-generic", s3_generic(seaweedfs, bucket)
+    )
+    [first, saved] = await webhook_receiver.wait_for(2)
+    assert saved.event_type == "call.recording.saved", (first.body, saved.body)
+    row = await wait_for_status(runtime, recording_id, "stored")
+    assert (
+        await read_back("s3-generic", s3_generic(seaweedfs, bucket), f"{row.object_key}") == audio
+    )

@@ -150,6 +150,7 @@ async def create(
             )
     except IntegrityError:  # a concurrent POST for the same connection won
         raise _already_exists() from None
+    await events.on_credentials_replaced(runtime, connection_id, created=True)
     return _response(connection_id, request.backend, configuration)
 
 
@@ -222,7 +223,12 @@ async def validate(runtime: Runtime, account_id: str, connection_id: str) -> Val
         if reason is not None:
             return ValidationResult(status="failed", detail=f"endpoint: {reason}")
     try:
-        store = open_custom_store(row.backend, configuration, timeout_secs=PROBE_TIMEOUT_SECS)
+        store = open_custom_store(
+            row.backend,
+            configuration,
+            timeout_secs=PROBE_TIMEOUT_SECS,
+            allow_private_networks=runtime.settings.allow_private_networks,
+        )
     except StorageError as exc:
         return ValidationResult(status="failed", detail=exc.reason)
     reason = await probe_store(store, timeout_secs=PROBE_TIMEOUT_SECS)

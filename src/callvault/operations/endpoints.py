@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime
 from callvault.db import transaction
-from callvault.errors import conflict, not_found
+from callvault.errors import conflict, error_responses, not_found
 from callvault.operations.retries import requeue_event
 from callvault.runtime import Runtime
 from callvault.webhooks.models import EventStatus
@@ -34,7 +34,7 @@ class DeliveryRetryResponse(BaseModel):
     status_code=202,
     response_model=DeliveryRetryResponse,
     summary="Send a webhook event again after its deliveries gave up",
-    responses={404: {"description": "No such event"}, 409: {"description": "Not failed"}},
+    responses=error_responses(401, 404, 409, 422),
 )
 async def retry_delivery(
     event_id: EventId,

@@ -17,16 +17,13 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from pathlib import Path
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 import httpcore
 import httpx
 
 from callvault.outbound.addresses import ALLOWED_SCHEMES, is_public_address
-from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
 
 # resolves (host, port) to IP address strings; injectable so tests can simulate a rebinding name
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -36,10 +33,9 @@ class AddressRefused(httpx.ConnectError):
     """The request would have gone to a private, loopback or otherwise non-public address."""
 
 
-class _RefusedByPolicy(httpcore.ConnectError):
-    # raised inside httpcore; GuardedTransport turns it back into AddressRefused (httpx maps
-    # every httpcore.ConnectError to a plain httpx.ConnectError, losing the subclass)
-    pass
+class PolicyRefusal(httpcore.ConnectError):
+    """Raised by `checked_addresses` (inside httpcore: GuardedTransport turns it back into
+    AddressRefused, as httpx maps every httpcore.ConnectError to a plain httpx.ConnectError)."""
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -59,7 +55,8 @@ def refused_detail(host: str, address: str) -> str:
 async def checked_addresses(
     host: str, port: int, *, allow_private: bool, resolver: Resolver = system_resolver
 ) -> list[str]:
-    """The addresses to connect to for `host`; raises `_RefusedByPolicy` when one is not public.
+    """The addresses to connect to for `host`; raises `PolicyRefusal` when one is not public,
+    httpcore.ConnectError when the name does not resolve.
 
     Any non-public address refuses the host as a whole, instead of skipping it: a name that mixes
     public and private answers is either misconfigured or an attack.
@@ -81,7 +78,7 @@ async def checked_addresses(
             except ValueError:
                 public = False
             if not public:
-                raise _RefusedByPolicy(refused_detail(host, address))
+                raise PolicyRefusal(refused_detail(host, address))
     return addresses
 
 
@@ -172,7 +169,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         try:
             return await super().handle_async_request(request)
         except httpx.ConnectError as exc:
-            if isinstance(exc.__cause__, _RefusedByPolicy):
+            if isinstance(exc.__cause__, PolicyRefusal):
                 raise AddressRefused(str(exc), request=request) from exc.__cause__
             raise
 
@@ -192,72 +189,3 @@ def outbound_client(
         trust_env=False,
         headers=headers,
     )
-
-
-class EndpointCheckedStore:
-    """An ObjectStore on a customer-chosen endpoint (s3-generic), checked before each request.
-
-    obstore is Rust and resolves names itself, with no hook between resolution and connect, so
-    this checks what the endpoint resolves to right before every operation that connects. A
-    window remains between our lookup and obstore's own (docs/security.md says how small it is
-    and what bounds it); signing a URL connects nowhere and is not checked.
-    """
-
-    def __init__(
-        self, inner: ObjectStore, endpoint: str, *, resolver: Resolver = system_resolver
-    ) -> None:
-        self.inner = inner
-        self.backend = inner.backend
-        self.bucket = inner.bucket
-        parts = urlsplit(endpoint)
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._resolver = resolver
-
-    async def check(self) -> None:
-        try:
-            await checked_addresses(
-                self._host, self._port, allow_private=False, resolver=self._resolver
-            )
-        except _RefusedByPolicy:
-            # permanent: the worker keeps the recording in the default store and tells the
-            # customer, instead of retrying against an address it must never reach
-            raise StorageError.build(
-                StorageErrorKind.PERMANENT_AUTH,
-                self.backend,
-                self.bucket,
-                f"endpoint refused — {self._host} resolves to a private, loopback or otherwise "
-                "non-public address",
-            ) from None
-        except httpcore.ConnectError:
-            raise StorageError.build(
-                StorageErrorKind.TRANSIENT,
-                self.backend,
-                self.bucket,
-                f"endpoint {self._host} does not resolve",
-            ) from None
-
-    async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
-    ) -> None:
-        await self.check()
-        await self.inner.put_file(key, path, content_type=content_type, metadata=metadata)
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        await self.check()
-        return await self.inner.head(key)
-
-    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
-        await self.check()
-        async for chunk in self.inner.get_stream(key):
-            yield chunk
-
-    async def delete(self, key: str) -> None:
-        await self.check()
-        await self.inner.delete(key)
-
-    async def signed_get_url(self, key: str, expires_in: int) -> str:
-        return await self.inner.signed_get_url(key, expires_in)
-
-    def canonical_url(self, key: str) -> str:
-        return self.inner.canonical_url(key)

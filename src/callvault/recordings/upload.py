@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from callvault.errors import ApiError, ErrorItem, bad_request, invalid, too_large
 from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer, check_audio
 from callvault.recordings.schemas import IngestMetadata
+from callvault.scratch import temp_path
 
 MAX_METADATA_BYTES = 64 * 1024
 # room in the body for everything but the audio: metadata, part headers, boundaries
@@ -46,10 +46,9 @@ class ReceivedUpload:
 
 @contextmanager
 def incoming_file(data_dir: Path) -> Iterator[Path]:
-    """A fresh temp path in `{data_dir}/incoming/`, removed whatever happens."""
-    incoming = data_dir / "incoming"
-    incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = incoming / f"{uuid.uuid4().hex}.part"
+    """A fresh temp path in `{data_dir}/incoming/`, removed whatever happens (and, after a
+    kill -9, by the next process: callvault/scratch.py)."""
+    path = temp_path(data_dir / "incoming")
     try:
         yield path
     finally:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from callvault.storage.azure import open_azure
 from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind
 from callvault.storage.bucket_names import bucket_name_error
+from callvault.storage.checked_endpoint import EndpointCheckedStore
 from callvault.storage.gcs import open_gcs
 from callvault.storage.local import LocalStore
 from callvault.storage.s3 import open_s3, open_s3_default
@@ -18,13 +19,19 @@ CUSTOM_BACKENDS = ("s3", "s3-generic", "gcs", "azure")
 
 
 def open_custom_store(
-    backend: str, configuration: Mapping[str, Any], *, timeout_secs: float | None = None
+    backend: str,
+    configuration: Mapping[str, Any],
+    *,
+    timeout_secs: float | None = None,
+    allow_private_networks: bool = True,
 ) -> ObjectStore:
     """The customer's bucket. Raises StorageError (permanent) for an unusable configuration:
     unknown backend, invalid bucket name, missing or malformed credentials.
 
     `timeout_secs` bounds each request and the client's own retries (the validate probe passes
-    15); None means defaults sized for large uploads.
+    15); None means defaults sized for large uploads. Pass the setting `allow_private_networks`:
+    when False, an s3-generic endpoint that resolves to a non-public address is refused before
+    each request (checked_endpoint.py).
     """
     bucket = str(configuration.get("bucket") or "")
     if backend not in CUSTOM_BACKENDS:
@@ -40,7 +47,11 @@ def open_custom_store(
         return open_gcs(configuration, timeout_secs=timeout_secs)
     if backend == "azure":
         return open_azure(configuration, timeout_secs=timeout_secs)
-    return open_s3(configuration, generic=backend == "s3-generic", timeout_secs=timeout_secs)
+    store = open_s3(configuration, generic=backend == "s3-generic", timeout_secs=timeout_secs)
+    if backend == "s3-generic" and not allow_private_networks and store.endpoint:
+        # the customer chose this endpoint: its address is checked before every request
+        return EndpointCheckedStore(store, store.endpoint)
+    return store
 
 
 def open_default_store(

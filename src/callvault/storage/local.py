@@ -1,8 +1,10 @@
 """The embedded default store: a directory on this machine, links signed by callvault itself.
 
-- Durable puts: the file is copied to a temp name in the target directory, fsynced, renamed
-  into place and the directory fsynced, so a crash leaves either the whole object or none
+- Durable puts: the file is copied to a temp file (same filesystem), fsynced, renamed into
+  place and the directory fsynced, so a crash leaves either the whole object or none
   (ingest answers 202 only after this).
+- Temp files are written in `{root}/.callvault-tmp/`, named after their process, so the temp
+  file of a put cut short by kill -9 is removed by the next process (callvault/scratch.py).
 - Content type and metadata live in a JSON sidecar under `{root}/.callvault-meta/{key}.json`,
   written (durably) before the object is renamed into place, so `head` of a visible object
   always finds them. A separate tree keeps sidecars out of the key space.
@@ -17,7 +19,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +26,7 @@ from typing import BinaryIO
 import obstore
 from obstore.store import LocalStore as ObstoreLocalStore
 
+from callvault.scratch import reclaim, temp_path
 from callvault.storage.base import (
     ObjectInfo,
     StorageError,
@@ -34,6 +36,7 @@ from callvault.storage.base import (
 from callvault.storage.signed_links import link_url
 
 META_DIR = ".callvault-meta"
+TEMP_DIR = ".callvault-tmp"
 _TEMP_PREFIX = ".callvault-tmp-"
 _COPY_BUFFER = 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -51,6 +54,8 @@ class LocalStore:
         self.public_url = public_url.rstrip("/")
         self._link_secret = link_secret
         self._store = ObstoreLocalStore(self.root)
+        self._temp_dir = self.root / TEMP_DIR
+        reclaim(self._temp_dir)  # puts of a process that was killed
 
     def path_for(self, key: str) -> Path:
         """The file that holds `key` (which may not exist). ValueError for unsafe keys."""
@@ -61,7 +66,7 @@ class LocalStore:
             or "\\" in key
             or "\x00" in key
             or any(part in ("", ".", "..") for part in parts)
-            or parts[0] == META_DIR
+            or parts[0] in (META_DIR, TEMP_DIR)
             or parts[-1].startswith(_TEMP_PREFIX)
         ):
             raise ValueError(f"invalid object key {key!r}")
@@ -84,13 +89,13 @@ class LocalStore:
 
     def _put_durably(self, source: Path, target: Path, sidecar: bytes, key: str) -> None:
         meta = self._meta_path(key)
-        _write_durably(meta, lambda out: out.write(sidecar))
+        _write_durably(meta, lambda out: out.write(sidecar), self._temp_dir)
 
         def copy(out: BinaryIO) -> None:
             with source.open("rb") as src:
                 shutil.copyfileobj(src, out, _COPY_BUFFER)
 
-        _write_durably(target, copy)
+        _write_durably(target, copy, self._temp_dir)
 
     async def head(self, key: str) -> ObjectInfo | None:
         target = self.path_for(key)
@@ -161,10 +166,10 @@ class LocalStore:
         return StorageError.build(StorageErrorKind.TRANSIENT, "local", self.bucket, str(name))
 
 
-def _write_durably(target: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """Write via temp file + fsync + rename + directory fsync."""
+def _write_durably(target: Path, fill: Callable[[BinaryIO], object], temp_dir: Path) -> None:
+    """Write via temp file + fsync + rename + directory fsync (`temp_dir`: same filesystem)."""
     _make_dirs_durably(target.parent)
-    temp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+    temp = temp_path(temp_dir, suffix="")
     try:
         with temp.open("wb") as out:
             fill(out)

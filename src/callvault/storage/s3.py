@@ -26,6 +26,7 @@ from obstore.store import S3Store
 
 from callvault.storage import layout
 from callvault.storage.base import StorageError, StorageErrorKind
+from callvault.storage.checked_endpoint import without_cross_host_redirects
 from callvault.storage.obstore_store import (
     DEFAULT_CONCURRENCY,
     DEFAULT_PART_SIZE,
@@ -141,14 +142,17 @@ def open_s3(
         "virtual_hosted_style_request": virtual_hosted,
         "skip_signature": False,
     }
+    options = client_options(endpoint, timeout_secs)
     if generic:
         config["disable_tagging"] = True
         config["disable_bulk_delete"] = True
+        # a redirect to another host would reach an address nobody checked
+        options = without_cross_host_redirects(options, endpoint)
     try:
         store = S3Store(
             bucket,
             config=config,
-            client_options=client_options(endpoint, timeout_secs),
+            client_options=options,
             retry_config=retry_config(timeout_secs),
             credential_provider=_pinned_credentials(access_key, secret),
         )

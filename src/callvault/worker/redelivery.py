@@ -28,13 +28,21 @@ class Redelivery:
     status: str
 
 
-async def requeue_for_new_credentials(runtime: Runtime, connection_id: str) -> int:
-    """Returns how many failed recordings were put back (the worker is woken)."""
+async def requeue_for_new_credentials(
+    runtime: Runtime, connection_id: str, *, created: bool = False
+) -> int:
+    """Returns how many failed recordings were put back (the worker is woken).
+
+    `created`: the credentials are new (POST), so every earlier failure happened under other,
+    deleted credentials; revisions restart with a new row and cannot tell them apart.
+    """
     async with transaction(runtime.sessions) as session:
         revision = await jobs.current_revision(session, connection_id)
         if revision is None:  # deleted again meanwhile: nothing to retry with
             return 0
-        count = await jobs.requeue_after_new_credentials(session, connection_id, revision, utcnow())
+        count = await jobs.requeue_after_new_credentials(
+            session, connection_id, None if created else revision, utcnow()
+        )
     runtime.work_ready.set()
     return count
 

@@ -251,20 +251,25 @@ async def current_revision(session: AsyncSession, connection_id: str) -> int | N
 
 
 async def requeue_after_new_credentials(
-    session: AsyncSession, connection_id: str, revision: int, now: datetime
+    session: AsyncSession, connection_id: str, revision: int | None, now: datetime
 ) -> int:
     """Failed recordings of the connection go back to the queue, unless they already failed
-    under this very revision; recordings waiting on a backoff are tried now."""
-    failed = await session.execute(
-        update(Recording)
-        .where(
-            Recording.connection_id == connection_id,
-            Recording.status == RecordingStatus.FAILED,
+    under this very revision (None: newly created credentials, so every failure was under
+    others); recordings waiting on a backoff are tried now."""
+    conditions = [
+        Recording.connection_id == connection_id,
+        Recording.status == RecordingStatus.FAILED,
+    ]
+    if revision is not None:
+        conditions.append(
             or_(
                 Recording.credentials_revision.is_(None),
                 Recording.credentials_revision != revision,
-            ),
+            )
         )
+    failed = await session.execute(
+        update(Recording)
+        .where(*conditions)
         .values(
             status=RecordingStatus.RECEIVED,
             next_attempt_at=now,

@@ -18,6 +18,8 @@ its event can never disagree. The order, and what a crash at each point leaves b
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import random
 import uuid
 from collections import OrderedDict
@@ -55,18 +57,26 @@ class UploadContext:
     owner: str
     lease_seconds: float
     rng: random.Random = field(default_factory=random.Random)
-    # open custom stores by (connection, revision): clients and connections are reused, and a
-    # replaced configuration (new revision) is never served from the cache
-    stores: OrderedDict[tuple[str, int], ObjectStore] = field(default_factory=OrderedDict)
+    # open custom stores by (connection, digest of the configuration): clients and connections
+    # are reused, and a changed configuration is never served from the cache (revisions alone
+    # restart when credentials are deleted and created again)
+    stores: OrderedDict[tuple[str, str], ObjectStore] = field(default_factory=OrderedDict)
 
     def lease_until(self) -> datetime:
         return utcnow() + timedelta(seconds=self.lease_seconds)
 
     def store_for(self, connection_id: str, credentials: StoredCredentials) -> ObjectStore:
-        cache_key = (connection_id, credentials.revision)
+        fingerprint = hashlib.sha256(
+            json.dumps([credentials.backend, credentials.configuration], sort_keys=True).encode()
+        ).hexdigest()
+        cache_key = (connection_id, fingerprint)
         store = self.stores.get(cache_key)
         if store is None:
-            store = open_custom_store(credentials.backend, credentials.configuration)
+            store = open_custom_store(
+                credentials.backend,
+                credentials.configuration,
+                allow_private_networks=self.runtime.settings.allow_private_networks,
+            )
             self.stores[cache_key] = store
             while len(self.stores) > STORE_CACHE_SIZE:
                 self.stores.popitem(last=False)

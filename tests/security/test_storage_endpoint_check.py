@@ -1,0 +1,170 @@
+"""s3-generic endpoints (a customer's choice of host) are checked before every request, against
+the real SeaweedFS server: obstore has no connect hook, so the check runs per operation."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callvault.recordings.models import RecordingStatus
+from callvault.storage import StorageError, StorageErrorKind, layout, open_custom_store
+from callvault.storage.checked_endpoint import EndpointCheckedStore
+from callvault.worker.runner import Worker
+from tests.recordings.samples import make_wav
+from tests.security.receiver import Receiver, Reply
+from tests.security.test_outbound_transport import ScriptedResolver
+from tests.servers import SeaweedFS
+from tests.worker.flow import (
+    create_application,
+    events_for,
+    ingest,
+    set_credentials,
+    wait_for_status,
+    wait_until,
+)
+
+
+def configuration(server: SeaweedFS, bucket: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "bucket": bucket,
+        "region": server.region,
+        "endpoint": endpoint,
+        "aws_access_key_id": server.access_key,
+        "aws_secret_access_key": server.secret_key,
+    }
+
+
+@pytest.fixture
+def bucket(seaweedfs: SeaweedFS) -> str:
+    name = f"endpoint-{secrets.token_hex(4)}"
+    seaweedfs.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def probe_file(tmp_path: Path) -> Path:
+    path = tmp_path / "object"
+    path.write_bytes(b"endpoint check")
+    return path
+
+
+async def test_a_private_endpoint_is_refused_before_any_request(seaweedfs, bucket, probe_file):
+    config = configuration(seaweedfs, bucket, seaweedfs.endpoint)
+    store = open_custom_store("s3-generic", config, allow_private_networks=False)
+    with pytest.raises(StorageError) as refused:
+        await store.put_file("k", probe_file, content_type="text/plain", metadata={})
+    assert refused.value.kind is StorageErrorKind.PERMANENT_AUTH
+    assert "endpoint refused" in refused.value.reason
+    unchecked = open_custom_store("s3-generic", config, allow_private_networks=True)
+    assert await unchecked.head("k") is None  # nothing reached the server
+
+
+async def test_an_endpoint_that_rebinds_is_refused_at_the_next_request(
+    seaweedfs, bucket, probe_file
+):
+    endpoint = f"http://localhost:{seaweedfs.port}"
+    # public for the upload and its check, then the name points at loopback
+    resolver = ScriptedResolver(["93.184.216.34"], ["93.184.216.34"], ["127.0.0.1"])
+    inner = open_custom_store("s3-generic", configuration(seaweedfs, bucket, endpoint))
+    store = EndpointCheckedStore(inner, endpoint, resolver=resolver)
+    await store.put_file("k", probe_file, content_type="text/plain", metadata={})
+    assert (await store.head("k")) is not None
+    with pytest.raises(StorageError, match="endpoint refused"):
+        await store.delete("k")
+    assert (await inner.head("k")) is not None  # the delete never went out
+    assert [host for host, _ in resolver.lookups] == ["localhost"] * 3
+
+
+async def test_the_endpoint_check_is_off_when_private_networks_are_allowed(
+    seaweedfs, bucket, probe_file
+):
+    config = configuration(seaweedfs, bucket, seaweedfs.endpoint)
+    store = open_custom_store("s3-generic", config, allow_private_networks=True)
+    assert not isinstance(store, EndpointCheckedStore)
+    await store.put_file("k", probe_file, content_type="text/plain", metadata={})
+    assert (await store.head("k")) is not None
+
+
+async def test_the_worker_keeps_the_recording_when_the_endpoint_turns_private(
+    api, runtime, account, seaweedfs, bucket
+):
+    # saved while allowed (as if the name had resolved to a public address then)
+    connection_id = await create_application(api, account.api_key, "http://127.0.0.1:9/hooks")
+    await set_credentials(
+        api,
+        account.api_key,
+        connection_id,
+        "s3-generic",
+        configuration(seaweedfs, bucket, seaweedfs.endpoint),
+    )
+    refusing = dataclasses.replace(
+        runtime, settings=dataclasses.replace(runtime.settings, allow_private_networks=False)
+    )
+    recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.2))
+    worker = Worker(refusing, poll_seconds=0.05, webhook_schedule=(60.0,))
+    await worker.start()
+    try:
+        row = await wait_for_status(refusing, recording_id, RecordingStatus.FAILED)
+
+        async def error_event() -> bool:
+            events = await events_for(runtime, recording_id)
+            return any(e.event_type == "call.recording.error" for e in events)
+
+        await wait_until(error_event, what="call.recording.error event")
+    finally:
+        await worker.stop()
+    assert row.error_detail and "endpoint refused" in row.error_detail
+    assert row.default_store_key  # kept in the default store: nothing lost
+    key = layout.object_key(row.account_id, row.recording_started_at, row.call_leg_id, None)
+    unchecked = open_custom_store(
+        "s3-generic", configuration(seaweedfs, bucket, seaweedfs.endpoint)
+    )
+    assert await unchecked.head(key) is None  # nothing was written to the endpoint
+
+
+@pytest.fixture
+async def redirecting_endpoint() -> AsyncIterator[tuple[Receiver, Receiver]]:
+    """An "S3" endpoint that answers every request with a redirect to another host."""
+    target = await Receiver().start()
+    endpoint = await Receiver().start()
+    yield endpoint, target
+    await endpoint.stop()
+    await target.stop()
+
+
+async def test_a_redirect_to_another_host_is_not_followed(redirecting_endpoint, probe_file):
+    endpoint, target = redirecting_endpoint
+    # the endpoint by name, the redirect to an address: another host for the HTTP client
+    url = f"http://localhost:{endpoint.port}"
+    for path in ("/bkt/k", "/bkt/k?x-id=PutObject"):
+        endpoint.replies[path] = Reply(307, {"Location": f"{target.url}/internal"})
+    store = open_custom_store(
+        "s3-generic",
+        {
+            "bucket": "bkt",
+            "region": "us-east-1",
+            "endpoint": url,
+            "aws_access_key_id": "AKIAREDIRECT",
+            "aws_secret_access_key": "redirect-secret-0123456789",
+        },
+        timeout_secs=5,
+        allow_private_networks=True,  # the endpoint itself is on loopback here
+    )
+    operations = {
+        "put": lambda: store.put_file("k", probe_file, content_type="text/plain", metadata={}),
+        "head": lambda: store.head("k"),
+        "delete": lambda: store.delete("k"),
+    }
+    for name, operation in operations.items():
+        with pytest.raises(StorageError):
+            await operation()
+        assert target.received == [], name
+    with pytest.raises(StorageError):
+        [chunk async for chunk in store.get_stream("k")]
+    assert target.received == []
+    assert {r.method for r in endpoint.received} >= {"PUT", "HEAD", "DELETE", "GET"}
