@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,7 +29,7 @@ def write_secret_file(path: Path, content: str) -> None:
         handle.write(content)
 
 
-def read_or_create_secret(path: Path, make: callable) -> str:  # type: ignore[valid-type]
+def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
     if not path.exists():
         try:
             write_secret_file(path, make())

@@ -277,3 +277,39 @@ async def test_no_secret_in_logs_responses_or_database(
         if form in text
     ]
     assert sorted(set(leaks)) == []
+
+
+@pytest.mark.parametrize(
+    "configuration",
+    [
+        {"backend": "azure", "configuration": {"account_name": "acct1", "account_key": "{s}!!"}},
+        {"backend": "gcs", "configuration": {"credentials": '{"private_key": "{s}"'}},
+        {
+            "backend": "gcs",
+            "configuration": {"credentials": '{"type": "x", "private_key": "{s}"}'},
+        },
+        {"backend": "s3", "configuration": {"region": "{s}", "aws_secret_access_key": "{s}"}},
+        {"backend": "s3-generic", "configuration": {"endpoint": "http://u:{s}@x.com"}},
+        {"backend": "s3-generic", "configuration": {"endpoint": "{s}"}},
+        {"backend": "{s}", "configuration": {"aws_secret_access_key": "{s}"}},
+    ],
+)
+async def test_a_refused_configuration_is_not_echoed_in_the_error(api, account, configuration):
+    from tests.security.flows import create_application
+
+    secret = "NeverEcho" + secrets.token_hex(16)
+    body = json.loads(json.dumps(configuration).replace("{s}", secret))
+    body["configuration"] = {
+        "bucket": "refused-bucket",
+        "region": "us-east-1",
+        "aws_access_key_id": "AKIAREFUSED",
+        **body["configuration"],
+    }
+    connection_id = await create_application(api, account)
+    response = await api.post(
+        f"/v2/custom_storage_credentials/{connection_id}",
+        json=body,
+        headers={"Authorization": f"Bearer {account.api_key}"},
+    )
+    assert response.status_code == 422, response.text
+    assert secret not in response.text

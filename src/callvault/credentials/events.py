@@ -13,9 +13,9 @@ async def on_credentials_replaced(
 ) -> None:
     """Recordings kept in the default store after a permanent failure are retried here.
 
-    Called by the API after a POST created (`created`) or a PUT replaced the credentials of `connection_id` and the new
-    revision is committed. Failed recordings whose credentials_revision differs from the stored
-    one go back to `received` (worker/redelivery.py) and the worker is woken.
+    Called by the API once a POST created (`created`) or a PUT replaced the credentials of
+    `connection_id` is committed. Failed recordings go back to `received` (for a PUT, those
+    that failed under an older revision; worker/redelivery.py) and the worker is woken.
     """
     from callvault.worker.redelivery import requeue_for_new_credentials
 

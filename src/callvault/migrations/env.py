@@ -23,7 +23,9 @@ def run_with(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 async def run_online() -> None:
-    engine = create_async_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url, "db.alembic_config sets sqlalchemy.url"
+    engine = create_async_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(run_with)
     await engine.dispose()

@@ -16,12 +16,14 @@ import random
 import signal
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 
 from callvault.db import transaction, utcnow
 from callvault.recordings.models import Recording
 from callvault.runtime import Runtime
+from callvault.scratch import reclaim
 from callvault.webhooks.delivery import Deliverer
 from callvault.webhooks.models import WebhookEvent
 from callvault.worker import repository as jobs
@@ -35,10 +37,14 @@ from callvault.worker.uploads import (
 
 log = structlog.get_logger("callvault.worker")
 
-LEASE_SECS = 60.0
 POLL_SECS = 0.5
 SWEEP_EVERY_SECS = 60.0
 DRAIN_SECS = 10.0
+
+
+def reclaim_scratch(data_dir: Path) -> None:
+    for name in ("incoming", "staging"):
+        reclaim(data_dir / name)
 
 
 class Worker:
@@ -47,7 +53,7 @@ class Worker:
         runtime: Runtime,
         *,
         concurrency: int | None = None,
-        lease_seconds: float = LEASE_SECS,
+        lease_seconds: float | None = None,
         poll_seconds: float = POLL_SECS,
         drain_seconds: float = DRAIN_SECS,
         rng: random.Random | None = None,
@@ -57,7 +63,8 @@ class Worker:
         self.webhook_schedule = webhook_schedule
         self.owner = f"worker-{uuid.uuid4()}"  # one per worker, so two in a process differ too
         self.concurrency = max(1, concurrency or runtime.settings.worker_concurrency)
-        self.lease_seconds = lease_seconds
+        # CALLVAULT_WORKER_LEASE_SECS (default 60 s): how long a dead worker's jobs wait
+        self.lease_seconds = lease_seconds or runtime.settings.worker_lease_secs
         self.poll_seconds = poll_seconds
         self.drain_seconds = drain_seconds
         self.rng = rng or random.Random()  # jitter, not a secret
@@ -74,6 +81,8 @@ class Worker:
 
     # lifecycle
     async def start(self) -> None:
+        # temp files of processes killed on this host (an ingest cut short, a staged copy)
+        await asyncio.to_thread(reclaim_scratch, self.runtime.settings.data_dir)
         self.deliverer = Deliverer(self.runtime, rng=self.rng, schedule=self.webhook_schedule)
         self.uploads = UploadContext(self.runtime, self.owner, self.lease_seconds, rng=self.rng)
         self._loop_task = asyncio.create_task(self._run(), name=f"{self.owner} loop")

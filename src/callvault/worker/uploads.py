@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import json
 import random
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +35,7 @@ from callvault.db import transaction, utcnow
 from callvault.metrics import UPLOAD_SECONDS, UPLOADS
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Runtime
+from callvault.scratch import temp_path
 from callvault.storage import layout
 from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind, redact
 from callvault.storage.factory import open_custom_store
@@ -141,6 +141,9 @@ async def _upload_to_custom(
     secrets = [str(value) for value in credentials.configuration.values()]
     started = asyncio.get_running_loop().time()
     backend = credentials.backend
+    # with "recording stored" / "upload will be retried" it shows who uploaded what when (the
+    # fault tests check from these lines that two workers never upload one recording at once)
+    log.info("upload started", recording_id=recording.id, attempt=recording.attempts + 1)
     try:
         store = ctx.store_for(recording.connection_id, credentials)
         key = layout.object_key(
@@ -225,14 +228,16 @@ async def _retry_later(
     ctx: UploadContext, recording_id: str, revision: int | None, detail: str
 ) -> Outcome:
     now = utcnow()
+    settings = ctx.runtime.settings
+    give_up_after = timedelta(seconds=settings.upload_give_up_secs)
     async with transaction(ctx.runtime.sessions) as session:
         recording = await session.get(Recording, recording_id, populate_existing=True)
         if recording is None or recording.lease_owner != ctx.owner:
             return Outcome()
         first_failure_at = recording.first_failure_at or now
         attempts = recording.attempts + 1
-        if not policy.gives_up(first_failure_at, now):
-            delay = policy.retry_delay(attempts, ctx.rng)
+        if not policy.gives_up(first_failure_at, now, give_up_after):
+            delay = policy.retry_delay(attempts, ctx.rng, settings.upload_backoff_cap_secs)
             await jobs.schedule_retry(
                 session,
                 recording_id,
@@ -255,7 +260,7 @@ async def _retry_later(
         recording,
         revision,
         policy.INTERNAL_ERROR,
-        f"custom storage kept failing for more than 24 h; last error: {detail}",
+        policy.gave_up_detail(give_up_after, detail),
         attempts=attempts,
     )
 
@@ -309,9 +314,8 @@ async def staged_file(runtime: Runtime, key: str) -> AsyncIterator[Path]:
             raise RuntimeError("the recording's default-store copy is missing")
         yield path
         return
-    staging = runtime.settings.data_dir / "staging"
-    await asyncio.to_thread(staging.mkdir, mode=0o700, parents=True, exist_ok=True)
-    path = staging / f"{uuid.uuid4().hex}.part"
+    # named after this process: what a kill -9 leaves is removed by the next one (scratch.py)
+    path = await asyncio.to_thread(temp_path, runtime.settings.data_dir / "staging")
     try:
         handle = await asyncio.to_thread(path.open, "wb")
         try:
