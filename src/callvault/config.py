@@ -9,8 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
