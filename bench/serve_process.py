@@ -129,6 +129,20 @@ class ServeProcess:
         # fields[11], fields[12]: utime, stime (fields 14 and 15 of proc(5))
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
+    def cpu_by_thread(self) -> dict[str, float]:
+        """CPU seconds of the event-loop thread (tid = pid) and of the others, by OS name
+        (Python's own threads are all `python`; obstore's runtime threads are `tokio-*`)."""
+        split: dict[str, float] = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue  # the thread ended meanwhile
+            fields = stat[stat.rindex(")") + 2 :].split()
+            name = "event loop" if task.name == str(self.pid) else stat[stat.index("(") + 1 : stat.rindex(")")]
+            split[name] = split.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return split
+
     def status_mb(self, field: str) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith(f"{field}:"):
@@ -220,3 +234,55 @@ def percentile(values: list[float], q: float) -> float:
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+class Profiler:
+    """`py-spy record` attached to a running process until stopped (a context manager).
+
+    The format follows the file name: `.svg` a flame graph, `.json` speedscope, anything else
+    py-spy's "raw" collapsed stacks (one `frame;frame;... count` line per stack, easy to sum).
+    """
+
+    def __init__(self, pid: int, output: Path, rate: int = 200, native: bool = False) -> None:
+        self.pid = pid
+        self.output = output
+        self.rate = rate
+        self.native = native  # C frames too (uvloop, sqlite, hashlib): slower sampling
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(self.output.suffix, "raw")
+        spy = Path(sys.executable).parent / "py-spy"
+        self._process = subprocess.Popen(
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                str(self.rate),
+                "--format",
+                fmt,
+                "--output",
+                str(self.output),
+                "--threads",
+                # only samples of the thread holding the GIL: where Python spends CPU, without
+                # the threads that merely wait (py-spy's idle detection counts many of them)
+                "--gil",
+                # py-spy pauses the process for native stacks; else it reads without pausing
+                *(["--native"] if self.native else ["--nonblocking"]),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)  # attached before the work starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()

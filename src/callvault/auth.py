@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callvault.accounts import service as accounts
+from callvault.accounts.keys import api_key_matches, hash_api_key
 from callvault.accounts.models import Account
 from callvault.errors import unauthorized
 from callvault.runtime import Runtime
@@ -28,10 +29,16 @@ async def current_account(
     if credentials is None or not credentials.credentials:
         raise unauthorized("Authentication failed: send 'Authorization: Bearer <API key>'.")
     runtime = get_runtime(request)
+    key_hash = hash_api_key(credentials.credentials)
+    account = runtime.accounts.get(key_hash)
+    # a cached account is still compared in constant time, like one read from the database
+    if account is not None and api_key_matches(credentials.credentials, account.api_key_hash):
+        return account
     async with runtime.sessions() as session:
         account = await accounts.authenticate(session, credentials.credentials)
     if account is None:
         raise unauthorized("Authentication failed: the API key is not valid.")
+    runtime.accounts.put(key_hash, account)
     return account
 
 

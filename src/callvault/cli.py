@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 
 import typer
@@ -62,14 +63,26 @@ def serve(
     announce_generated(settings)
     err.print(f"callvault on http://{host}:{port}  data dir {settings.data_dir}")
     application = create_app(Runtime.build(settings), run_worker=not no_worker)
+    freeze_startup_objects()
     uvicorn.run(
         application,
         host=host,
         port=port,
+        # explicit: with the pure-Python fallbacks a request costs ~2x the CPU
+        loop="uvloop",
+        http="httptools",
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up (modules, the app, mappers) out of the garbage
+    collector's reach: full collections then walk only what requests create. Measured: p99 of
+    the credentials GET under load 130 ms -> 55 ms (docs/performance.md)."""
+    gc.collect()
+    gc.freeze()
 
 
 @app.command()
@@ -82,7 +95,9 @@ def worker() -> None:
     settings = load_settings()
     if settings.is_embedded_database:
         apply_migrations(settings.database_url)
-    asyncio.run(run_until_signalled(Runtime.build(settings)))
+    runtime = Runtime.build(settings)
+    freeze_startup_objects()
+    asyncio.run(run_until_signalled(runtime))
 
 
 @app.command()

@@ -55,6 +55,7 @@ class Settings:
     worker_lease_secs: float = 60.0
     upload_backoff_cap_secs: float = 300.0
     upload_give_up_secs: float = 24 * 3600.0
+    worker_drain_secs: float = 10.0  # on SIGTERM: how long running jobs may finish
     generated_files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -123,6 +124,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_lease_secs=_positive(env, "CALLVAULT_WORKER_LEASE_SECS", 60.0),
         upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
         upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
+        worker_drain_secs=_positive(env, "CALLVAULT_WORKER_DRAIN_SECS", 10.0),
         generated_files=generated,
     )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from callvault.accounts.cache import AccountCache
 from callvault.config import Settings
 from callvault.db import make_engine, make_sessionmaker
 from callvault.storage.base import ObjectStore
@@ -21,6 +22,8 @@ class Runtime:
     default_store: ObjectStore
     # set when new work is committed, so an in-process worker starts at once instead of polling
     work_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # API-key lookups of this process (accounts/cache.py)
+    accounts: AccountCache = field(default_factory=AccountCache)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

@@ -231,3 +231,14 @@ async def test_nul_characters_answer_422_on_every_database(api, account):
         response = await api.request(method, path, headers=auth(account), **kwargs)
         assert_error(response, {422}, f"{method} {path} {kwargs}")
         assert "NUL" in response.text
+
+
+@pytest.mark.parametrize("path", ["/v2/recordings", "/v2/call_control_applications"])
+async def test_a_page_far_past_the_end_is_empty_not_a_database_overflow(api, account, path):
+    """Found by the fuzzer: page[number] 10**24 overflowed the 64-bit OFFSET (a 500)."""
+    for number in (10**9, 2**63, 10**24):
+        response = await api.get(
+            path, params={"page[number]": number, "page[size]": 250}, headers=auth(account)
+        )
+        assert response.status_code == 200, (number, response.text)
+        assert response.json()["data"] == []

@@ -59,10 +59,7 @@ async def create_application(
     summary="List call control applications",
 )
 async def list_applications(
-    # bounded: a page number of 10**24 would overflow the database's 64-bit OFFSET (a 500)
-    page_number: int = Query(
-        1, alias="page[number]", ge=1, le=10**9, description="The page to load."
-    ),
+    page_number: int = Query(1, alias="page[number]", ge=1, description="The page to load."),
     page_size: int = Query(20, alias="page[size]", ge=1, le=250, description="Page size."),
     sort: Sort = Query(
         "-created_at",

@@ -164,7 +164,9 @@ def _already_exists() -> Exception:
 async def retrieve(runtime: Runtime, account_id: str, connection_id: str) -> CredentialsResponse:
     keyring = runtime.settings.keyring
     async with runtime.sessions() as session:
-        row = await _owned_row(session, account_id, connection_id)
+        # one query: the row names its account and goes with its application (ON DELETE
+        # CASCADE), and a missing application answers the same 404 as missing credentials
+        row = await repository.for_account(session, account_id, connection_id)
     if row is None:
         raise _connection_not_found()
     configuration = open_configuration(keyring, connection_id, row.configuration_sealed)

@@ -83,8 +83,7 @@ async def ingest_recording(
     responses=error_responses(401, 422),
 )
 async def list_recordings(
-    # bounded: a page number of 10**24 would overflow the database's 64-bit OFFSET (a 500)
-    page_number: Annotated[int, Query(alias="page[number]", ge=1, le=10**9)] = 1,
+    page_number: Annotated[int, Query(alias="page[number]", ge=1)] = 1,
     page_size: Annotated[int, Query(alias="page[size]", ge=1, le=250)] = 20,
     connection_id: Annotated[str | None, Query(alias="filter[connection_id]")] = None,
     call_leg_id: Annotated[str | None, Query(alias="filter[call_leg_id]")] = None,

@@ -66,7 +66,8 @@ def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]
 async def ingest(runtime: Runtime, upload: ReceivedUpload) -> IngestOutcome:
     meta = upload.metadata
     recording_id = str(uuid.uuid4())
-    async with transaction(runtime.sessions) as session:
+    # reads only: a plain session takes no write lock (the insert below is its own transaction)
+    async with runtime.sessions() as session:
         account_id = await repository.application_account_id(session, meta.connection_id)
         if account_id is None:
             raise invalid(

@@ -103,7 +103,13 @@ async def page_for_account(
         conditions.append(Recording.created_at >= where.created_at_gte)
     if where.created_at_lte is not None:
         conditions.append(Recording.created_at <= where.created_at_lte)
-    total = await session.scalar(select(func.count()).select_from(Recording).where(*conditions))
+    total = int(
+        await session.scalar(select(func.count()).select_from(Recording).where(*conditions)) or 0
+    )
+    if offset >= total:
+        # a page past the end is empty; asking the database would overflow its 64-bit OFFSET
+        # for absurd page numbers (a 500)
+        return [], total
     rows = await session.scalars(
         select(Recording)
         .where(*conditions)
@@ -111,4 +117,4 @@ async def page_for_account(
         .offset(offset)
         .limit(limit)
     )
-    return list(rows), int(total or 0)
+    return list(rows), total

@@ -113,7 +113,8 @@ class Deliverer:
     async def deliver(self, event_id: str, owner: str) -> Verdict | None:
         """One delivery round of a pending event leased to `owner`; returns its verdict
         (None when there was nothing to do: not pending, or the lease is gone)."""
-        async with transaction(self.runtime.sessions) as session:
+        # reads only (finish_round is conditional on the lease): no write lock
+        async with self.runtime.sessions() as session:
             context = await repository.delivery_context(session, event_id, owner)
         if context is None:
             return None

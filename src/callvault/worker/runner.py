@@ -39,7 +39,6 @@ log = structlog.get_logger("callvault.worker")
 
 POLL_SECS = 0.5
 SWEEP_EVERY_SECS = 60.0
-DRAIN_SECS = 10.0
 
 
 def reclaim_scratch(data_dir: Path) -> None:
@@ -55,7 +54,7 @@ class Worker:
         concurrency: int | None = None,
         lease_seconds: float | None = None,
         poll_seconds: float = POLL_SECS,
-        drain_seconds: float = DRAIN_SECS,
+        drain_seconds: float | None = None,
         rng: random.Random | None = None,
         webhook_schedule: tuple[float, ...] | None = None,
     ) -> None:
@@ -66,7 +65,8 @@ class Worker:
         # CALLVAULT_WORKER_LEASE_SECS (default 60 s): how long a dead worker's jobs wait
         self.lease_seconds = lease_seconds or runtime.settings.worker_lease_secs
         self.poll_seconds = poll_seconds
-        self.drain_seconds = drain_seconds
+        # CALLVAULT_WORKER_DRAIN_SECS (default 10 s): on stop, how long running jobs may finish
+        self.drain_seconds = drain_seconds or runtime.settings.worker_drain_secs
         self.rng = rng or random.Random()  # jitter, not a secret
         self._postgresql = runtime.engine.dialect.name == "postgresql"
         self._tasks: set[asyncio.Task[None]] = set()

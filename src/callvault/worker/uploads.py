@@ -99,7 +99,8 @@ async def process_recording(ctx: UploadContext, recording_id: str) -> Outcome:
     """Move one claimed recording to its final place; never raises for storage failures."""
     runtime = ctx.runtime
     try:
-        async with transaction(runtime.sessions) as session:
+        # reads only (every later change is conditional on the lease): no write lock
+        async with runtime.sessions() as session:
             recording = await session.get(Recording, recording_id, populate_existing=True)
             if (
                 recording is None
@@ -342,7 +343,7 @@ async def delete_staging_copy(runtime: Runtime, recording_id: str, key: str) -> 
 
 async def sweep_staging_copies(runtime: Runtime, limit: int = 100) -> int:
     """Finish step 4 for recordings whose worker died between the commit and the delete."""
-    async with transaction(runtime.sessions) as session:
+    async with runtime.sessions() as session:
         leftovers = await jobs.leftover_staging_copies(session, limit)
     deleted = 0
     for recording_id, key in leftovers:

@@ -1,0 +1,626 @@
+"""The whole pipeline against its raw bound: ingest over HTTP -> default store -> worker ->
+customer bucket (SeaweedFS, SigV4 checked) -> signed webhook, versus obstore putting the same
+files straight into the same bucket.
+
+    .venv/bin/python bench/pipeline.py [--recordings 200] [--concurrency 8] [--rounds 3]
+                                       [--mode throughput,latency,large] [--json]
+
+Modes (comma-separated, default `throughput,latency`; `all` = the three):
+- throughput: K recordings (30 s mono 8 kHz 16-bit WAVs, ~480 KB) ingested at concurrency C
+  until the last webhook arrives, and the same K files put with obstore at the same
+  concurrency; rounds alternate which goes first; medians are quoted. Also: the serve process's
+  CPU seconds per recording (utime+stime delta / K), latency from the 202 at the client to the
+  webhook at the receiver (p50/p99), and its peak RSS (VmHWM).
+- latency: ~30 recordings one at a time (low load): p50/p99 from 202 to webhook.
+- large: one 1 GiB recording ingested and uploaded by a fresh serve process: its peak RSS
+  growth (VmHWM after, reset before, minus VmRSS before).
+
+Every mode runs `callvault serve` as a child process on a fresh temp data dir (embedded
+defaults: SQLite, local default store) with the in-process worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import obstore
+from obstore.store import S3Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.serve_process import (
+    CLOCK_TICKS,
+    BenchAccount,
+    Profiler,
+    ServeProcess,
+    load_average,
+    percentile,
+    wav_bytes,
+    wav_header,
+)
+from tests.receiver import WebhookReceiver
+from tests.servers import SeaweedFS
+
+BUCKET = "bench"
+BOUNDARY = "callvault-bench-5b1e0c"
+RECORDING_SECONDS = 30
+LOW_LOAD_RECORDINGS = 30
+LARGE_BYTES = 1024**3
+TARGETS = {
+    "ratio_min": 0.7,
+    "ratio_goal": 0.9,
+    "low_load_p50_ms_max": 150.0,
+    "large_rss_growth_mb_max": 100.0,
+}
+
+
+# ------------------------------------------------------------------------------------------
+# the client side: multipart bodies, ingest, webhooks
+
+
+def ingest_metadata(connection_id: str, seconds: float) -> dict[str, Any]:
+    leg = str(uuid.uuid4())
+    ended = datetime.now(UTC)
+    started = ended - timedelta(seconds=seconds)
+    return {
+        "connection_id": connection_id,
+        "call_control_id": f"v3:{leg}",
+        "call_leg_id": leg,
+        "call_session_id": str(uuid.uuid4()),
+        "format": "wav",
+        "channels": "single",
+        "recording_started_at": started.isoformat(),
+        "recording_ended_at": ended.isoformat(),
+        "client_state": None,
+    }
+
+
+def multipart_head(metadata: dict[str, Any]) -> bytes:
+    return (
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="metadata"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+        f"{json.dumps(metadata)}\r\n"
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="audio"; filename="recording.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+
+
+MULTIPART_TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+class Webhooks:
+    """Arrival times of `call.recording.saved` per recording id, read off the receiver."""
+
+    def __init__(self, receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        self.arrived: dict[str, float] = {}
+        self.errors: list[str] = []
+        self._seen = 0
+
+    def poll(self) -> None:
+        deliveries = self.receiver.received()
+        for delivery in deliveries[self._seen :]:
+            recording_id = str(delivery.payload["recording_id"])
+            if delivery.event_type != "call.recording.saved":
+                self.errors.append(f"{recording_id}: {delivery.event_type}")
+            self.arrived.setdefault(recording_id, delivery.received_at)
+        self._seen = len(deliveries)
+
+    async def wait_all(self, ids: set[str], within: float) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            self.poll()
+            if self.errors:
+                raise RuntimeError(f"error webhooks: {self.errors[:3]}")
+            missing = ids - self.arrived.keys()
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(missing)} webhook(s) missing after {within} s")
+            await asyncio.sleep(0.002)
+
+
+@dataclass
+class Bench:
+    serve: ServeProcess
+    account: BenchAccount
+    client: httpx.AsyncClient
+    webhooks: Webhooks
+
+    async def ingest(self, audio: bytes, seconds: float) -> tuple[str, float]:
+        """POST one recording; (recording id, monotonic time the 202 arrived)."""
+        body = multipart_head(ingest_metadata(self.account.connection_id, seconds))
+        response = await self.client.post(
+            "/internal/v1/recordings",
+            content=body + audio + MULTIPART_TAIL,
+            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
+        accepted = time.monotonic()
+        if response.status_code != 202:
+            raise RuntimeError(f"ingest answered {response.status_code}: {response.text[:300]}")
+        return str(response.json()["data"]["id"]), accepted
+
+
+async def run_concurrently(
+    count: int, concurrency: int, job: Callable[[int], Awaitable[None]]
+) -> None:
+    """Jobs 0..count-1, `concurrency` at a time (each runner takes the next index)."""
+    indexes = iter(range(count))
+
+    async def runner() -> None:
+        for index in indexes:
+            await job(index)
+
+    await asyncio.gather(*(runner() for _ in range(concurrency)))
+
+
+# ------------------------------------------------------------------------------------------
+# throughput: pipeline vs raw, alternating
+
+
+@dataclass
+class PipelineRound:
+    seconds: float
+    recordings_per_s: float
+    mb_per_s: float
+    cpu_s_per_recording: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    # where the rest of the two cores went (to explain the ratio): SeaweedFS and this process
+    seaweedfs_cpu_s_per_recording: float
+    client_cpu_s_per_recording: float
+    # the serve process's CPU by thread: the event loop (tid = pid) and the others by OS name
+    serve_cpu_ms_per_recording_by_thread: dict[str, float]
+
+
+@dataclass
+class RawRound:
+    seconds: float
+    recordings_per_s: float
+    mb_per_s: float
+    seaweedfs_cpu_s_per_recording: float
+    client_cpu_s_per_recording: float
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process (threads included); this process when pid is None."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def pipeline_round(
+    bench: Bench, files: list[bytes], concurrency: int, seaweed_pid: int | None
+) -> PipelineRound:
+    accepted: dict[str, float] = {}
+    cpu_before = bench.serve.cpu_seconds()
+    threads_before = bench.serve.cpu_by_thread()
+    seaweed_before = process_cpu_seconds(seaweed_pid)
+    client_before = process_cpu_seconds(None)
+    started = time.monotonic()
+
+    async def one(index: int) -> None:
+        recording_id, at = await bench.ingest(files[index], RECORDING_SECONDS)
+        accepted[recording_id] = at
+
+    await run_concurrently(len(files), concurrency, one)
+    await bench.webhooks.wait_all(set(accepted), within=600)
+    last = max(bench.webhooks.arrived[rid] for rid in accepted)
+    # the worker deletes each staging copy after its webhook: let it finish before reading CPU
+    await asyncio.sleep(0.5)
+    cpu = bench.serve.cpu_seconds() - cpu_before
+    threads = {
+        name: round((seconds - threads_before.get(name, 0.0)) * 1000 / len(files), 2)
+        for name, seconds in bench.serve.cpu_by_thread().items()
+    }
+    seaweed_cpu = process_cpu_seconds(seaweed_pid) - seaweed_before
+    client_cpu = process_cpu_seconds(None) - client_before
+    elapsed = last - started
+    latencies = [(bench.webhooks.arrived[rid] - at) * 1000 for rid, at in accepted.items()]
+    total_mb = sum(len(f) for f in files) / 1e6
+    return PipelineRound(
+        seconds=elapsed,
+        recordings_per_s=len(files) / elapsed,
+        mb_per_s=total_mb / elapsed,
+        cpu_s_per_recording=cpu / len(files),
+        latency_p50_ms=percentile(latencies, 50),
+        latency_p99_ms=percentile(latencies, 99),
+        seaweedfs_cpu_s_per_recording=seaweed_cpu / len(files),
+        client_cpu_s_per_recording=client_cpu / len(files),
+        serve_cpu_ms_per_recording_by_thread=threads,
+    )
+
+
+async def raw_round(
+    store: S3Store, paths: list[Path], concurrency: int, prefix: str, seaweed_pid: int | None
+) -> RawRound:
+    seaweed_before = process_cpu_seconds(seaweed_pid)
+    client_before = process_cpu_seconds(None)
+    started = time.monotonic()
+
+    async def one(index: int) -> None:
+        await obstore.put_async(
+            store, f"{prefix}/{index}", paths[index], attributes={"Content-Type": "audio/wav"}
+        )
+
+    await run_concurrently(len(paths), concurrency, one)
+    elapsed = time.monotonic() - started
+    seaweed_cpu = process_cpu_seconds(seaweed_pid) - seaweed_before
+    client_cpu = process_cpu_seconds(None) - client_before
+    total_mb = sum(p.stat().st_size for p in paths) / 1e6
+    return RawRound(
+        seconds=elapsed,
+        recordings_per_s=len(paths) / elapsed,
+        mb_per_s=total_mb / elapsed,
+        seaweedfs_cpu_s_per_recording=seaweed_cpu / len(paths),
+        client_cpu_s_per_recording=client_cpu / len(paths),
+    )
+
+
+def raw_store(seaweed: SeaweedFS) -> S3Store:
+    return S3Store(
+        BUCKET,
+        config={
+            "endpoint": seaweed.endpoint,
+            "region": seaweed.region,
+            "access_key_id": seaweed.access_key,
+            "secret_access_key": seaweed.secret_key,
+            "virtual_hosted_style_request": False,
+        },
+        client_options={"allow_http": True},
+    )
+
+
+async def throughput(
+    bench: Bench, seaweed: SeaweedFS, tmp: Path, recordings: int, concurrency: int, rounds: int
+) -> dict[str, Any]:
+    files = [wav_bytes(RECORDING_SECONDS, seed=i) for i in range(recordings)]
+    paths = []
+    for i, audio in enumerate(files):
+        path = tmp / f"rec-{i}.wav"
+        path.write_bytes(audio)
+        paths.append(path)
+    store = raw_store(seaweed)
+    # warm-up: imports, connections, SQLite pages, obstore clients on both sides
+    pid = seaweed.pid
+    await pipeline_round(bench, files[: min(10, recordings)], concurrency, pid)
+    await raw_round(store, paths[: min(10, recordings)], concurrency, "raw/warmup", pid)
+
+    pipeline: list[PipelineRound] = []
+    raw: list[RawRound] = []
+    ratios: list[float] = []
+    for n in range(rounds):
+        # alternate the order so that neither always runs on a warmer (or busier) machine
+        if n % 2 == 0:
+            p = await pipeline_round(bench, files, concurrency, pid)
+            r = await raw_round(store, paths, concurrency, f"raw/{n}", pid)
+        else:
+            r = await raw_round(store, paths, concurrency, f"raw/{n}", pid)
+            p = await pipeline_round(bench, files, concurrency, pid)
+        pipeline.append(p)
+        raw.append(r)
+        ratios.append(p.recordings_per_s / r.recordings_per_s)
+        print(
+            f"  round {n + 1}: pipeline {p.recordings_per_s:6.1f} rec/s  raw "
+            f"{r.recordings_per_s:6.1f} rec/s  ratio {ratios[-1]:.2f}  "
+            f"cpu {p.cpu_s_per_recording * 1000:.1f} ms/rec {p.serve_cpu_ms_per_recording_by_thread}"
+            f"  load {load_average():.2f}",
+            file=sys.stderr,
+        )
+
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 4)
+
+    return {
+        "recordings": recordings,
+        "concurrency": concurrency,
+        "rounds": rounds,
+        "recording_bytes": len(files[0]),
+        "pipeline": {
+            "recordings_per_s": median([p.recordings_per_s for p in pipeline]),
+            "mb_per_s": median([p.mb_per_s for p in pipeline]),
+            "cpu_s_per_recording": median([p.cpu_s_per_recording for p in pipeline]),
+            "latency_p50_ms": median([p.latency_p50_ms for p in pipeline]),
+            "latency_p99_ms": median([p.latency_p99_ms for p in pipeline]),
+            "seaweedfs_cpu_s_per_recording": median(
+                [p.seaweedfs_cpu_s_per_recording for p in pipeline]
+            ),
+            "client_cpu_s_per_recording": median([p.client_cpu_s_per_recording for p in pipeline]),
+        },
+        "raw": {
+            "recordings_per_s": median([r.recordings_per_s for r in raw]),
+            "mb_per_s": median([r.mb_per_s for r in raw]),
+            "seaweedfs_cpu_s_per_recording": median([r.seaweedfs_cpu_s_per_recording for r in raw]),
+            "client_cpu_s_per_recording": median([r.client_cpu_s_per_recording for r in raw]),
+        },
+        "ratio": median(ratios),
+        "serve_peak_rss_mb": round(bench.serve.status_mb("VmHWM"), 1),
+        "rounds_detail": {
+            "pipeline": [asdict(p) for p in pipeline],
+            "raw": [asdict(r) for r in raw],
+            "ratios": [round(x, 4) for x in ratios],
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# low load: one at a time
+
+
+async def low_load(bench: Bench, count: int) -> dict[str, Any]:
+    audio = wav_bytes(RECORDING_SECONDS, seed=7)
+    for _ in range(3):  # warm-up, not counted
+        recording_id, _at = await bench.ingest(audio, RECORDING_SECONDS)
+        await bench.webhooks.wait_all({recording_id}, within=60)
+    latencies = []
+    for _ in range(count):
+        recording_id, at = await bench.ingest(audio, RECORDING_SECONDS)
+        await bench.webhooks.wait_all({recording_id}, within=60)
+        latencies.append((bench.webhooks.arrived[recording_id] - at) * 1000)
+        await asyncio.sleep(0.05)  # idle between calls, as at low load
+    return {
+        "recordings": count,
+        "latency_p50_ms": round(percentile(latencies, 50), 2),
+        "latency_p99_ms": round(percentile(latencies, 99), 2),
+        "latency_max_ms": round(max(latencies), 2),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# one 1 GiB recording
+
+
+def write_large_wav(path: Path, size: int) -> None:
+    data_bytes = size - 44
+    block = wav_bytes(64, seed=3)[44:]  # 1 MiB of samples (64 s at 16 KB/s)
+    with path.open("wb") as out:
+        out.write(wav_header(data_bytes))
+        written = 0
+        n = 0
+        while written < data_bytes:
+            # vary each block so nothing along the way can deduplicate it
+            piece = (n.to_bytes(8, "little") + block[8:])[: data_bytes - written]
+            out.write(piece)
+            written += len(piece)
+            n += 1
+
+
+async def file_body(head: bytes, path: Path) -> AsyncIterator[bytes]:
+    yield head
+    with path.open("rb") as source:
+        while chunk := await asyncio.to_thread(source.read, 1024 * 1024):
+            yield chunk
+    yield MULTIPART_TAIL
+
+
+async def large(bench: Bench, tmp: Path) -> dict[str, Any]:
+    path = tmp / "large.wav"
+    await asyncio.to_thread(write_large_wav, path, LARGE_BYTES)
+    # warm-up through the whole pipeline (imports, store clients), then the baseline
+    small = wav_bytes(RECORDING_SECONDS, seed=11)
+    for _ in range(3):
+        recording_id, _at = await bench.ingest(small, RECORDING_SECONDS)
+        await bench.webhooks.wait_all({recording_id}, within=60)
+    await asyncio.sleep(1.0)
+    baseline = bench.serve.status_mb("VmRSS")
+    peak_was_reset = bench.serve.reset_peak()
+    head = multipart_head(ingest_metadata(bench.account.connection_id, LARGE_BYTES / 16000))
+    length = len(head) + LARGE_BYTES + len(MULTIPART_TAIL)
+    started = time.monotonic()
+    response = await bench.client.post(
+        "/internal/v1/recordings",
+        content=file_body(head, path),
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Content-Length": str(length),
+        },
+        timeout=httpx.Timeout(1200.0),
+    )
+    accepted = time.monotonic()
+    if response.status_code != 202:
+        raise RuntimeError(f"ingest answered {response.status_code}: {response.text[:300]}")
+    recording_id = str(response.json()["data"]["id"])
+    await bench.webhooks.wait_all({recording_id}, within=1200)
+    done = bench.webhooks.arrived[recording_id]
+    peak = bench.serve.status_mb("VmHWM")
+    path.unlink()
+    return {
+        "bytes": LARGE_BYTES,
+        "ingest_seconds": round(accepted - started, 2),
+        "upload_and_webhook_seconds": round(done - accepted, 2),
+        "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_mb": round(peak, 1),
+        "peak_was_reset": peak_was_reset,
+        "rss_growth_mb": round(peak - baseline, 1),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Environment:
+    tmp: Path
+    seaweed: SeaweedFS
+    receiver: WebhookReceiver
+    webhooks: Webhooks
+    profile: Path | None = None
+    profile_native: bool = False
+
+
+async def with_serve(env: Environment, name: str, run: Callable[[Bench], Awaitable[Any]]) -> Any:
+    """A fresh `callvault serve` (own data dir) with an account whose connection stores in
+    the SeaweedFS bucket; `run(bench)`, then the server is stopped."""
+    base = env.tmp / name
+    base.mkdir()
+    with ServeProcess(base) as serve:
+        account = serve.create_account(env.receiver.url())
+        serve.set_credentials(
+            account,
+            "s3-generic",
+            {
+                "bucket": BUCKET,
+                "region": env.seaweed.region,
+                "aws_access_key_id": env.seaweed.access_key,
+                "aws_secret_access_key": env.seaweed.secret_key,
+                "endpoint": env.seaweed.endpoint,
+            },
+        )
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(
+            base_url=serve.url,
+            headers={"Authorization": f"Bearer {serve.ingest_token}"},
+            timeout=httpx.Timeout(120.0),
+            limits=limits,
+        ) as client:
+            bench = Bench(serve, account, client, env.webhooks)
+            if env.profile is None:
+                return await run(bench)
+            output = env.profile.with_name(f"{env.profile.stem}-{name}{env.profile.suffix}")
+            with Profiler(serve.pid, output.resolve(), native=env.profile_native):
+                return await run(bench)
+
+
+async def run_modes(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with SeaweedFS(tmp / "seaweedfs") as seaweed, WebhookReceiver() as receiver:
+            seaweed.create_bucket(BUCKET)
+            # a webhook connection the server closes at its shutdown is no error worth a trace
+            receiver._server.handle_error = lambda *_: None  # type: ignore[method-assign]
+            env = Environment(
+                tmp, seaweed, receiver, Webhooks(receiver), args.profile, args.profile_native
+            )
+            results: dict[str, Any] = {"load_average_start": round(load_average(), 2)}
+            if "throughput" in modes:
+                print("throughput ...", file=sys.stderr)
+
+                async def run_throughput(bench: Bench) -> Any:
+                    return await throughput(
+                        bench, seaweed, tmp, args.recordings, args.concurrency, args.rounds
+                    )
+
+                results["throughput"] = await with_serve(env, "throughput", run_throughput)
+            if "latency" in modes:
+                print("low-load latency ...", file=sys.stderr)
+
+                async def run_latency(bench: Bench) -> Any:
+                    return await low_load(bench, args.low_load_recordings)
+
+                results["low_load"] = await with_serve(env, "latency", run_latency)
+            if "large" in modes:
+                print("1 GiB recording ...", file=sys.stderr)
+
+                async def run_large(bench: Bench) -> Any:
+                    return await large(bench, tmp)
+
+                results["large"] = await with_serve(env, "large", run_large)
+            results["load_average_end"] = round(load_average(), 2)
+            results["targets"] = TARGETS
+            return results
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    lines = []
+    failed = False
+    if t := results.get("throughput"):
+        p, r = t["pipeline"], t["raw"]
+        lines += [
+            f"throughput: {t['recordings']} recordings of {t['recording_bytes'] / 1e3:.0f} KB, "
+            f"concurrency {t['concurrency']}, median of {t['rounds']} rounds",
+            f"  pipeline (ingest -> webhook): {p['recordings_per_s']:7.1f} rec/s "
+            f"{p['mb_per_s']:6.1f} MB/s",
+            f"  raw obstore put:              {r['recordings_per_s']:7.1f} rec/s "
+            f"{r['mb_per_s']:6.1f} MB/s",
+            f"  ratio:                        {t['ratio']:.2f}   "
+            f"(target >= {TARGETS['ratio_min']}, goal {TARGETS['ratio_goal']})",
+            f"  serve CPU per recording:      {p['cpu_s_per_recording'] * 1000:.1f} ms",
+            "  other CPU per recording:      SeaweedFS "
+            f"{p['seaweedfs_cpu_s_per_recording'] * 1000:.1f} ms (raw put: "
+            f"{r['seaweedfs_cpu_s_per_recording'] * 1000:.1f} ms), bench client "
+            f"{p['client_cpu_s_per_recording'] * 1000:.1f} ms (raw put: "
+            f"{r['client_cpu_s_per_recording'] * 1000:.1f} ms)",
+            f"  latency 202 -> webhook:       p50 {p['latency_p50_ms']:.0f} ms  "
+            f"p99 {p['latency_p99_ms']:.0f} ms (under load)",
+            f"  serve peak RSS:               {t['serve_peak_rss_mb']:.0f} MB (VmHWM)",
+        ]
+        failed |= t["ratio"] < TARGETS["ratio_min"]
+    if low := results.get("low_load"):
+        lines.append(
+            f"low load ({low['recordings']} one at a time): 202 -> webhook p50 "
+            f"{low['latency_p50_ms']:.1f} ms  p99 {low['latency_p99_ms']:.1f} ms  "
+            f"(target p50 <= {TARGETS['low_load_p50_ms_max']:.0f} ms)"
+        )
+        failed |= low["latency_p50_ms"] > TARGETS["low_load_p50_ms_max"]
+    if big := results.get("large"):
+        lines.append(
+            f"1 GiB recording: ingest {big['ingest_seconds']} s, upload + webhook "
+            f"{big['upload_and_webhook_seconds']} s, serve RSS {big['baseline_rss_mb']} -> "
+            f"peak {big['peak_rss_mb']} MB: growth {big['rss_growth_mb']} MB "
+            f"(target <= {TARGETS['large_rss_growth_mb_max']:.0f} MB)"
+        )
+        failed |= big["rss_growth_mb"] > TARGETS["large_rss_growth_mb_max"]
+    lines.append(
+        f"load average {results['load_average_start']} -> {results['load_average_end']} "
+        "(2 shared cores: re-run when it is high)"
+    )
+    results["met_targets"] = not failed
+    lines.append("targets met" if not failed else "TARGETS NOT MET")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recordings", type=int, default=200, help="K (throughput mode)")
+    parser.add_argument("--concurrency", type=int, default=8, help="C (throughput mode)")
+    parser.add_argument("--rounds", type=int, default=3, help="pipeline/raw rounds")
+    parser.add_argument("--low-load-recordings", type=int, default=LOW_LOAD_RECORDINGS)
+    parser.add_argument(
+        "--mode", default="throughput,latency", help="throughput,latency,large or all"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the serve process into FILE-<mode>.EXT (.svg flame graph, .json "
+        "speedscope, else collapsed stacks)",
+    )
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
+    args = parser.parse_args()
+    modes = (
+        ["throughput", "latency", "large"]
+        if args.mode == "all"
+        else [m.strip() for m in args.mode.split(",") if m.strip()]
+    )
+    unknown = set(modes) - {"throughput", "latency", "large"}
+    if unknown:
+        parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    results = asyncio.run(run_modes(args, modes))
+    lines = report(results)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print("\n".join(lines))
+    return 0 if results["met_targets"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
