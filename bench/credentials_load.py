@@ -83,14 +83,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", type=Path, help="py-spy the serve process into FILE")
+    parser.add_argument(
+        "--src", type=Path, help="run the server from this src/ dir (before/after comparisons)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk (make bench does it)", file=sys.stderr)
         return 2
 
-    with tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp, ServeProcess(
-        Path(tmp)
-    ) as serve:
+    with (
+        tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp,
+        ServeProcess(Path(tmp), src=args.src) as serve,
+    ):
         # nothing listens there: no webhook is sent in this bench
         account = serve.create_account("http://127.0.0.1:9/webhooks")
         serve.set_credentials(

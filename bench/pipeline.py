@@ -321,8 +321,8 @@ async def throughput(
         print(
             f"  round {n + 1}: pipeline {p.recordings_per_s:6.1f} rec/s  raw "
             f"{r.recordings_per_s:6.1f} rec/s  ratio {ratios[-1]:.2f}  "
-            f"cpu {p.cpu_s_per_recording * 1000:.1f} ms/rec {p.serve_cpu_ms_per_recording_by_thread}"
-            f"  load {load_average():.2f}",
+            f"cpu {p.cpu_s_per_recording * 1000:.1f} ms/rec "
+            f"{p.serve_cpu_ms_per_recording_by_thread}  load {load_average():.2f}",
             file=sys.stderr,
         )
 
@@ -464,6 +464,7 @@ class Environment:
     webhooks: Webhooks
     profile: Path | None = None
     profile_native: bool = False
+    src: Path | None = None
 
 
 async def with_serve(env: Environment, name: str, run: Callable[[Bench], Awaitable[Any]]) -> Any:
@@ -471,7 +472,7 @@ async def with_serve(env: Environment, name: str, run: Callable[[Bench], Awaitab
     the SeaweedFS bucket; `run(bench)`, then the server is stopped."""
     base = env.tmp / name
     base.mkdir()
-    with ServeProcess(base) as serve:
+    with ServeProcess(base, src=env.src) as serve:
         account = serve.create_account(env.receiver.url())
         serve.set_credentials(
             account,
@@ -507,7 +508,13 @@ async def run_modes(args: argparse.Namespace, modes: list[str]) -> dict[str, Any
             # a webhook connection the server closes at its shutdown is no error worth a trace
             receiver._server.handle_error = lambda *_: None  # type: ignore[method-assign]
             env = Environment(
-                tmp, seaweed, receiver, Webhooks(receiver), args.profile, args.profile_native
+                tmp,
+                seaweed,
+                receiver,
+                Webhooks(receiver),
+                args.profile,
+                args.profile_native,
+                args.src,
             )
             results: dict[str, Any] = {"load_average_start": round(load_average(), 2)}
             if "throughput" in modes:
@@ -604,6 +611,9 @@ def main() -> int:
         "speedscope, else collapsed stacks)",
     )
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
+    parser.add_argument(
+        "--src", type=Path, help="run the server from this src/ dir (before/after comparisons)"
+    )
     args = parser.parse_args()
     modes = (
         ["throughput", "latency", "large"]

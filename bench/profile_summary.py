@@ -18,7 +18,8 @@ _LINE = re.compile(r":\d+\)$")
 
 def frame_name(frame: str) -> str:
     name = _LINE.sub(")", frame.strip())
-    return name.replace(str(Path.cwd()) + "/", "").replace(".venv/lib/python3.11/site-packages/", "")
+    name = name.replace(str(Path.cwd()) + "/", "")
+    return name.replace(".venv/lib/python3.11/site-packages/", "")
 
 
 def summarize(path: Path) -> tuple[int, Counter[str], Counter[str]]:

@@ -46,7 +46,15 @@ class BenchAccount:
 class ServeProcess:
     """`python -m callvault serve --port P` with its own data dir; a context manager."""
 
-    def __init__(self, base_dir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        src: Path | None = None,
+    ) -> None:
+        """`src`: run callvault from another source tree (a `src/` dir, e.g. an older commit
+        unpacked with `git archive`) for before/after comparisons; default: the installed one."""
         self.data_dir = base_dir / "data"
         self.log_path = base_dir / "serve.log"
         self.port = free_port()
@@ -54,6 +62,7 @@ class ServeProcess:
             **{k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")},
             "CALLVAULT_DATA_DIR": str(self.data_dir),
             "CALLVAULT_ALLOW_PRIVATE_NETWORKS": "true",
+            **({"PYTHONPATH": str(src.resolve())} if src is not None else {}),
             **(extra_env or {}),
         }
         self._process: subprocess.Popen[bytes] | None = None
@@ -139,7 +148,8 @@ class ServeProcess:
             except OSError:
                 continue  # the thread ended meanwhile
             fields = stat[stat.rindex(")") + 2 :].split()
-            name = "event loop" if task.name == str(self.pid) else stat[stat.index("(") + 1 : stat.rindex(")")]
+            own_name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            name = "event loop" if task.name == str(self.pid) else own_name
             split[name] = split.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         return split
 

@@ -56,10 +56,17 @@ def host_tag() -> str:
     return _HOST_UNSAFE.sub("-", socket.gethostname()) or "host"
 
 
+_owner: tuple[int, str] | None = None  # (pid, tag) of the last computation
+
+
 def owner_tag() -> str:
-    """`{host}_{pid}_{start}`: who writes a temp file (computed per call: a fork changes it)."""
+    """`{host}_{pid}_{start}`: who writes a temp file (kept per pid: a fork changes it; worked
+    out once per process because it reads /proc, and ingest names a temp file per request)."""
+    global _owner
     pid = os.getpid()
-    return f"{host_tag()}_{pid}_{_start_ticks(pid) or '0'}"
+    if _owner is None or _owner[0] != pid:
+        _owner = (pid, f"{host_tag()}_{pid}_{_start_ticks(pid) or '0'}")
+    return _owner[1]
 
 
 def temp_path(directory: Path, suffix: str = ".part") -> Path:

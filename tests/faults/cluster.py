@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +35,6 @@ from obstore.store import S3Store
 from tests.conftest import POSTGRES_ADMIN_DSN
 from tests.receiver import Delivery
 from tests.servers import SeaweedFS, free_port
-from tests.worker.flow import ingest_metadata
 
 CALLVAULT = Path(sys.executable).with_name("callvault")
 START_TIMEOUT = 30.0
@@ -404,21 +403,19 @@ async def ingest_paced(
     every: float,
     concurrency: int,
 ) -> None:
-    """Send `batch`, one start every `every` seconds, at most `concurrency` at a time."""
+    """Send `batch` in bursts: `concurrency` recordings at once, a new burst every `every`
+    seconds (a recording of a burst still being retried holds its slot)."""
     gate = asyncio.Semaphore(concurrency)
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0)) as client:
 
         async def one(index: int, sent: Sent) -> None:
-            await asyncio.sleep(max(0.0, started + index * every - time.monotonic()))
+            burst = index // concurrency
+            await asyncio.sleep(max(0.0, started + burst * every - time.monotonic()))
             async with gate:
                 await ingest_until_accepted(client, url, token, sent)
 
         await asyncio.gather(*(one(i, s) for i, s in enumerate(batch)))
-
-
-def recordings_to_send(connection_id: str, count: int, wavs: list[bytes]) -> list[Sent]:
-    return [Sent(ingest_metadata(connection_id), wavs[i % len(wavs)]) for i in range(count)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,15 +450,6 @@ async def read_object(server: SeaweedFS, bucket: str, key: str) -> bytes:
 def files_under(*directories: Path) -> list[Path]:
     """Every file (not directory) below the directories."""
     return sorted(p for d in directories if d.exists() for p in d.rglob("*") if p.is_file())
-
-
-@contextlib.contextmanager
-def step(timings: dict[str, float], name: str) -> Iterator[None]:
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        timings[name] = round(time.monotonic() - started, 1)
 
 
 _sdk = telnyx.Telnyx(api_key="KEY-not-used-for-verification")

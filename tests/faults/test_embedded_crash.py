@@ -98,7 +98,7 @@ async def test_kill_9_mid_upload_and_restart_loses_nothing(
             return busy
 
         _, in_progress = await asyncio.gather(
-            ingest_paced(serve.url, ingest_token, sent, every=0.1, concurrency=4), crash()
+            ingest_paced(serve.url, ingest_token, sent, every=0.4, concurrency=4), crash()
         )
         assert len({s.recording_id for s in sent}) == RECORDINGS
 
@@ -153,8 +153,8 @@ async def test_kill_9_mid_upload_and_restart_loses_nothing(
     assert files_under(data_dir / "recordings", data_dir / "incoming", data_dir / "staging") == []
     retried = sum(1 for s in sent if s.tries > 1)
     print(
-        f"\nembedded crash test: {RECORDINGS} recordings, {in_progress} uploads in progress at "
-        f"the kill, {retried} ingests sent again, {len(receiver.received())} webhook requests "
+        f"\nembedded crash test: {RECORDINGS} recordings, uploads in progress at the kill: "
+        f"{in_progress}, {retried} ingests sent again, {len(receiver.received())} webhook requests "
         f"for {len(verified)} recordings, converged after {converged_after} s"
     )
     assert in_progress >= 1  # the kill did land in the middle of uploads

@@ -3,7 +3,8 @@
 PostgreSQL (a fresh database), one `callvault serve --no-worker`, two `callvault worker`
 processes, the default store on its own SeaweedFS, the customer's bucket on another SeaweedFS
 (s3-generic custom credentials), and a webhook receiver that checks signatures. 200 recordings
-are ingested over HTTP (8 at a time, paced over ~30 s) while:
+are ingested over HTTP (bursts of 8 concurrent requests, one burst every 1.2 s: ~30 s)
+while:
 
 - the receiver answers 500 for 20 s,
 - worker a is killed with SIGKILL in the middle of an upload, and started again,
@@ -62,8 +63,8 @@ from tests.servers import SeaweedFS
 from tests.worker.flow import ingest_metadata
 
 RECORDINGS = 200
-INGEST_EVERY = 0.15  # s between ingest starts: ~30 s of ingest, long enough for every fault
 CONCURRENCY = 8
+BURST_EVERY = 1.2  # s between bursts of 8: 25 bursts, ~30 s of ingest, long enough for every fault
 DEFAULT_BUCKET = "callvault-default"
 CUSTOMER_BUCKET = "customer-recordings"
 # retries must outlast the receiver's 20 s of 500s: 1 + 2 + 13 * 3 = 42 s (±20 %)
@@ -221,7 +222,7 @@ async def run_scenario(
             api.url,
             env["CALLVAULT_INGEST_TOKEN"],
             sent,
-            every=INGEST_EVERY,
+            every=BURST_EVERY,
             concurrency=CONCURRENCY,
         ),
         faults(),

@@ -17,6 +17,13 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer
 
@@ -80,12 +87,106 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+class IngestFailed(Exception):
+    """One file could not be ingested; the message says why (shown as `error: ...`)."""
+
+
+def format_of(file: Path, format: str | None) -> str:
+    if format is None:
+        format = file.suffix.lower().lstrip(".")
+        if format not in ("wav", "mp3"):
+            raise IngestFailed(f"cannot tell the format from {file.name!r}: pass --format wav|mp3")
+    if format not in ("wav", "mp3"):
+        raise IngestFailed("--format must be wav or mp3")
+    return format
+
+
+def metadata_for(
+    file: Path,
+    format: str,
+    *,
+    connection_id: str,
+    call_control_id: str,
+    call_leg_id: str,
+    call_session_id: str,
+    channels: str | None,
+    started_at: str | None,
+    ended_at: str | None,
+    client_state: str | None,
+    custom_file_name: str | None,
+) -> dict[str, Any]:
+    """The metadata part for one file: times and channels from the file where not given."""
+    info = inspect_file(file) if channels is None or started_at is None else None
+    now = datetime.now(UTC)
+    ended = ended_at or now.isoformat()
+    if started_at is None:
+        duration = timedelta(milliseconds=info.duration_millis if info else 0)
+        try:
+            end_time = datetime.fromisoformat(ended)
+        except ValueError:
+            raise IngestFailed(f"--ended-at {ended!r} is not an ISO 8601 time") from None
+        started_at = (end_time - duration).isoformat()
+    if channels is None:
+        channels = "dual" if info and info.channels == 2 else "single"
+    return {
+        "connection_id": connection_id,
+        "call_control_id": call_control_id,
+        "call_leg_id": call_leg_id,
+        "call_session_id": call_session_id,
+        "format": format,
+        "channels": channels,
+        "recording_started_at": started_at,
+        "recording_ended_at": ended,
+        "client_state": client_state,
+        "custom_file_name": custom_file_name,
+    }
+
+
+def post_recording(
+    client: httpx.Client, url: str, secret: str, file: Path, metadata: dict[str, Any]
+) -> tuple[str, bool]:
+    """POST one recording; (recording id, True when it was new, False for a repeat)."""
+    content_type = "audio/wav" if metadata["format"] == "wav" else "audio/mpeg"
+    try:
+        with file.open("rb") as audio:
+            # the metadata goes first (form data precede files), so bad metadata is refused
+            # before any audio is sent; httpx streams the file object in chunks
+            response = client.post(
+                url,
+                headers={"Authorization": f"Bearer {secret}"},
+                data={"metadata": json.dumps(metadata)},
+                files={"audio": (file.name, audio, content_type)},
+            )
+    except httpx.HTTPError as exc:
+        raise IngestFailed(f"cannot reach {url}: {exc}") from None
+    if response.status_code not in (200, 202):
+        lines = error_lines(response)
+        raise IngestFailed(f"{response.status_code}: " + "; ".join(lines))
+    return str(response.json()["data"]["id"]), response.status_code == 202
+
+
+def audio_files(directory: Path) -> list[Path]:
+    """The .wav and .mp3 files directly in `directory`, by name."""
+    return sorted(
+        path
+        for path in directory.iterdir()
+        if path.suffix.lower() in (".wav", ".mp3") and path.is_file()
+    )
+
+
 def ingest(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    file: Path = typer.Argument(
+        ...,
+        exists=True,
+        readable=True,
+        help="A .wav/.mp3 file, or a directory: every .wav and .mp3 in it, with a progress bar.",
+    ),
     connection_id: str = typer.Option(..., "--connection-id", help="The application id."),
     call_control_id: str = typer.Option(..., "--call-control-id"),
     call_leg_id: str | None = typer.Option(
-        None, "--call-leg-id", help="Default: the call control id."
+        None,
+        "--call-leg-id",
+        help="Default: the call control id (a directory: a new UUID per file).",
     ),
     call_session_id: str | None = typer.Option(
         None, "--call-session-id", help="Default: a new UUID."
@@ -107,61 +208,128 @@ def ingest(
         None, "--token", help="Ingest token. Default: $CALLVAULT_INGEST_TOKEN or the data dir's."
     ),
 ) -> None:
-    """Post a recording to the ingest endpoint; prints the recording id."""
-    if format is None:
-        format = file.suffix.lower().lstrip(".")
-        if format not in ("wav", "mp3"):
-            raise fail(f"cannot tell the format from {file.name!r}: pass --format wav|mp3")
-    if format not in ("wav", "mp3"):
-        raise fail("--format must be wav or mp3")
+    """Post a recording to the ingest endpoint; prints the recording id.
+
+    Given a directory: every .wav/.mp3 in it, one line `<recording id><TAB><file name>` each."""
+    if file.is_dir():
+        if call_leg_id is not None or custom_file_name is not None:
+            # one leg id (or object name) for many recordings would name them all alike
+            raise fail(
+                "--call-leg-id and --custom-file-name name one recording: not for a directory"
+            )
+        ingest_directory(
+            file,
+            connection_id=connection_id,
+            call_control_id=call_control_id,
+            call_session_id=call_session_id,
+            format=format,
+            channels=channels,
+            started_at=started_at,
+            ended_at=ended_at,
+            client_state=client_state,
+            server=server,
+            token=token,
+        )
+        return
+    try:
+        format = format_of(file, format)
+    except IngestFailed as exc:
+        raise fail(str(exc)) from None
     if channels is not None and channels not in ("single", "dual"):
         raise fail("--channels must be single or dual")
     secret = ingest_token(token)
     if not secret:
         raise fail("no ingest token: pass --token or set CALLVAULT_INGEST_TOKEN")
-
-    info = inspect_file(file) if channels is None or started_at is None else None
-    now = datetime.now(UTC)
-    ended = ended_at or now.isoformat()
-    if started_at is None:
-        duration = timedelta(milliseconds=info.duration_millis if info else 0)
-        try:
-            end_time = datetime.fromisoformat(ended)
-        except ValueError:
-            raise fail(f"--ended-at {ended!r} is not an ISO 8601 time") from None
-        started_at = (end_time - duration).isoformat()
-    if channels is None:
-        channels = "dual" if info and info.channels == 2 else "single"
-    metadata: dict[str, Any] = {
-        "connection_id": connection_id,
-        "call_control_id": call_control_id,
-        "call_leg_id": call_leg_id or call_control_id,
-        "call_session_id": call_session_id or str(uuid.uuid4()),
-        "format": format,
-        "channels": channels,
-        "recording_started_at": started_at,
-        "recording_ended_at": ended,
-        "client_state": client_state,
-        "custom_file_name": custom_file_name,
-    }
     url = server.rstrip("/") + "/internal/v1/recordings"
-    content_type = "audio/wav" if format == "wav" else "audio/mpeg"
     try:
-        with file.open("rb") as audio, httpx.Client(timeout=TIMEOUT) as client:
-            # the metadata goes first (form data precede files), so bad metadata is refused
-            # before any audio is sent; httpx streams the file object in chunks
-            response = client.post(
-                url,
-                headers={"Authorization": f"Bearer {secret}"},
-                data={"metadata": json.dumps(metadata)},
-                files={"audio": (file.name, audio, content_type)},
-            )
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach {url}: {exc}") from None
-    if response.status_code not in (200, 202):
-        lines = error_lines(response)
-        raise fail(f"{response.status_code}: " + "; ".join(lines))
-    recording_id = response.json()["data"]["id"]
-    if response.status_code == 200:
+        metadata = metadata_for(
+            file,
+            format,
+            connection_id=connection_id,
+            call_control_id=call_control_id,
+            call_leg_id=call_leg_id or call_control_id,
+            call_session_id=call_session_id or str(uuid.uuid4()),
+            channels=channels,
+            started_at=started_at,
+            ended_at=ended_at,
+            client_state=client_state,
+            custom_file_name=custom_file_name,
+        )
+        with httpx.Client(timeout=TIMEOUT) as client:
+            recording_id, created = post_recording(client, url, secret, file, metadata)
+    except IngestFailed as exc:
+        raise fail(str(exc)) from None
+    if not created:
         err.print("[dim]already received: the same recording (nothing stored twice)[/dim]")
     typer.echo(recording_id)
+
+
+def ingest_directory(
+    directory: Path,
+    *,
+    connection_id: str,
+    call_control_id: str,
+    call_session_id: str | None,
+    format: str | None,
+    channels: str | None,
+    started_at: str | None,
+    ended_at: str | None,
+    client_state: str | None,
+    server: str,
+    token: str | None,
+) -> None:
+    """Every .wav/.mp3 of `directory`, one after the other, over one connection; a file that
+    fails is reported and the others go on (exit code 1 if any failed)."""
+    if channels is not None and channels not in ("single", "dual"):
+        raise fail("--channels must be single or dual")
+    if format is not None and format not in ("wav", "mp3"):
+        raise fail("--format must be wav or mp3")
+    secret = ingest_token(token)
+    if not secret:
+        raise fail("no ingest token: pass --token or set CALLVAULT_INGEST_TOKEN")
+    files = audio_files(directory)
+    if not files:
+        raise fail(f"no .wav or .mp3 files in {directory}")
+    url = server.rstrip("/") + "/internal/v1/recordings"
+    failures: list[tuple[Path, str]] = []
+    repeats = 0
+    with (
+        httpx.Client(timeout=TIMEOUT) as client,
+        Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        ) as progress,
+    ):
+        task = progress.add_task(f"ingesting {directory.name or directory}", total=len(files))
+        for path in files:
+            try:
+                metadata = metadata_for(
+                    path,
+                    format_of(path, format),
+                    connection_id=connection_id,
+                    call_control_id=call_control_id,
+                    call_leg_id=str(uuid.uuid4()),
+                    call_session_id=call_session_id or str(uuid.uuid4()),
+                    channels=channels,
+                    started_at=started_at,
+                    ended_at=ended_at,
+                    client_state=client_state,
+                    custom_file_name=None,
+                )
+                recording_id, created = post_recording(client, url, secret, path, metadata)
+            except IngestFailed as exc:
+                failures.append((path, str(exc)))
+            else:
+                repeats += not created
+                typer.echo(f"{recording_id}\t{path.name}")
+            progress.advance(task)
+    for path, why in failures:
+        err.print(f"[red]error:[/red] {escape(path.name)}: {escape(why)}", highlight=False)
+    done = len(files) - len(failures)
+    note = f" ({repeats} already received)" if repeats else ""
+    err.print(f"ingested {done} of {len(files)} file(s){note}")
+    if failures:
+        raise typer.Exit(1)

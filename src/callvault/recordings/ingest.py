@@ -64,8 +64,16 @@ def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]
 
 
 async def ingest(runtime: Runtime, upload: ReceivedUpload) -> IngestOutcome:
-    meta = upload.metadata
     recording_id = str(uuid.uuid4())
+    # every log line of this ingest names the recording and its connection
+    with structlog.contextvars.bound_contextvars(
+        recording_id=recording_id, connection_id=upload.metadata.connection_id
+    ):
+        return await _ingest(runtime, upload, recording_id)
+
+
+async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -> IngestOutcome:
+    meta = upload.metadata
     # reads only: a plain session takes no write lock (the insert below is its own transaction)
     async with runtime.sessions() as session:
         account_id = await repository.application_account_id(session, meta.connection_id)
@@ -78,6 +86,7 @@ async def ingest(runtime: Runtime, upload: ReceivedUpload) -> IngestOutcome:
             session, meta.connection_id, meta.call_leg_id, meta.recording_started_at
         )
         if existing is not None:
+            log.info("recording received again", recording_id=existing.id)
             return IngestOutcome(existing.id, existing.status, created=False)
         key = default_store_key(account_id, meta)
         if await repository.default_key_in_use(session, key):

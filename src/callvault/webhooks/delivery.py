@@ -118,6 +118,16 @@ class Deliverer:
             context = await repository.delivery_context(session, event_id, owner)
         if context is None:
             return None
+        # every log line of this round names the event and what it is about
+        with structlog.contextvars.bound_contextvars(
+            event_id=event_id,
+            recording_id=context.event.recording_id,
+            connection_id=context.event.application_id,
+        ):
+            return await self._deliver_round(context, owner)
+
+    async def _deliver_round(self, context: repository.DeliveryContext, owner: str) -> Verdict:
+        event_id = context.event.id
         event, application = context.event, context.application
         if application is None or not application.active:
             why = "application deleted" if application is None else "application is inactive"
@@ -204,6 +214,7 @@ class Deliverer:
             log.warning("webhook lease lost during delivery", event_id=event.id)
         for r in results:
             WEBHOOK_ATTEMPTS.labels(outcome=_metric_outcome(r.verdict, verdict)).inc()
+        _log_round(event.event_type, attempt, results, verdict, values.get("next_attempt_at"))
         return verdict
 
     async def _post(
@@ -238,6 +249,34 @@ class Deliverer:
             latency_ms=round(latency_ms, 3),
             error=error[:MAX_ERROR_CHARS] if error else None,
         )
+
+
+def _log_round(
+    event_type: str,
+    attempt: int,
+    results: Sequence[AttemptResult],
+    verdict: Verdict,
+    next_attempt_at: object,
+) -> None:
+    """One line per round. URLs stay out (a customer may put a token in one): which URL took
+    it is `delivered_to` = primary or failover."""
+    fields: dict[str, Any] = {
+        "event_type": event_type,
+        "attempt": attempt,
+        "status_codes": [r.status_code for r in results],
+        "latency_ms": [r.latency_ms for r in results],
+    }
+    if verdict is Verdict.DELIVERED:
+        taken = next(i for i, r in enumerate(results) if r.verdict is Verdict.DELIVERED)
+        delivered_to = "primary" if taken == 0 else "failover"
+        log.info("webhook delivered", delivered_to=delivered_to, **fields)
+        return
+    errors = [r.error for r in results if r.error]
+    if verdict is Verdict.RETRY:
+        retry_at = str(next_attempt_at)
+        log.info("webhook will be retried", errors=errors, next_attempt_at=retry_at, **fields)
+    else:
+        log.warning("webhook failed", errors=errors, **fields)
 
 
 def _summary(results: Sequence[AttemptResult]) -> str | None:

@@ -317,3 +317,13 @@ async def requeue_for_redelivery(session: AsyncSession, recording_id: str, now: 
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def failed_recording_ids(
+    session: AsyncSession, connection_id: str | None = None
+) -> list[str]:
+    """Ids of the recordings that failed for good (kept in the default store), oldest first."""
+    query = select(Recording.id).where(Recording.status == RecordingStatus.FAILED)
+    if connection_id is not None:
+        query = query.where(Recording.connection_id == connection_id)
+    return list((await session.scalars(query.order_by(Recording.created_at))).all())

@@ -201,6 +201,12 @@ class Worker:
 
     async def _run_recording(self, recording_id: str) -> None:
         assert self.uploads is not None
+        # every log line of this job (upload, webhook, staging copy) names the recording
+        with structlog.contextvars.bound_contextvars(recording_id=recording_id):
+            await self._process(recording_id)
+
+    async def _process(self, recording_id: str) -> None:
+        assert self.uploads is not None
         outcome = await process_recording(self.uploads, recording_id)
         # its lease was cleared with the state change (or it was not ours anymore)
         self._held.pop(recording_id, None)

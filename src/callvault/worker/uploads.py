@@ -115,9 +115,10 @@ async def process_recording(ctx: UploadContext, recording_id: str) -> Outcome:
         log.error("loading credentials failed", recording_id=recording_id, error=type(exc).__name__)
         return await _retry_later(ctx, recording_id, None, f"internal error: {type(exc).__name__}")
 
-    if credentials is None:
-        return await _finish_in_default_store(ctx, recording)
-    return await _upload_to_custom(ctx, recording, credentials)
+    with structlog.contextvars.bound_contextvars(connection_id=recording.connection_id):
+        if credentials is None:
+            return await _finish_in_default_store(ctx, recording)
+        return await _upload_to_custom(ctx, recording, credentials)
 
 
 async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> Outcome:
