@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import gc
 import os
 
 import typer
 import uvicorn
+import uvloop
 from rich.console import Console
 
 from callvault.accounts.cli import app as accounts_app
@@ -75,6 +75,9 @@ def serve(
         http="httptools",
         log_level="warning",
         access_log=False,
+        # longer than load balancers' idle timeouts (60 s) and clients' pools (httpx: 5 s), so a
+        # client never reuses a connection the server is closing at that very moment
+        timeout_keep_alive=75,
         timeout_graceful_shutdown=30,
     )
 
@@ -102,7 +105,8 @@ def worker() -> None:
         apply_migrations(settings.database_url)
     runtime = Runtime.build(settings)
     freeze_startup_objects()
-    asyncio.run(run_until_signalled(runtime))
+    # uvloop, like `serve`: less CPU per database round trip and per upload
+    uvloop.run(run_until_signalled(runtime))
 
 
 @app.command()

@@ -265,7 +265,8 @@ async def test_default_store_links_are_fresh_on_every_attempt(
 
     webhook_receiver.answer(503, times=1)
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
-    await start_worker(webhook_schedule=(1.1,))
+    # 1.5 s ± 20 % keeps the attempts over a second apart: links expire in whole seconds
+    await start_worker(webhook_schedule=(1.5,))
     await ingest(api, runtime.settings.ingest_token, connection_id, AUDIO)
     first, second = await webhook_receiver.wait_for(2)
     assert first.event_id == second.event_id
