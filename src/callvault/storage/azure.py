@@ -18,10 +18,8 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import obstore
 from obstore.store import AzureStore
 
 from callvault.storage import layout
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 
 ENDPOINT_ENV = "CALLVAULT_AZURE_BLOB_ENDPOINT"
 DEFAULT_ENDPOINT_TEMPLATE = "https://{account_name}.blob.core.windows.net"
-MAX_SAS_SECONDS = 7 * 24 * 3600  # a week, like the other providers' presigned URLs
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 
 
@@ -74,12 +71,7 @@ class AzureObjectStore(ObstoreObjectStore):
         self._azure = store
 
     async def signed_get_url(self, key: str, expires_in: int) -> str:
-        if not 1 <= expires_in <= MAX_SAS_SECONDS:
-            raise ValueError(f"expires_in must be 1..{MAX_SAS_SECONDS} seconds")
-        try:
-            return await obstore.sign_async(self._azure, "GET", key, timedelta(seconds=expires_in))
-        except Exception as exc:
-            raise self.error(exc) from None
+        return await self.presigned_get(self._azure, key, expires_in)
 
     def canonical_url(self, key: str) -> str:
         return layout.canonical_url(

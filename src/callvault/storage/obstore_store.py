@@ -25,6 +25,8 @@ from callvault.storage.error_mapping import TRANSIENT, Cause, cause_from_text
 if TYPE_CHECKING:
     from obstore.store import AzureStore, ClientConfig, RetryConfig, S3Store
 
+MAX_SIGNED_SECONDS = 7 * 24 * 3600  # SigV4's limit; Azure SAS is held to the same week
+
 # 5 MiB parts (S3's minimum), 4 in flight: measured ~50 MB of peak RSS growth per upload
 # whatever the file size (bench/upload_memory.py; 8 MiB parts measured ~75-83 MB for the same
 # throughput on loopback). 10,000 parts of 5 MiB still allow 48 GiB objects.
@@ -138,6 +140,15 @@ class ObstoreObjectStore:
             cause = self.cause(exc)
             if "bucket" in cause.text or "container" in cause.text:
                 raise self._build(cause) from None
+        except Exception as exc:
+            raise self.error(exc) from None
+
+    async def presigned_get(self, signer: S3Store | AzureStore, key: str, expires_in: int) -> str:
+        """A presigned GET (S3 SigV4, Azure SAS), made locally: no request to the store."""
+        if not 1 <= expires_in <= MAX_SIGNED_SECONDS:
+            raise ValueError(f"expires_in must be 1..{MAX_SIGNED_SECONDS} seconds")
+        try:
+            return await obstore.sign_async(signer, "GET", key, timedelta(seconds=expires_in))
         except Exception as exc:
             raise self.error(exc) from None
 

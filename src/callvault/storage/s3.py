@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import obstore
 from obstore.store import S3Store
 
 from callvault.storage import layout
@@ -37,8 +35,6 @@ from callvault.storage.obstore_store import (
 
 if TYPE_CHECKING:
     from obstore.store import S3Config, S3Credential
-
-MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 
 
 class S3ObjectStore(ObstoreObjectStore):
@@ -65,12 +61,7 @@ class S3ObjectStore(ObstoreObjectStore):
         self._s3 = store
 
     async def signed_get_url(self, key: str, expires_in: int) -> str:
-        if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
-            raise ValueError(f"expires_in must be 1..{MAX_PRESIGN_SECONDS} seconds")
-        try:
-            return await obstore.sign_async(self._s3, "GET", key, timedelta(seconds=expires_in))
-        except Exception as exc:
-            raise self.error(exc) from None
+        return await self.presigned_get(self._s3, key, expires_in)
 
     def canonical_url(self, key: str) -> str:
         if self.backend == "s3-generic":
