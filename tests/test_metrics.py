@@ -120,9 +120,7 @@ async def test_an_upload_and_its_webhook_move_their_counters_and_histograms(
     connection_id, _ = await custom_storage_connection(api, account, seaweedfs, webhook_receiver)
     before = await scrape(api)
 
-    recording_id, _ = await ingest(
-        api, runtime.settings.ingest_token, connection_id, make_wav(0.3)
-    )
+    recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.3))
     await wait_for_status(runtime, recording_id, "stored")
     await webhook_receiver.wait_for(1)
 
@@ -163,9 +161,7 @@ async def test_a_permanent_upload_failure_and_a_refused_webhook_are_counted_as_s
     webhook_receiver.answer(410, times=1)  # a 4xx other than 408/429: not retried
     before = await scrape(api)
 
-    recording_id, _ = await ingest(
-        api, runtime.settings.ingest_token, connection_id, make_wav(0.3)
-    )
+    recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.3))
     await wait_for_status(runtime, recording_id, "failed")
     await webhook_receiver.wait_for(1)
 
@@ -177,9 +173,11 @@ async def test_a_permanent_upload_failure_and_a_refused_webhook_are_counted_as_s
 
     await wait_until(counted, what="the refused webhook attempt counted")
     after = await scrape(api)
-    assert sample(after, UPLOADS, backend="s3-generic", outcome="permanent") - sample(
-        before, UPLOADS, backend="s3-generic", outcome="permanent"
-    ) >= 1
+    assert (
+        sample(after, UPLOADS, backend="s3-generic", outcome="permanent")
+        - sample(before, UPLOADS, backend="s3-generic", outcome="permanent")
+        >= 1
+    )
 
 
 @contextlib.contextmanager

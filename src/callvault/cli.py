@@ -70,7 +70,7 @@ def serve(
         application,
         host=host,
         port=port,
-        # explicit: with the pure-Python fallbacks a request costs ~2x the CPU
+        # explicit: "auto" would fall back silently to the slower pure-Python loop and parser
         loop="uvloop",
         http="httptools",
         log_level="warning",

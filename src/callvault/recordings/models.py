@@ -45,7 +45,8 @@ class Recording(Base):
 
     status: Mapped[str] = mapped_column(String(16), default=RecordingStatus.RECEIVED)
     # where the bytes are now: the default-store key while staged or kept there
-    default_store_key: Mapped[str | None] = mapped_column(String(512))
+    # indexed: ingest checks a new key is free (a scan per ingest without it)
+    default_store_key: Mapped[str | None] = mapped_column(String(512), index=True)
     # the customer-bucket placement once stored there
     backend: Mapped[str | None] = mapped_column(String(16))
     bucket: Mapped[str | None] = mapped_column(String(255))

@@ -44,8 +44,8 @@ async def claim(
     """Lease up to `limit` due jobs; returns their ids.
 
     PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED` so concurrent workers pass over each other's
-    rows instead of queueing on them. SQLite: every transaction is BEGIN IMMEDIATE (one writer
-    at a time), so the select and the update cannot interleave with another claim; the update
+    rows instead of queueing on them. SQLite: every write transaction is BEGIN IMMEDIATE (one
+    writer at a time), so the select and the update cannot interleave with another claim; the update
     repeats the lease condition anyway and RETURNING reports exactly what was taken.
     """
     if limit <= 0:

@@ -107,6 +107,9 @@ def upgrade() -> None:
             batch_op.f("ix_recordings_connection_id"), ["connection_id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_recordings_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_recordings_default_store_key"), ["default_store_key"], unique=False
+        )
         batch_op.create_index("ix_recordings_due", ["status", "next_attempt_at"], unique=False)
 
     op.create_table(
@@ -220,6 +223,7 @@ def downgrade() -> None:
     op.drop_table("webhook_events")
     with op.batch_alter_table("recordings", schema=None) as batch_op:
         batch_op.drop_index("ix_recordings_due")
+        batch_op.drop_index(batch_op.f("ix_recordings_default_store_key"))
         batch_op.drop_index(batch_op.f("ix_recordings_created_at"))
         batch_op.drop_index(batch_op.f("ix_recordings_connection_id"))
         batch_op.drop_index(batch_op.f("ix_recordings_account_id"))

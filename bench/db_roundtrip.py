@@ -1,0 +1,100 @@
+"""CPU and wall time of the smallest database round trips on the embedded SQLite, with
+callvault's driver (db.make_engine: one thread hop per statement) or the stock aiosqlite
+adapter, on uvloop like `callvault serve`.
+
+    .venv/bin/python bench/db_roundtrip.py [--stock] [--n 2000]
+
+Prints per operation: a read session with one primary-key `get`, a SELECT inside an open
+session, and a write transaction (UPDATE + COMMIT, fsynced: synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import uvloop
+from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from callvault import db
+from callvault.accounts.models import Account
+from callvault.config import sqlalchemy_url
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # this process, every thread
+    return usage.ru_utime + usage.ru_stime
+
+
+def stock_engine(url: str) -> AsyncEngine:
+    """make_engine's SQLite set-up (pragmas, BEGIN, pool) with the stock aiosqlite adapter."""
+    engine = create_async_engine(
+        sqlalchemy_url(url), connect_args={"timeout": 30}, pool_size=64, max_overflow=64
+    )
+    event.listen(engine.sync_engine, "connect", db._sqlite_pragmas)
+    event.listen(engine.sync_engine, "begin", db._sqlite_begin)
+    return engine
+
+
+async def measure(label: str, n: int, step: Callable[[], Awaitable[object]]) -> None:
+    for _ in range(50):  # warm-up: statement cache, pool
+        await step()
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    for _ in range(n):
+        await step()
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    print(f"{label:42s} {wall / n * 1e6:7.0f} us wall  {cpu / n * 1e6:7.0f} us CPU")
+
+
+async def main(stock: bool, n: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        await asyncio.to_thread(db.migrate, url)
+        engine = stock_engine(url) if stock else db.make_engine(url)
+        sessions = db.make_sessionmaker(engine)
+        async with db.transaction(sessions) as session:
+            session.add(
+                Account(
+                    id="a1",
+                    name="bench",
+                    api_key_hash="h",
+                    webhook_public_key="p",
+                    webhook_private_key_sealed="s",
+                )
+            )
+        print(f"driver: {'stock aiosqlite adapter' if stock else 'callvault.sqlite_driver'}")
+
+        async def read_session() -> None:
+            async with sessions() as session:
+                await session.get(Account, "a1")
+
+        async with sessions() as open_session:
+
+            async def select_in_session() -> None:
+                await open_session.execute(select(Account.id).where(Account.id == "a1"))
+
+            await measure("read session + get by primary key", n, read_session)
+            await measure("SELECT in an open session", n, select_in_session)
+
+        async def write_transaction() -> None:
+            async with db.transaction(sessions) as session:
+                await session.execute(text("UPDATE accounts SET name = 'b' WHERE id = 'a1'"))
+
+        await measure("write transaction (UPDATE + COMMIT)", max(1, n // 4), write_transaction)
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stock", action="store_true", help="the stock aiosqlite adapter")
+    parser.add_argument("--n", type=int, default=2000, help="operations per measurement")
+    args = parser.parse_args()
+    uvloop.run(main(args.stock, args.n))
+    sys.exit(0)
