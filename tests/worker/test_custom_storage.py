@@ -107,14 +107,16 @@ async def test_upload_verified_and_staging_copy_removed(
     assert not staged_path(runtime, staging_key).exists()
 
 
-async def test_wrong_secret_fails_then_replaced_credentials_deliver(
+async def fail_on_a_wrong_secret(
     api: httpx.AsyncClient,
     runtime: Runtime,
     account: NewAccount,
     seaweedfs: SeaweedFS,
     webhook_receiver: WebhookReceiver,
     start_worker: Callable[..., Worker],
-) -> None:
+) -> tuple[str, str, str, dict[str, Any], bytes, Any]:
+    """A connection with a wrong secret and one recording whose error webhook has arrived:
+    (bucket, connection_id, recording_id, ingest metadata, audio, error delivery)."""
     bucket = new_bucket(seaweedfs)
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
     wrong = s3_generic(seaweedfs, bucket, aws_secret_access_key="not-the-secret-" + "x" * 20)
@@ -123,8 +125,22 @@ async def test_wrong_secret_fails_then_replaced_credentials_deliver(
     await start_worker()
     recording_id, metadata = await ingest(api, runtime.settings.ingest_token, connection_id, audio)
     [error] = await webhook_receiver.wait_for(1)
-    webhook_receiver.verify(error, account.webhook_public_key)
     assert error.event_type == "call.recording.error"
+    return bucket, connection_id, recording_id, metadata, audio, error
+
+
+async def test_wrong_secret_fails_then_replaced_credentials_deliver(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    account: NewAccount,
+    seaweedfs: SeaweedFS,
+    webhook_receiver: WebhookReceiver,
+    start_worker: Callable[..., Worker],
+) -> None:
+    bucket, connection_id, recording_id, metadata, audio, error = await fail_on_a_wrong_secret(
+        api, runtime, account, seaweedfs, webhook_receiver, start_worker
+    )
+    webhook_receiver.verify(error, account.webhook_public_key)
     assert error.payload["reason"] == AUTH_REASON
     assert "s3-generic" in error.payload["detail"] and bucket in error.payload["detail"]
     assert "not-the-secret" not in error.body
@@ -334,15 +350,9 @@ async def test_credentials_deleted_and_created_again_retry_failed_recordings(
     start_worker: Callable[..., Worker],
 ) -> None:
     # revisions restart with a new credentials row, so the POST must retry every failure
-    bucket = new_bucket(seaweedfs)
-    connection_id = await create_application(api, account.api_key, webhook_receiver.url())
-    wrong = s3_generic(seaweedfs, bucket, aws_secret_access_key="not-the-secret-" + "y" * 20)
-    await set_credentials(api, account.api_key, connection_id, "s3-generic", wrong)
-    audio = make_wav(0.2)
-    await start_worker()
-    recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, audio)
-    [error] = await webhook_receiver.wait_for(1)
-    assert error.event_type == "call.recording.error"
+    bucket, connection_id, recording_id, _, audio, _ = await fail_on_a_wrong_secret(
+        api, runtime, account, seaweedfs, webhook_receiver, start_worker
+    )
     deleted = await api.delete(
         f"/v2/custom_storage_credentials/{connection_id}", headers=bearer(account.api_key)
     )
