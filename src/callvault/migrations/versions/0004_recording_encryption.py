@@ -15,7 +15,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-FK_NAME = "fk_applications_recording_encryption_key_id_recording_encryption_keys"
+FK_NAME = "fk_applications_recording_encryption_key_id"  # the convention's is > 63 chars
 
 
 def upgrade() -> None:
