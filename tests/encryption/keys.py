@@ -12,8 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 BASE = "/v2/recording_encryption_keys"
 
 
-@cache
 def rsa_private(bits: int = 2048, which: int = 0) -> rsa.RSAPrivateKey:
+    """The same key for the same (bits, which), however the arguments are spelled."""
+    return _generated(bits, which)
+
+
+@cache
+def _generated(bits: int, which: int) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
