@@ -65,9 +65,11 @@ async def test_pkcs1_rsa_public_key_and_4096_bits_accepted(
     api: httpx.AsyncClient, account: NewAccount
 ) -> None:
     key = rsa_private(4096)
-    pkcs1 = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.PKCS1
-    ).decode()
+    pkcs1 = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
+        .decode()
+    )
     assert "BEGIN RSA PUBLIC KEY" in pkcs1
     response = await api.post(BASE, json={"public_key": pkcs1, "name": "k"}, headers=auth(account))
     assert response.status_code == 201, response.text
@@ -105,7 +107,11 @@ def refused_inputs() -> list[tuple[str, str, str]]:
         ("ec", public_pem(ec.generate_private_key(ec.SECP256R1())), "only RSA"),
         ("certificate", self_signed_certificate(), "certificate"),
         ("garbage", "hello, this is not a key", "not a PEM"),
-        ("broken-pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "not a valid"),
+        (
+            "broken-pem",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            "not a valid",
+        ),
         ("rsa-1024", public_pem(rsa_private(1024)), "1024 bits"),
         ("too-long", "-----BEGIN PUBLIC KEY-----\n" + "A" * 20000, "longer than"),
     ]
@@ -151,11 +157,11 @@ async def test_name_required(api: httpx.AsyncClient, account: NewAccount) -> Non
 async def test_list_is_paged_newest_first_with_telnyx_meta(
     api: httpx.AsyncClient, account: NewAccount
 ) -> None:
-    ids = [(await register_key(api, account.api_key, rsa_private(), f"k{i}"))["id"] for i in range(3)]
+    ids = [
+        (await register_key(api, account.api_key, rsa_private(), f"k{i}"))["id"] for i in range(3)
+    ]
     first = await api.get(BASE, params={"page[size]": 2}, headers=auth(account))
-    second = await api.get(
-        BASE, params={"page[size]": 2, "page[number]": 2}, headers=auth(account)
-    )
+    second = await api.get(BASE, params={"page[size]": 2, "page[number]": 2}, headers=auth(account))
     assert first.status_code == second.status_code == 200
     assert first.json()["meta"] == {
         "page_number": 1,

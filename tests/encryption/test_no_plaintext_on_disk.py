@@ -5,10 +5,8 @@ recording kept in the default store). `callvault serve` on a real port, SeaweedF
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -69,13 +67,18 @@ async def test_no_plaintext_while_a_slow_media_server_is_still_sending(
     connection_id = await encrypted_application(client, account, webhook_receiver)
     audio = noisy_wav(200)  # 3.2 MB: three 1 MiB writes while the body is still arriving
     body = multipart_body(
-        [("metadata", json.dumps(ingest_metadata(connection_id)).encode(), None)]
-        + [("audio", audio, "recording.wav")]
+        [
+            ("metadata", json.dumps(ingest_metadata(connection_id)).encode(), None),
+            ("audio", audio, "recording.wav"),
+        ]
     )
     assert BOUNDARY.encode() in body
     chunk = 256 * 1024
     scans: list[list[str]] = []
     partial_sizes: list[int] = []
+
+    async def first_write_landed() -> bool:
+        return incoming_bytes(live_server) > 0
 
     async def slow_body() -> AsyncIterator[bytes]:
         sent = 0
@@ -86,9 +89,7 @@ async def test_no_plaintext_while_a_slow_media_server_is_still_sending(
             if sent > 1024 * 1024 + 4096 and sent < len(body) - chunk:
                 if not partial_sizes:
                     # the server writes in 1 MiB steps: wait for the first one to land
-                    deadline = time.monotonic() + 20
-                    while incoming_bytes(live_server) == 0 and time.monotonic() < deadline:
-                        await asyncio.sleep(0.01)
+                    await wait_until(first_write_landed, within=20, what="a partial file")
                 partial_sizes.append(incoming_bytes(live_server))
                 scans.append(files_holding(live_server.settings.data_dir, audio))
 
@@ -128,9 +129,7 @@ async def test_no_plaintext_while_the_upload_is_retried_nor_after_a_permanent_fa
         },
     )
     audio_retried = noisy_wav(20)
-    retried_id, _ = await ingest(
-        client, live_server.settings.ingest_token, retrying, audio_retried
-    )
+    retried_id, _ = await ingest(client, live_server.settings.ingest_token, retrying, audio_retried)
 
     async def attempted() -> bool:
         return (await recording_row(runtime, retried_id)).attempts >= 1
