@@ -4,6 +4,7 @@ files straight into the same bucket.
 
     .venv/bin/python bench/pipeline.py [--recordings 200] [--concurrency 8] [--rounds 3]
                                        [--mode throughput,latency,large] [--json]
+                                       [--encryption off|on|both]
 
 Modes (comma-separated, default `throughput,latency`; `all` = the three):
 - throughput: K recordings (30 s mono 8 kHz 16-bit WAVs, ~480 KB) ingested at concurrency C
@@ -14,6 +15,10 @@ Modes (comma-separated, default `throughput,latency`; `all` = the three):
 - latency: ~30 recordings one at a time (low load): p50/p99 from 202 to webhook.
 - large: one 1 GiB recording ingested and uploaded by a fresh serve process: its peak RSS
   growth (VmHWM after, reset before, minus VmRSS before).
+
+`--encryption on` encrypts every recording for a customer key (docs/encryption.md); `both` runs
+each mode without, then with it (results suffixed `_encrypted`), e.g. to compare CPU per
+recording. The 1 GiB recording's growth target is tighter when encrypted (issue 12: 64 MB).
 
 Every mode runs `callvault serve` as a child process on a fresh temp data dir (embedded
 defaults: SQLite, local default store) with the in-process worker.
@@ -48,6 +53,7 @@ from bench.serve_process import (
     ServeProcess,
     load_average,
     percentile,
+    use_encryption_key,
     wav_bytes,
     wav_header,
 )
@@ -64,6 +70,7 @@ TARGETS = {
     "ratio_goal": 0.9,
     "low_load_p50_ms_max": 150.0,
     "large_rss_growth_mb_max": 100.0,
+    "large_encrypted_rss_growth_mb_max": 64.0,
 }
 
 
@@ -467,9 +474,12 @@ class Environment:
     src: Path | None = None
 
 
-async def with_serve(env: Environment, name: str, run: Callable[[Bench], Awaitable[Any]]) -> Any:
+async def with_serve(
+    env: Environment, name: str, run: Callable[[Bench], Awaitable[Any]], encrypt: bool = False
+) -> Any:
     """A fresh `callvault serve` (own data dir) with an account whose connection stores in
-    the SeaweedFS bucket; `run(bench)`, then the server is stopped."""
+    the SeaweedFS bucket (its recordings encrypted for a customer key when `encrypt`);
+    `run(bench)`, then the server is stopped."""
     base = env.tmp / name
     base.mkdir()
     with ServeProcess(base, src=env.src) as serve:
@@ -485,6 +495,8 @@ async def with_serve(env: Environment, name: str, run: Callable[[Bench], Awaitab
                 "endpoint": env.seaweed.endpoint,
             },
         )
+        if encrypt:
+            use_encryption_key(serve, account)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(
             base_url=serve.url,
@@ -517,38 +529,49 @@ async def run_modes(args: argparse.Namespace, modes: list[str]) -> dict[str, Any
                 args.src,
             )
             results: dict[str, Any] = {"load_average_start": round(load_average(), 2)}
-            if "throughput" in modes:
-                print("throughput ...", file=sys.stderr)
+            variants = {"off": [False], "on": [True], "both": [False, True]}[args.encryption]
+            for encrypt in variants:
+                suffix = "_encrypted" if encrypt else ""
+                if "throughput" in modes:
+                    print(f"throughput{suffix} ...", file=sys.stderr)
 
-                async def run_throughput(bench: Bench) -> Any:
-                    return await throughput(
-                        bench, seaweed, tmp, args.recordings, args.concurrency, args.rounds
+                    async def run_throughput(bench: Bench) -> Any:
+                        return await throughput(
+                            bench, seaweed, tmp, args.recordings, args.concurrency, args.rounds
+                        )
+
+                    results["throughput" + suffix] = await with_serve(
+                        env, "throughput" + suffix, run_throughput, encrypt
                     )
+                if "latency" in modes:
+                    print(f"low-load latency{suffix} ...", file=sys.stderr)
 
-                results["throughput"] = await with_serve(env, "throughput", run_throughput)
-            if "latency" in modes:
-                print("low-load latency ...", file=sys.stderr)
+                    async def run_latency(bench: Bench) -> Any:
+                        return await low_load(bench, args.low_load_recordings)
 
-                async def run_latency(bench: Bench) -> Any:
-                    return await low_load(bench, args.low_load_recordings)
+                    results["low_load" + suffix] = await with_serve(
+                        env, "latency" + suffix, run_latency, encrypt
+                    )
+                if "large" in modes:
+                    print(f"1 GiB recording{suffix} ...", file=sys.stderr)
 
-                results["low_load"] = await with_serve(env, "latency", run_latency)
-            if "large" in modes:
-                print("1 GiB recording ...", file=sys.stderr)
+                    async def run_large(bench: Bench) -> Any:
+                        return await large(bench, tmp)
 
-                async def run_large(bench: Bench) -> Any:
-                    return await large(bench, tmp)
-
-                results["large"] = await with_serve(env, "large", run_large)
+                    results["large" + suffix] = await with_serve(
+                        env, "large" + suffix, run_large, encrypt
+                    )
             results["load_average_end"] = round(load_average(), 2)
             results["targets"] = TARGETS
             return results
 
 
-def report(results: dict[str, Any]) -> list[str]:
-    lines = []
+def report_variant(results: dict[str, Any], suffix: str) -> tuple[list[str], bool]:
+    lines: list[str] = []
     failed = False
-    if t := results.get("throughput"):
+    if suffix and any(key.endswith(suffix) for key in results):
+        lines.append("with encryption (RSA-OAEP-SHA256 + AES-256-GCM):")
+    if t := results.get("throughput" + suffix):
         p, r = t["pipeline"], t["raw"]
         lines += [
             f"throughput: {t['recordings']} recordings of {t['recording_bytes'] / 1e3:.0f} KB, "
@@ -570,21 +593,33 @@ def report(results: dict[str, Any]) -> list[str]:
             f"  serve peak RSS:               {t['serve_peak_rss_mb']:.0f} MB (VmHWM)",
         ]
         failed |= t["ratio"] < TARGETS["ratio_min"]
-    if low := results.get("low_load"):
+    if low := results.get("low_load" + suffix):
         lines.append(
             f"low load ({low['recordings']} one at a time): 202 -> webhook p50 "
             f"{low['latency_p50_ms']:.1f} ms  p99 {low['latency_p99_ms']:.1f} ms  "
             f"(target p50 <= {TARGETS['low_load_p50_ms_max']:.0f} ms)"
         )
         failed |= low["latency_p50_ms"] > TARGETS["low_load_p50_ms_max"]
-    if big := results.get("large"):
+    if big := results.get("large" + suffix):
+        target = f"large{suffix}_rss_growth_mb_max"
         lines.append(
             f"1 GiB recording: ingest {big['ingest_seconds']} s, upload + webhook "
             f"{big['upload_and_webhook_seconds']} s, serve RSS {big['baseline_rss_mb']} -> "
             f"peak {big['peak_rss_mb']} MB: growth {big['rss_growth_mb']} MB "
-            f"(target <= {TARGETS['large_rss_growth_mb_max']:.0f} MB)"
+            f"(target <= {TARGETS[target]:.0f} MB)"
         )
-        failed |= big["rss_growth_mb"] > TARGETS["large_rss_growth_mb_max"]
+        failed |= big["rss_growth_mb"] > TARGETS[target]
+    return lines, failed
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    lines = []
+    failed = False
+    for suffix in ("", "_encrypted"):
+        part, part_failed = report_variant(results, suffix)
+        lines += part
+        failed |= part_failed
+
     lines.append(
         f"load average {results['load_average_start']} -> {results['load_average_end']} "
         "(2 shared cores: re-run when it is high)"
@@ -604,6 +639,12 @@ def main() -> int:
         "--mode", default="throughput,latency", help="throughput,latency,large or all"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--encryption",
+        choices=["off", "on", "both"],
+        default="off",
+        help="encrypt recordings for a customer key (both: each mode without, then with)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,

@@ -208,6 +208,34 @@ class ServeProcess:
         response.raise_for_status()
 
 
+def use_encryption_key(serve: ServeProcess, account: BenchAccount) -> str:
+    """Register a fresh RSA-2048 public key and encrypt the account's recordings for it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+    response = httpx.post(
+        f"{serve.url}/v2/recording_encryption_keys",
+        json={"public_key": pem.decode(), "name": "bench"},
+        headers=headers,
+        timeout=10,
+    )
+    response.raise_for_status()
+    key_id = str(response.json()["data"]["id"])
+    response = httpx.patch(
+        f"{serve.url}/v2/call_control_applications/{account.connection_id}",
+        json={"recording_encryption_key_id": key_id},
+        headers=headers,
+        timeout=10,
+    )
+    response.raise_for_status()
+    return key_id
+
+
 def wav_bytes(seconds: float, *, rate: int = 8000, seed: int = 0) -> bytes:
     """Mono 16-bit PCM: a tone whose pitch depends on `seed`, so every file differs."""
     frames = int(seconds * rate)

@@ -14,6 +14,7 @@ from rich.console import Console
 from callvault.accounts.cli import app as accounts_app
 from callvault.config import Settings, load_settings
 from callvault.db import migrate as apply_migrations
+from callvault.encryption_keys.cli import decrypt as decrypt_command
 from callvault.keys_cli import app as keys_app
 from callvault.logs import configure_logging
 from callvault.operations.cli import status as status_command
@@ -32,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(recordings_app, name="recordings")
 app.command("status")(status_command)
 app.command("ingest")(ingest_command)
+app.command("decrypt")(decrypt_command)
 err = Console(stderr=True)
 
 

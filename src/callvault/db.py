@@ -196,5 +196,6 @@ def load_all_models() -> None:
     from callvault.accounts import models as _accounts  # noqa: F401
     from callvault.applications import models as _applications  # noqa: F401
     from callvault.credentials import models as _credentials  # noqa: F401
+    from callvault.encryption_keys import models as _encryption_keys  # noqa: F401
     from callvault.recordings import models as _recordings  # noqa: F401
     from callvault.webhooks import models as _webhooks  # noqa: F401

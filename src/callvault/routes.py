@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from callvault.accounts.endpoints import router as accounts_router
 from callvault.applications.endpoints import router as applications_router
 from callvault.credentials.endpoints import router as credentials_router
+from callvault.encryption_keys.endpoints import router as encryption_keys_router
 from callvault.health import router as health_router
 from callvault.metrics import router as metrics_router
 from callvault.operations.endpoints import router as operations_router
@@ -21,6 +22,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(accounts_router)
     app.include_router(applications_router)
     app.include_router(credentials_router)
+    app.include_router(encryption_keys_router)
     app.include_router(operations_router)
     app.include_router(recordings_ingest_router)
     app.include_router(recordings_router)

@@ -28,6 +28,7 @@ from callvault.storage.local import LocalStore
 from callvault.webhooks.models import EventStatus, WebhookEvent
 from tests.conftest import auth
 from tests.credentials.samples import body as credentials_body
+from tests.encryption.keys import register_key, rsa_private
 from tests.security.flows import create_application, ingest, is_telnyx_error
 from tests.servers import ServiceAccount
 
@@ -147,6 +148,15 @@ async def failed_webhook_event(world: World) -> Owned:
     return Owned({"event_id": event_id}, {"event_id": str(uuid.uuid4())}, state)
 
 
+async def encryption_key(world: World) -> Owned:
+    key_id = (await register_key(world.api, world.a.api_key, rsa_private()))["id"]
+    return Owned(
+        {"id": key_id},
+        {"id": str(uuid.uuid4())},
+        lambda: as_a(world, f"/v2/recording_encryption_keys/{key_id}"),
+    )
+
+
 @dataclass
 class Case:
     make: Callable[[World], Awaitable[Owned]]
@@ -182,6 +192,8 @@ OWNED: dict[tuple[str, str], Case] = {
     ("GET", "/v2/recordings/{recording_id}"): Case(recording),
     ("DELETE", "/v2/recordings/{recording_id}"): Case(recording),
     ("POST", "/v2/recordings/{recording_id}/actions/redeliver"): Case(recording),
+    ("GET", "/v2/recording_encryption_keys/{id}"): Case(encryption_key),
+    ("DELETE", "/v2/recording_encryption_keys/{id}"): Case(encryption_key),
     ("GET", "/v2/recording_files/{key}"): Case(recording_file, statuses={403}),
     ("HEAD", "/v2/recording_files/{key}"): Case(recording_file, statuses={403}),
 }
@@ -236,6 +248,27 @@ async def delete_recordings_by_ids(world: World) -> list[str]:
     return problems + ["B's bulk delete changed A's recording"] * (before != after)
 
 
+async def list_encryption_keys(world: World) -> list[str]:
+    key_id = (await register_key(world.api, world.a.api_key, rsa_private()))["id"]
+    response = await world.api.get(
+        "/v2/recording_encryption_keys", params={"page[size]": 250}, headers=auth(world.b)
+    )
+    assert response.status_code == 200
+    return [f"B sees A's encryption key {key_id}"] * (
+        key_id in {item["id"] for item in response.json()["data"]}
+    )
+
+
+async def create_encryption_key_as_b(world: World) -> list[str]:
+    key_id = (await register_key(world.api, world.b.api_key, rsa_private()))["id"]
+    response = await world.api.get(
+        "/v2/recording_encryption_keys", params={"page[size]": 250}, headers=auth(world.a)
+    )
+    return ["B's new encryption key shows up for A"] * (
+        key_id in {item["id"] for item in response.json()["data"]}
+    )
+
+
 async def signing_key(world: World) -> list[str]:
     response = await world.api.get("/v2/webhook_signing_key", headers=auth(world.b))
     key = response.json()["data"]["public_key"]
@@ -248,6 +281,8 @@ COLLECTIONS: dict[tuple[str, str], Callable[[World], Awaitable[list[str]]]] = {
     ("GET", "/v2/recordings"): list_recordings,
     ("POST", "/v2/recordings/actions/delete"): delete_recordings_by_ids,
     ("GET", "/v2/webhook_signing_key"): signing_key,
+    ("GET", "/v2/recording_encryption_keys"): list_encryption_keys,
+    ("POST", "/v2/recording_encryption_keys"): create_encryption_key_as_b,
 }
 
 

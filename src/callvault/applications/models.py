@@ -23,5 +23,13 @@ class Application(Base):
     webhook_api_version: Mapped[str] = mapped_column(String(1), default="1")
     webhook_timeout_secs: Mapped[int | None]
     active: Mapped[bool] = mapped_column(default=True)
+    # ours: recordings ingested from now on are encrypted for this key (null = off)
+    recording_encryption_key_id: Mapped[str | None] = mapped_column(
+        String(36),
+        ForeignKey(
+            "recording_encryption_keys.id", name="fk_applications_recording_encryption_key_id"
+        ),
+        index=True,
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -91,6 +91,16 @@ def _whole_number(value: Any) -> Any:
 
 
 TimeoutSecs = Annotated[int, Field(ge=0, le=30, strict=True), BeforeValidator(_whole_number)]
+# ours (not Telnyx's): recordings ingested from now on are encrypted for this key
+EncryptionKeyId = Annotated[
+    str | None,
+    Field(
+        max_length=36,
+        description="callvault extension: the id of a recording encryption key of this account "
+        "(/v2/recording_encryption_keys); recordings ingested from then on are encrypted for "
+        "it (docs/encryption.md). null = off.",
+    ),
+]
 
 
 class CreateCallControlApplicationRequest(BaseModel):
@@ -115,6 +125,7 @@ class CreateCallControlApplicationRequest(BaseModel):
         default=None, description="Seconds to wait for a webhook answer; null = 2 s."
     )
     active: StrictBool = Field(default=True, description="Whether the application can be used.")
+    recording_encryption_key_id: EncryptionKeyId = None
 
 
 _UNSET: Any = None
@@ -137,6 +148,7 @@ class UpdateCallControlApplicationRequest(BaseModel):
     webhook_api_version: ApiVersion = Field(default=_UNSET)
     webhook_timeout_secs: TimeoutSecs | None = Field(default=None)
     active: StrictBool = Field(default=_UNSET)
+    recording_encryption_key_id: EncryptionKeyId = None
 
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}
@@ -170,6 +182,7 @@ class CallControlApplication(BaseModel):
     webhook_api_version: Literal["1", "2"]
     webhook_timeout_secs: int | None
     active: bool
+    recording_encryption_key_id: EncryptionKeyId = None
     # Telnyx settings callvault does not use, always answered with Telnyx's defaults
     anchorsite_override: str = Field(default="Latency", description="Always Telnyx's default.")
     call_cost_in_webhooks: bool = False
@@ -193,6 +206,7 @@ class CallControlApplication(BaseModel):
             webhook_api_version=application.webhook_api_version,  # type: ignore[arg-type]
             webhook_timeout_secs=application.webhook_timeout_secs,
             active=application.active,
+            recording_encryption_key_id=application.recording_encryption_key_id,
             created_at=telnyx_time(application.created_at),
             updated_at=telnyx_time(application.updated_at),
         )

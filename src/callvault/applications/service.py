@@ -16,6 +16,7 @@ from callvault.applications.schemas import (
     UpdateCallControlApplicationRequest,
 )
 from callvault.db import transaction, utcnow
+from callvault.encryption_keys.service import check_usable as check_encryption_key
 from callvault.errors import invalid, not_found
 from callvault.outbound.addresses import refuse_reason
 from callvault.runtime import Runtime
@@ -72,10 +73,12 @@ async def create(
         webhook_api_version=request.webhook_api_version,
         webhook_timeout_secs=request.webhook_timeout_secs,
         active=request.active,
+        recording_encryption_key_id=request.recording_encryption_key_id,
         created_at=now,
         updated_at=now,
     )
     async with transaction(runtime.sessions) as session:
+        await check_encryption_key(session, account_id, request.recording_encryption_key_id)
         await repository.add(session, application)
     return application
 
@@ -127,6 +130,7 @@ async def update(
     )
     async with transaction(runtime.sessions) as session:
         application = await get_owned(session, account_id, application_id)
+        await check_encryption_key(session, account_id, changes.get("recording_encryption_key_id"))
         for name, value in changes.items():
             setattr(application, name, value)
         application.updated_at = utcnow()

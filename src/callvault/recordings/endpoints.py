@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime, require_ingest_token
+from callvault.encryption_keys.service import recipient_for
 from callvault.errors import error_responses
 from callvault.recordings import ingest as ingest_service
 from callvault.recordings import service
@@ -70,7 +72,9 @@ async def ingest_recording(
 ) -> JSONResponse:
     settings = runtime.settings
     with incoming_file(settings.data_dir) as path:
-        upload = await receive_upload(request, path, settings.max_recording_bytes)
+        upload = await receive_upload(
+            request, path, settings.max_recording_bytes, partial(recipient_for, runtime)
+        )
         outcome = await ingest_service.ingest(runtime, upload)
     body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
     return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)

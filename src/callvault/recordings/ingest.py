@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from callvault import metrics
 from callvault.db import transaction, utcnow
+from callvault.encryption_keys import scheme as encryption
 from callvault.errors import ApiError, ErrorItem, invalid
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
@@ -60,6 +61,8 @@ def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]
         "call_leg_id": meta.call_leg_id,
         "call_session_id": meta.call_session_id,
         "sha256": upload.sha256,
+        # encrypted_cek, iv, public_key_id: the object alone suffices to decrypt it
+        **encryption.object_metadata(upload.encryption_details),
     }
 
 
@@ -98,7 +101,9 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
         await runtime.default_store.put_file(
             key,
             upload.path,
-            content_type=content_type_for(meta.format),
+            content_type=encryption.stored_content_type(
+                content_type_for(meta.format), upload.encryption_details
+            ),
             metadata=object_metadata(recording_id, upload),
         )
     except StorageError as exc:
@@ -122,6 +127,7 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
         size_bytes=upload.size,
         sha256=upload.sha256,
         duration_millis=upload.audio.duration_millis,
+        encryption_details=upload.encryption_details,
         status=RecordingStatus.RECEIVED,
         default_store_key=key,
         attempts=0,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callvault.db import Base, utcnow
@@ -42,6 +42,9 @@ class Recording(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     duration_millis: Mapped[int] = mapped_column(BigInteger)
+    # fixed at ingest: how the stored bytes were encrypted (null = plaintext); size_bytes and
+    # sha256 are those of the stored (encrypted) bytes
+    encryption_details: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     status: Mapped[str] = mapped_column(String(16), default=RecordingStatus.RECEIVED)
     # where the bytes are now: the default-store key while staged or kept there

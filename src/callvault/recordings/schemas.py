@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from callvault.encryption_keys.schemas import EncryptionDetails
+
 # call ids become object metadata (one line of ASCII in every store) and call_leg_id may be the
 # object key's leaf: printable ASCII without spaces, and never a path separator
 CALL_ID = r"^[!-.0-~]{1,128}$"  # 0x21 to 0x7e except "/"
@@ -121,6 +123,11 @@ class RecordingData(BaseModel):
     size_bytes: int
     sha256: str
     storage: StorageState
+    encryption_details: EncryptionDetails | None = Field(
+        default=None,
+        description="callvault extension: how the stored bytes are encrypted (null: in "
+        "clear); size_bytes and sha256 are those of the stored bytes (docs/encryption.md).",
+    )
 
 
 class RecordingResponse(BaseModel):

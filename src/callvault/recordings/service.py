@@ -84,6 +84,7 @@ async def to_data(runtime: Runtime, recording: Recording) -> RecordingData:
         size_bytes=recording.size_bytes,
         sha256=recording.sha256,
         storage=storage_state(recording),
+        encryption_details=recording.encryption_details,  # type: ignore[arg-type]
     )
 
 

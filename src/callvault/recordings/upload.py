@@ -1,5 +1,13 @@
 """Receive an ingest request: multipart/form-data parsed as a stream, the audio straight to disk.
 
+With encryption on (the application names a recording encryption key), the audio is checked as
+plaintext but only its AES-256-GCM ciphertext (tag appended) is written: the plaintext never
+touches disk. The key is looked up as soon as the metadata part is read. When the audio part
+comes first, ingest cannot know yet: it encrypts under a fresh content key anyway and, if the
+application turns out not to encrypt, decrypts the file back once complete (the rare order pays
+one more pass; the plaintext is only ever written for recordings that are stored in clear).
+`size` and `sha256` are those of the bytes written (the ciphertext when encrypted).
+
 Starlette's `request.form()` would spool the whole body first; here python-multipart's
 streaming parser runs over `request.stream()`, the audio part goes to a temp file in
 `{data_dir}/incoming/` in 1 MiB writes (off the event loop), hashed and checked
@@ -13,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +33,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from callvault.encryption_keys.scheme import ContentEncryptor, Recipient, decrypt_stream
 from callvault.errors import ApiError, ErrorItem, bad_request, invalid, too_large
 from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer, check_audio
 from callvault.recordings.schemas import IngestMetadata
@@ -42,6 +52,11 @@ class ReceivedUpload:
     path: Path
     size: int
     sha256: str
+    encryption_details: dict[str, str] | None = None
+
+
+# whom a recording's audio is encrypted for (None: stored in clear), from its metadata
+EncryptionResolver = Callable[[IngestMetadata], Awaitable[Recipient | None]]
 
 
 @contextmanager
@@ -204,23 +219,73 @@ class _FormState:
 
 
 class _AudioSink:
-    """The temp file, its sha256 and the audio check; `absorb` runs in a worker thread."""
+    """The temp file, the sha256 and size of what it holds, and the audio check (on the
+    plaintext); `absorb` and `seal` run in a worker thread."""
 
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
         self.hash = hashlib.sha256()
         self.sniffer = AudioSniffer()
+        self.written = 0
+        self.started = False
+        self.encryptor: ContentEncryptor | None = None
+
+    def start(self, *, encrypt: bool) -> None:
+        """Decided before the first byte is written: encrypted or clear."""
+        self.started = True
+        self.encryptor = ContentEncryptor() if encrypt else None
 
     def absorb(self, data: bytes) -> None:
+        self.sniffer.feed(data)
+        self._write(self.encryptor.update(data) if self.encryptor else data)
+
+    def seal(self) -> None:
+        """Append the GCM tag (encrypted files only)."""
+        if self.encryptor is not None:
+            self._write(self.encryptor.finish())
+        self.handle.close()
+
+    def _write(self, data: bytes) -> None:
         self.handle.write(data)
         self.hash.update(data)
-        self.sniffer.feed(data)
+        self.written += len(data)
 
 
-async def receive_upload(request: Request, path: Path, max_audio_bytes: int) -> ReceivedUpload:
+class _HashingWriter:
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.hash = hashlib.sha256()
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.hash.update(data)
+        self.written += len(data)
+
+
+def _decrypt_back(path: Path, cek: bytes, iv: bytes) -> tuple[int, str]:
+    """Replace the encrypted `path` by its plaintext; (size, sha256) of the plaintext."""
+    plain = temp_path(path.parent)
+    try:
+        with open(path, "rb") as source, open(plain, "wb") as target:
+            writer = _HashingWriter(target)
+            decrypt_stream(source, path.stat().st_size, writer, cek, iv)
+        os.replace(plain, path)
+    finally:
+        plain.unlink(missing_ok=True)
+    return writer.written, writer.hash.hexdigest()
+
+
+async def receive_upload(
+    request: Request,
+    path: Path,
+    max_audio_bytes: int,
+    encryption_for: EncryptionResolver | None = None,
+) -> ReceivedUpload:
     """Read the whole request into `path` (audio) and the validated metadata, or raise ApiError.
 
     The caller owns `path` (see `incoming_file`): it is written here and removed there.
+    `encryption_for` says whom the audio is encrypted for (None: never encrypted).
     """
     early = declared_length_error(request.headers.get("content-length"), max_audio_bytes)
     if early is not None:
@@ -242,6 +307,20 @@ async def receive_upload(request: Request, path: Path, max_audio_bytes: int) -> 
     handle = await asyncio.to_thread(open, path, "wb")  # closed in the finally below
     sink = _AudioSink(handle)
     metadata: IngestMetadata | None = None
+    recipient: Recipient | None = None
+    resolved = encryption_for is None
+
+    async def resolve() -> None:
+        nonlocal recipient, resolved
+        if not resolved and metadata is not None and encryption_for is not None:
+            recipient = await encryption_for(metadata)
+            resolved = True
+
+    def start_sink() -> None:
+        # unknown yet (audio before metadata): encrypted, so that no plaintext is written
+        if not sink.started and state.pending:
+            sink.start(encrypt=recipient is not None or not resolved)
+
     body_bytes = 0
     try:
         async for chunk in request.stream():
@@ -257,14 +336,18 @@ async def receive_upload(request: Request, path: Path, max_audio_bytes: int) -> 
             if metadata is None and state.metadata_complete:
                 # validate as soon as it is there: bad metadata is refused before the audio
                 metadata = parse_metadata(bytes(state.metadata_raw))
+                await resolve()
             if len(state.pending) >= FLUSH_BYTES:
+                start_sink()
                 await _flush(state, sink)
                 reason = audio_failure(sink.sniffer, metadata.format if metadata else None)
                 if reason is not None:
                     raise audio_invalid(reason)
         if not state.ended:
             raise bad_request("The multipart body is incomplete (no closing boundary).")
+        start_sink()
         await _flush(state, sink)
+        await asyncio.to_thread(sink.seal)
     except ClientDisconnect:
         raise bad_request("The client went away before the body was complete.") from None
     finally:
@@ -284,12 +367,25 @@ async def receive_upload(request: Request, path: Path, max_audio_bytes: int) -> 
         check_audio(audio, metadata.format, metadata.channels)
     except AudioError as exc:
         raise audio_invalid(str(exc)) from None
+    size, sha256 = sink.written, sink.hash.hexdigest()
+    await resolve()
+    details: dict[str, str] | None = None
+    if sink.encryptor is not None and recipient is not None:
+        details = await asyncio.to_thread(sink.encryptor.details_for, recipient)
+    elif sink.encryptor is not None:
+        # encrypted only because the audio came before the metadata: the application stores
+        # its recordings in clear
+        encryptor = sink.encryptor
+        size, sha256 = await asyncio.to_thread(_decrypt_back, path, encryptor.cek, encryptor.iv)
+    elif recipient is not None:
+        raise RuntimeError("audio written in clear for an application that encrypts")
     return ReceivedUpload(
         metadata=metadata,
         audio=audio,
         path=path,
-        size=state.audio_size,
-        sha256=sink.hash.hexdigest(),
+        size=size,
+        sha256=sha256,
+        encryption_details=details,
     )
 
 

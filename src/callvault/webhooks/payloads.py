@@ -14,6 +14,7 @@ Events are stored under their v2 names; v1 names are derived when the body is bu
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -56,9 +57,19 @@ def _call_ids(recording: RecordingFacts) -> dict[str, Any]:
 
 
 def saved_payload(
-    recording: RecordingFacts, *, recording_url: str, occurred_at: datetime, api_version: str
+    recording: RecordingFacts,
+    *,
+    recording_url: str,
+    occurred_at: datetime,
+    api_version: str,
+    encryption_details: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """`call.recording.saved` / `recording_saved`: where the recording is now."""
+    """`call.recording.saved` / `recording_saved`: where the recording is now.
+
+    `encryption_details` (encrypted recordings, docs/encryption.md) travel in v2 only: v1 keeps
+    the seed's exact shape; its receivers read them from the Recordings API or the object's
+    metadata.
+    """
     started = timestamp(recording.recording_started_at)
     ended = timestamp(recording.recording_ended_at)
     payload: dict[str, Any] = {
@@ -74,6 +85,8 @@ def saved_payload(
     }
     if api_version == "1":
         payload["occurred_at"] = timestamp(occurred_at)
+    elif encryption_details:
+        payload["encryption_details"] = dict(encryption_details)
     return dict(sorted(payload.items()))
 
 

@@ -61,6 +61,7 @@ async def record_saved(
         recording_url=recording_url,
         occurred_at=now,
         api_version=application.webhook_api_version,
+        encryption_details=recording.encryption_details,
     )
     return await _add(
         session,

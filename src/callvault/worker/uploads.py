@@ -32,6 +32,7 @@ import structlog
 
 from callvault.credentials.service import StoredCredentials, load_configuration
 from callvault.db import transaction, utcnow
+from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import UPLOAD_SECONDS, UPLOADS
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Runtime
@@ -160,7 +161,9 @@ async def _upload_to_custom(
             await store.put_file(
                 key,
                 path,
-                content_type=layout.content_type_for(recording.format),
+                content_type=encryption.stored_content_type(
+                    layout.content_type_for(recording.format), recording.encryption_details
+                ),
                 metadata={
                     "call_control_id": recording.call_control_id,
                     "call_leg_id": recording.call_leg_id,
@@ -168,6 +171,7 @@ async def _upload_to_custom(
                     "connection_id": recording.connection_id,
                     "recording_id": recording.id,
                     "sha256": recording.sha256,
+                    **encryption.object_metadata(recording.encryption_details),
                 },
             )
         info = await store.head(key)

@@ -1,0 +1,106 @@
+"""`callvault decrypt FILE --private-key KEY.pem --details JSON|FILE [-o OUT]`.
+
+Streams in constant memory into a temp file next to OUT and renames it into place only after
+the GCM tag verified: a wrong key or a tampered file leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from cryptography.hazmat.primitives import serialization
+from rich.console import Console
+
+from callvault.encryption_keys.scheme import (
+    DecryptionFailed,
+    decrypt_stream,
+    find_details,
+    unwrap_cek,
+)
+
+err = Console(stderr=True)
+
+
+def _load_details(value: str) -> dict[str, Any]:
+    text = value
+    if not value.lstrip().startswith("{"):
+        try:
+            text = Path(value).read_text()
+        except OSError as exc:
+            reason = f"--details: not JSON and not a readable file ({exc.strerror})"
+            raise DecryptionFailed(reason) from None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise DecryptionFailed("--details: not valid JSON") from None
+    return find_details(document)
+
+
+def _load_private_key(path: Path, passphrase: str | None) -> Any:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DecryptionFailed(f"--private-key: cannot read {path} ({exc.strerror})") from None
+    try:
+        return serialization.load_pem_private_key(
+            data, password=passphrase.encode() if passphrase else None
+        )
+    except TypeError:
+        raise DecryptionFailed(
+            "--private-key: the key is protected by a passphrase: set CALLVAULT_KEY_PASSPHRASE"
+        ) from None
+    except ValueError:
+        raise DecryptionFailed(
+            "--private-key: not a PEM private key (or a wrong passphrase)"
+        ) from None
+
+
+def decrypt_file(source: Path, target: Path, private_key: Any, details: dict[str, Any]) -> None:
+    """Decrypt `source` into `target`, atomically: `target` appears only when it verified."""
+    cek, iv = unwrap_cek(private_key, details)
+    target = target.resolve()
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with open(source, "rb") as src, open(partial, "wb") as dst:
+            decrypt_stream(src, os.fstat(src.fileno()).st_size, dst, cek, iv)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def decrypt(
+    file: Path = typer.Argument(..., help="The encrypted recording (as stored).", exists=True),
+    private_key: Path = typer.Option(
+        ...,
+        "--private-key",
+        help="PEM of the RSA private key (passphrase: CALLVAULT_KEY_PASSPHRASE).",
+    ),
+    details: str = typer.Option(
+        ...,
+        "--details",
+        help="The encryption_details as JSON, or a file holding them (a webhook body, a "
+        "Recordings API answer or the object's metadata also work).",
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Where to write the audio (default: FILE.decrypted)."
+    ),
+) -> None:
+    """Decrypt a recording that was encrypted for your public key (docs/encryption.md)."""
+    target = output or file.with_name(file.name + ".decrypted")
+    try:
+        found = _load_details(details)
+        key = _load_private_key(private_key, os.environ.get("CALLVAULT_KEY_PASSPHRASE"))
+        decrypt_file(file, target, key, found)
+    except DecryptionFailed as exc:
+        err.print(f"[red]decryption failed:[/red] {exc}; nothing was written")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err.print(f"[red]decryption failed:[/red] {exc.strerror}: {exc.filename}")
+        raise typer.Exit(1) from None
+    err.print(f"decrypted: {target}")

@@ -1,0 +1,202 @@
+"""`callvault decrypt`: exact bytes back from details given as JSON, as a file holding a webhook
+body, a Recordings API answer or the object's metadata; a wrong key or a tampered file is
+refused with a clear message and leaves no output behind; memory stays flat."""
+
+from __future__ import annotations
+
+import json
+import os
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from callvault.cli import app
+from callvault.encryption_keys.cli import decrypt_file
+from callvault.encryption_keys.scheme import ContentEncryptor, Recipient, fingerprint_of
+from tests.encryption.keys import private_pem, public_pem, rsa_private
+
+runner = CliRunner()
+
+
+def encrypt(data: bytes, which: int = 0) -> tuple[bytes, dict[str, str]]:
+    key = rsa_private(2048, which)
+    recipient = Recipient("key-id", fingerprint_of(key.public_key()), public_pem(key))
+    encryptor = ContentEncryptor()
+    stored = encryptor.update(data) + encryptor.finish()
+    return stored, encryptor.details_for(recipient)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Any]:
+    audio = os.urandom(300_000)
+    stored, details = encrypt(audio)
+    (tmp_path / "rec.enc").write_bytes(stored)
+    (tmp_path / "key.pem").write_text(private_pem(rsa_private()))
+    (tmp_path / "other.pem").write_text(private_pem(rsa_private(2048, which=1)))
+    return {"dir": tmp_path, "audio": audio, "stored": stored, "details": details}
+
+
+def run(*args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.name not in {"rec.enc", "key.pem", "other.pem", "details.json"}
+    )
+
+
+@pytest.mark.parametrize("form", ["json", "webhook-file", "api-file", "metadata-file"])
+def test_decrypts_to_the_exact_bytes(form: str, files: dict[str, Any]) -> None:
+    d: Path = files["dir"]
+    details = files["details"]
+    if form == "json":
+        given = json.dumps(details)
+    else:
+        document: Any = {
+            "webhook-file": {"data": {"payload": {"encryption_details": details}}},
+            "api-file": {"data": {"id": "r", "encryption_details": details}},
+            "metadata-file": {k: details[k] for k in ("encrypted_cek", "iv", "public_key_id")},
+        }[form]
+        (d / "details.json").write_text(json.dumps(document))
+        given = str(d / "details.json")
+    result = run(
+        "decrypt",
+        str(d / "rec.enc"),
+        "--private-key",
+        str(d / "key.pem"),
+        "--details",
+        given,
+        "-o",
+        str(d / "out.wav"),
+    )
+    assert result.exit_code == 0, result.output
+    assert (d / "out.wav").read_bytes() == files["audio"]
+    assert leftovers(d) == ["out.wav"]
+
+
+def test_default_output_name(files: dict[str, Any]) -> None:
+    d: Path = files["dir"]
+    result = run(
+        "decrypt",
+        str(d / "rec.enc"),
+        "--private-key",
+        str(d / "key.pem"),
+        "--details",
+        json.dumps(files["details"]),
+    )
+    assert result.exit_code == 0, result.output
+    assert (d / "rec.enc.decrypted").read_bytes() == files["audio"]
+
+
+def test_wrong_private_key_is_refused_and_nothing_written(files: dict[str, Any]) -> None:
+    d: Path = files["dir"]
+    result = run(
+        "decrypt",
+        str(d / "rec.enc"),
+        "--private-key",
+        str(d / "other.pem"),
+        "--details",
+        json.dumps(files["details"]),
+        "-o",
+        str(d / "out.wav"),
+    )
+    assert result.exit_code == 1
+    assert "wrong private key" in result.output
+    assert leftovers(d) == []
+    # without the fingerprint to compare, the RSA unwrap itself refuses
+    details = {k: v for k, v in files["details"].items() if k != "fingerprint"}
+    result = run(
+        "decrypt",
+        str(d / "rec.enc"),
+        "--private-key",
+        str(d / "other.pem"),
+        "--details",
+        json.dumps(details),
+        "-o",
+        str(d / "out.wav"),
+    )
+    assert result.exit_code == 1 and "cannot unwrap" in result.output
+    assert leftovers(d) == []
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "tag", "truncated"])
+def test_tampered_file_fails_the_tag_check_and_nothing_written(
+    where: str, files: dict[str, Any]
+) -> None:
+    d: Path = files["dir"]
+    stored = bytearray(files["stored"])
+    if where == "truncated":
+        del stored[-1]
+    else:
+        stored[{"start": 0, "middle": len(stored) // 2, "tag": len(stored) - 3}[where]] ^= 0x01
+    (d / "rec.enc").write_bytes(bytes(stored))
+    (d / "out.wav").write_bytes(b"an older file the user keeps")
+    result = run(
+        "decrypt",
+        str(d / "rec.enc"),
+        "--private-key",
+        str(d / "key.pem"),
+        "--details",
+        json.dumps(files["details"]),
+        "-o",
+        str(d / "out.wav"),
+    )
+    assert result.exit_code == 1
+    assert "authentication tag does not verify" in result.output
+    # an existing file is never replaced by a half-verified one
+    assert (d / "out.wav").read_bytes() == b"an older file the user keeps"
+    assert leftovers(d) == ["out.wav"]
+
+
+def test_unusable_inputs_answer_clear_messages(files: dict[str, Any]) -> None:
+    d: Path = files["dir"]
+    (d / "pub.pem").write_text(public_pem(rsa_private()))
+    cases = [
+        (
+            ["--private-key", str(d / "pub.pem"), "--details", json.dumps(files["details"])],
+            "not a PEM private key",
+        ),
+        (["--private-key", str(d / "key.pem"), "--details", "{not json"], "not valid JSON"),
+        (
+            ["--private-key", str(d / "key.pem"), "--details", str(d / "missing.json")],
+            "not JSON and not a readable file",
+        ),
+        (
+            ["--private-key", str(d / "key.pem"), "--details", json.dumps({"a": 1})],
+            "no encryption details",
+        ),
+    ]
+    for extra, message in cases:
+        result = run("decrypt", str(d / "rec.enc"), *extra, "-o", str(d / "out.wav"))
+        assert result.exit_code == 1, extra
+        assert message in result.output, (extra, result.output)
+    assert not (d / "out.wav").exists()
+
+
+def test_memory_stays_flat_for_a_large_file(tmp_path: Path) -> None:
+    size = 48 * 1024 * 1024
+    key = rsa_private()
+    recipient = Recipient("k", fingerprint_of(key.public_key()), public_pem(key))
+    encryptor = ContentEncryptor()
+    block = os.urandom(1024 * 1024)
+    with open(tmp_path / "big.enc", "wb") as out:
+        for _ in range(size // len(block)):
+            out.write(encryptor.update(block))
+        out.write(encryptor.finish())
+    details = encryptor.details_for(recipient)
+    tracemalloc.start()
+    try:
+        decrypt_file(tmp_path / "big.enc", tmp_path / "big.wav", key, details)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "big.wav").stat().st_size == size
+    assert peak < 8 * 1024 * 1024, peak  # 1 MiB chunks, never the file
+    with open(tmp_path / "big.wav", "rb") as handle:
+        assert handle.read(len(block)) == block
