@@ -253,10 +253,13 @@ async def test_api_and_worker_containers_scaled_out(
     account = json.loads(
         run_once(image, "callvault", "accounts", "create", "scaled", "--json", env=env)
     )
+    # a read-only root filesystem, as a hardened deployment runs it: only the data dir (a
+    # volume) and /tmp are written
     api = Container(
         image,
         ["callvault", "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)],
         env={**env, "CALLVAULT_PUBLIC_URL": url},
+        options=["--read-only"],
     )
     # a lease far longer than the test: what this worker holds at SIGTERM is taken over by the
     # next worker only if it was released
@@ -264,6 +267,7 @@ async def test_api_and_worker_containers_scaled_out(
         image,
         ["callvault", "worker"],
         env={**env, "CALLVAULT_WORKER_LEASE_SECS": "600", "CALLVAULT_WORKER_DRAIN_SECS": "2"},
+        options=["--read-only"],
     )
     containers.extend([api.start(), first_worker.start()])
     await wait_healthy(url, api)
