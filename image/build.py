@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/callvault"
 BASE_REPOSITORY = "localhost/callvault-base"
 WHEELS = ROOT / "image" / "wheels"
-STATE = ROOT / "image" / ".state"  # generated: containers.conf, the wheels' key
+STATE = ROOT / "image" / ".state"  # generated: containers.conf, the wheels' key, the image id
+IMAGE_ID_FILE = STATE / "image-id"
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 # bump when the way the base is made changes (what is removed from the rootfs, …)
@@ -321,6 +322,8 @@ def build_image(base: str) -> list[str]:
         "--format", "docker",  # keeps HEALTHCHECK (the OCI format has no field for it)
         "--layers",
         "--pull-never",
+        # what this working tree built, whatever another one tags :latest afterwards
+        "--iidfile", str(IMAGE_ID_FILE),
         "--build-arg", f"BASE_IMAGE={base}",
         "--build-arg", f"VERSION={version}",
         *(arg for tag in tags for arg in ("--tag", tag)),

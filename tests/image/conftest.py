@@ -14,7 +14,7 @@ def callvault_image() -> BuiltImage:
     built = build_image()
     cached = "layer cache" if "Using cache" in built.log else "no cache"
     FIGURES.append(
-        f"image {built.ref}: {built.size_bytes / 1e6:.0f} MB, "
+        f"image localhost/callvault ({built.ref[:19]}): {built.size_bytes / 1e6:.0f} MB, "
         f"`make image` took {built.seconds:.0f} s ({cached})"
     )
     return built

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from image.build import IMAGE, ROOT, podman_environment
+from image.build import IMAGE_ID_FILE, ROOT, podman_environment
 
 BUILD_TIMEOUT = 900.0
 
@@ -50,7 +50,7 @@ def without_systemd_noise(stderr: str) -> str:
 
 @dataclass(frozen=True)
 class BuiltImage:
-    ref: str
+    ref: str  # the image id
     seconds: float  # what `make image` took this time
     size_bytes: int
     log: str
@@ -69,7 +69,8 @@ def build_image() -> BuiltImage:
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise AssertionError(f"make image failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    ref = f"{IMAGE}:latest"
+    # by id: another working tree may tag localhost/callvault:latest meanwhile
+    ref = IMAGE_ID_FILE.read_text().strip()
     size = int(podman("image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
     return BuiltImage(ref, seconds, size, done.stdout + done.stderr)
 
