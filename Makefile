@@ -28,7 +28,7 @@ test: setup image-tools
 	$(BIN)/pytest
 
 # the container image, offline: localhost/callvault:<version> and :latest (docs/deploy.md)
-image: setup image-tools
+image: $(STAMP) image-tools
 	$(BIN)/python image/build.py
 
 # what `make image` and the image test (tests/image/) need, from the Debian mirror when missing

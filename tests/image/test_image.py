@@ -24,7 +24,7 @@ import pytest
 from callvault.storage.factory import open_custom_store
 from tests.faults.cluster import fresh_database, query
 from tests.image.podman import BuiltImage, Container, podman, run_once
-from tests.receiver import WebhookReceiver
+from tests.receiver import Delivery, WebhookReceiver
 from tests.servers import SeaweedFS, free_port
 from tests.worker.flow import bearer, create_application, ingest, make_wav, set_credentials
 
@@ -89,7 +89,7 @@ async def assert_saved(
     """The verified `call.recording.saved` of this recording names the object in the customer's
     bucket, and the object there holds the very bytes."""
 
-    def saved_for_it(delivery: Any) -> bool:
+    def saved_for_it(delivery: Delivery) -> bool:
         return (
             delivery.answered == 200
             and delivery.event_type == "call.recording.saved"
@@ -194,7 +194,7 @@ async def test_one_container_on_embedded_defaults(
     # SIGTERM, then the same container again: everything was kept in the volume (database,
     # generated key and ingest token: the stored credentials still open)
     seconds = server.stop()
-    assert_stopped_cleanly(server, seconds, within=15)
+    assert_stopped_cleanly(server, seconds, within=25)
     server.restart()
     await wait_healthy(url, server)
     assert server.exec("cat", "/var/lib/callvault/ingest.token").strip() == ingest_token
@@ -317,7 +317,7 @@ async def test_api_and_worker_containers_scaled_out(
         ]
         await webhook_receiver.wait_for(4, within=WEBHOOK_TIMEOUT)
         seconds = first_worker.stop()
-        assert_stopped_cleanly(first_worker, seconds, within=20)
+        assert_stopped_cleanly(first_worker, seconds, within=25)
         assert '"event": "leases released"' in first_worker.logs()
         leased = await query(
             database,
