@@ -348,7 +348,8 @@ def main() -> None:
         base = ensure_base()
         ensure_wheels()
         tags = build_image(base)
-    size = podman("image", "inspect", "--format", "{{.Size}}", tags[0], capture=True).strip()
+    built = IMAGE_ID_FILE.read_text().strip()
+    size = podman("image", "inspect", "--format", "{{.Size}}", built, capture=True).strip()
     log(
         f"built {' and '.join(tags)} in {time.monotonic() - started:.0f} s, "
         f"{int(size) / 1e6:.0f} MB"
