@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint bench clean
+.PHONY: run test setup lint bench clean image image-tools
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,23 @@ setup: $(STAMP) node_modules/.bin/azurite-blob
 run: $(STAMP)
 	$(BIN)/callvault serve
 
-test: setup
-	$(BIN)/ruff check src tests bench
+test: setup image-tools
+	$(BIN)/ruff check src tests bench image
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# the container image, offline: localhost/callvault:<version> and :latest (docs/deploy.md)
+image: $(STAMP) image-tools
+	$(BIN)/python image/build.py
+
+# what `make image` and the image test (tests/image/) need, from the Debian mirror when missing
+IMAGE_TOOLS := podman runc buildah debootstrap
+image-tools:
+	@missing=$$(for tool in $(IMAGE_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done); \
+	if [ -n "$$missing" ]; then \
+		apt-get -o DPkg::Lock::Timeout=600 update && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $$missing; \
+	fi
 
 # the pipeline (throughput vs raw, low-load latency, 1 GiB memory) and the credentials GET
 # under wrk; each prints its figures and exits 1 when a target is missed (docs/performance.md)

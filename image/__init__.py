@@ -1,0 +1,1 @@
+"""Building the container image offline (image/build.py, `make image`)."""
