@@ -24,6 +24,9 @@ class Runtime:
     work_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # API-key lookups of this process (accounts/cache.py)
     accounts: AccountCache = field(default_factory=AccountCache)
+    # default-store keys ingest is writing right now (recordings/ingest.py): two recordings
+    # of one leaf in one second never share a key, even before either row is committed
+    ingest_keys: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

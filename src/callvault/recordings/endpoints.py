@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,7 +10,6 @@ from fastapi.responses import JSONResponse
 
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime, require_ingest_token
-from callvault.encryption_keys.service import recipient_for
 from callvault.errors import error_responses
 from callvault.recordings import ingest as ingest_service
 from callvault.recordings import service
@@ -71,11 +69,10 @@ async def ingest_recording(
     request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> JSONResponse:
     settings = runtime.settings
+    plan = ingest_service.IngestPlan(runtime)  # its one read runs once the metadata is known
     with incoming_file(settings.data_dir) as path:
-        upload = await receive_upload(
-            request, path, settings.max_recording_bytes, partial(recipient_for, runtime)
-        )
-        outcome = await ingest_service.ingest(runtime, upload)
+        upload = await receive_upload(request, path, settings.max_recording_bytes, plan.recipient)
+        outcome = await ingest_service.ingest(runtime, upload, plan)
     body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
     return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)
 

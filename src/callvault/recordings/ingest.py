@@ -6,7 +6,11 @@ media server answered 202. The worker does the rest (custom storage, webhooks).
 
 Idempotency: (connection_id, call_leg_id, recording_started_at) names a recording. A repeat is
 answered with the existing row (200) and stores nothing; two concurrent first sends race on the
-table's unique constraint and the loser answers with the winner's row.
+table's unique constraint (`INSERT … ON CONFLICT DO NOTHING RETURNING`) and the loser answers
+with the winner's row.
+
+Database work per new recording (issue 14): one read when the metadata arrives (account,
+encryption key, repeat, key in use: `IngestPlan`) and one INSERT in one transaction.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from sqlalchemy.exc import IntegrityError
 from callvault import metrics
 from callvault.db import transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
+from callvault.encryption_keys.scheme import Recipient
 from callvault.errors import ApiError, ErrorItem, invalid
 from callvault.recordings import repository
-from callvault.recordings.models import Recording, RecordingStatus
+from callvault.recordings.models import RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
 from callvault.recordings.upload import ReceivedUpload
 from callvault.runtime import Runtime
 from callvault.storage.base import StorageError
 from callvault.storage.layout import content_type_for, extension_for, object_key
+from callvault.storage.local import LocalStore
 
 log = structlog.get_logger("callvault.ingest")
 
@@ -66,52 +72,115 @@ def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]
     }
 
 
-async def ingest(runtime: Runtime, upload: ReceivedUpload) -> IngestOutcome:
+class IngestPlan:
+    """What ingest reads from the database, in one statement, as soon as the metadata is
+    known (the upload needs the encryption key before it writes a byte): the application's
+    account and key, a repeat's row, whether the default-store key is taken."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._looked_up = False
+        self._context: repository.IngestContext | None = None
+
+    async def context(self, meta: IngestMetadata) -> repository.IngestContext | None:
+        if not self._looked_up:
+            async with self.runtime.sessions() as session:  # reads only: no write lock
+                self._context = await repository.ingest_context(
+                    session,
+                    meta.connection_id,
+                    meta.call_leg_id,
+                    meta.recording_started_at,
+                    default_store_key(ACCOUNT_PLACEHOLDER, meta)[len(ACCOUNT_PLACEHOLDER) :],
+                )
+            self._looked_up = True
+        return self._context
+
+    async def recipient(self, meta: IngestMetadata) -> Recipient | None:
+        """The upload's `EncryptionResolver`: whom the audio is encrypted for."""
+        context = await self.context(meta)
+        if context is None or context.key_id is None:
+            return None
+        assert context.key_fingerprint is not None and context.key_public_pem is not None
+        return Recipient(
+            key_id=context.key_id,
+            fingerprint=context.key_fingerprint,
+            public_key_pem=context.key_public_pem,
+        )
+
+
+# the key layout starts with the account id; the lookup compares the rest in SQL
+ACCOUNT_PLACEHOLDER = "account"
+
+
+async def ingest(
+    runtime: Runtime, upload: ReceivedUpload, plan: IngestPlan | None = None
+) -> IngestOutcome:
     recording_id = str(uuid.uuid4())
     # every log line of this ingest names the recording and its connection
     with structlog.contextvars.bound_contextvars(
         recording_id=recording_id, connection_id=upload.metadata.connection_id
     ):
-        return await _ingest(runtime, upload, recording_id)
+        return await _ingest(runtime, upload, recording_id, plan or IngestPlan(runtime))
 
 
-async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -> IngestOutcome:
+async def _ingest(
+    runtime: Runtime, upload: ReceivedUpload, recording_id: str, plan: IngestPlan
+) -> IngestOutcome:
     meta = upload.metadata
-    # reads only: a plain session takes no write lock (the insert below is its own transaction)
-    async with runtime.sessions() as session:
-        account_id = await repository.application_account_id(session, meta.connection_id)
-        if account_id is None:
-            raise invalid(
-                "No Call Control application has this connection_id.",
-                pointer="/metadata/connection_id",
-            )
-        existing = await repository.by_natural_key(
-            session, meta.connection_id, meta.call_leg_id, meta.recording_started_at
+    context = await plan.context(meta)
+    if context is None:
+        raise invalid(
+            "No Call Control application has this connection_id.",
+            pointer="/metadata/connection_id",
         )
-        if existing is not None:
-            log.info("recording received again", recording_id=existing.id)
-            return IngestOutcome(existing.id, existing.status, created=False)
-        key = default_store_key(account_id, meta)
-        if await repository.default_key_in_use(session, key):
-            # another recording of this leaf started in the same second (a reused
-            # custom_file_name, or a quick stop/start): never overwrite its bytes
-            key = default_store_key(account_id, meta, disambiguator=recording_id[:8])
-
+    if context.existing_id is not None:
+        log.info("recording received again", recording_id=context.existing_id)
+        existing_status = context.existing_status or RecordingStatus.RECEIVED
+        return IngestOutcome(context.existing_id, existing_status, created=False)
+    account_id = context.account_id
+    key = default_store_key(account_id, meta)
+    if context.key_taken or key in runtime.ingest_keys:
+        # another recording of this leaf started in the same second (a reused
+        # custom_file_name, or a quick stop/start), stored or being stored by this process:
+        # never overwrite its bytes
+        key = default_store_key(account_id, meta, disambiguator=recording_id[:8])
+    runtime.ingest_keys.add(key)
     try:
-        await runtime.default_store.put_file(
-            key,
-            upload.path,
-            content_type=encryption.stored_content_type(
-                content_type_for(meta.format), upload.encryption_details
-            ),
-            metadata=object_metadata(recording_id, upload),
-        )
+        return await _store(runtime, upload, recording_id, account_id, key)
+    finally:
+        runtime.ingest_keys.discard(key)
+
+
+async def _store(
+    runtime: Runtime, upload: ReceivedUpload, recording_id: str, account_id: str, key: str
+) -> IngestOutcome:
+    meta = upload.metadata
+    content_type = encryption.stored_content_type(
+        content_type_for(meta.format), upload.encryption_details
+    )
+    store = runtime.default_store
+    try:
+        if isinstance(store, LocalStore):
+            # the received file becomes the object (a rename, not a copy)
+            await store.move_file(
+                key,
+                upload.path,
+                content_type=content_type,
+                metadata=object_metadata(recording_id, upload),
+            )
+        else:
+            await store.put_file(
+                key,
+                upload.path,
+                content_type=content_type,
+                metadata=object_metadata(recording_id, upload),
+            )
     except StorageError as exc:
         log.warning("default store refused a recording", reason=exc.reason)
         raise store_unavailable(exc) from None
 
     now = utcnow()
-    recording = Recording(
+    values = dict(
         id=recording_id,
         account_id=account_id,
         connection_id=meta.connection_id,
@@ -137,12 +206,18 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
     )
     try:
         async with transaction(runtime.sessions) as session:
-            await repository.add(session, recording)
+            inserted = await repository.insert_new(session, values)
     except IntegrityError:
-        return await _lost_race(runtime, upload, key)
+        # not the natural key (ON CONFLICT took care of it): e.g. the account vanished
+        await _forget_object(runtime, key)
+        raise ApiError(
+            409, [ErrorItem("10003", "Conflict", "The recording was not stored.")]
+        ) from None
     except BaseException:
         await _forget_object(runtime, key)
         raise
+    if not inserted:
+        return await _lost_race(runtime, upload, key)
 
     runtime.work_ready.set()
     metrics.RECORDINGS_INGESTED.inc()
@@ -176,7 +251,9 @@ async def _lost_race(runtime: Runtime, upload: ReceivedUpload, key: str) -> Inge
     if existing is None:
         # the constraint was another one (e.g. the account vanished): nothing to answer with
         await _forget_object(runtime, key)
-        raise ApiError(409, [ErrorItem("10003", "Conflict", "The recording was not stored.")])
+        raise ApiError(
+            409, [ErrorItem("10003", "Conflict", "The recording was not stored.")]
+        ) from None
     if existing.default_store_key != key:
         await _forget_object(runtime, key)
     return IngestOutcome(existing.id, existing.status, created=False)
