@@ -98,6 +98,7 @@ class RecordingStore:
         self.inner = inner
         self.backend = inner.backend
         self.bucket = inner.bucket
+        self.noun = getattr(inner, "noun", "bucket")
         self.put_keys: list[str] = []
         self.fail_head = fail_head
         self.size_offset = size_offset
@@ -116,7 +117,7 @@ class RecordingStore:
                 StorageErrorKind.TRANSIENT,
                 self.backend,
                 self.bucket,
-                f"{where(self.backend, self.bucket)}: injected head failure",
+                f"{where(self.backend, self.bucket, self.noun)}: injected head failure",
             )
         info = await self.inner.head(key)
         if info is None or not self.size_offset:

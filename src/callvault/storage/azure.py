@@ -1,4 +1,6 @@
-"""Azure Blob Storage containers, through obstore's AzureStore.
+"""Azure Blob Storage containers, through obstore's AzureStore: everything about them —
+configuration model, naming rules, secrets, error codes, URLs, how a store opens. The registry
+(storage/registry.py) composes `AZURE`.
 
 Quirks kept here:
 - The blob endpoint comes from the template in CALLVAULT_AZURE_BLOB_ENDPOINT (default
@@ -18,12 +20,27 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 from obstore.store import AzureStore
+from pydantic import Field, field_validator
 
-from callvault.storage import layout
-from callvault.storage.base import StorageError, StorageErrorKind
+from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind
+from callvault.storage.configuration import (
+    MASK_NOTE,
+    MASK_PATTERN,
+    MASKED_ANSWER,
+    AnswerModel,
+    ConfigurationModel,
+    Provider,
+    Secret,
+    Text,
+    checked_bucket,
+    invalid,
+    looks_masked,
+)
+from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Codes, Phrases
 from callvault.storage.obstore_store import (
     DEFAULT_CONCURRENCY,
     DEFAULT_PART_SIZE,
@@ -35,9 +52,46 @@ from callvault.storage.obstore_store import (
 if TYPE_CHECKING:
     from obstore.store import AzureAccessKey, AzureConfig
 
+BACKEND = "azure"
+NOUN = "container"
 ENDPOINT_ENV = "CALLVAULT_AZURE_BLOB_ENDPOINT"
 DEFAULT_ENDPOINT_TEMPLATE = "https://{account_name}.blob.core.windows.net"
-_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+
+# ---- rules (pure)
+
+ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+_BASE64 = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_CONTAINER_CHARS = re.compile(r"^[a-z0-9-]+$")
+
+
+def container_name_error(name: str) -> str | None:
+    """None when `name` is a valid container name (Azure "Naming and referencing
+    containers"), else why not."""
+    if not 3 <= len(name) <= 63:
+        return "container name must be 3 to 63 characters long"
+    if not _CONTAINER_CHARS.match(name):
+        return "container name may contain only lowercase letters, digits and hyphens"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "container name must begin and end with a letter or digit"
+    if "--" in name:
+        return "container name must not contain two consecutive hyphens"
+    return None
+
+
+def account_name_error(name: str) -> str | None:
+    if not ACCOUNT_NAME.match(name):
+        return "account_name must be 3 to 24 lowercase letters and digits"
+    return None
+
+
+def account_key_error(key: str) -> str | None:
+    try:
+        decoded = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return "account_key must be base64"
+    if not decoded:
+        return "account_key must be base64"
+    return None
 
 
 def blob_endpoint(account_name: str) -> str:
@@ -46,7 +100,92 @@ def blob_endpoint(account_name: str) -> str:
     return template.replace("{account_name}", account_name).rstrip("/")
 
 
+def canonical_url(endpoint: str, container: str, key: str) -> str:
+    """`{endpoint}/{container}/{key}`, the key percent-encoded so that the URL stays valid."""
+    return f"{endpoint.rstrip('/')}/{container}/{quote(key, safe='/')}"
+
+
+ERROR_CODES: Codes = {
+    "AuthenticationFailed": (AUTH, "the account key is wrong"),
+    "AuthorizationFailure": (AUTH, "the account key is wrong or may not use this container"),
+    "AuthorizationPermissionMismatch": (AUTH, "the credentials may not use this container"),
+    "InvalidAuthenticationInfo": (AUTH, "the authentication information is invalid"),
+    "AccountIsDisabled": (AUTH, "the storage account is disabled"),
+    "ContainerNotFound": (NOT_FOUND, "no such container"),
+    "BlobNotFound": (NOT_FOUND, "no such blob"),
+    "InvalidResourceName": (NOT_FOUND, "the container name is invalid"),
+    "NoSuchBucket": (NOT_FOUND, "no such container"),
+    "ServerBusy": (TRANSIENT, "the storage is busy"),
+    "OperationTimedOut": (TRANSIENT, "the storage timed out"),
+    "InternalError": (TRANSIENT, "the storage had an internal error"),
+}
+# the bulk delete reports its error as a sentence, not as a code
+ERROR_PHRASES: Phrases = {
+    "The specified container does not exist": "ContainerNotFound",
+    "The specified blob does not exist": "BlobNotFound",
+}
+
+
+# ---- configuration models (Telnyx's shape)
+
+
+class AzureConfiguration(ConfigurationModel):
+    """Azure Blob Storage."""
+
+    backend: Literal["azure"] = "azure"
+    bucket: Text = Field(
+        description="The blob container to store recording files in (Azure naming rules: "
+        "no two consecutive hyphens).",
+        json_schema_extra={"pattern": r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"},
+    )
+    account_name: Text = Field(
+        description="Azure Blob Storage account name.",
+        json_schema_extra={"pattern": ACCOUNT_NAME.pattern},
+    )
+    account_key: Secret = Field(
+        description="Azure Blob Storage account key (base64), " + MASK_NOTE + ". "
+        "Write-only: answered masked (all but the last 4 characters replaced by '*').",
+        json_schema_extra={"anyOf": [{"pattern": _BASE64}, {"pattern": MASK_PATTERN}]},
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return checked_bucket(container_name_error, value)
+
+    @field_validator("account_name")
+    @classmethod
+    def _account_name(cls, value: str) -> str:
+        reason = account_name_error(value)
+        if reason is not None:
+            raise invalid("account_name", reason)
+        return value
+
+    @field_validator("account_key")
+    @classmethod
+    def _account_key(cls, value: str) -> str:
+        if looks_masked(value):
+            return value
+        reason = account_key_error(value)
+        if reason is not None:
+            raise invalid("account_key", reason)
+        return value
+
+
+class AzureConfigurationData(AnswerModel):
+    backend: Literal["azure"] = "azure"
+    bucket: str
+    account_name: str
+    account_key: str = Field(description=MASKED_ANSWER)
+
+
+SECRET_FIELDS = ("account_key",)
+
+
 class AzureObjectStore(ObstoreObjectStore):
+    codes = ERROR_CODES
+    phrases = ERROR_PHRASES
+
     def __init__(
         self,
         store: AzureStore,
@@ -60,8 +199,9 @@ class AzureObjectStore(ObstoreObjectStore):
     ) -> None:
         super().__init__(
             store,
-            backend="azure",
+            backend=BACKEND,
             bucket=container,
+            noun=NOUN,
             part_size=part_size,
             max_concurrency=max_concurrency,
             secrets=[account_key],
@@ -74,13 +214,7 @@ class AzureObjectStore(ObstoreObjectStore):
         return await self.presigned_get(self._azure, key, expires_in)
 
     def canonical_url(self, key: str) -> str:
-        return layout.canonical_url(
-            "azure",
-            bucket=self.bucket,
-            key=key,
-            endpoint=self.endpoint,
-            account_name=self.account_name,
-        )
+        return canonical_url(self.endpoint, self.bucket, key)
 
 
 def open_azure(
@@ -94,21 +228,22 @@ def open_azure(
     account_name = str(configuration.get("account_name") or "")
     account_key = str(configuration.get("account_key") or "")
 
-    def invalid(cause: str) -> StorageError:
+    def refused(cause: str) -> StorageError:
         return StorageError.build(
-            StorageErrorKind.PERMANENT_AUTH, "azure", container, cause, secrets=[account_key]
+            StorageErrorKind.PERMANENT_AUTH,
+            BACKEND,
+            container,
+            cause,
+            secrets=[account_key],
+            noun=NOUN,
         )
 
-    if not _ACCOUNT_NAME.match(account_name):
-        raise invalid(
-            "invalid configuration — the account name must be 3-24 lowercase letters and digits"
-        )
+    if reason := account_name_error(account_name):
+        raise refused(f"invalid configuration — {reason}")
     if not account_key:
-        raise invalid("invalid configuration — the account key is required")
-    try:
-        base64.b64decode(account_key, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid("invalid configuration — the account key is not base64") from None
+        raise refused("invalid configuration — the account key is required")
+    if reason := account_key_error(account_key):
+        raise refused(f"invalid configuration — {reason}")
 
     endpoint = blob_endpoint(account_name)
     access_key: AzureAccessKey = {"access_key": account_key, "expires_at": None}
@@ -131,7 +266,7 @@ def open_azure(
             credential_provider=provide,
         )
     except Exception as exc:
-        raise invalid(f"invalid configuration — {type(exc).__name__}") from None
+        raise refused(f"invalid configuration — {type(exc).__name__}") from None
     return AzureObjectStore(
         store,
         container=container,
@@ -141,3 +276,23 @@ def open_azure(
         part_size=part_size,
         max_concurrency=max_concurrency,
     )
+
+
+def _open(
+    configuration: Mapping[str, Any],
+    *,
+    timeout_secs: float | None = None,
+    allow_private_networks: bool = True,
+) -> ObjectStore:
+    return open_azure(configuration, timeout_secs=timeout_secs)
+
+
+AZURE = Provider(
+    backend=BACKEND,
+    noun=NOUN,
+    configuration=AzureConfiguration,
+    answer=AzureConfigurationData,
+    secret_fields=SECRET_FIELDS,
+    bucket_name_error=container_name_error,
+    open=_open,
+)

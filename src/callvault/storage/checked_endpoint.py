@@ -52,6 +52,7 @@ class EndpointCheckedStore:
         self.inner = inner
         self.backend = inner.backend
         self.bucket = inner.bucket
+        self.noun = str(getattr(inner, "noun", "bucket"))
         parts = urlsplit(endpoint)
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if parts.scheme == "https" else 80)

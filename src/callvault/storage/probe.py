@@ -17,10 +17,15 @@ from callvault.storage.base import ObjectStore, StorageError, where
 PROBE_PREFIX = "callvault-probe/"
 
 
+def _noun(store: ObjectStore) -> str:
+    return str(getattr(store, "noun", "bucket"))
+
+
 async def probe_store(store: ObjectStore, timeout_secs: float = 15) -> str | None:
     """None when put, head and delete all work; else the reason, e.g.
     "s3 bucket x: SignatureDoesNotMatch — the secret key is wrong"."""
     key = f"{PROBE_PREFIX}{uuid.uuid4()}"
+    subject = where(store.backend, store.bucket, _noun(store))
     body = f"callvault storage probe {key}\n".encode()
     # keep a slice of the budget for the clean-up delete, so the whole stays within timeout
     cleanup_budget = min(3.0, timeout_secs / 5)
@@ -36,13 +41,10 @@ async def probe_store(store: ObjectStore, timeout_secs: float = 15) -> str | Non
                 uploaded = True
                 info = await store.head(key)
                 if info is None:
-                    return (
-                        f"{where(store.backend, store.bucket)}: the probe object was "
-                        "written but cannot be found"
-                    )
+                    return f"{subject}: the probe object was written but cannot be found"
                 if info.size != len(body):
                     return (
-                        f"{where(store.backend, store.bucket)}: the probe object reads "
+                        f"{subject}: the probe object reads "
                         f"back {info.size} bytes instead of {len(body)}"
                     )
                 await store.delete(key)
@@ -51,7 +53,7 @@ async def probe_store(store: ObjectStore, timeout_secs: float = 15) -> str | Non
             return exc.reason
         except TimeoutError:
             return (
-                f"{where(store.backend, store.bucket)}: timed out after {timeout_secs:g} s — "
+                f"{subject}: timed out after {timeout_secs:g} s — "
                 "the storage endpoint did not answer"
             )
         finally:
