@@ -498,6 +498,233 @@ class Azurite(ManagedServer):
 
 
 # --------------------------------------------------------------------------------------------
+# SeaweedFS with IAM and STS: an operator identity that may only call AssumeRole, an admin that
+# creates buckets, and a role whose policy allows only PutObject/GetObject on one bucket. STS
+# answers on the S3 port; SeaweedFS does not read ExternalId (keyless-and-encryption.md).
+
+
+class SeaweedFSWithSTS(SeaweedFS):
+    name = "seaweedfs-sts"
+    role_name = "RecWriter"
+    role_arn = "arn:aws:iam::role/RecWriter"
+
+    def __init__(self, base_dir: Path, *, bucket: str = "role-recordings") -> None:
+        super().__init__(
+            base_dir,
+            access_key="callvault-admin-access",
+            secret_key="callvault-admin-secret-0123456789",
+        )
+        self.bucket = bucket
+        self.operator_access_key = "callvault-operator"
+        self.operator_secret_key = "callvault-operator-secret-0123456789"
+
+    def command(self) -> list[str]:
+        s3_config = self.dir / "s3.json"
+        s3_config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [
+                                {"accessKey": self.access_key, "secretKey": self.secret_key}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        },
+                        {
+                            "name": "operator",
+                            "credentials": [
+                                {
+                                    "accessKey": self.operator_access_key,
+                                    "secretKey": self.operator_secret_key,
+                                }
+                            ],
+                            "actions": [],
+                        },
+                    ]
+                }
+            )
+        )
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{self.bucket}/*"],
+                }
+            ],
+        }
+        iam_config = self.dir / "iam.json"
+        iam_config.write_text(
+            json.dumps(
+                {
+                    "sts": {
+                        "tokenDuration": "1h",
+                        "maxSessionLength": "12h",
+                        "issuer": "callvault-test-sts",
+                        "signingKey": base64.b64encode(b"callvault-test-sts-signing-key!!").decode(),
+                    },
+                    "policy": {"defaultEffect": "Deny"},
+                    "policies": [{"name": "RecWrite", "document": policy}],
+                    "roles": [
+                        {
+                            "roleName": self.role_name,
+                            "roleArn": self.role_arn,
+                            "attachedPolicies": ["RecWrite"],
+                            "trustPolicy": {
+                                "Version": "2012-10-17",
+                                "Statement": [
+                                    {
+                                        "Effect": "Allow",
+                                        "Principal": {"AWS": "*"},
+                                        "Action": ["sts:AssumeRole"],
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        return [*super().command(), f"-s3.config={s3_config}", f"-s3.iam.config={iam_config}"]
+
+    def environment(self) -> dict[str, str]:
+        # identities come from s3.json; no environment credentials
+        env = dict(os.environ)
+        env.pop("AWS_ACCESS_KEY_ID", None)
+        env.pop("AWS_SECRET_ACCESS_KEY", None)
+        return env
+
+    def _launch(self) -> None:
+        super()._launch()
+        self.create_bucket(self.bucket)
+
+
+# --------------------------------------------------------------------------------------------
+# moto server with signature and IAM checks on: the first `bootstrap_requests` requests run
+# unauthenticated (they create the operator's user and key, the role and the bucket), every
+# later one is checked. STS, IAM and S3 answer on one port. It refuses a wrong ExternalId but
+# accepts a missing one (keyless-and-encryption.md).
+
+
+class MotoWithAuth(ManagedServer):
+    name = "moto"
+    region = "us-east-1"
+    account = "123456789012"
+
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(base_dir)
+        self.allocate_ports()
+        self.operator_access_key = ""
+        self.operator_secret_key = ""
+        self.operator_arn = f"arn:aws:iam::{self.account}:user/callvault-operator"
+
+    def allocate_ports(self) -> None:
+        self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        if not binary:
+            raise ServerStartError("moto_server not found: install the test extra (moto[server])")
+        return [binary, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    # requests made before auth is on: the readiness probe is not one of them (it GETs
+    # /moto-api/, which moto does not count)
+    BOOTSTRAP_REQUESTS = 6
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.BOOTSTRAP_REQUESTS)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env.pop(name, None)
+        return env
+
+    def is_ready(self) -> bool:
+        return _http_status(f"{self.endpoint}/moto-api/") is not None
+
+    def bootstrap(self, *, bucket: str, role_name: str, external_id: str) -> str:
+        """Create the operator (an IAM user allowed sts:AssumeRole), the role (trusting the
+        operator with `external_id`, allowed Put/Get/Delete on `bucket`) and the bucket, in the
+        unauthenticated requests. Returns the role ARN."""
+        import boto3
+
+        anonymous = {
+            "endpoint_url": self.endpoint,
+            "region_name": self.region,
+            "aws_access_key_id": "bootstrap",
+            "aws_secret_access_key": "bootstrap",
+        }
+        iam = boto3.client("iam", **anonymous)
+        iam.create_user(UserName="callvault-operator")
+        iam.put_user_policy(
+            UserName="callvault-operator",
+            PolicyName="assume",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}
+                    ],
+                }
+            ),
+        )
+        key = iam.create_access_key(UserName="callvault-operator")["AccessKey"]
+        self.operator_access_key = key["AccessKeyId"]
+        self.operator_secret_key = key["SecretAccessKey"]
+        role = iam.create_role(
+            RoleName=role_name,
+            AssumeRolePolicyDocument=json.dumps(self.trust_policy(external_id)),
+        )["Role"]
+        iam.put_role_policy(
+            RoleName=role_name,
+            PolicyName="recordings",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+                            "Resource": f"arn:aws:s3:::{bucket}/*",
+                        }
+                    ],
+                }
+            ),
+        )
+        boto3.client("s3", **anonymous).create_bucket(Bucket=bucket)
+        return str(role["Arn"])
+
+    def trust_policy(self, external_id: str) -> dict[str, Any]:
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": self.operator_arn},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+                }
+            ],
+        }
+
+    def operator_client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.operator_access_key,
+            aws_secret_access_key=self.operator_secret_key,
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # fake-gcs-server: GCS JSON API emulator (checks no auth and no signatures)
 
 
@@ -788,6 +1015,26 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 
 
 @pytest.fixture(scope="session")
+def seaweedfs_sts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFSWithSTS]:
+    """SeaweedFS with IAM and STS; `.role_arn`, `.bucket` (the only bucket the role may use),
+    `.operator_access_key` / `.operator_secret_key` (callvault's own identity)."""
+    server = SeaweedFSWithSTS(tmp_path_factory.mktemp("seaweedfs-sts"))
+    _started(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto_with_auth(tmp_path: Path) -> Iterator[MotoWithAuth]:
+    """A fresh moto server per test (its first requests bootstrap it unauthenticated: call
+    `.bootstrap(...)` first, before anything else talks to it)."""
+    server = MotoWithAuth(tmp_path / "moto")
+    _started(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     server = Azurite(tmp_path_factory.mktemp("azurite"))
     _started(server)
@@ -839,7 +1086,9 @@ __all__ = [
     "Azurite",
     "FakeGCS",
     "GcsAuthGateway",
+    "MotoWithAuth",
     "SeaweedFS",
+    "SeaweedFSWithSTS",
     "ServerStartError",
     "ServiceAccount",
     "closed_port",

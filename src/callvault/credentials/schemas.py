@@ -139,7 +139,7 @@ class CredentialsRequest(BaseModel):
 
     def configuration_fields(self) -> dict[str, Any]:
         """The configuration to store: every field but the discriminator."""
-        return self.configuration.model_dump(exclude={"backend"})
+        return self.configuration.model_dump(exclude={"backend"}, exclude_none=True)
 
 
 # ---- responses (secrets masked; no validation of the masked values)
@@ -186,3 +186,25 @@ class ValidationResult(BaseModel):
 
 class ValidationResponse(BaseModel):
     data: ValidationResult
+
+
+class AwsRoleSetupData(BaseModel):
+    external_id: str = Field(
+        description="The ExternalId callvault sends when it assumes the role of this "
+        "connection: put it in the role's trust policy (sts:ExternalId condition). Made by "
+        "callvault, once per connection; never chosen by the customer."
+    )
+    principal_arn: str = Field(description="callvault's own AWS principal, to trust.")
+    trust_policy: dict[str, Any] = Field(description="The role's trust policy, ready to paste.")
+    permissions_policy: dict[str, Any] = Field(
+        description="The least-privilege permissions the role needs on the bucket "
+        "(s3:PutObject; s3:GetObject to verify uploads and sign download links; "
+        "s3:DeleteObject for the validate probe)."
+    )
+
+
+AwsRoleSetup = AwsRoleSetupData
+
+
+class AwsRoleSetupResponse(BaseModel):
+    data: AwsRoleSetupData

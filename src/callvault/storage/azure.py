@@ -19,14 +19,17 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from obstore.store import AzureStore
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind
+from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
 from callvault.storage.configuration import (
     MASK_NOTE,
     MASK_PATTERN,
@@ -39,6 +42,7 @@ from callvault.storage.configuration import (
     checked_bucket,
     invalid,
     looks_masked,
+    one_form,
 )
 from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Codes, Phrases
 from callvault.storage.obstore_store import (
@@ -50,7 +54,7 @@ from callvault.storage.obstore_store import (
 )
 
 if TYPE_CHECKING:
-    from obstore.store import AzureAccessKey, AzureConfig
+    from obstore.store import AzureAccessKey, AzureConfig, AzureSASToken
 
 BACKEND = "azure"
 NOUN = "container"
@@ -94,6 +98,62 @@ def account_key_error(key: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Sas:
+    """What a SAS token says about itself (its query parameters)."""
+
+    pairs: list[tuple[str, str]]
+    expires_at: datetime
+    permissions: str
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
+
+
+def parse_sas(token: str) -> Sas | str:
+    """The token's expiry and permissions, or why it cannot be a container SAS. Never repeats
+    the token (its `sig` is the secret)."""
+    pairs = parse_qsl(token.removeprefix("?"), keep_blank_values=True)
+    values = dict(pairs)
+    if not pairs or "sig" not in values:
+        return "sas_token must be a SAS token (the query string of a SAS URL, with sig=...)"
+    if values.get("sr", "c") != "c":
+        return "sas_token must be a container SAS (sr=c)"
+    if not values.get("se"):
+        return "sas_token has no expiry (se=...)"
+    try:
+        expires = datetime.fromisoformat(values["se"])
+    except ValueError:
+        return "sas_token's expiry (se) is not an ISO 8601 time"
+    expires = expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires.astimezone(UTC)
+    return Sas(pairs=pairs, expires_at=expires, permissions=values.get("sp", ""))
+
+
+def sas_error(token: str, now: datetime) -> str | None:
+    """Why `token` cannot be saved: malformed, already expired, or lacking create/write (to
+    upload) or read (callvault reads each recording back to verify it)."""
+    sas = parse_sas(token)
+    if isinstance(sas, str):
+        return sas
+    if sas.expired(now):
+        return f"sas_token expired at {iso(sas.expires_at)}"
+    if not set("cw") & set(sas.permissions):
+        return (
+            f"sas_token lacks create/write permission (sp={sas.permissions or 'none'}): "
+            "callvault needs create or write to upload, and read"
+        )
+    if "r" not in sas.permissions:
+        return (
+            f"sas_token lacks read permission (sp={sas.permissions}): callvault reads each "
+            "recording back to verify it"
+        )
+    return None
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def blob_endpoint(account_name: str) -> str:
     template = os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT_TEMPLATE
     # replace, not str.format: a template may contain other braces
@@ -132,6 +192,11 @@ ERROR_PHRASES: Phrases = {
 class AzureConfiguration(ConfigurationModel):
     """Azure Blob Storage."""
 
+    model_config = ConfigDict(
+        # exactly one way in: the account key (Telnyx's shape) or a container SAS (ours)
+        json_schema_extra={"oneOf": [{"required": ["account_key"]}, {"required": ["sas_token"]}]}
+    )
+
     backend: Literal["azure"] = "azure"
     bucket: Text = Field(
         description="The blob container to store recording files in (Azure naming rules: "
@@ -142,10 +207,18 @@ class AzureConfiguration(ConfigurationModel):
         description="Azure Blob Storage account name.",
         json_schema_extra={"pattern": ACCOUNT_NAME.pattern},
     )
-    account_key: Secret = Field(
+    account_key: Secret | None = Field(
+        default=None,
         description="Azure Blob Storage account key (base64), " + MASK_NOTE + ". "
         "Write-only: answered masked (all but the last 4 characters replaced by '*').",
         json_schema_extra={"anyOf": [{"pattern": _BASE64}, {"pattern": MASK_PATTERN}]},
+    )
+    sas_token: Secret | None = Field(
+        default=None,
+        description="callvault extension, instead of account_key: a container SAS token "
+        "(the query string of a container SAS URL, with or without the leading '?') with "
+        "read and create or write permission, not expired; " + MASK_NOTE + ". Write-only: "
+        "answered masked. Its expiry is answered as sas_expires_at.",
     )
 
     @field_validator("bucket")
@@ -163,23 +236,56 @@ class AzureConfiguration(ConfigurationModel):
 
     @field_validator("account_key")
     @classmethod
-    def _account_key(cls, value: str) -> str:
-        if looks_masked(value):
+    def _account_key(cls, value: str | None) -> str | None:
+        if value is None or looks_masked(value):
             return value
         reason = account_key_error(value)
         if reason is not None:
             raise invalid("account_key", reason)
         return value
 
+    @field_validator("sas_token")
+    @classmethod
+    def _sas_token(cls, value: str | None) -> str | None:
+        if value is None or looks_masked(value):
+            return value
+        reason = sas_error(value, datetime.now(UTC))
+        if reason is not None:
+            raise invalid("sas_token", reason)
+        return value.removeprefix("?")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        return one_form(
+            data,
+            cls.__name__,
+            alternative="sas_token",
+            fields=("account_key",),
+            note="give either account_key or sas_token, not both",
+        )
+
 
 class AzureConfigurationData(AnswerModel):
     backend: Literal["azure"] = "azure"
     bucket: str
     account_name: str
-    account_key: str = Field(description=MASKED_ANSWER)
+    account_key: str | None = Field(default=None, description=MASKED_ANSWER)
+    sas_token: str | None = Field(default=None, description=MASKED_ANSWER)
+    sas_expires_at: str | None = Field(
+        default=None, description="When the SAS token expires (read from the token)."
+    )
 
 
-SECRET_FIELDS = ("account_key",)
+def derived_fields(configuration: Mapping[str, Any]) -> dict[str, Any]:
+    token = configuration.get("sas_token")
+    if not isinstance(token, str) or not token:
+        return {}
+    sas = parse_sas(token)
+    return {} if isinstance(sas, str) else {"sas_expires_at": iso(sas.expires_at)}
+
+
+SECRET_FIELDS = ("account_key", "sas_token")
 
 
 class AzureObjectStore(ObstoreObjectStore):
@@ -194,6 +300,7 @@ class AzureObjectStore(ObstoreObjectStore):
         account_name: str,
         endpoint: str,
         account_key: str,
+        sas: Sas | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
@@ -204,13 +311,59 @@ class AzureObjectStore(ObstoreObjectStore):
             noun=NOUN,
             part_size=part_size,
             max_concurrency=max_concurrency,
-            secrets=[account_key],
+            secrets=[
+                account_key,
+                *(value for name, value in (sas.pairs if sas else []) if name == "sig"),
+            ],
         )
         self.account_name = account_name
         self.endpoint = endpoint
+        self.sas = sas
         self._azure = store
 
+    def check_sas(self) -> None:
+        """A SAS past its expiry: a permanent failure that says so (Azure would answer a bare
+        403), before any request."""
+        if self.sas is not None and self.sas.expired(datetime.now(UTC)):
+            raise self._refused(
+                f"the SAS token expired at {iso(self.sas.expires_at)} — save a new sas_token"
+            )
+
+    def _refused(self, cause: str) -> StorageError:
+        return StorageError.build(
+            StorageErrorKind.PERMANENT_AUTH,
+            self.backend,
+            self.bucket,
+            cause,
+            secrets=self._secrets,
+            noun=self.noun,
+        )
+
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        self.check_sas()
+        await super().put_file(key, path, content_type=content_type, metadata=metadata)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        self.check_sas()
+        return await super().head(key)
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        self.check_sas()
+        async for chunk in super().get_stream(key):
+            yield chunk
+
+    async def delete(self, key: str) -> None:
+        self.check_sas()
+        await super().delete(key)
+
     async def signed_get_url(self, key: str, expires_in: int) -> str:
+        if self.sas is not None:
+            # a link would have to carry the customer's own token, which must never leave
+            raise self._refused(
+                "download links cannot be signed with a SAS token (an account key can)"
+            )
         return await self.presigned_get(self._azure, key, expires_in)
 
     def canonical_url(self, key: str) -> str:
@@ -227,6 +380,7 @@ def open_azure(
     container = str(configuration.get("bucket") or "")
     account_name = str(configuration.get("account_name") or "")
     account_key = str(configuration.get("account_key") or "")
+    sas_token = str(configuration.get("sas_token") or "")
 
     def refused(cause: str) -> StorageError:
         return StorageError.build(
@@ -234,22 +388,35 @@ def open_azure(
             BACKEND,
             container,
             cause,
-            secrets=[account_key],
+            secrets=[account_key, sas_token],
             noun=NOUN,
         )
 
     if reason := account_name_error(account_name):
         raise refused(f"invalid configuration — {reason}")
-    if not account_key:
-        raise refused("invalid configuration — the account key is required")
-    if reason := account_key_error(account_key):
-        raise refused(f"invalid configuration — {reason}")
+    sas: Sas | None = None
+    credential: AzureAccessKey | AzureSASToken
+    if sas_token:
+        parsed = parse_sas(sas_token)
+        if isinstance(parsed, str):
+            raise refused(f"invalid configuration — {parsed}")
+        if parsed.expired(datetime.now(UTC)):
+            raise refused(
+                f"the SAS token expired at {iso(parsed.expires_at)} — save a new sas_token"
+            )
+        sas = parsed
+        credential = {"sas_token": parsed.pairs, "expires_at": None}
+    else:
+        if not account_key:
+            raise refused("invalid configuration — the account key is required")
+        if reason := account_key_error(account_key):
+            raise refused(f"invalid configuration — {reason}")
+        credential = {"access_key": account_key, "expires_at": None}
 
     endpoint = blob_endpoint(account_name)
-    access_key: AzureAccessKey = {"access_key": account_key, "expires_at": None}
 
-    def provide() -> AzureAccessKey:
-        return access_key
+    def provide() -> AzureAccessKey | AzureSASToken:
+        return credential
 
     config: AzureConfig = {
         "account_name": account_name,
@@ -273,6 +440,7 @@ def open_azure(
         account_name=account_name,
         endpoint=endpoint,
         account_key=account_key,
+        sas=sas,
         part_size=part_size,
         max_concurrency=max_concurrency,
     )
@@ -295,4 +463,5 @@ AZURE = Provider(
     secret_fields=SECRET_FIELDS,
     bucket_name_error=container_name_error,
     open=_open,
+    derived_fields=derived_fields,
 )

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from callvault.storage.base import ObjectStore
 
@@ -61,6 +61,34 @@ def checked_bucket(rule: Callable[[str], str | None], name: str) -> str:
     if reason is not None:
         raise invalid("bucket_name", reason)
     return name
+
+
+def one_form(data: Any, model: str, *, alternative: str, fields: tuple[str, ...], note: str) -> Any:
+    """For a model `before` validator: exactly one of two ways to authenticate, `fields` (all
+    required together) or `alternative`. Errors point at the field to fix: a missing one of
+    `fields`, or `alternative` when both forms are given."""
+    if not isinstance(data, dict):
+        return data
+    if data.get(alternative) is not None:
+        if any(data.get(name) is not None for name in fields):
+            raise ValidationError.from_exception_data(
+                model,
+                [
+                    InitErrorDetails(
+                        type=invalid("credentials_form", note),
+                        loc=(alternative,),
+                        input=data.get(alternative),
+                    )
+                ],
+            )
+        return data
+    missing = [name for name in fields if data.get(name) is None]
+    if missing:
+        raise ValidationError.from_exception_data(
+            model,
+            [InitErrorDetails(type="missing", loc=(name,), input=data) for name in missing],
+        )
+    return data
 
 
 class ConfigurationModel(BaseModel):

@@ -20,18 +20,31 @@ Quirks kept here:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from obstore.store import S3Store
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from callvault.outbound.addresses import URL_PATTERN, url_shape_error
-from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind
+from callvault.storage.aws_roles import (
+    ROLE_ARN,
+    ROLE_ARN_PATTERN,
+    SESSIONS,
+    RoleError,
+    RoleSessions,
+    RoleTarget,
+    Session,
+    session_name_for,
+    sts_endpoint,
+)
+from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
 from callvault.storage.checked_endpoint import EndpointCheckedStore, without_cross_host_redirects
 from callvault.storage.configuration import (
     MASK_NOTE,
@@ -46,6 +59,7 @@ from callvault.storage.configuration import (
     invalid,
     looks_masked,
     no_whitespace,
+    one_form,
 )
 from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Codes
 from callvault.storage.obstore_store import (
@@ -146,29 +160,71 @@ ERROR_CODES: Codes = {
 
 
 class _S3Fields(ConfigurationModel):
+    model_config = ConfigDict(
+        # exactly one way in: access keys (Telnyx's shape) or a role to assume (ours)
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["aws_access_key_id", "aws_secret_access_key"]},
+                {"required": ["role_arn"]},
+            ]
+        }
+    )
+
     bucket: Text = Field(description="Name of the bucket to be used to store recording files.")
     region: Text = Field(description="Region where the bucket is located.")
-    aws_access_key_id: Text = Field(
+    aws_access_key_id: Text | None = Field(
+        default=None,
         description="AWS credentials access key id (not a secret: answered in clear).",
         json_schema_extra={"pattern": NO_WHITESPACE},
     )
-    aws_secret_access_key: Secret = Field(
+    aws_secret_access_key: Secret | None = Field(
+        default=None,
         description="AWS secret access key, " + MASK_NOTE + ". Write-only: answered masked "
         "(all but the last 4 characters replaced by '*').",
         json_schema_extra={"pattern": NO_WHITESPACE},
     )
+    role_arn: Text | None = Field(
+        default=None,
+        description=(
+            "callvault extension, instead of the two access-key fields: an IAM role that "
+            "callvault assumes with STS AssumeRole, with the ExternalId that "
+            "GET .../aws_role_setup shows (e.g. arn:aws:iam::123456789012:role/NAME)."
+        ),
+        json_schema_extra={"pattern": ROLE_ARN_PATTERN},
+    )
 
     @field_validator("aws_access_key_id")
     @classmethod
-    def _access_key(cls, value: str) -> str:
-        return no_whitespace(value, "aws_access_key_id")
+    def _access_key(cls, value: str | None) -> str | None:
+        return None if value is None else no_whitespace(value, "aws_access_key_id")
 
     @field_validator("aws_secret_access_key")
     @classmethod
-    def _secret_key(cls, value: str) -> str:
-        if looks_masked(value):  # resolved against the stored secret by the service
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is None or looks_masked(value):  # a mask is resolved by the service
             return value
         return no_whitespace(value, "aws_secret_access_key")
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN.match(value):
+            raise invalid(
+                "role_arn",
+                "role_arn must be an IAM role ARN such as arn:aws:iam::123456789012:role/NAME",
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        return one_form(
+            data,
+            cls.__name__,
+            alternative="role_arn",
+            fields=("aws_access_key_id", "aws_secret_access_key"),
+            note="give either role_arn or aws_access_key_id + aws_secret_access_key, not both",
+        )
 
 
 class S3Configuration(_S3Fields):
@@ -258,8 +314,9 @@ class S3ConfigurationData(AnswerModel):
     backend: Literal["s3"] = "s3"
     bucket: str
     region: str
-    aws_access_key_id: str
-    aws_secret_access_key: str = Field(description=MASKED_ANSWER)
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = Field(default=None, description=MASKED_ANSWER)
+    role_arn: str | None = None
 
 
 class S3GenericConfigurationData(AnswerModel):
@@ -267,8 +324,9 @@ class S3GenericConfigurationData(AnswerModel):
     bucket: str
     region: str
     endpoint: str
-    aws_access_key_id: str
-    aws_secret_access_key: str = Field(description=MASKED_ANSWER)
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = Field(default=None, description=MASKED_ANSWER)
+    role_arn: str | None = None
 
 
 SECRET_FIELDS = ("aws_secret_access_key",)
@@ -306,6 +364,131 @@ class S3ObjectStore(ObstoreObjectStore):
         if self.endpoint is not None:
             return generic_canonical_url(self.endpoint, self.bucket, key)
         return canonical_url(self.bucket, key)
+
+
+# what a bucket answers when a session is no longer good: refresh it and try once more
+_SESSION_REJECTED = ("ExpiredToken —", "InvalidToken —", "InvalidAccessKeyId —", "TokenRefresh")
+
+
+def _session_rejected(error: StorageError) -> bool:
+    return error.kind is StorageErrorKind.PERMANENT_AUTH and any(
+        marker in error.reason for marker in _SESSION_REJECTED
+    )
+
+
+# the runtime-only keys the credentials domain adds to a role configuration before opening it
+EXTERNAL_ID_KEY = "external_id"
+CONNECTION_ID_KEY = "connection_id"
+
+
+def _role_target(
+    configuration: Mapping[str, Any], *, generic: bool, endpoint: str, region: str
+) -> RoleTarget | str:
+    external_id = str(configuration.get(EXTERNAL_ID_KEY) or "")
+    connection_id = str(configuration.get(CONNECTION_ID_KEY) or "")
+    if not external_id or not connection_id:
+        return "no ExternalId was generated for this connection"
+    return RoleTarget(
+        role_arn=str(configuration["role_arn"]),
+        external_id=external_id,
+        session_name=session_name_for(connection_id),
+        sts_endpoint=sts_endpoint(generic_endpoint=endpoint if generic else None, region=region),
+        region=region or "us-east-1",
+    )
+
+
+class RoleS3ObjectStore(S3ObjectStore):
+    """A bucket reached through an assumed role. The session comes from the process's cache
+    (aws_roles.py) before each operation, so an AssumeRole refusal reads as what it is; when
+    the bucket rejects a session (it ended early, or was revoked) the session is dropped, a new
+    one assumed and the operation tried once more."""
+
+    def __init__(
+        self,
+        build: Any,
+        target: RoleTarget,
+        sessions: RoleSessions,
+        *,
+        backend: str,
+        bucket: str,
+        endpoint: str | None,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        super().__init__(
+            build(),
+            backend=backend,
+            bucket=bucket,
+            endpoint=endpoint,
+            part_size=part_size,
+            max_concurrency=max_concurrency,
+        )
+        self._make_store = build
+        self.target = target
+        self.sessions = sessions
+        self._signer: S3Store | None = None
+        self._signer_session: Session | None = None
+
+    def rebuild(self) -> None:
+        """A new obstore store: obstore keeps its own copy of the session until it expires."""
+        self._store = self._s3 = self._make_store()
+
+    async def session(self) -> Session:
+        try:
+            session = await asyncio.to_thread(self.sessions.get, self.target)
+        except RoleError as exc:
+            raise StorageError.build(exc.kind, self.backend, self.bucket, exc.reason) from None
+        # session credentials never appear in a reason
+        self._secrets = (session.secret_access_key, session.token)
+        return session
+
+    async def _with_session(self, operation: Any) -> Any:
+        await self.session()
+        try:
+            return await operation()
+        except StorageError as exc:
+            if not _session_rejected(exc):
+                raise
+        self.sessions.forget(self.target)
+        self.rebuild()
+        await self.session()
+        return await operation()
+
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        async def put() -> None:
+            await S3ObjectStore.put_file(
+                self, key, path, content_type=content_type, metadata=metadata
+            )
+
+        await self._with_session(put)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        async def head() -> ObjectInfo | None:
+            return await S3ObjectStore.head(self, key)
+
+        result: ObjectInfo | None = await self._with_session(head)
+        return result
+
+    async def delete(self, key: str) -> None:
+        async def delete() -> None:
+            await S3ObjectStore.delete(self, key)
+
+        await self._with_session(delete)
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        await self.session()
+        async for chunk in S3ObjectStore.get_stream(self, key):
+            yield chunk
+
+    async def signed_get_url(self, key: str, expires_in: int) -> str:
+        # signed with the current session, which has more than REFRESH_BEFORE_SECONDS left (a
+        # store of its own, so obstore's copy of an older session is never used for a link)
+        session = await self.session()
+        if self._signer is None or self._signer_session is not session:
+            self._signer, self._signer_session = self._make_store(), session
+        return await self.presigned_get(self._signer, key, expires_in)
 
 
 def _pinned_credentials(access_key_id: str, secret_access_key: str) -> Any:
@@ -350,7 +533,8 @@ def open_s3(
 
     access_key = str(configuration.get("aws_access_key_id") or "")
     region = str(configuration.get("region") or "")
-    if not access_key or not secret:
+    role_arn = str(configuration.get("role_arn") or "")
+    if not role_arn and (not access_key or not secret):
         raise refused("invalid configuration — the access key id and secret key are required")
     if generic:
         endpoint = str(configuration.get("endpoint") or "").rstrip("/")
@@ -376,6 +560,35 @@ def open_s3(
         config["disable_bulk_delete"] = True
         # a redirect to another host would reach an address nobody checked
         options = without_cross_host_redirects(options, endpoint)
+    if role_arn:
+        target = _role_target(configuration, generic=generic, endpoint=endpoint, region=region)
+        if isinstance(target, str):
+            raise refused(f"invalid configuration — {target}")
+        sessions = SESSIONS
+
+        def build_with_role() -> S3Store:
+            return S3Store(
+                bucket,
+                config=config,
+                client_options=options,
+                retry_config=retry_config(timeout_secs),
+                credential_provider=sessions.provider(target),
+            )
+
+        try:
+            build_with_role()
+        except Exception as exc:
+            raise refused(f"invalid configuration — {type(exc).__name__}") from None
+        return RoleS3ObjectStore(
+            build_with_role,
+            target,
+            sessions,
+            backend=backend,
+            bucket=bucket,
+            endpoint=endpoint if generic else None,
+            part_size=part_size,
+            max_concurrency=max_concurrency,
+        )
     try:
         store = S3Store(
             bucket,
