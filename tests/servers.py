@@ -47,6 +47,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
 from typing import IO, Any, Self
@@ -471,6 +472,39 @@ class Azurite(ManagedServer):
 
     create_bucket = create_container
 
+    def container_sas(self, container: str, permission: str, expiry: datetime) -> str:
+        """A service SAS for `container` (signed with the account key, as
+        azure-storage-blob's generate_container_sas makes it), e.g. "sv=...&se=...&sig=...".
+        Azurite checks its signature, expiry and permissions."""
+        version = "2020-12-06"
+        expires = expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        to_sign = "\n".join(
+            [
+                permission,
+                "",  # start
+                expires,
+                f"/blob/{self.account_name}/{container}",
+                "",  # identifier
+                "",  # IP
+                "",  # protocol
+                version,
+                "c",  # signed resource: container
+                "",  # snapshot time
+                "",  # encryption scope
+                "",  # rscc
+                "",  # rscd
+                "",  # rsce
+                "",  # rscl
+                "",  # rsct
+            ]
+        )
+        signature = base64.b64encode(
+            hmac.new(base64.b64decode(self.account_key), to_sign.encode(), hashlib.sha256).digest()
+        ).decode()
+        return urllib.parse.urlencode(
+            {"sv": version, "se": expires, "sr": "c", "sp": permission, "sig": signature}
+        )
+
     def _shared_key_request(self, method: str, container: str, query: dict[str, str]) -> int | None:
         # Shared Key signing for container admin: obstore has no create-container call
         headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-12-02"}
@@ -563,7 +597,9 @@ class SeaweedFSWithSTS(SeaweedFS):
                         "tokenDuration": "1h",
                         "maxSessionLength": "12h",
                         "issuer": "callvault-test-sts",
-                        "signingKey": base64.b64encode(b"callvault-test-sts-signing-key!!").decode(),
+                        "signingKey": base64.b64encode(
+                            b"callvault-test-sts-signing-key!!"
+                        ).decode(),
                     },
                     "policy": {"defaultEffect": "Deny"},
                     "policies": [{"name": "RecWrite", "document": policy}],
@@ -618,6 +654,7 @@ class MotoWithAuth(ManagedServer):
         self.allocate_ports()
         self.operator_access_key = ""
         self.operator_secret_key = ""
+        self._admin = ("", "")
         self.operator_arn = f"arn:aws:iam::{self.account}:user/callvault-operator"
 
     def allocate_ports(self) -> None:
@@ -635,7 +672,7 @@ class MotoWithAuth(ManagedServer):
 
     # requests made before auth is on: the readiness probe is not one of them (it GETs
     # /moto-api/, which moto does not count)
-    BOOTSTRAP_REQUESTS = 6
+    BOOTSTRAP_REQUESTS = 9
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -667,15 +704,27 @@ class MotoWithAuth(ManagedServer):
             PolicyDocument=json.dumps(
                 {
                     "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}
-                    ],
+                    "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}],
                 }
             ),
         )
         key = iam.create_access_key(UserName="callvault-operator")["AccessKey"]
         self.operator_access_key = key["AccessKeyId"]
         self.operator_secret_key = key["SecretAccessKey"]
+        # the customer's administrator, who edits the role's trust policy later
+        iam.create_user(UserName="customer-admin")
+        iam.put_user_policy(
+            UserName="customer-admin",
+            PolicyName="everything",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                }
+            ),
+        )
+        admin = iam.create_access_key(UserName="customer-admin")["AccessKey"]
+        self._admin = (admin["AccessKeyId"], admin["SecretAccessKey"])
         role = iam.create_role(
             RoleName=role_name,
             AssumeRolePolicyDocument=json.dumps(self.trust_policy(external_id)),
@@ -712,15 +761,16 @@ class MotoWithAuth(ManagedServer):
             ],
         }
 
-    def operator_client(self, service: str) -> Any:
+    def admin_client(self, service: str) -> Any:
+        """A client as the customer's administrator (allowed everything)."""
         import boto3
 
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
             region_name=self.region,
-            aws_access_key_id=self.operator_access_key,
-            aws_secret_access_key=self.operator_secret_key,
+            aws_access_key_id=self._admin[0],
+            aws_secret_access_key=self._admin[1],
         )
 
 

@@ -23,6 +23,7 @@ Part of the s3 provider (s3.py uses it for `s3` and `s3-generic` configurations 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -35,6 +36,11 @@ from callvault.storage.error_mapping import AUTH, TRANSIENT
 
 if TYPE_CHECKING:
     from obstore.store import S3Credential
+
+# botocore logs request and response bodies at DEBUG: an AssumeRole answer holds the session's
+# secret key and token, which must never reach a log, whatever level the operator chooses
+for _name in ("botocore", "boto3"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 STS_ENDPOINT_ENV = "AWS_ENDPOINT_URL_STS"
 PRINCIPAL_ENV = "CALLVAULT_AWS_PRINCIPAL_ARN"
