@@ -14,7 +14,7 @@ import pytest
 from callvault.accounts.service import NewAccount
 from callvault.credentials.service import load_configuration
 from callvault.runtime import Runtime
-from callvault.storage.s3 import EXTERNAL_ID_KEY
+from callvault.storage.configuration import EXTERNAL_ID_KEY
 from tests.applications.helpers import create_application
 from tests.conftest import auth
 from tests.credentials.test_at_rest import database_text

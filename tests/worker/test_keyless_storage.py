@@ -227,6 +227,8 @@ async def test_moto_refuses_a_wrong_external_id_then_delivers_once_the_trust_pol
     assert setup.status_code == 200, setup.text
     data = setup.json()["data"]
     assert data["principal_arn"] == moto_with_auth.operator_arn
+    # the reason said which ExternalId the trust policy must name
+    assert f"sts:ExternalId condition is {data['external_id']}" in detail
     admin = moto_with_auth.admin_client("iam")
     admin.update_assume_role_policy(
         RoleName="callvault-recordings", PolicyDocument=json.dumps(data["trust_policy"])

@@ -33,10 +33,11 @@ from callvault.outbound.addresses import refuse_reason
 from callvault.runtime import Runtime
 from callvault.storage import aws_roles
 from callvault.storage.base import StorageError
+from callvault.storage.configuration import CONNECTION_ID_KEY, EXTERNAL_ID_KEY
 from callvault.storage.factory import open_custom_store
 from callvault.storage.probe import probe_store
 from callvault.storage.registry import BY_BACKEND
-from callvault.storage.s3 import CONNECTION_ID_KEY, EXTERNAL_ID_KEY, generic_bucket_error
+from callvault.storage.s3 import generic_bucket_error
 
 PROBE_TIMEOUT_SECS = 15
 
@@ -71,18 +72,24 @@ async def load_configuration(
     configuration = open_configuration(keyring, connection_id, row.configuration_sealed)
     return StoredCredentials(
         backend=row.backend,
-        configuration=await _for_opening(session, connection_id, configuration),
+        configuration=await _for_opening(session, row.backend, connection_id, configuration),
         revision=row.revision,
         account_id=row.account_id,
     )
 
 
+def _uses_external_id(backend: str, configuration: dict[str, Any]) -> bool:
+    provider = BY_BACKEND.get(backend)
+    return provider is not None and provider.uses_external_id(configuration)
+
+
 async def _for_opening(
-    session: AsyncSession, connection_id: str, configuration: dict[str, Any]
+    session: AsyncSession, backend: str, connection_id: str, configuration: dict[str, Any]
 ) -> dict[str, Any]:
-    """The stored configuration plus what opening its store needs besides: for a role, the
-    connection's ExternalId and id (never stored in the configuration, never answered)."""
-    if not configuration.get("role_arn"):
+    """The stored configuration plus what opening its store needs besides: for an assumed
+    role, the connection's ExternalId and id (never stored in the configuration, never
+    answered)."""
+    if not _uses_external_id(backend, configuration):
         return configuration
     found = await repository.external_id(session, connection_id)
     return {
@@ -184,7 +191,7 @@ async def create(
         async with transaction(runtime.sessions) as session:
             if await _owned_row(session, account_id, connection_id) is not None:
                 raise _already_exists()
-            if configuration.get("role_arn"):
+            if _uses_external_id(request.backend, configuration):
                 await _ensure_external_id(session, account_id, connection_id)
             await repository.add(
                 session,
@@ -240,7 +247,7 @@ async def replace(
             raise _connection_not_found()
         # resolved again against the row as it is now, in case another PUT came in between
         configuration = _resolved_configuration(keyring, connection_id, request, row)
-        if configuration.get("role_arn"):
+        if _uses_external_id(request.backend, configuration):
             await _ensure_external_id(session, account_id, connection_id)
         row.backend = request.backend
         row.configuration_sealed = seal_configuration(keyring, connection_id, configuration)
@@ -267,6 +274,7 @@ async def validate(runtime: Runtime, account_id: str, connection_id: str) -> Val
             raise _connection_not_found()
         configuration = await _for_opening(
             session,
+            row.backend,
             connection_id,
             open_configuration(runtime.settings.keyring, connection_id, row.configuration_sealed),
         )

@@ -261,7 +261,11 @@ def role_error(exc: BaseException, target: RoleTarget) -> RoleError:
         entry = _STS_CODES.get(code)
         if entry is not None:
             kind, advice = entry
-            principal = os.environ.get(PRINCIPAL_ENV) or "callvault's principal"
+            principal = (
+                os.environ.get(PRINCIPAL_ENV)
+                or _principals.get(target.sts_endpoint or "")
+                or "callvault's principal"
+            )
             text = advice.format(principal=principal, external_id=target.external_id)
             return RoleError(kind, f"{prefix}: {code} — {text}")
         if status >= 500 or status in (408, 429):
@@ -286,10 +290,12 @@ def principal_arn(*, region: str = "us-east-1", generic_endpoint: str | None = N
     if configured:
         return configured
     endpoint = sts_endpoint(generic_endpoint=generic_endpoint, region=region)
+    if endpoint in _principals:
+        return _principals[endpoint]
     target = RoleTarget("callvault's principal", "", "", endpoint, region)
     try:
         client = SESSIONS._client(endpoint, region)
-        return str(client.get_caller_identity()["Arn"])
+        found = str(client.get_caller_identity()["Arn"])
     except Exception as exc:
         error = role_error(exc, target)
         raise RoleError(
@@ -299,6 +305,12 @@ def principal_arn(*, region: str = "us-east-1", generic_endpoint: str | None = N
                 "GetCallerIdentity failed (operator: set CALLVAULT_AWS_PRINCIPAL_ARN)",
             ),
         ) from None
+    _principals[endpoint] = found
+    return found
+
+
+# GetCallerIdentity answers, per STS endpoint: this process's identity does not change
+_principals: dict[str, str] = {}
 
 
 def trust_policy(principal: str, external_id: str) -> dict[str, Any]:

@@ -31,6 +31,11 @@ MASK_PATTERN = r"^\*{4}"
 MASK_NOTE = "or the masked value GET answered, which keeps the stored secret"
 MASKED_ANSWER = "Masked: all but the last 4 characters."
 
+# keys the credentials domain adds to a stored configuration before opening its store (never
+# stored with it, never answered)
+EXTERNAL_ID_KEY = "external_id"
+CONNECTION_ID_KEY = "connection_id"
+
 
 def mask(secret: str) -> str:
     """`secret` with all but its last 4 characters replaced by `*` (all of it when short)."""
@@ -126,6 +131,11 @@ class Provider:
     # it (e.g. an expiry read from a token); never a secret
     derived_fields: Callable[[Mapping[str, Any]], dict[str, Any]] = field(
         default=lambda _configuration: {}
+    )
+    # whether opening this configuration needs the connection's ExternalId (an assumed role):
+    # the credentials domain then adds EXTERNAL_ID_KEY and CONNECTION_ID_KEY before opening
+    uses_external_id: Callable[[Mapping[str, Any]], bool] = field(
+        default=lambda _configuration: False
     )
 
     def secrets_of(self, configuration: Mapping[str, Any]) -> list[str]:

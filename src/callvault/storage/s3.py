@@ -47,6 +47,8 @@ from callvault.storage.aws_roles import (
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
 from callvault.storage.checked_endpoint import EndpointCheckedStore, without_cross_host_redirects
 from callvault.storage.configuration import (
+    CONNECTION_ID_KEY,
+    EXTERNAL_ID_KEY,
     MASK_NOTE,
     MASKED_ANSWER,
     NO_WHITESPACE,
@@ -376,9 +378,8 @@ def _session_rejected(error: StorageError) -> bool:
     )
 
 
-# the runtime-only keys the credentials domain adds to a role configuration before opening it
-EXTERNAL_ID_KEY = "external_id"
-CONNECTION_ID_KEY = "connection_id"
+def uses_role(configuration: Mapping[str, Any]) -> bool:
+    return bool(configuration.get("role_arn"))
 
 
 def _role_target(
@@ -676,6 +677,7 @@ S3 = Provider(
     secret_fields=SECRET_FIELDS,
     bucket_name_error=aws_bucket_error,
     open=_open_aws,
+    uses_external_id=uses_role,
 )
 S3_GENERIC = Provider(
     backend="s3-generic",
@@ -685,4 +687,5 @@ S3_GENERIC = Provider(
     secret_fields=SECRET_FIELDS,
     bucket_name_error=generic_bucket_error,
     open=_open_generic,
+    uses_external_id=uses_role,
 )
