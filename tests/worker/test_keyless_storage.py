@@ -435,3 +435,28 @@ async def test_session_credentials_and_sas_tokens_never_leave(
             assert at < 0, text[max(0, at - 300) : at + 20]
     row = await recording_row(runtime, deliveries[0].payload["recording_id"])
     assert row.status == "stored"
+
+
+async def test_no_sts_request_reaches_a_private_endpoint_unless_allowed(
+    seaweedfs_sts: SeaweedFSWithSTS,
+    operator_identity: Callable[[str, str], None],
+    tmp_path: Any,
+) -> None:
+    """An s3-generic endpoint is the role's STS endpoint too: the private-network check comes
+    before AssumeRole (which carries callvault's own signature), for links as well."""
+    operator_identity(seaweedfs_sts.operator_access_key, seaweedfs_sts.operator_secret_key)
+    configuration = {
+        **seaweed_role(seaweedfs_sts),
+        "external_id": "callvault-test",
+        "connection_id": "private-endpoint-test",
+    }
+    store = open_custom_store("s3-generic", configuration, allow_private_networks=False)
+    before = aws_roles.SESSIONS.assumed
+    path = tmp_path / "a.wav"
+    path.write_bytes(make_wav(0.1))
+    with pytest.raises(StorageError) as refused:
+        await store.put_file("k", path, content_type="audio/wav", metadata={})
+    assert "endpoint refused" in refused.value.reason
+    with pytest.raises(StorageError):
+        await store.signed_get_url("k", 60)
+    assert aws_roles.SESSIONS.assumed == before

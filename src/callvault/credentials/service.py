@@ -320,21 +320,10 @@ async def aws_role_setup(
         if found is None:
             raise
         external_id = found.external_id
-    stored = None
-    async with runtime.sessions() as session:
-        row = await repository.for_account(session, account_id, connection_id)
-        if row is not None:
-            stored = open_configuration(
-                runtime.settings.keyring, connection_id, row.configuration_sealed
-            )
-    region = str((stored or {}).get("region") or "us-east-1")
-    endpoint = (stored or {}).get("endpoint")
+    # callvault's own identity: asked of AWS_ENDPOINT_URL_STS or AWS's STS, never of a
+    # customer's s3-generic endpoint (no operator-signed request to an address nobody checked)
     try:
-        principal = await asyncio.to_thread(
-            aws_roles.principal_arn,
-            region=region,
-            generic_endpoint=endpoint if isinstance(endpoint, str) else None,
-        )
+        principal = await asyncio.to_thread(aws_roles.principal_arn)
     except aws_roles.RoleError as exc:
         # the operator's setup, not the customer's request: answered as unavailable
         raise ApiError(503, [ErrorItem("10009", "Service unavailable", exc.reason)]) from None

@@ -283,13 +283,13 @@ SESSIONS = RoleSessions()
 # ---- the customer's setup (pure, except principal_arn)
 
 
-def principal_arn(*, region: str = "us-east-1", generic_endpoint: str | None = None) -> str:
-    """callvault's own AWS principal: CALLVAULT_AWS_PRINCIPAL_ARN, else GetCallerIdentity.
-    Raises RoleError when neither is available."""
+def principal_arn(*, region: str = "us-east-1") -> str:
+    """callvault's own AWS principal: CALLVAULT_AWS_PRINCIPAL_ARN, else GetCallerIdentity of
+    AWS_ENDPOINT_URL_STS or AWS's STS. Raises RoleError when neither is available."""
     configured = os.environ.get(PRINCIPAL_ENV)
     if configured:
         return configured
-    endpoint = sts_endpoint(generic_endpoint=generic_endpoint, region=region)
+    endpoint = sts_endpoint(generic_endpoint=None, region=region)
     if endpoint in _principals:
         return _principals[endpoint]
     target = RoleTarget("callvault's principal", "", "", endpoint, region)

@@ -404,6 +404,8 @@ class RoleS3ObjectStore(S3ObjectStore):
     the bucket rejects a session (it ended early, or was revoked) the session is dropped, a new
     one assumed and the operation tried once more."""
 
+    connects_to_sign = True  # a link needs a session, which may mean a request to STS
+
     def __init__(
         self,
         build: Any,
