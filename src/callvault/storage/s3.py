@@ -369,7 +369,14 @@ class S3ObjectStore(ObstoreObjectStore):
 
 
 # what a bucket answers when a session is no longer good: refresh it and try once more
-_SESSION_REJECTED = ("ExpiredToken —", "InvalidToken —", "InvalidAccessKeyId —", "TokenRefresh")
+_SESSION_REJECTED = (
+    "ExpiredToken —",
+    "InvalidToken —",
+    "InvalidAccessKeyId —",
+    # obstore could not get credentials from our provider: asking again through session()
+    # turns that into the AssumeRole reason
+    "unauthenticated — credentials rejected",
+)
 
 
 def _session_rejected(error: StorageError) -> bool:
