@@ -47,6 +47,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
 from typing import IO, Any, Self
@@ -471,6 +472,39 @@ class Azurite(ManagedServer):
 
     create_bucket = create_container
 
+    def container_sas(self, container: str, permission: str, expiry: datetime) -> str:
+        """A service SAS for `container` (signed with the account key, as
+        azure-storage-blob's generate_container_sas makes it), e.g. "sv=...&se=...&sig=...".
+        Azurite checks its signature, expiry and permissions."""
+        version = "2020-12-06"
+        expires = expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        to_sign = "\n".join(
+            [
+                permission,
+                "",  # start
+                expires,
+                f"/blob/{self.account_name}/{container}",
+                "",  # identifier
+                "",  # IP
+                "",  # protocol
+                version,
+                "c",  # signed resource: container
+                "",  # snapshot time
+                "",  # encryption scope
+                "",  # rscc
+                "",  # rscd
+                "",  # rsce
+                "",  # rscl
+                "",  # rsct
+            ]
+        )
+        signature = base64.b64encode(
+            hmac.new(base64.b64decode(self.account_key), to_sign.encode(), hashlib.sha256).digest()
+        ).decode()
+        return urllib.parse.urlencode(
+            {"sv": version, "se": expires, "sr": "c", "sp": permission, "sig": signature}
+        )
+
     def _shared_key_request(self, method: str, container: str, query: dict[str, str]) -> int | None:
         # Shared Key signing for container admin: obstore has no create-container call
         headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-12-02"}
@@ -495,6 +529,249 @@ class Azurite(ManagedServer):
             },
         )
         return _send(request)
+
+
+# --------------------------------------------------------------------------------------------
+# SeaweedFS with IAM and STS: an operator identity that may only call AssumeRole, an admin that
+# creates buckets, and a role whose policy allows only PutObject/GetObject on one bucket. STS
+# answers on the S3 port; SeaweedFS does not read ExternalId (keyless-and-encryption.md).
+
+
+class SeaweedFSWithSTS(SeaweedFS):
+    name = "seaweedfs-sts"
+    role_name = "RecWriter"
+    role_arn = "arn:aws:iam::role/RecWriter"
+
+    def __init__(self, base_dir: Path, *, bucket: str = "role-recordings") -> None:
+        super().__init__(
+            base_dir,
+            access_key="callvault-admin-access",
+            secret_key="callvault-admin-secret-0123456789",
+        )
+        self.bucket = bucket
+        self.operator_access_key = "callvault-operator"
+        self.operator_secret_key = "callvault-operator-secret-0123456789"
+
+    def command(self) -> list[str]:
+        s3_config = self.dir / "s3.json"
+        s3_config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [
+                                {"accessKey": self.access_key, "secretKey": self.secret_key}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        },
+                        {
+                            "name": "operator",
+                            "credentials": [
+                                {
+                                    "accessKey": self.operator_access_key,
+                                    "secretKey": self.operator_secret_key,
+                                }
+                            ],
+                            "actions": [],
+                        },
+                    ]
+                }
+            )
+        )
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{self.bucket}/*"],
+                }
+            ],
+        }
+        iam_config = self.dir / "iam.json"
+        iam_config.write_text(
+            json.dumps(
+                {
+                    "sts": {
+                        "tokenDuration": "1h",
+                        "maxSessionLength": "12h",
+                        "issuer": "callvault-test-sts",
+                        "signingKey": base64.b64encode(
+                            b"callvault-test-sts-signing-key!!"
+                        ).decode(),
+                    },
+                    "policy": {"defaultEffect": "Deny"},
+                    "policies": [{"name": "RecWrite", "document": policy}],
+                    "roles": [
+                        {
+                            "roleName": self.role_name,
+                            "roleArn": self.role_arn,
+                            "attachedPolicies": ["RecWrite"],
+                            "trustPolicy": {
+                                "Version": "2012-10-17",
+                                "Statement": [
+                                    {
+                                        "Effect": "Allow",
+                                        "Principal": {"AWS": "*"},
+                                        "Action": ["sts:AssumeRole"],
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        return [*super().command(), f"-s3.config={s3_config}", f"-s3.iam.config={iam_config}"]
+
+    def environment(self) -> dict[str, str]:
+        # identities come from s3.json; no environment credentials
+        env = dict(os.environ)
+        env.pop("AWS_ACCESS_KEY_ID", None)
+        env.pop("AWS_SECRET_ACCESS_KEY", None)
+        return env
+
+    def _launch(self) -> None:
+        super()._launch()
+        self.create_bucket(self.bucket)
+
+
+# --------------------------------------------------------------------------------------------
+# moto server with signature and IAM checks on: the first `bootstrap_requests` requests run
+# unauthenticated (they create the operator's user and key, the role and the bucket), every
+# later one is checked. STS, IAM and S3 answer on one port. It refuses a wrong ExternalId but
+# accepts a missing one (keyless-and-encryption.md).
+
+
+class MotoWithAuth(ManagedServer):
+    name = "moto"
+    region = "us-east-1"
+    account = "123456789012"
+
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(base_dir)
+        self.allocate_ports()
+        self.operator_access_key = ""
+        self.operator_secret_key = ""
+        self._admin = ("", "")
+        self.operator_arn = f"arn:aws:iam::{self.account}:user/callvault-operator"
+
+    def allocate_ports(self) -> None:
+        self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        if not binary:
+            raise ServerStartError("moto_server not found: install the test extra (moto[server])")
+        return [binary, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    # requests made before auth is on: the readiness probe is not one of them (it GETs
+    # /moto-api/, which moto does not count)
+    BOOTSTRAP_REQUESTS = 9
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.BOOTSTRAP_REQUESTS)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env.pop(name, None)
+        return env
+
+    def is_ready(self) -> bool:
+        return _http_status(f"{self.endpoint}/moto-api/") is not None
+
+    def bootstrap(self, *, bucket: str, role_name: str, external_id: str) -> str:
+        """Create the operator (an IAM user allowed sts:AssumeRole), the role (trusting the
+        operator with `external_id`, allowed Put/Get/Delete on `bucket`) and the bucket, in the
+        unauthenticated requests. Returns the role ARN."""
+        import boto3
+
+        anonymous = {
+            "endpoint_url": self.endpoint,
+            "region_name": self.region,
+            "aws_access_key_id": "bootstrap",
+            "aws_secret_access_key": "bootstrap",
+        }
+        iam = boto3.client("iam", **anonymous)
+        iam.create_user(UserName="callvault-operator")
+        iam.put_user_policy(
+            UserName="callvault-operator",
+            PolicyName="assume",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}],
+                }
+            ),
+        )
+        key = iam.create_access_key(UserName="callvault-operator")["AccessKey"]
+        self.operator_access_key = key["AccessKeyId"]
+        self.operator_secret_key = key["SecretAccessKey"]
+        # the customer's administrator, who edits the role's trust policy later
+        iam.create_user(UserName="customer-admin")
+        iam.put_user_policy(
+            UserName="customer-admin",
+            PolicyName="everything",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                }
+            ),
+        )
+        admin = iam.create_access_key(UserName="customer-admin")["AccessKey"]
+        self._admin = (admin["AccessKeyId"], admin["SecretAccessKey"])
+        role = iam.create_role(
+            RoleName=role_name,
+            AssumeRolePolicyDocument=json.dumps(self.trust_policy(external_id)),
+        )["Role"]
+        iam.put_role_policy(
+            RoleName=role_name,
+            PolicyName="recordings",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+                            "Resource": f"arn:aws:s3:::{bucket}/*",
+                        }
+                    ],
+                }
+            ),
+        )
+        boto3.client("s3", **anonymous).create_bucket(Bucket=bucket)
+        return str(role["Arn"])
+
+    def trust_policy(self, external_id: str) -> dict[str, Any]:
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": self.operator_arn},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+                }
+            ],
+        }
+
+    def admin_client(self, service: str) -> Any:
+        """A client as the customer's administrator (allowed everything)."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self._admin[0],
+            aws_secret_access_key=self._admin[1],
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -788,6 +1065,26 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 
 
 @pytest.fixture(scope="session")
+def seaweedfs_sts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFSWithSTS]:
+    """SeaweedFS with IAM and STS; `.role_arn`, `.bucket` (the only bucket the role may use),
+    `.operator_access_key` / `.operator_secret_key` (callvault's own identity)."""
+    server = SeaweedFSWithSTS(tmp_path_factory.mktemp("seaweedfs-sts"))
+    _started(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto_with_auth(tmp_path: Path) -> Iterator[MotoWithAuth]:
+    """A fresh moto server per test (its first requests bootstrap it unauthenticated: call
+    `.bootstrap(...)` first, before anything else talks to it)."""
+    server = MotoWithAuth(tmp_path / "moto")
+    _started(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     server = Azurite(tmp_path_factory.mktemp("azurite"))
     _started(server)
@@ -839,7 +1136,9 @@ __all__ = [
     "Azurite",
     "FakeGCS",
     "GcsAuthGateway",
+    "MotoWithAuth",
     "SeaweedFS",
+    "SeaweedFSWithSTS",
     "ServerStartError",
     "ServiceAccount",
     "closed_port",

@@ -188,6 +188,9 @@ OWNED: dict[tuple[str, str], Case] = {
     ("POST", "/v2/custom_storage_credentials/{connection_id}/actions/validate"): Case(
         application_with_storage
     ),
+    ("GET", "/v2/custom_storage_credentials/{connection_id}/aws_role_setup"): Case(
+        application_without_storage
+    ),
     ("POST", "/v2/webhook_deliveries/{event_id}/actions/retry"): Case(failed_webhook_event),
     ("GET", "/v2/recordings/{recording_id}"): Case(recording),
     ("DELETE", "/v2/recordings/{recording_id}"): Case(recording),

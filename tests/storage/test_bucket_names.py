@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from callvault.storage.bucket_names import bucket_name_error
+from callvault.storage.registry import bucket_name_error
 
 
 @pytest.mark.parametrize(

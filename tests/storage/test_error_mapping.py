@@ -10,10 +10,12 @@ import requests
 from google.api_core import exceptions as api_exceptions
 
 from callvault.storage import StorageError, StorageErrorKind, open_custom_store
+from callvault.storage.azure import AzureObjectStore
 from callvault.storage.base import redact
 from callvault.storage.error_mapping import cause_from_text
 from callvault.storage.gcs import gcs_cause
 from callvault.storage.obstore_store import ObstoreObjectStore
+from callvault.storage.s3 import S3ObjectStore
 from tests.servers import make_service_account
 
 AUTH = StorageErrorKind.PERMANENT_AUTH
@@ -72,23 +74,30 @@ DNS = (
     ],
 )
 def test_obstore_texts(text: str, backend: str, kind: StorageErrorKind, cause: str) -> None:
-    found = cause_from_text(text, backend=backend)
+    store_class = AzureObjectStore if backend == "azure" else S3ObjectStore
+    found = cause_from_text(text, codes=store_class.codes, phrases=store_class.phrases)
     assert found is not None
     assert found.kind is kind
     assert found.text.startswith(cause)
 
 
 def test_unknown_text_is_not_guessed() -> None:
-    assert cause_from_text("something else entirely", backend="s3") is None
+    assert cause_from_text("something else entirely", codes=S3ObjectStore.codes) is None
 
 
 def test_reason_names_backend_and_bucket() -> None:
-    store = ObstoreObjectStore(object(), backend="s3-generic", bucket="bars")
+    store = S3ObjectStore(object(), backend="s3-generic", bucket="bars", endpoint=None)  # type: ignore[arg-type]
     error = store.error(Exception(S3_WRONG_SECRET))
     assert error.kind is AUTH
     assert str(error) == "s3-generic bucket bars: SignatureDoesNotMatch — the secret key is wrong"
     assert (error.backend, error.bucket, error.reason) == ("s3-generic", "bars", str(error))
-    azure = ObstoreObjectStore(object(), backend="azure", bucket="recs")
+    azure = AzureObjectStore(
+        object(),  # type: ignore[arg-type]
+        container="recs",
+        account_name="acct",
+        endpoint="http://127.0.0.1:1/acct",
+        account_key="",
+    )
     assert str(azure.error(Exception(AZURE_NO_CONTAINER_DELETE))).startswith(
         "azure container recs: ContainerNotFound"
     )

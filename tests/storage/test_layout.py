@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from callvault.storage.layout import canonical_url, content_type_for, extension_for, object_key
+from callvault.storage import azure, gcs, s3
+from callvault.storage.layout import content_type_for, extension_for, object_key
 
 SEED_ACCOUNT = "047e057e-cb46-4b11-bb31-37987e753ed7"
 SEED_LEG = "d9d877c6-8424-11ec-b0b1-02420a0d7e68"
@@ -66,25 +67,23 @@ def test_formats() -> None:
 
 def test_canonical_urls_match_the_seed() -> None:
     key = f"{SEED_ACCOUNT}/2022-02-02/{SEED_LEG}-1643805460"
-    assert canonical_url("gcs", bucket="tacrde12904", key=key) == f"gs://tacrde12904/{key}"
-    assert canonical_url("s3", bucket="tacrde12904", key=key) == f"s3://tacrde12904/{key}"
+    assert gcs.canonical_url("tacrde12904", key) == f"gs://tacrde12904/{key}"
+    assert s3.canonical_url("tacrde12904", key) == f"s3://tacrde12904/{key}"
     azure_key = f"7ab0a016-479f-4ab1-beaf-87b1a7430a01/2023-12-05/{SEED_LEG}-1643805461"
     assert (
-        canonical_url("azure", bucket="my-bucket", key=azure_key, account_name="my-account")
+        azure.canonical_url("https://my-account.blob.core.windows.net", "my-bucket", azure_key)
         == f"https://my-account.blob.core.windows.net/my-bucket/{azure_key}"
     )
 
 
 def test_canonical_url_endpoints() -> None:
     assert (
-        canonical_url("azure", bucket="c", key="k", endpoint="http://127.0.0.1:1/devstoreaccount1/")
+        azure.canonical_url("http://127.0.0.1:1/devstoreaccount1/", "c", "k")
         == "http://127.0.0.1:1/devstoreaccount1/c/k"
     )
     assert (
-        canonical_url("s3-generic", bucket="bars", key="a/b c", endpoint="https://minio.example/")
+        s3.generic_canonical_url("https://minio.example/", "bars", "a/b c")
         == "https://minio.example/bars/a/b%20c"
     )
     with pytest.raises(ValueError):
-        canonical_url("s3-generic", bucket="bars", key="k")
-    with pytest.raises(ValueError):
-        canonical_url("ftp", bucket="bars", key="k")
+        s3.generic_canonical_url("", "bars", "k")

@@ -47,7 +47,7 @@ async def test_missing_bucket_gives_the_reason(backend: Backend) -> None:
     noun = "container" if backend.name == "azure" else "bucket"
     assert reason is not None
     assert reason.startswith(f"{backend.name} {noun} {bucket}: ")
-    assert reason.endswith(f"no such {noun}")
+    assert reason.endswith(f"no such {noun} (failed at: write)")
 
 
 @pytest.fixture
@@ -77,9 +77,9 @@ async def test_probe_object_is_deleted_when_head_fails(backend: Backend) -> None
     store = backend.open(timeout_secs=15)
     failing = RecordingStore(store, fail_head=True)
     reason = await probe_store(failing)
-    assert reason == f"{store.backend} bucket {store.bucket}: injected head failure".replace(
-        "azure bucket", "azure container"
-    )
+    assert reason == (
+        f"{store.backend} bucket {store.bucket}: injected head failure (failed at: read back)"
+    ).replace("azure bucket", "azure container")
     assert len(failing.put_keys) == 1
     assert await store.head(failing.put_keys[0]) is None
 
@@ -98,6 +98,7 @@ class RecordingStore:
         self.inner = inner
         self.backend = inner.backend
         self.bucket = inner.bucket
+        self.noun = getattr(inner, "noun", "bucket")
         self.put_keys: list[str] = []
         self.fail_head = fail_head
         self.size_offset = size_offset
@@ -116,7 +117,7 @@ class RecordingStore:
                 StorageErrorKind.TRANSIENT,
                 self.backend,
                 self.bucket,
-                f"{where(self.backend, self.bucket)}: injected head failure",
+                f"{where(self.backend, self.bucket, self.noun)}: injected head failure",
             )
         info = await self.inner.head(key)
         if info is None or not self.size_offset:

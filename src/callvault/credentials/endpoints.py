@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime
 from callvault.credentials import service
 from callvault.credentials.schemas import (
+    AwsRoleSetupResponse,
     CredentialsRequest,
     CredentialsResponse,
     ValidationResponse,
@@ -32,14 +33,16 @@ ConnectionId = Annotated[
 ]
 
 MASKING_NOTE = (
-    " Secrets (aws_secret_access_key, account_key, gcs credentials) are answered masked: all "
-    "but their last 4 characters replaced by '*'."
+    " Secrets (aws_secret_access_key, account_key, sas_token, gcs credentials) are answered "
+    "masked: all but their last 4 characters replaced by '*'."
 )
 
 
 @router.post(
     "/{connection_id}",
     response_model=CredentialsResponse,
+    # the fields of the other credentials form (role_arn or keys) are left out, not null
+    response_model_exclude_none=True,
     operation_id="CreateCustomStorageCredentials",
     summary="Create a custom storage credential",
     description="Stores the connection's storage settings. A connection has at most one: "
@@ -58,6 +61,8 @@ async def create_credentials(
 @router.get(
     "/{connection_id}",
     response_model=CredentialsResponse,
+    # the fields of the other credentials form (role_arn or keys) are left out, not null
+    response_model_exclude_none=True,
     operation_id="GetCustomStorageCredentials",
     summary="Retrieve a stored credential",
     description="The connection's storage settings." + MASKING_NOTE,
@@ -73,6 +78,8 @@ async def retrieve_credentials(
 @router.put(
     "/{connection_id}",
     response_model=CredentialsResponse,
+    # the fields of the other credentials form (role_arn or keys) are left out, not null
+    response_model_exclude_none=True,
     operation_id="UpdateCustomStorageCredentials",
     summary="Update a stored credential",
     description="Replaces the whole configuration (404 when there is none yet). A secret "
@@ -123,3 +130,28 @@ async def validate_credentials(
     runtime: Runtime = Depends(get_runtime),
 ) -> ValidationResponse:
     return ValidationResponse(data=await service.validate(runtime, account.id, connection_id))
+
+
+@router.get(
+    "/{connection_id}/aws_role_setup",
+    response_model=AwsRoleSetupResponse,
+    operation_id="GetAwsRoleSetup",
+    summary="What to set up in AWS for keyless access (callvault extension)",
+    description="The ExternalId callvault generated for this connection, callvault's AWS "
+    "principal, the IAM role trust policy to paste and the least-privilege bucket policy. "
+    "Works before any credentials exist; then save credentials with `role_arn` instead of "
+    "access keys.",
+    responses=error_responses(503),
+)
+async def aws_role_setup(
+    connection_id: ConnectionId,
+    bucket: Annotated[
+        str | None,
+        Query(description="The bucket, filled into the permissions policy.", max_length=63),
+    ] = None,
+    account: Account = Depends(current_account),
+    runtime: Runtime = Depends(get_runtime),
+) -> AwsRoleSetupResponse:
+    return AwsRoleSetupResponse(
+        data=await service.aws_role_setup(runtime, account.id, connection_id, bucket)
+    )

@@ -3,7 +3,9 @@
 GET answers every secret field with all but its last 4 characters replaced by `*`, so a customer
 can tell which key is configured without the API ever handing the key out. A PUT that sends
 such a masked value back unchanged keeps the stored secret, so read-modify-write clients (and
-the SDK's update after a retrieve) work without knowing the secret. Pure functions.
+the SDK's update after a retrieve) work without knowing the secret. Pure functions; which fields
+are secret is each provider's to say (storage/registry.py), the rule itself is in
+storage/configuration.py.
 """
 
 from __future__ import annotations
@@ -11,40 +13,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-MASK_CHAR = "*"
-VISIBLE_CHARS = 4
-# a secret this short would be given away by its last 4 characters: mask it whole
-MIN_LENGTH_TO_SHOW_TAIL = 12
+from callvault.storage.configuration import looks_masked, mask
+from callvault.storage.registry import BY_BACKEND
 
-# aws_access_key_id is not a secret (AWS prints it in logs and consoles, and customers need it to
-# tell which key is configured): it is answered in clear
-SECRET_FIELDS: dict[str, tuple[str, ...]] = {
-    "s3": ("aws_secret_access_key",),
-    "s3-generic": ("aws_secret_access_key",),
-    "gcs": ("credentials",),
-    "azure": ("account_key",),
-}
+__all__ = ["looks_masked", "mask", "masked_configuration", "secret_fields", "unmask"]
 
 
-def mask(secret: str) -> str:
-    """`secret` with all but its last 4 characters replaced by `*` (all of it when short)."""
-    if len(secret) < MIN_LENGTH_TO_SHOW_TAIL:
-        return MASK_CHAR * len(secret)
-    return MASK_CHAR * (len(secret) - VISIBLE_CHARS) + secret[-VISIBLE_CHARS:]
-
-
-def looks_masked(value: str) -> bool:
-    """True for a value that is a mask rather than a secret (it starts with `****`)."""
-    return value.startswith(MASK_CHAR * VISIBLE_CHARS)
+def secret_fields(backend: str) -> tuple[str, ...]:
+    provider = BY_BACKEND.get(backend)
+    return provider.secret_fields if provider is not None else ()
 
 
 def masked_configuration(backend: str, configuration: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of `configuration` fit to answer: every secret field masked."""
-    secrets = SECRET_FIELDS.get(backend, ())
-    return {
-        name: mask(value) if name in secrets and isinstance(value, str) else value
-        for name, value in configuration.items()
-    }
+    provider = BY_BACKEND.get(backend)
+    if provider is None:
+        return dict(configuration)
+    return provider.masked(configuration)
 
 
 def unmask(
@@ -57,7 +42,7 @@ def unmask(
     """
     resolved = dict(submitted)
     unresolved: list[str] = []
-    for name in SECRET_FIELDS.get(backend, ()):
+    for name in secret_fields(backend):
         value = submitted.get(name)
         if not isinstance(value, str) or not looks_masked(value):
             continue

@@ -26,3 +26,19 @@ class StorageCredentials(Base):
     revision: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ExternalId(Base):
+    """The ExternalId callvault generated for a connection, for the trust policy of a customer's
+    IAM role. Made on first use (aws_role_setup or credentials with role_arn), before any
+    credentials exist, and kept when they are replaced or deleted; never chosen by the customer.
+    Not a secret (AWS: it guards against the confused deputy, it does not authenticate)."""
+
+    __tablename__ = "storage_external_ids"
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(96), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.credentials.models import StorageCredentials
+from callvault.credentials.models import ExternalId, StorageCredentials
 
 
 async def by_connection(session: AsyncSession, connection_id: str) -> StorageCredentials | None:
@@ -26,3 +26,7 @@ async def add(session: AsyncSession, row: StorageCredentials) -> None:
 async def delete(session: AsyncSession, row: StorageCredentials) -> None:
     await session.delete(row)
     await session.flush()
+
+
+async def external_id(session: AsyncSession, connection_id: str) -> ExternalId | None:
+    return await session.get(ExternalId, connection_id)

@@ -7,7 +7,9 @@ Secrets are write-only: answers mask them, and a PUT that sends a mask back keep
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +20,24 @@ from callvault.applications import repository as applications
 from callvault.credentials import events, repository
 from callvault.credentials.encryption import KeyRing
 from callvault.credentials.masking import masked_configuration, unmask
-from callvault.credentials.models import StorageCredentials
-from callvault.credentials.schemas import CredentialsRequest, CredentialsResponse, ValidationResult
+from callvault.credentials.models import ExternalId, StorageCredentials
+from callvault.credentials.schemas import (
+    AwsRoleSetup,
+    CredentialsRequest,
+    CredentialsResponse,
+    ValidationResult,
+)
 from callvault.db import transaction, utcnow
-from callvault.errors import conflict, invalid, not_found
+from callvault.errors import ApiError, ErrorItem, conflict, invalid, not_found
 from callvault.outbound.addresses import refuse_reason
 from callvault.runtime import Runtime
+from callvault.storage import aws_roles
 from callvault.storage.base import StorageError
+from callvault.storage.configuration import CONNECTION_ID_KEY, EXTERNAL_ID_KEY
 from callvault.storage.factory import open_custom_store
 from callvault.storage.probe import probe_store
+from callvault.storage.registry import BY_BACKEND
+from callvault.storage.s3 import generic_bucket_error
 
 PROBE_TIMEOUT_SECS = 15
 
@@ -58,12 +69,54 @@ async def load_configuration(
     row = await repository.by_connection(session, connection_id)
     if row is None:
         return None
+    configuration = open_configuration(keyring, connection_id, row.configuration_sealed)
     return StoredCredentials(
         backend=row.backend,
-        configuration=open_configuration(keyring, connection_id, row.configuration_sealed),
+        configuration=await _for_opening(session, row.backend, connection_id, configuration),
         revision=row.revision,
         account_id=row.account_id,
     )
+
+
+def _uses_external_id(backend: str, configuration: dict[str, Any]) -> bool:
+    provider = BY_BACKEND.get(backend)
+    return provider is not None and provider.uses_external_id(configuration)
+
+
+async def _for_opening(
+    session: AsyncSession, backend: str, connection_id: str, configuration: dict[str, Any]
+) -> dict[str, Any]:
+    """The stored configuration plus what opening its store needs besides: for an assumed
+    role, the connection's ExternalId and id (never stored in the configuration, never
+    answered)."""
+    if not _uses_external_id(backend, configuration):
+        return configuration
+    found = await repository.external_id(session, connection_id)
+    return {
+        **configuration,
+        EXTERNAL_ID_KEY: found.external_id if found is not None else None,
+        CONNECTION_ID_KEY: connection_id,
+    }
+
+
+def new_external_id() -> str:
+    r"""AWS allows 2-1224 characters of [\w+=,.@:/-]; 128 random bits."""
+    return f"callvault-{secrets.token_hex(16)}"
+
+
+async def _ensure_external_id(session: AsyncSession, account_id: str, connection_id: str) -> str:
+    found = await repository.external_id(session, connection_id)
+    if found is not None:
+        return found.external_id
+    row = ExternalId(
+        connection_id=connection_id,
+        account_id=account_id,
+        external_id=new_external_id(),
+        created_at=utcnow(),
+    )
+    session.add(row)
+    await session.flush()
+    return row.external_id
 
 
 def _connection_not_found() -> Exception:
@@ -73,8 +126,10 @@ def _connection_not_found() -> Exception:
 def _response(
     connection_id: str, backend: str, configuration: dict[str, Any]
 ) -> CredentialsResponse:
+    provider = BY_BACKEND.get(backend)
+    derived = provider.derived_fields(configuration) if provider is not None else {}
     return CredentialsResponse.build(
-        connection_id, backend, masked_configuration(backend, configuration)
+        connection_id, backend, {**masked_configuration(backend, configuration), **derived}
     )
 
 
@@ -136,6 +191,8 @@ async def create(
         async with transaction(runtime.sessions) as session:
             if await _owned_row(session, account_id, connection_id) is not None:
                 raise _already_exists()
+            if _uses_external_id(request.backend, configuration):
+                await _ensure_external_id(session, account_id, connection_id)
             await repository.add(
                 session,
                 StorageCredentials(
@@ -190,6 +247,8 @@ async def replace(
             raise _connection_not_found()
         # resolved again against the row as it is now, in case another PUT came in between
         configuration = _resolved_configuration(keyring, connection_id, request, row)
+        if _uses_external_id(request.backend, configuration):
+            await _ensure_external_id(session, account_id, connection_id)
         row.backend = request.backend
         row.configuration_sealed = seal_configuration(keyring, connection_id, configuration)
         row.revision += 1
@@ -211,11 +270,14 @@ async def validate(runtime: Runtime, account_id: str, connection_id: str) -> Val
     """Probe the stored configuration live: write, read back and delete a small object."""
     async with runtime.sessions() as session:
         row = await _owned_row(session, account_id, connection_id)
-    if row is None:
-        raise _connection_not_found()
-    configuration = open_configuration(
-        runtime.settings.keyring, connection_id, row.configuration_sealed
-    )
+        if row is None:
+            raise _connection_not_found()
+        configuration = await _for_opening(
+            session,
+            row.backend,
+            connection_id,
+            open_configuration(runtime.settings.keyring, connection_id, row.configuration_sealed),
+        )
     endpoint = configuration.get("endpoint")
     if isinstance(endpoint, str):
         # the name may resolve elsewhere now than when it was saved
@@ -237,3 +299,37 @@ async def validate(runtime: Runtime, account_id: str, connection_id: str) -> Val
     if reason is not None:
         return ValidationResult(status="failed", detail=reason)
     return ValidationResult(status="ok")
+
+
+async def aws_role_setup(
+    runtime: Runtime, account_id: str, connection_id: str, bucket: str | None
+) -> AwsRoleSetup:
+    """What a customer needs to let callvault assume a role: the connection's ExternalId (made
+    now if it has none yet; works before any credentials exist), callvault's principal, the
+    trust policy and the least-privilege bucket policy."""
+    if bucket is not None and (reason := generic_bucket_error(bucket)) is not None:
+        raise invalid(f"bucket: {reason}", parameter="bucket")
+    try:
+        async with transaction(runtime.sessions) as session:
+            if await applications.for_account(session, account_id, connection_id) is None:
+                raise _connection_not_found()
+            external_id = await _ensure_external_id(session, account_id, connection_id)
+    except IntegrityError:  # a concurrent request made it first
+        async with runtime.sessions() as session:
+            found = await repository.external_id(session, connection_id)
+        if found is None:
+            raise
+        external_id = found.external_id
+    # callvault's own identity: asked of AWS_ENDPOINT_URL_STS or AWS's STS, never of a
+    # customer's s3-generic endpoint (no operator-signed request to an address nobody checked)
+    try:
+        principal = await asyncio.to_thread(aws_roles.principal_arn)
+    except aws_roles.RoleError as exc:
+        # the operator's setup, not the customer's request: answered as unavailable
+        raise ApiError(503, [ErrorItem("10009", "Service unavailable", exc.reason)]) from None
+    return AwsRoleSetup(
+        external_id=external_id,
+        principal_arn=principal,
+        trust_policy=aws_roles.trust_policy(principal, external_id),
+        permissions_policy=aws_roles.permissions_policy(bucket),
+    )

@@ -4,10 +4,11 @@ Import from here: `open_custom_store`, `open_default_store`, `probe_store`, `Sto
 """
 
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
-from callvault.storage.bucket_names import bucket_name_error
-from callvault.storage.factory import CUSTOM_BACKENDS, open_custom_store, open_default_store
+from callvault.storage.factory import open_custom_store, open_default_store
 from callvault.storage.local import LocalStore
 from callvault.storage.probe import probe_store
+from callvault.storage.registry import BACKENDS as CUSTOM_BACKENDS
+from callvault.storage.registry import bucket_name_error
 from callvault.storage.signed_links import sign_link, verify_link
 
 __all__ = [

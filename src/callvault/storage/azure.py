@@ -1,4 +1,6 @@
-"""Azure Blob Storage containers, through obstore's AzureStore.
+"""Azure Blob Storage containers, through obstore's AzureStore: everything about them —
+configuration model, naming rules, secrets, error codes, URLs, how a store opens. The registry
+(storage/registry.py) composes `AZURE`.
 
 Quirks kept here:
 - The blob endpoint comes from the template in CALLVAULT_AZURE_BLOB_ENDPOINT (default
@@ -17,13 +19,32 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, quote
 
 from obstore.store import AzureStore
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from callvault.storage import layout
-from callvault.storage.base import StorageError, StorageErrorKind
+from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
+from callvault.storage.configuration import (
+    MASK_NOTE,
+    MASK_PATTERN,
+    MASKED_ANSWER,
+    AnswerModel,
+    ConfigurationModel,
+    Provider,
+    Secret,
+    Text,
+    checked_bucket,
+    invalid,
+    looks_masked,
+    one_form,
+)
+from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Codes, Phrases
 from callvault.storage.obstore_store import (
     DEFAULT_CONCURRENCY,
     DEFAULT_PART_SIZE,
@@ -33,11 +54,104 @@ from callvault.storage.obstore_store import (
 )
 
 if TYPE_CHECKING:
-    from obstore.store import AzureAccessKey, AzureConfig
+    from obstore.store import AzureAccessKey, AzureConfig, AzureSASToken
 
+BACKEND = "azure"
+NOUN = "container"
 ENDPOINT_ENV = "CALLVAULT_AZURE_BLOB_ENDPOINT"
 DEFAULT_ENDPOINT_TEMPLATE = "https://{account_name}.blob.core.windows.net"
-_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+
+# ---- rules (pure)
+
+ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+_BASE64 = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_CONTAINER_CHARS = re.compile(r"^[a-z0-9-]+$")
+
+
+def container_name_error(name: str) -> str | None:
+    """None when `name` is a valid container name (Azure "Naming and referencing
+    containers"), else why not."""
+    if not 3 <= len(name) <= 63:
+        return "container name must be 3 to 63 characters long"
+    if not _CONTAINER_CHARS.match(name):
+        return "container name may contain only lowercase letters, digits and hyphens"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "container name must begin and end with a letter or digit"
+    if "--" in name:
+        return "container name must not contain two consecutive hyphens"
+    return None
+
+
+def account_name_error(name: str) -> str | None:
+    if not ACCOUNT_NAME.match(name):
+        return "account_name must be 3 to 24 lowercase letters and digits"
+    return None
+
+
+def account_key_error(key: str) -> str | None:
+    try:
+        decoded = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return "account_key must be base64"
+    if not decoded:
+        return "account_key must be base64"
+    return None
+
+
+@dataclass(frozen=True)
+class Sas:
+    """What a SAS token says about itself (its query parameters)."""
+
+    pairs: list[tuple[str, str]]
+    expires_at: datetime
+    permissions: str
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
+
+
+def parse_sas(token: str) -> Sas | str:
+    """The token's expiry and permissions, or why it cannot be a container SAS. Never repeats
+    the token (its `sig` is the secret)."""
+    pairs = parse_qsl(token.removeprefix("?"), keep_blank_values=True)
+    values = dict(pairs)
+    if not pairs or "sig" not in values:
+        return "sas_token must be a SAS token (the query string of a SAS URL, with sig=...)"
+    if values.get("sr", "c") != "c":
+        return "sas_token must be a container SAS (sr=c)"
+    if not values.get("se"):
+        return "sas_token has no expiry (se=...)"
+    try:
+        expires = datetime.fromisoformat(values["se"])
+    except ValueError:
+        return "sas_token's expiry (se) is not an ISO 8601 time"
+    expires = expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires.astimezone(UTC)
+    return Sas(pairs=pairs, expires_at=expires, permissions=values.get("sp", ""))
+
+
+def sas_error(token: str, now: datetime) -> str | None:
+    """Why `token` cannot be saved: malformed, already expired, or lacking create/write (to
+    upload) or read (callvault reads each recording back to verify it)."""
+    sas = parse_sas(token)
+    if isinstance(sas, str):
+        return sas
+    if sas.expired(now):
+        return f"sas_token expired at {iso(sas.expires_at)}"
+    if not set("cw") & set(sas.permissions):
+        return (
+            f"sas_token lacks create/write permission (sp={sas.permissions or 'none'}): "
+            "callvault needs create or write to upload, and read"
+        )
+    if "r" not in sas.permissions:
+        return (
+            f"sas_token lacks read permission (sp={sas.permissions}): callvault reads each "
+            "recording back to verify it"
+        )
+    return None
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def blob_endpoint(account_name: str) -> str:
@@ -46,7 +160,138 @@ def blob_endpoint(account_name: str) -> str:
     return template.replace("{account_name}", account_name).rstrip("/")
 
 
+def canonical_url(endpoint: str, container: str, key: str) -> str:
+    """`{endpoint}/{container}/{key}`, the key percent-encoded so that the URL stays valid."""
+    return f"{endpoint.rstrip('/')}/{container}/{quote(key, safe='/')}"
+
+
+ERROR_CODES: Codes = {
+    "AuthenticationFailed": (AUTH, "the account key is wrong"),
+    "AuthorizationFailure": (AUTH, "the account key is wrong or may not use this container"),
+    "AuthorizationPermissionMismatch": (AUTH, "the credentials may not use this container"),
+    "InvalidAuthenticationInfo": (AUTH, "the authentication information is invalid"),
+    "AccountIsDisabled": (AUTH, "the storage account is disabled"),
+    "ContainerNotFound": (NOT_FOUND, "no such container"),
+    "BlobNotFound": (NOT_FOUND, "no such blob"),
+    "InvalidResourceName": (NOT_FOUND, "the container name is invalid"),
+    "NoSuchBucket": (NOT_FOUND, "no such container"),
+    "ServerBusy": (TRANSIENT, "the storage is busy"),
+    "OperationTimedOut": (TRANSIENT, "the storage timed out"),
+    "InternalError": (TRANSIENT, "the storage had an internal error"),
+}
+# the bulk delete reports its error as a sentence, not as a code
+ERROR_PHRASES: Phrases = {
+    "The specified container does not exist": "ContainerNotFound",
+    "The specified blob does not exist": "BlobNotFound",
+}
+
+
+# ---- configuration models (Telnyx's shape)
+
+
+class AzureConfiguration(ConfigurationModel):
+    """Azure Blob Storage."""
+
+    model_config = ConfigDict(
+        # exactly one way in: the account key (Telnyx's shape) or a container SAS (ours)
+        json_schema_extra={"oneOf": [{"required": ["account_key"]}, {"required": ["sas_token"]}]}
+    )
+
+    backend: Literal["azure"] = "azure"
+    bucket: Text = Field(
+        description="The blob container to store recording files in (Azure naming rules: "
+        "no two consecutive hyphens).",
+        json_schema_extra={"pattern": r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"},
+    )
+    account_name: Text = Field(
+        description="Azure Blob Storage account name.",
+        json_schema_extra={"pattern": ACCOUNT_NAME.pattern},
+    )
+    account_key: Secret | None = Field(
+        default=None,
+        description="Azure Blob Storage account key (base64), " + MASK_NOTE + ". "
+        "Write-only: answered masked (all but the last 4 characters replaced by '*').",
+        json_schema_extra={"anyOf": [{"pattern": _BASE64}, {"pattern": MASK_PATTERN}]},
+    )
+    sas_token: Secret | None = Field(
+        default=None,
+        description="callvault extension, instead of account_key: a container SAS token "
+        "(the query string of a container SAS URL, with or without the leading '?') with "
+        "read and create or write permission, not expired; " + MASK_NOTE + ". Write-only: "
+        "answered masked. Its expiry is answered as sas_expires_at.",
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return checked_bucket(container_name_error, value)
+
+    @field_validator("account_name")
+    @classmethod
+    def _account_name(cls, value: str) -> str:
+        reason = account_name_error(value)
+        if reason is not None:
+            raise invalid("account_name", reason)
+        return value
+
+    @field_validator("account_key")
+    @classmethod
+    def _account_key(cls, value: str | None) -> str | None:
+        if value is None or looks_masked(value):
+            return value
+        reason = account_key_error(value)
+        if reason is not None:
+            raise invalid("account_key", reason)
+        return value
+
+    @field_validator("sas_token")
+    @classmethod
+    def _sas_token(cls, value: str | None) -> str | None:
+        if value is None or looks_masked(value):
+            return value
+        reason = sas_error(value, datetime.now(UTC))
+        if reason is not None:
+            raise invalid("sas_token", reason)
+        return value.removeprefix("?")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        return one_form(
+            data,
+            cls.__name__,
+            alternative="sas_token",
+            fields=("account_key",),
+            note="give either account_key or sas_token, not both",
+        )
+
+
+class AzureConfigurationData(AnswerModel):
+    backend: Literal["azure"] = "azure"
+    bucket: str
+    account_name: str
+    account_key: str | None = Field(default=None, description=MASKED_ANSWER)
+    sas_token: str | None = Field(default=None, description=MASKED_ANSWER)
+    sas_expires_at: str | None = Field(
+        default=None, description="When the SAS token expires (read from the token)."
+    )
+
+
+def derived_fields(configuration: Mapping[str, Any]) -> dict[str, Any]:
+    token = configuration.get("sas_token")
+    if not isinstance(token, str) or not token:
+        return {}
+    sas = parse_sas(token)
+    return {} if isinstance(sas, str) else {"sas_expires_at": iso(sas.expires_at)}
+
+
+SECRET_FIELDS = ("account_key", "sas_token")
+
+
 class AzureObjectStore(ObstoreObjectStore):
+    codes = ERROR_CODES
+    phrases = ERROR_PHRASES
+
     def __init__(
         self,
         store: AzureStore,
@@ -55,32 +300,74 @@ class AzureObjectStore(ObstoreObjectStore):
         account_name: str,
         endpoint: str,
         account_key: str,
+        sas: Sas | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             store,
-            backend="azure",
+            backend=BACKEND,
             bucket=container,
+            noun=NOUN,
             part_size=part_size,
             max_concurrency=max_concurrency,
-            secrets=[account_key],
+            secrets=[
+                account_key,
+                *(value for name, value in (sas.pairs if sas else []) if name == "sig"),
+            ],
         )
         self.account_name = account_name
         self.endpoint = endpoint
+        self.sas = sas
         self._azure = store
 
+    def check_sas(self) -> None:
+        """A SAS past its expiry: a permanent failure that says so (Azure would answer a bare
+        403), before any request."""
+        if self.sas is not None and self.sas.expired(datetime.now(UTC)):
+            raise self._refused(
+                f"the SAS token expired at {iso(self.sas.expires_at)} — save a new sas_token"
+            )
+
+    def _refused(self, cause: str) -> StorageError:
+        return StorageError.build(
+            StorageErrorKind.PERMANENT_AUTH,
+            self.backend,
+            self.bucket,
+            cause,
+            secrets=self._secrets,
+            noun=self.noun,
+        )
+
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        self.check_sas()
+        await super().put_file(key, path, content_type=content_type, metadata=metadata)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        self.check_sas()
+        return await super().head(key)
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        self.check_sas()
+        async for chunk in super().get_stream(key):
+            yield chunk
+
+    async def delete(self, key: str) -> None:
+        self.check_sas()
+        await super().delete(key)
+
     async def signed_get_url(self, key: str, expires_in: int) -> str:
+        if self.sas is not None:
+            # a link would have to carry the customer's own token, which must never leave
+            raise self._refused(
+                "download links cannot be signed with a SAS token (an account key can)"
+            )
         return await self.presigned_get(self._azure, key, expires_in)
 
     def canonical_url(self, key: str) -> str:
-        return layout.canonical_url(
-            "azure",
-            bucket=self.bucket,
-            key=key,
-            endpoint=self.endpoint,
-            account_name=self.account_name,
-        )
+        return canonical_url(self.endpoint, self.bucket, key)
 
 
 def open_azure(
@@ -93,28 +380,43 @@ def open_azure(
     container = str(configuration.get("bucket") or "")
     account_name = str(configuration.get("account_name") or "")
     account_key = str(configuration.get("account_key") or "")
+    sas_token = str(configuration.get("sas_token") or "")
 
-    def invalid(cause: str) -> StorageError:
+    def refused(cause: str) -> StorageError:
         return StorageError.build(
-            StorageErrorKind.PERMANENT_AUTH, "azure", container, cause, secrets=[account_key]
+            StorageErrorKind.PERMANENT_AUTH,
+            BACKEND,
+            container,
+            cause,
+            secrets=[account_key, sas_token],
+            noun=NOUN,
         )
 
-    if not _ACCOUNT_NAME.match(account_name):
-        raise invalid(
-            "invalid configuration — the account name must be 3-24 lowercase letters and digits"
-        )
-    if not account_key:
-        raise invalid("invalid configuration — the account key is required")
-    try:
-        base64.b64decode(account_key, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid("invalid configuration — the account key is not base64") from None
+    if reason := account_name_error(account_name):
+        raise refused(f"invalid configuration — {reason}")
+    sas: Sas | None = None
+    credential: AzureAccessKey | AzureSASToken
+    if sas_token:
+        parsed = parse_sas(sas_token)
+        if isinstance(parsed, str):
+            raise refused(f"invalid configuration — {parsed}")
+        if parsed.expired(datetime.now(UTC)):
+            raise refused(
+                f"the SAS token expired at {iso(parsed.expires_at)} — save a new sas_token"
+            )
+        sas = parsed
+        credential = {"sas_token": parsed.pairs, "expires_at": None}
+    else:
+        if not account_key:
+            raise refused("invalid configuration — the account key is required")
+        if reason := account_key_error(account_key):
+            raise refused(f"invalid configuration — {reason}")
+        credential = {"access_key": account_key, "expires_at": None}
 
     endpoint = blob_endpoint(account_name)
-    access_key: AzureAccessKey = {"access_key": account_key, "expires_at": None}
 
-    def provide() -> AzureAccessKey:
-        return access_key
+    def provide() -> AzureAccessKey | AzureSASToken:
+        return credential
 
     config: AzureConfig = {
         "account_name": account_name,
@@ -131,13 +433,35 @@ def open_azure(
             credential_provider=provide,
         )
     except Exception as exc:
-        raise invalid(f"invalid configuration — {type(exc).__name__}") from None
+        raise refused(f"invalid configuration — {type(exc).__name__}") from None
     return AzureObjectStore(
         store,
         container=container,
         account_name=account_name,
         endpoint=endpoint,
         account_key=account_key,
+        sas=sas,
         part_size=part_size,
         max_concurrency=max_concurrency,
     )
+
+
+def _open(
+    configuration: Mapping[str, Any],
+    *,
+    timeout_secs: float | None = None,
+    allow_private_networks: bool = True,
+) -> ObjectStore:
+    return open_azure(configuration, timeout_secs=timeout_secs)
+
+
+AZURE = Provider(
+    backend=BACKEND,
+    noun=NOUN,
+    configuration=AzureConfiguration,
+    answer=AzureConfigurationData,
+    secret_fields=SECRET_FIELDS,
+    bucket_name_error=container_name_error,
+    open=_open,
+    derived_fields=derived_fields,
+)

@@ -56,13 +56,15 @@ class StorageError(Exception):
         cause: str,
         *,
         secrets: Iterable[str] = (),
+        noun: str = "bucket",
     ) -> StorageError:
-        return cls(kind, backend, bucket, redact(f"{where(backend, bucket)}: {cause}", secrets))
+        subject = where(backend, bucket, noun)
+        return cls(kind, backend, bucket, redact(f"{subject}: {cause}", secrets))
 
 
-def where(backend: str, bucket: str) -> str:
-    """'s3 bucket x' / 'azure container x' / 'local store x': the reason's subject."""
-    noun = {"azure": "container", "local": "store"}.get(backend, "bucket")
+def where(backend: str, bucket: str, noun: str = "bucket") -> str:
+    """'s3 bucket x' / 'azure container x' / 'local store x': the reason's subject (each
+    provider module says what its buckets are called)."""
     return f"{backend} {noun} {bucket}"
 
 
@@ -109,7 +111,7 @@ class ObjectStore(Protocol):
     caller's mistake, such as an invalid key or metadata key).
     """
 
-    backend: str  # "s3" | "s3-generic" | "gcs" | "azure" | "local"
+    backend: str  # a provider's name (storage/registry.py) or "local"
     bucket: str
 
     async def put_file(

@@ -4,7 +4,8 @@
   resolution and connect, so this wrapper resolves the endpoint's host right before every
   operation that connects and refuses it when an address is not public (the same rule as
   webhooks: outbound/transport.py). A window remains between our lookup and obstore's own;
-  docs/security.md says what bounds it. Signing a URL connects nowhere and is not checked.
+  docs/security.md says what bounds it. Signing a URL connects nowhere and is not checked
+  (unless the store says it does: an assumed role may need a session from the endpoint's STS).
 - `without_cross_host_redirects`: obstore's HTTP client follows redirects, so an endpoint could
   send callvault (with the method and body of a PUT or DELETE) to any address. obstore has no
   redirect setting, but it has a proxy setting with exclusions: every host but the endpoint's
@@ -52,6 +53,7 @@ class EndpointCheckedStore:
         self.inner = inner
         self.backend = inner.backend
         self.bucket = inner.bucket
+        self.noun = str(getattr(inner, "noun", "bucket"))
         parts = urlsplit(endpoint)
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -100,6 +102,9 @@ class EndpointCheckedStore:
         await self.inner.delete(key)
 
     async def signed_get_url(self, key: str, expires_in: int) -> str:
+        if getattr(self.inner, "connects_to_sign", False):
+            # e.g. an assumed role: signing may first ask the endpoint's STS for a session
+            await self.check()
         return await self.inner.signed_get_url(key, expires_in)
 
     def canonical_url(self, key: str) -> str:

@@ -1,15 +1,17 @@
-"""From a provider's failure to (kind, cause): the table every provider module shares.
+"""From a provider's failure to (kind, cause): the machinery every provider module shares.
 
-obstore reports S3 and Azure failures as exceptions whose text carries the HTTP status, the
-service's XML error `<Code>` and the transport error kind; google-cloud-storage raises
-`GoogleAPICallError`s with a status code. Both are reduced to an error code or status here and
-looked up in one table, so the same fault reads the same on every backend. Causes are built only
+obstore reports failures as exceptions whose text carries the HTTP status, the service's XML
+error `<Code>` and the transport error kind; google-cloud-storage raises `GoogleAPICallError`s
+with a status code. Both are reduced to an error code or status here; codes are looked up in the
+provider's own table (its module owns it), statuses and transport failures in the shared ones
+below, so the same fault reads the same on every backend. Causes are built only
 from codes and statuses, never from raw provider text, so no credential can leak through them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from callvault.storage.base import StorageErrorKind
@@ -25,43 +27,11 @@ class Cause:
     text: str
 
 
-# Service error codes (S3 XML, Azure XML) -> kind and an explanation a customer can act on.
-_CODES: dict[str, tuple[StorageErrorKind, str]] = {
-    # S3 and S3-compatible
-    "SignatureDoesNotMatch": (AUTH, "the secret key is wrong"),
-    "InvalidAccessKeyId": (AUTH, "the access key id is unknown"),
-    "AccessDenied": (AUTH, "the credentials may not use this bucket"),
-    "InvalidToken": (AUTH, "the session token is invalid"),
-    "ExpiredToken": (AUTH, "the session token has expired"),
-    "AuthorizationHeaderMalformed": (AUTH, "the region does not match the bucket's"),
-    "AllAccessDisabled": (AUTH, "all access to this bucket is disabled"),
-    "AccountProblem": (AUTH, "the storage account has a problem"),
-    "NoSuchBucket": (NOT_FOUND, "no such bucket"),
-    "PermanentRedirect": (NOT_FOUND, "the bucket is in another region"),
-    "InvalidBucketName": (NOT_FOUND, "the bucket name is invalid"),
-    "NoSuchKey": (NOT_FOUND, "no such object"),
-    "RequestTimeTooSkewed": (TRANSIENT, "this server's clock differs from the storage's"),
-    "SlowDown": (TRANSIENT, "the storage asks to slow down"),
-    "ServiceUnavailable": (TRANSIENT, "the storage service is unavailable"),
-    "InternalError": (TRANSIENT, "the storage had an internal error"),
-    # Azure Blob
-    "AuthenticationFailed": (AUTH, "the account key is wrong"),
-    "AuthorizationFailure": (AUTH, "the account key is wrong or may not use this container"),
-    "AuthorizationPermissionMismatch": (AUTH, "the credentials may not use this container"),
-    "InvalidAuthenticationInfo": (AUTH, "the authentication information is invalid"),
-    "AccountIsDisabled": (AUTH, "the storage account is disabled"),
-    "ContainerNotFound": (NOT_FOUND, "no such container"),
-    "BlobNotFound": (NOT_FOUND, "no such blob"),
-    "InvalidResourceName": (NOT_FOUND, "the container name is invalid"),
-    "ServerBusy": (TRANSIENT, "the storage is busy"),
-    "OperationTimedOut": (TRANSIENT, "the storage timed out"),
-}
-
-# Azure's bulk delete reports its error as a sentence, not as a code
-_PHRASES = {
-    "The specified container does not exist": "ContainerNotFound",
-    "The specified blob does not exist": "BlobNotFound",
-}
+# A provider's service error codes (S3 XML, Azure XML) -> kind and an explanation a customer
+# can act on. Each provider module has its own table (s3.ERROR_CODES, azure.ERROR_CODES).
+Codes = Mapping[str, tuple[StorageErrorKind, str]]
+# errors some services report as a sentence rather than a code: sentence -> code
+Phrases = Mapping[str, str]
 
 # transport failures, most specific first: (pattern in the error text, cause)
 _TRANSPORT: tuple[tuple[str, str], ...] = (
@@ -82,13 +52,11 @@ _XML_CODE = re.compile(r"<Code>\s*([A-Za-z]+)\s*</Code>")
 _STATUS = re.compile(r"(?:status code: |status: |\(code: )(\d{3})")
 
 
-def cause_for_code(code: str, *, backend: str) -> Cause | None:
-    entry = _CODES.get(code)
+def cause_for_code(code: str, codes: Codes) -> Cause | None:
+    entry = codes.get(code)
     if entry is None:
         return None
     kind, text = entry
-    if code == "NoSuchBucket" and backend == "azure":
-        text = "no such container"
     return Cause(kind, f"{code} — {text}")
 
 
@@ -104,13 +72,15 @@ def cause_for_status(status: int, *, missing: str = "no such object") -> Cause:
     return Cause(AUTH, f"HTTP {status} — the storage rejected the request")
 
 
-def cause_from_text(text: str, *, backend: str, missing: str = "no such object") -> Cause | None:
+def cause_from_text(
+    text: str, *, codes: Codes, phrases: Phrases | None = None, missing: str = "no such object"
+) -> Cause | None:
     """Read a code, a status or a transport failure out of an obstore error's text."""
     match = _XML_CODE.search(text)
-    if match and (cause := cause_for_code(match.group(1), backend=backend)):
+    if match and (cause := cause_for_code(match.group(1), codes)):
         return cause
-    for phrase, phrase_code in _PHRASES.items():
-        if phrase in text and (cause := cause_for_code(phrase_code, backend=backend)):
+    for phrase, phrase_code in (phrases or {}).items():
+        if phrase in text and (cause := cause_for_code(phrase_code, codes)):
             return cause
     status = _STATUS.search(text)
     if status:

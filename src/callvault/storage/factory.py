@@ -7,15 +7,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from callvault.storage.azure import open_azure
 from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind
-from callvault.storage.bucket_names import bucket_name_error
-from callvault.storage.checked_endpoint import EndpointCheckedStore
-from callvault.storage.gcs import open_gcs
 from callvault.storage.local import LocalStore
-from callvault.storage.s3 import open_s3, open_s3_default
-
-CUSTOM_BACKENDS = ("s3", "s3-generic", "gcs", "azure")
+from callvault.storage.registry import BY_BACKEND
+from callvault.storage.s3 import open_s3_default
 
 
 def open_custom_store(
@@ -30,28 +25,29 @@ def open_custom_store(
 
     `timeout_secs` bounds each request and the client's own retries (the validate probe passes
     15); None means defaults sized for large uploads. Pass the setting `allow_private_networks`:
-    when False, an s3-generic endpoint that resolves to a non-public address is refused before
-    each request (checked_endpoint.py).
+    when False, a customer-chosen endpoint (s3-generic) that resolves to a non-public address is
+    refused before each request (checked_endpoint.py).
     """
     bucket = str(configuration.get("bucket") or "")
-    if backend not in CUSTOM_BACKENDS:
+    provider = BY_BACKEND.get(backend)
+    if provider is None:
         raise StorageError.build(
             StorageErrorKind.PERMANENT_AUTH, str(backend), bucket, "Unsupported backend"
         )
     # also keeps '/', '?' and the like out of request URLs
-    if problem := bucket_name_error(backend, bucket):
+    if problem := provider.bucket_name_error(bucket):
         raise StorageError.build(
-            StorageErrorKind.PERMANENT_NOT_FOUND, backend, bucket, f"invalid name — {problem}"
+            StorageErrorKind.PERMANENT_NOT_FOUND,
+            backend,
+            bucket,
+            f"invalid name — {problem}",
+            noun=provider.noun,
         )
-    if backend == "gcs":
-        return open_gcs(configuration, timeout_secs=timeout_secs)
-    if backend == "azure":
-        return open_azure(configuration, timeout_secs=timeout_secs)
-    store = open_s3(configuration, generic=backend == "s3-generic", timeout_secs=timeout_secs)
-    if backend == "s3-generic" and not allow_private_networks and store.endpoint:
-        # the customer chose this endpoint: its address is checked before every request
-        return EndpointCheckedStore(store, store.endpoint)
-    return store
+    return provider.open(
+        configuration,
+        timeout_secs=timeout_secs,
+        allow_private_networks=allow_private_networks,
+    )
 
 
 def open_default_store(

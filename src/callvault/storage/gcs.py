@@ -1,4 +1,9 @@
-"""Google Cloud Storage buckets, through the official google-cloud-storage client.
+"""Google Cloud Storage buckets, through the official google-cloud-storage client: everything
+about them — configuration model, naming rules, secrets, error mapping, URLs, how a store opens.
+The registry (storage/registry.py) composes `GCS`.
+
+Service-account impersonation and workload identity are not offered: no server here can check
+them (docs/storage.md).
 
 Why not obstore: its GCS path writes through the XML API, which no emulator implements, so it
 could not be tested here (see reference/test-backends.md).
@@ -17,21 +22,35 @@ Quirks kept here:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
+from pydantic import Field, field_validator
 
-from callvault.storage import layout
-from callvault.storage.base import ObjectInfo, StorageError, check_metadata
+from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, check_metadata
+from callvault.storage.configuration import (
+    MASK_NOTE,
+    MASKED_ANSWER,
+    AnswerModel,
+    ConfigurationModel,
+    Provider,
+    Secret,
+    checked_bucket,
+    invalid,
+    looks_masked,
+)
+from callvault.storage.configuration import Text as _Text
 from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Cause, cause_for_status
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
@@ -42,23 +61,72 @@ MAX_SIGNED_SECONDS = 7 * 24 * 3600  # V4 signing's limit
 _RESUMABLE_UNIT = 256 * 1024
 
 
+# ---- rules (pure)
+
+_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
+
+
+def bucket_name_error(name: str) -> str | None:
+    """None when `name` is a valid bucket name (Google Cloud "Bucket naming requirements"),
+    else why not."""
+    # up to 222 characters only when dotted, each dot-separated part at most 63
+    if not 3 <= len(name) <= (222 if "." in name else 63):
+        return "bucket name must be 3 to 63 characters long (up to 222 with dots)"
+    if not _BUCKET_CHARS.match(name):
+        return (
+            "bucket name may contain only lowercase letters, digits, hyphens, underscores and dots"
+        )
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "bucket name must begin and end with a letter or digit"
+    if any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        return "each dot-separated part of a bucket name must be 1 to 63 characters long"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "bucket name must not be formatted as an IP address"
+    if name.startswith("goog") or "google" in name:
+        return "bucket name must not begin with 'goog' or contain 'google'"
+    return None
+
+
+def service_account_error(value: str | Mapping[str, Any]) -> str | None:
+    """Why `value` is not a GCS service-account key JSON, or None. Never repeats the key."""
+    if isinstance(value, Mapping):
+        info: Any = dict(value)
+    else:
+        try:
+            info = json.loads(value)
+        except (TypeError, ValueError, RecursionError):
+            return "credentials must be the service-account key JSON (it is not valid JSON)"
+    if not isinstance(info, dict):
+        return "credentials must be a JSON object (a service-account key)"
+    if info.get("type") != "service_account":
+        return 'credentials must be a service-account key ("type": "service_account")'
+    for name in ("client_email", "private_key"):
+        field = info.get(name)
+        if not isinstance(field, str) or not field.strip():
+            return f"credentials must contain a non-empty string {name!r}"
+    return None
+
+
+def canonical_url(bucket: str, key: str) -> str:
+    """`gs://bucket/key`, the key as is (as the seed shows)."""
+    return f"gs://{bucket}/{key}"
+
+
 def load_credentials(
     raw: str | Mapping[str, Any],
 ) -> tuple[service_account.Credentials, str | None]:
     """(credentials, project id) from a service-account key; ValueError says what is wrong
     without repeating any of the key's content."""
-    if isinstance(raw, Mapping):
-        info: Any = dict(raw)
-    else:
-        try:
-            info = json.loads(raw)
-        except (TypeError, ValueError):
-            raise ValueError("the credentials are not valid JSON") from None
-    if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise ValueError("the credentials are not a service account key")
-    for field in ("client_email", "private_key", "token_uri"):
-        if not info.get(field):
-            raise ValueError(f"the credentials lack {field}")
+    reason = service_account_error(raw)
+    if reason is not None:
+        raise ValueError(reason)
+    info: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else json.loads(raw)
+    if not info.get("token_uri"):
+        raise ValueError("credentials must contain a non-empty string 'token_uri'")
     try:
         credentials = service_account.Credentials.from_service_account_info(
             info, scopes=SCOPES, always_use_jwt_access=True
@@ -67,6 +135,51 @@ def load_credentials(
         raise ValueError("the credentials' private key cannot be read") from None
     project = info.get("project_id")
     return credentials, str(project) if project else None
+
+
+# ---- configuration models (Telnyx's shape)
+
+
+class GcsConfiguration(ConfigurationModel):
+    """Google Cloud Storage."""
+
+    backend: Literal["gcs"] = "gcs"
+    bucket: _Text = Field(
+        description="Name of the bucket to be used to store recording files (GCS naming rules).",
+        json_schema_extra={"pattern": r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"},
+    )
+    credentials: Secret = Field(
+        description=(
+            "The service-account key JSON as a string (type service_account, with "
+            "client_email and private_key), " + MASK_NOTE + ". Write-only: answered masked "
+            "(all but the last 4 characters replaced by '*')."
+        ),
+        json_schema_extra={"contentMediaType": "application/json"},
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return checked_bucket(bucket_name_error, value)
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials(cls, value: str) -> str:
+        if looks_masked(value):
+            return value
+        reason = service_account_error(value)
+        if reason is not None:
+            raise invalid("gcs_credentials", reason)
+        return value
+
+
+class GcsConfigurationData(AnswerModel):
+    backend: Literal["gcs"] = "gcs"
+    bucket: str
+    credentials: str = Field(description=MASKED_ANSWER)
+
+
+SECRET_FIELDS = ("credentials",)
 
 
 class GcsObjectStore:
@@ -174,7 +287,7 @@ class GcsObjectStore:
         return str(url)
 
     def canonical_url(self, key: str) -> str:
-        return layout.canonical_url("gcs", bucket=self.bucket, key=key)
+        return canonical_url(self.bucket, key)
 
     async def _call(self, fn: Any, *, operation: str) -> Any:
         try:
@@ -245,3 +358,23 @@ def open_gcs(
         timeout_secs=timeout_secs,
         part_size=part_size,
     )
+
+
+def _open(
+    configuration: Mapping[str, Any],
+    *,
+    timeout_secs: float | None = None,
+    allow_private_networks: bool = True,
+) -> ObjectStore:
+    return open_gcs(configuration, timeout_secs=timeout_secs)
+
+
+GCS = Provider(
+    backend="gcs",
+    noun="bucket",
+    configuration=GcsConfiguration,
+    answer=GcsConfigurationData,
+    secret_fields=SECRET_FIELDS,
+    bucket_name_error=bucket_name_error,
+    open=_open,
+)

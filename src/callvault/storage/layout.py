@@ -1,4 +1,5 @@
-"""Where a recording lands: object keys, content types and canonical URLs. Pure functions.
+"""Where a recording lands: object keys and content types. Pure functions. (Each provider
+module has its own canonical URL form.)
 
 Key layout (from the Telnyx seed): `{account_id}/{YYYY-MM-DD}/{leaf}-{unix start seconds}[.ext]`,
 date and seconds of the recording's start in UTC, leaf = custom_file_name or call_leg_id.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import quote
 
 Format = Literal["wav", "mp3"]
 
@@ -48,37 +48,3 @@ def extension_for(format: str) -> str:
     if format not in _CONTENT_TYPES:
         raise ValueError(f"unknown recording format {format!r}")
     return format
-
-
-def azure_default_endpoint(account_name: str) -> str:
-    return f"https://{account_name}.blob.core.windows.net"
-
-
-def canonical_url(
-    backend: str,
-    *,
-    bucket: str,
-    key: str,
-    endpoint: str | None = None,
-    account_name: str | None = None,
-) -> str:
-    """The recording_urls value for an object in custom storage.
-
-    `s3://` and `gs://` URIs carry the key as is (as the seed shows); the HTTP forms percent-
-    encode it so that the URL stays valid for any key.
-    """
-    if backend == "s3":
-        return f"s3://{bucket}/{key}"
-    if backend == "gcs":
-        return f"gs://{bucket}/{key}"
-    if backend == "azure":
-        if endpoint is None:
-            if not account_name:
-                raise ValueError("azure needs endpoint or account_name")
-            endpoint = azure_default_endpoint(account_name)
-        return f"{endpoint.rstrip('/')}/{bucket}/{quote(key, safe='/')}"
-    if backend == "s3-generic":
-        if not endpoint:
-            raise ValueError("s3-generic needs its endpoint")
-        return f"{endpoint.rstrip('/')}/{bucket}/{quote(key, safe='/')}"
-    raise ValueError(f"no canonical URL form for backend {backend!r}")

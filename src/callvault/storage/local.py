@@ -51,6 +51,7 @@ READ_CHUNK = 1024 * 1024
 
 class LocalStore:
     backend = "local"
+    noun = "store"
 
     def __init__(self, root: Path, public_url: str, link_secret: bytes) -> None:
         if not link_secret:
@@ -180,7 +181,11 @@ class LocalStore:
                 yield bytes(chunk)
         except FileNotFoundError:
             raise StorageError.build(
-                StorageErrorKind.PERMANENT_NOT_FOUND, "local", self.bucket, "no such object"
+                StorageErrorKind.PERMANENT_NOT_FOUND,
+                "local",
+                self.bucket,
+                "no such object",
+                noun=self.noun,
             ) from None
         except Exception as exc:
             raise self._error(exc) from None
@@ -215,7 +220,9 @@ class LocalStore:
     def _error(self, exc: BaseException) -> StorageError:
         # disk full, permissions, I/O errors: the operator can fix them, so retrying helps
         name = getattr(exc, "strerror", None) or type(exc).__name__
-        return StorageError.build(StorageErrorKind.TRANSIENT, "local", self.bucket, str(name))
+        return StorageError.build(
+            StorageErrorKind.TRANSIENT, "local", self.bucket, str(name), noun=self.noun
+        )
 
 
 def _write_durably(target: Path, fill: Callable[[BinaryIO], object], temp_dir: Path) -> None:

@@ -20,7 +20,7 @@ from callvault.storage.base import (
     StorageErrorKind,
     check_metadata,
 )
-from callvault.storage.error_mapping import TRANSIENT, Cause, cause_from_text
+from callvault.storage.error_mapping import TRANSIENT, Cause, Codes, Phrases, cause_from_text
 
 if TYPE_CHECKING:
     from obstore.store import AzureStore, ClientConfig, RetryConfig, S3Store
@@ -69,18 +69,24 @@ def retry_config(timeout_secs: float | None) -> RetryConfig:
 class ObstoreObjectStore:
     """put/head/get/delete over any obstore store; subclasses add signing and URLs."""
 
+    # service error codes this provider explains its own way (error_mapping.explain)
+    codes: Codes = {}
+    phrases: Phrases = {}
+
     def __init__(
         self,
         store: S3Store | AzureStore | Any,
         *,
         backend: str,
         bucket: str,
+        noun: str = "bucket",
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_CONCURRENCY,
         secrets: Iterable[str] = (),
     ) -> None:
         self.backend = backend
         self.bucket = bucket
+        self.noun = noun
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self._store = store
@@ -159,12 +165,12 @@ class ObstoreObjectStore:
         return self._build(self.cause(exc, missing=missing))
 
     def cause(self, exc: BaseException, *, missing: str = "no such object") -> Cause:
-        found = cause_from_text(str(exc), backend=self.backend, missing=missing)
+        found = cause_from_text(str(exc), codes=self.codes, phrases=self.phrases, missing=missing)
         return found if found is not None else _cause_from_type(exc, missing)
 
     def _build(self, cause: Cause) -> StorageError:
         return StorageError.build(
-            cause.kind, self.backend, self.bucket, cause.text, secrets=self._secrets
+            cause.kind, self.backend, self.bucket, cause.text, secrets=self._secrets, noun=self.noun
         )
 
 

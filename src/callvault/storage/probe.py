@@ -17,14 +17,20 @@ from callvault.storage.base import ObjectStore, StorageError, where
 PROBE_PREFIX = "callvault-probe/"
 
 
+def _noun(store: ObjectStore) -> str:
+    return str(getattr(store, "noun", "bucket"))
+
+
 async def probe_store(store: ObjectStore, timeout_secs: float = 15) -> str | None:
-    """None when put, head and delete all work; else the reason, e.g.
-    "s3 bucket x: SignatureDoesNotMatch — the secret key is wrong"."""
+    """None when put, head and delete all work; else the reason and the step that failed, e.g.
+    "s3 bucket x: SignatureDoesNotMatch — the secret key is wrong (failed at: write)"."""
     key = f"{PROBE_PREFIX}{uuid.uuid4()}"
+    subject = where(store.backend, store.bucket, _noun(store))
     body = f"callvault storage probe {key}\n".encode()
     # keep a slice of the budget for the clean-up delete, so the whole stays within timeout
     cleanup_budget = min(3.0, timeout_secs / 5)
     uploaded = False
+    step = "write"
     with tempfile.TemporaryDirectory(prefix="callvault-probe-") as tmp:
         path = Path(tmp) / "probe"
         path.write_bytes(body)
@@ -34,24 +40,25 @@ async def probe_store(store: ObjectStore, timeout_secs: float = 15) -> str | Non
                     key, path, content_type="text/plain", metadata={"purpose": "probe"}
                 )
                 uploaded = True
+                step = "read back"
                 info = await store.head(key)
                 if info is None:
-                    return (
-                        f"{where(store.backend, store.bucket)}: the probe object was "
-                        "written but cannot be found"
-                    )
+                    return f"{subject}: the probe object was written but cannot be found"
                 if info.size != len(body):
                     return (
-                        f"{where(store.backend, store.bucket)}: the probe object reads "
+                        f"{subject}: the probe object reads "
                         f"back {info.size} bytes instead of {len(body)}"
                     )
+                step = "delete"
                 await store.delete(key)
                 uploaded = False
         except StorageError as exc:
-            return exc.reason
+            if exc.reason.split(": ", 1)[-1].startswith("AssumeRole"):
+                step = "assume role"
+            return f"{exc.reason} (failed at: {step})"
         except TimeoutError:
             return (
-                f"{where(store.backend, store.bucket)}: timed out after {timeout_secs:g} s — "
+                f"{subject}: timed out after {timeout_secs:g} s — "
                 "the storage endpoint did not answer"
             )
         finally:
