@@ -104,10 +104,6 @@ async def test_statements_and_fsynced_commits_per_recording(
         configuration = s3_generic(seaweedfs, new_bucket(seaweedfs))
         await set_credentials(api, account.api_key, connection_id, "s3-generic", configuration)
     await start_worker(poll_seconds=60.0, lease_seconds=600.0)
-    # warm-up: the worker's first claim and the store's client are not what a recording costs
-    await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.2))
-    await webhook_receiver.wait_for(1, within=60)
-
     checks = make_engine(runtime.settings.database_url)  # not counted
 
     async def settled(recording_id: str) -> bool:
@@ -127,6 +123,11 @@ async def test_statements_and_fsynced_commits_per_recording(
         staging_gone = storage == "default" or row.default_store_key is None
         delivered = [e.status for e in events] == ["delivered"]
         return row.status == "stored" and staging_gone and delivered
+
+    # warm-up: the worker's first claim and the store's client are not what a recording costs
+    warm_up, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.2))
+    await webhook_receiver.wait_for(1, within=60)
+    await _wait(lambda: settled(warm_up), "warm-up recording settled")
 
     counter = SqlCounter()
     counter.attach(runtime.engine)

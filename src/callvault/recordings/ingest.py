@@ -9,31 +9,43 @@ answered with the existing row (200) and stores nothing; two concurrent first se
 table's unique constraint (`INSERT … ON CONFLICT DO NOTHING RETURNING`) and the loser answers
 with the winner's row.
 
-Database work per new recording (issue 14): one read when the metadata arrives (account,
-encryption key, repeat, key in use: `IngestPlan`) and one INSERT in one transaction.
+Database work per new recording (issue 14): one read when the metadata arrives (application,
+account, encryption key, custom storage or not, repeat, key in use: `IngestPlan`) and one
+transaction: the INSERT, leased to this process's worker when it has a free slot (`Inbox`:
+the worker then takes the job from memory, no claim and no re-read). A connection without
+custom storage needs no worker step: its recording is inserted `stored` (the default store is
+its final place) with its `call.recording.saved` event, in the same transaction, and the event
+is what is handed over.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
 
 from callvault import metrics
+from callvault.accounts.models import Account
+from callvault.applications.models import Application
 from callvault.db import transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.encryption_keys.scheme import Recipient
 from callvault.errors import ApiError, ErrorItem, invalid
 from callvault.recordings import repository
-from callvault.recordings.models import RecordingStatus
+from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
 from callvault.recordings.upload import ReceivedUpload
-from callvault.runtime import Runtime
+from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
 from callvault.storage.layout import content_type_for, extension_for, object_key
 from callvault.storage.local import LocalStore
+from callvault.webhooks import service as webhooks
+from callvault.webhooks.models import WebhookEvent
+from callvault.webhooks.repository import DeliveryContext
 
 log = structlog.get_logger("callvault.ingest")
 
@@ -137,7 +149,7 @@ async def _ingest(
         log.info("recording received again", recording_id=context.existing_id)
         existing_status = context.existing_status or RecordingStatus.RECEIVED
         return IngestOutcome(context.existing_id, existing_status, created=False)
-    account_id = context.account_id
+    account_id = context.application.account_id
     key = default_store_key(account_id, meta)
     if context.key_taken or key in runtime.ingest_keys:
         # another recording of this leaf started in the same second (a reused
@@ -146,13 +158,26 @@ async def _ingest(
         key = default_store_key(account_id, meta, disambiguator=recording_id[:8])
     runtime.ingest_keys.add(key)
     try:
-        return await _store(runtime, upload, recording_id, account_id, key)
+        return await _store(runtime, upload, recording_id, context, key)
     finally:
         runtime.ingest_keys.discard(key)
 
 
+@dataclass(frozen=True)
+class NewRecording:
+    """What the in-process worker gets for a recording ingest handed over (`Handoff`)."""
+
+    recording: Recording
+    application: Application
+    account: Account
+
+
 async def _store(
-    runtime: Runtime, upload: ReceivedUpload, recording_id: str, account_id: str, key: str
+    runtime: Runtime,
+    upload: ReceivedUpload,
+    recording_id: str,
+    context: repository.IngestContext,
+    key: str,
 ) -> IngestOutcome:
     meta = upload.metadata
     content_type = encryption.stored_content_type(
@@ -180,9 +205,15 @@ async def _store(
         raise store_unavailable(exc) from None
 
     now = utcnow()
-    values = dict(
+    # with custom storage the worker copies it there; else the default store is its final
+    # place already: stored, and its `call.recording.saved` made, in the same transaction
+    custom = context.has_custom_storage
+    inbox = runtime.inbox
+    lease_until = inbox.reserve() if inbox is not None else None
+    owner = inbox.owner if inbox is not None and lease_until is not None else None
+    values: dict[str, Any] = dict(
         id=recording_id,
-        account_id=account_id,
+        account_id=context.application.account_id,
         connection_id=meta.connection_id,
         call_control_id=meta.call_control_id,
         call_leg_id=meta.call_leg_id,
@@ -197,29 +228,49 @@ async def _store(
         sha256=upload.sha256,
         duration_millis=upload.audio.duration_millis,
         encryption_details=upload.encryption_details,
-        status=RecordingStatus.RECEIVED,
+        status=RecordingStatus.RECEIVED if custom else RecordingStatus.STORED,
         default_store_key=key,
         attempts=0,
-        next_attempt_at=now,
+        next_attempt_at=now if custom else None,
+        lease_owner=owner if custom else None,
+        lease_until=lease_until if custom else None,
         created_at=now,
         updated_at=now,
     )
+    recording = Recording(**values)  # in memory: the event's payload, the worker's job
+    link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
+    event = None
     try:
         async with transaction(runtime.sessions) as session:
             inserted = await repository.insert_new(session, values)
+            if inserted and not custom:
+                event = await webhooks.record_saved(
+                    session,
+                    recording,
+                    recording_url=link,
+                    lease_owner=owner,
+                    lease_until=lease_until if owner else None,
+                    application=context.application,
+                )
     except IntegrityError:
+        if inbox is not None and lease_until is not None:
+            inbox.cancel()
         # not the natural key (ON CONFLICT took care of it): e.g. the account vanished
         await _forget_object(runtime, key)
         raise ApiError(
             409, [ErrorItem("10003", "Conflict", "The recording was not stored.")]
         ) from None
     except BaseException:
+        if inbox is not None and lease_until is not None:
+            inbox.cancel()
         await _forget_object(runtime, key)
         raise
     if not inserted:
+        if inbox is not None and lease_until is not None:
+            inbox.cancel()
         return await _lost_race(runtime, upload, key)
 
-    runtime.work_ready.set()
+    _hand_over(runtime, inbox, lease_until, recording, event, context)
     metrics.RECORDINGS_INGESTED.inc()
     metrics.RECORDING_BYTES_INGESTED.inc(upload.size)
     log.info(
@@ -230,7 +281,38 @@ async def _store(
         size_bytes=upload.size,
         duration_millis=upload.audio.duration_millis,
     )
+    if not custom:
+        log.info("recording stored", recording_id=recording_id, location="default")
+    # the 202 says `received` whatever comes next (the pinned interface)
     return IngestOutcome(recording_id, RecordingStatus.RECEIVED, created=True)
+
+
+def _hand_over(
+    runtime: Runtime,
+    inbox: Inbox | None,
+    lease_until: datetime | None,
+    recording: Recording,
+    event: WebhookEvent | None,
+    context: repository.IngestContext,
+) -> None:
+    """The committed job to this process's worker, in memory (it was written leased to it);
+    without a lease (no worker here, or none free) the workers' claim takes it."""
+    if inbox is None or lease_until is None:
+        runtime.work_ready.set()
+        return
+    if recording.status == RecordingStatus.RECEIVED:
+        job = NewRecording(recording, context.application, context.account)
+        inbox.hand(Handoff("recording", recording.id, job))
+    elif event is not None:
+        delivery = DeliveryContext(
+            event=event,
+            application=context.application,
+            account=context.account,
+            recording=recording,
+        )
+        inbox.hand(Handoff("event", event.id, delivery))
+    else:
+        inbox.cancel()
 
 
 def default_store_key(account_id: str, meta: IngestMetadata, disambiguator: str = "") -> str:

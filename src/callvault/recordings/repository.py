@@ -12,7 +12,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from callvault.accounts.models import Account
 from callvault.applications.models import Application
+from callvault.credentials.models import StorageCredentials
 from callvault.encryption_keys.models import RecordingEncryptionKey
 from callvault.recordings.models import Recording, RecordingStatus
 
@@ -31,7 +33,9 @@ class RecordingFilter:
 class IngestContext:
     """What ingest needs to know before it stores a recording, read in one statement."""
 
-    account_id: str
+    application: Application
+    account: Account
+    has_custom_storage: bool  # the connection has storage credentials
     existing_id: str | None  # the recording already accepted under this natural key
     existing_status: str | None
     key_taken: bool  # a live recording's bytes sit under the default-store key
@@ -51,16 +55,20 @@ async def ingest_context(
     """The application's account and encryption key, the recording of this natural key (a
     repeat) and whether `{account_id}{key_after_account}` is taken; None without application.
 
-    One statement instead of four lookups (issue 14's statement budget)."""
+    One statement instead of four lookups (issue 14's statement budget); the application and
+    account rows come along for the webhook a default-store recording gets at once."""
     existing = aliased(Recording)
     other = aliased(Recording)
     key_taken = exists().where(
         other.default_store_key == Application.account_id + key_after_account,
         other.status != RecordingStatus.DELETED,
     )
+    has_credentials = exists().where(StorageCredentials.connection_id == Application.id)
     query = (
         select(
-            Application.account_id,
+            Application,
+            Account,
+            has_credentials,
             existing.id,
             existing.status,
             key_taken,
@@ -68,6 +76,7 @@ async def ingest_context(
             RecordingEncryptionKey.fingerprint,
             RecordingEncryptionKey.public_key_pem,
         )
+        .join(Account, Account.id == Application.account_id)
         .outerjoin(
             existing,
             (existing.connection_id == Application.id)
@@ -85,13 +94,15 @@ async def ingest_context(
     if row is None:
         return None
     return IngestContext(
-        account_id=row[0],
-        existing_id=row[1],
-        existing_status=row[2],
-        key_taken=bool(row[3]),
-        key_id=row[4],
-        key_fingerprint=row[5],
-        key_public_pem=row[6],
+        application=row[0],
+        account=row[1],
+        has_custom_storage=bool(row[2]),
+        existing_id=row[3],
+        existing_status=row[4],
+        key_taken=bool(row[5]),
+        key_id=row[6],
+        key_fingerprint=row[7],
+        key_public_pem=row[8],
     )
 
 

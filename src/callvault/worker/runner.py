@@ -19,18 +19,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.db import transaction, utcnow
+from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording
-from callvault.runtime import Runtime
+from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.scratch import reclaim
-from callvault.webhooks.delivery import Deliverer
+from callvault.webhooks.delivery import Also, Deliverer
 from callvault.webhooks.models import WebhookEvent
+from callvault.webhooks.repository import DeliveryContext
 from callvault.worker import repository as jobs
 from callvault.worker.repository import JobModel
 from callvault.worker.uploads import (
     UploadContext,
     delete_staging_copy,
+    delete_staging_object,
     process_recording,
     sweep_staging_copies,
 )
@@ -78,6 +82,10 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.deliverer: Deliverer | None = None
         self.uploads: UploadContext | None = None
+        self.inbox: Inbox | None = None
+        # the claim runs when work may be due that this worker was not handed: at start,
+        # when work is announced, when the last claim filled every free slot, every poll
+        self._claim_due = True
 
     # lifecycle
     async def start(self) -> None:
@@ -85,12 +93,19 @@ class Worker:
         await asyncio.to_thread(reclaim_scratch, self.runtime.settings.data_dir)
         self.deliverer = Deliverer(self.runtime, rng=self.rng, schedule=self.webhook_schedule)
         self.uploads = UploadContext(self.runtime, self.owner, self.lease_seconds, rng=self.rng)
+        # jobs committed by this process come in through the inbox, already leased to us
+        self.inbox = Inbox(
+            self.owner, self.lease_seconds, lambda: self.concurrency - len(self._tasks)
+        )
+        self.runtime.inbox = self.inbox
         self._loop_task = asyncio.create_task(self._run(), name=f"{self.owner} loop")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"{self.owner} beat")
         log.info("worker started", owner=self.owner, concurrency=self.concurrency)
 
     async def stop(self) -> None:
         """Stop claiming; let running jobs finish (up to drain_seconds); release the rest."""
+        if self.inbox is not None and self.runtime.inbox is self.inbox:
+            self.runtime.inbox = None  # nothing more is handed over; what is, still runs
         self._stopping.set()
         self._slot_freed.set()
         if self._loop_task is not None:
@@ -113,33 +128,56 @@ class Worker:
     async def _run(self) -> None:
         next_sweep = 0.0
         loop = asyncio.get_running_loop()
+        next_poll = loop.time()
+        assert self.inbox is not None
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + SWEEP_EVERY_SECS
                     self._spawn(self._sweep(), None, None)
+                for job in self.inbox.take():
+                    self._take(job)
                 # cleared before claiming: work announced from here on wakes the next wait
+                if self.runtime.work_ready.is_set() or loop.time() >= next_poll:
+                    self._claim_due = True
                 self.runtime.work_ready.clear()
                 self._slot_freed.clear()
-                claimed = await self._claim(self.concurrency - len(self._tasks))
+                free = self.concurrency - len(self._tasks) - self.inbox.reserved
+                claimed: list[tuple[JobModel, str]] = []
+                if self._claim_due and free > 0:
+                    claimed = await self._claim(free)
+                    next_poll = loop.time() + self.poll_seconds
+                    # a full batch: there may be more due rows; else wait to be told (or poll)
+                    self._claim_due = len(claimed) >= free
                 for model, job_id in claimed:
                     self._held[job_id] = model
                     self._spawn(self._run_job(model, job_id), model, job_id)
                 if len(self._tasks) >= self.concurrency:
-                    await self._wait_for(self._slot_freed, self._stopping)
+                    await self._wait_for(self._slot_freed, self._stopping, self.inbox.ready)
                     continue
-                if claimed:
+                if claimed and self._claim_due:
                     continue  # there may be more due rows than one batch
                 await self._wait_for(
                     self.runtime.work_ready,
                     self._slot_freed,
                     self._stopping,
-                    at_most=self.poll_seconds,
+                    self.inbox.ready,
+                    at_most=max(0.0, next_poll - loop.time()),
                 )
             except Exception:
                 # the database may be away for a moment: keep the worker alive and try again
                 log.exception("worker loop error", owner=self.owner)
+                self._claim_due = True
                 await self._wait_for(self._stopping, at_most=self.poll_seconds)
+
+    def _take(self, job: Handoff) -> None:
+        """A job handed over by this process (leased to us in its own transaction)."""
+        if job.kind == "recording" and isinstance(job.payload, NewRecording):
+            self._held[job.job_id] = Recording
+            self._spawn(self._run_new_recording(job.payload), Recording, job.job_id)
+        elif job.kind == "event" and isinstance(job.payload, DeliveryContext):
+            self._held[job.job_id] = WebhookEvent
+            self._spawn(self._deliver_known(job.payload), WebhookEvent, job.job_id)
 
     @staticmethod
     async def _wait_for(*events: asyncio.Event, at_most: float | None = None) -> None:
@@ -205,17 +243,52 @@ class Worker:
         with structlog.contextvars.bound_contextvars(recording_id=recording_id):
             await self._process(recording_id)
 
-    async def _process(self, recording_id: str) -> None:
+    async def _run_new_recording(self, new: NewRecording) -> None:
+        recording_id = new.recording.id
+        try:
+            with structlog.contextvars.bound_contextvars(recording_id=recording_id):
+                await self._process(recording_id, new)
+        finally:
+            self._held.pop(recording_id, None)
+
+    async def _process(self, recording_id: str, new: NewRecording | None = None) -> None:
         assert self.uploads is not None
-        outcome = await process_recording(self.uploads, recording_id)
+        outcome = await process_recording(self.uploads, recording_id, new)
         # its lease was cleared with the state change (or it was not ours anymore)
         self._held.pop(recording_id, None)
-        if outcome.event_id is not None:
-            self._held[outcome.event_id] = WebhookEvent
-            await self._deliver(outcome.event_id)
+        staging_key = outcome.staging_key
+        if outcome.event_id is None or outcome.delivery is None:
+            if outcome.event_id is not None:
+                self._held[outcome.event_id] = WebhookEvent
+                await self._deliver(outcome.event_id)
+                self._held.pop(outcome.event_id, None)
+            if staging_key is not None:
+                await delete_staging_copy(self.runtime, recording_id, staging_key)
+            return
+        # the customer's copy is verified and committed: the staging object goes now, and
+        # its key is cleared in the webhook round's own transaction (one commit fewer; a
+        # crash in between is finished by the sweep, as before)
+        forget: Also | None = None
+        if staging_key is not None and await delete_staging_object(
+            self.runtime, recording_id, staging_key
+        ):
+
+            async def forget(session: AsyncSession) -> None:
+                await jobs.forget_staging_key(session, recording_id, staging_key)
+
+        self._held[outcome.event_id] = WebhookEvent
+        try:
+            assert self.deliverer is not None
+            await self.deliverer.deliver_known(outcome.delivery, self.owner, also=forget)
+        finally:
             self._held.pop(outcome.event_id, None)
-        if outcome.staging_key is not None:
-            await delete_staging_copy(self.runtime, recording_id, outcome.staging_key)
+
+    async def _deliver_known(self, context: DeliveryContext) -> None:
+        assert self.deliverer is not None
+        try:
+            await self.deliverer.deliver_known(context, self.owner)
+        finally:
+            self._held.pop(context.event.id, None)
 
     async def _deliver(self, event_id: str) -> None:
         assert self.deliverer is not None
