@@ -15,8 +15,10 @@ import contextlib
 import random
 import signal
 import uuid
+from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -174,10 +176,29 @@ class Worker:
         """A job handed over by this process (leased to us in its own transaction)."""
         if job.kind == "recording" and isinstance(job.payload, NewRecording):
             self._held[job.job_id] = Recording
-            self._spawn(self._run_new_recording(job.payload), Recording, job.job_id)
+            self._spawn(
+                self._run_handed(job.job_id, self._run_new_recording(job.payload)),
+                Recording,
+                job.job_id,
+            )
         elif job.kind == "event" and isinstance(job.payload, DeliveryContext):
             self._held[job.job_id] = WebhookEvent
-            self._spawn(self._deliver_known(job.payload), WebhookEvent, job.job_id)
+            self._spawn(
+                self._run_handed(job.job_id, self._deliver_known(job.payload)),
+                WebhookEvent,
+                job.job_id,
+            )
+
+    async def _run_handed(self, job_id: str, job: Coroutine[Any, Any, None]) -> None:
+        """As `_run_job`: a cancelled job stays held (stop() releases its lease)."""
+        try:
+            await job
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._held.pop(job_id, None)
+            raise
+        self._held.pop(job_id, None)
 
     @staticmethod
     async def _wait_for(*events: asyncio.Event, at_most: float | None = None) -> None:
@@ -244,12 +265,8 @@ class Worker:
             await self._process(recording_id)
 
     async def _run_new_recording(self, new: NewRecording) -> None:
-        recording_id = new.recording.id
-        try:
-            with structlog.contextvars.bound_contextvars(recording_id=recording_id):
-                await self._process(recording_id, new)
-        finally:
-            self._held.pop(recording_id, None)
+        with structlog.contextvars.bound_contextvars(recording_id=new.recording.id):
+            await self._process(new.recording.id, new)
 
     async def _process(self, recording_id: str, new: NewRecording | None = None) -> None:
         assert self.uploads is not None
@@ -277,18 +294,13 @@ class Worker:
                 await jobs.forget_staging_key(session, recording_id, staging_key)
 
         self._held[outcome.event_id] = WebhookEvent
-        try:
-            assert self.deliverer is not None
-            await self.deliverer.deliver_known(outcome.delivery, self.owner, also=forget)
-        finally:
-            self._held.pop(outcome.event_id, None)
+        assert self.deliverer is not None
+        await self.deliverer.deliver_known(outcome.delivery, self.owner, also=forget)
+        self._held.pop(outcome.event_id, None)
 
     async def _deliver_known(self, context: DeliveryContext) -> None:
         assert self.deliverer is not None
-        try:
-            await self.deliverer.deliver_known(context, self.owner)
-        finally:
-            self._held.pop(context.event.id, None)
+        await self.deliverer.deliver_known(context, self.owner)
 
     async def _deliver(self, event_id: str) -> None:
         assert self.deliverer is not None
