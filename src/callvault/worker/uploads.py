@@ -111,10 +111,14 @@ async def process_recording(
     try:
         # reads only (every later change is conditional on the lease): no write lock
         async with runtime.sessions() as session:
-            if new is not None:
-                recording: Recording | None = new.recording
+            if new is None:
+                # claimed: the row with its application and account, in one read
+                found = await jobs.recording_job(session, recording_id)
+                if found is not None and found[1] is not None:
+                    new = NewRecording(found[0], found[1], found[2])
+                recording: Recording | None = found[0] if found is not None else None
             else:
-                recording = await session.get(Recording, recording_id, populate_existing=True)
+                recording = new.recording
             if (
                 recording is None
                 or recording.status != RecordingStatus.RECEIVED
