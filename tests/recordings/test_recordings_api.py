@@ -118,7 +118,7 @@ async def test_expired_or_tampered_links_are_403(
     ):
         response = await api.get(url)
         assert response.status_code == 403, url
-        assert response.json()["errors"][0]["title"] == "Forbidden"
+        assert response.json()["errors"][0]["title"] == "Authorization failed"
 
 
 async def test_links_cannot_escape_the_store_root(api: httpx.AsyncClient, runtime: Runtime) -> None:

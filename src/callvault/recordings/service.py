@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import structlog
 
 from callvault.db import transaction, utcnow
-from callvault.errors import ApiError, ErrorItem, not_found
+from callvault.errors import not_found, unavailable
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.repository import RecordingFilter
@@ -67,7 +67,7 @@ def storage_state(recording: Recording) -> StorageState:
 
 
 async def to_data(runtime: Runtime, recording: Recording) -> RecordingData:
-    return RecordingData(
+    data = RecordingData(
         id=recording.id,
         call_control_id=recording.call_control_id,
         call_leg_id=recording.call_leg_id,
@@ -81,10 +81,16 @@ async def to_data(runtime: Runtime, recording: Recording) -> RecordingData:
         recording_ended_at=recording.recording_ended_at,
         duration_millis=recording.duration_millis,
         download_urls=await download_urls_for(runtime, recording),
+        source=recording.source,  # type: ignore[arg-type]
+        conference_id=recording.conference_id,
+        to=recording.to_number,
+        initiated_by=recording.initiated_by,
         size_bytes=recording.size_bytes,
         sha256=recording.sha256,
         storage=storage_state(recording),
     )
+    data.from_ = recording.from_number  # "from" on the wire
+    return data
 
 
 def _is_uuid(value: str) -> bool:
@@ -114,14 +120,6 @@ async def get_recording(runtime: Runtime, account_id: str, recording_id: str) ->
 async def list_recordings(
     runtime: Runtime, account_id: str, where: RecordingFilter, page_number: int, page_size: int
 ) -> RecordingList:
-    where = RecordingFilter(
-        connection_id=where.connection_id,
-        call_leg_id=where.call_leg_id,
-        call_control_id=where.call_control_id,
-        call_session_id=where.call_session_id,
-        created_at_gte=as_utc(where.created_at_gte),
-        created_at_lte=as_utc(where.created_at_lte),
-    )
     async with runtime.sessions() as session:
         rows, total = await repository.page_for_account(
             session, account_id, where, (page_number - 1) * page_size, page_size
@@ -176,15 +174,8 @@ async def _delete_from_default_store(runtime: Runtime, recording: Recording) -> 
             await runtime.default_store.delete(recording.default_store_key)
         except StorageError as exc:
             log.warning("default store refused a delete", recording_id=recording.id)
-            raise ApiError(
-                503,
-                [
-                    ErrorItem(
-                        "10011",
-                        "Service unavailable",
-                        f"The recording could not be deleted, try again: {exc.reason}",
-                    )
-                ],
+            raise unavailable(
+                f"The recording could not be deleted, try again: {exc.reason}"
             ) from None
     recording.status = RecordingStatus.DELETED
     recording.default_store_key = None
