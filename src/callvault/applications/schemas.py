@@ -54,6 +54,8 @@ WebhookUrl = Annotated[
     ),
     AfterValidator(_check_url),
 ]
+
+
 def _failover_url(value: str | None) -> str | None:
     if value is None or value == "":
         return value
