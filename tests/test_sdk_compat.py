@@ -73,7 +73,7 @@ async def test_sdk_manages_applications(client: telnyx.AsyncTelnyx) -> None:
         webhook_event_failover_url="https://failover.example.com/telnyx",
         webhook_api_version="2",
         webhook_timeout_secs=10,
-        dtmf_type="Inband",  # accepted and ignored
+        dtmf_type="Inband",
         inbound={"channel_limit": 5},
     )
     application = created.data
@@ -83,7 +83,8 @@ async def test_sdk_manages_applications(client: telnyx.AsyncTelnyx) -> None:
     assert application.webhook_api_version == "2"
     assert application.webhook_timeout_secs == 10
     assert application.active is True
-    assert application.inbound is not None and application.inbound.channel_limit is None
+    assert application.dtmf_type == "Inband"
+    assert application.inbound is not None and application.inbound.channel_limit == 5
 
     fetched = await client.call_control_applications.retrieve(application.id)
     assert fetched.data == application
