@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from callvault import __version__
 from callvault.errors import install_error_handlers
 from callvault.limits import InputLimits
-from callvault.query import reject_unknown_query
+from callvault.query import document_unknown_parameters, reject_unknown_query
 from callvault.routes import include_routers
 from callvault.runtime import Runtime
 
@@ -46,4 +46,5 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(InputLimits, max_bytes=runtime.settings.max_json_bytes)
     include_routers(app)
+    document_unknown_parameters(app)
     return app

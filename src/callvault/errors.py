@@ -292,7 +292,7 @@ class ErrorsBody(BaseModel):
     errors: list[ErrorModel]
 
 
-_ERROR_DESCRIPTIONS = {
+ERROR_DESCRIPTIONS = {
     400: "Bad request (code 10015: the body is not valid JSON; code 190005: an unknown query "
     "parameter, named in `source.parameter`).",
     401: "Authentication failed (code 10009): the API key is missing or not valid.",
@@ -306,6 +306,6 @@ _ERROR_DESCRIPTIONS = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses, all with the Telnyx error body."""
     return {
-        status: {"model": ErrorsBody, "description": _ERROR_DESCRIPTIONS.get(status, "Error")}
+        status: {"model": ErrorsBody, "description": ERROR_DESCRIPTIONS.get(status, "Error")}
         for status in statuses
     }

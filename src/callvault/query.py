@@ -14,12 +14,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from callvault.errors import unknown_parameter
+from callvault.errors import ERROR_DESCRIPTIONS, unknown_parameter
 
 STRICT_PREFIX = "/v2/"
 _known_by_route: dict[int, frozenset[str]] = {}
@@ -57,6 +57,31 @@ async def reject_unknown_query(request: Request) -> None:
     for name in request.query_params.keys():
         if name not in known:
             raise unknown_parameter(name)
+
+
+def document_unknown_parameters(app: FastAPI) -> None:
+    """Every /v2 operation may answer 400 for an unknown parameter: say so in the OpenAPI."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        cached = app.openapi_schema is not None
+        document = generate()  # FastAPI caches it in app.openapi_schema: changed once
+        if not cached:
+            for path, operations in document.get("paths", {}).items():
+                if not path.startswith(STRICT_PREFIX):
+                    continue
+                for operation in operations.values():
+                    operation.setdefault("responses", {}).setdefault("400", _UNKNOWN_PARAMETER)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_UNKNOWN_PARAMETER = {
+    "description": ERROR_DESCRIPTIONS[400],
+    # ErrorsBody is in the components: every operation documents its errors with it
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorsBody"}}},
+}
 
 
 def parse_iso_datetime(value: Any) -> Any:
