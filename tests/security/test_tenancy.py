@@ -147,6 +147,16 @@ async def failed_webhook_event(world: World) -> Owned:
     return Owned({"event_id": event_id}, {"event_id": str(uuid.uuid4())}, state)
 
 
+async def webhook_delivery(world: World) -> Owned:
+    event = await failed_webhook_event(world)
+    event_id = event.params["event_id"]
+    return Owned(
+        {"id": event_id},
+        {"id": str(uuid.uuid4())},
+        lambda: as_a(world, f"/v2/webhook_deliveries/{event_id}"),
+    )
+
+
 @dataclass
 class Case:
     make: Callable[[World], Awaitable[Owned]]
@@ -179,6 +189,7 @@ OWNED: dict[tuple[str, str], Case] = {
         application_with_storage
     ),
     ("POST", "/v2/webhook_deliveries/{event_id}/actions/retry"): Case(failed_webhook_event),
+    ("GET", "/v2/webhook_deliveries/{id}"): Case(webhook_delivery),
     ("GET", "/v2/recordings/{recording_id}"): Case(recording),
     ("DELETE", "/v2/recordings/{recording_id}"): Case(recording),
     ("POST", "/v2/recordings/{recording_id}/actions/redeliver"): Case(recording),
@@ -236,6 +247,19 @@ async def delete_recordings_by_ids(world: World) -> list[str]:
     return problems + ["B's bulk delete changed A's recording"] * (before != after)
 
 
+async def list_webhook_deliveries(world: World) -> list[str]:
+    delivery = await webhook_delivery(world)
+    event_id = delivery.params["id"]
+    assert (await delivery.state())[0] == 200  # A sees it
+    response = await world.api.get(
+        "/v2/webhook_deliveries", params={"page[size]": 250}, headers=auth(world.b)
+    )
+    assert response.status_code == 200, response.text
+    return ["B lists A's webhook delivery"] * (
+        event_id in {item["id"] for item in response.json()["data"]}
+    )
+
+
 async def signing_key(world: World) -> list[str]:
     response = await world.api.get("/v2/webhook_signing_key", headers=auth(world.b))
     key = response.json()["data"]["public_key"]
@@ -248,6 +272,7 @@ COLLECTIONS: dict[tuple[str, str], Callable[[World], Awaitable[list[str]]]] = {
     ("GET", "/v2/recordings"): list_recordings,
     ("POST", "/v2/recordings/actions/delete"): delete_recordings_by_ids,
     ("GET", "/v2/webhook_signing_key"): signing_key,
+    ("GET", "/v2/webhook_deliveries"): list_webhook_deliveries,
 }
 
 
