@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -356,3 +357,18 @@ async def test_custom_storage_and_failed_states(
     response = await api.delete(f"/v2/recordings/{stored}", headers=auth(account))
     assert response.status_code == 200
     assert (await recording_row(runtime, stored)).status == RecordingStatus.DELETED
+
+
+async def test_bulk_delete_takes_more_ids_than_one_batch(
+    api: httpx.AsyncClient, runtime: Runtime, account: NewAccount, connection_id: str
+) -> None:
+    # the spec sets no maximum on ids; callvault deletes them in batches of 250
+    real = [await ingest_ok(api, runtime, connection_id, make_wav(seconds=0.1)) for _ in range(2)]
+    ids = [str(uuid.uuid4()) for _ in range(598)] + real
+    response = await api.post(
+        "/v2/recordings/actions/delete", json={"ids": ids}, headers=auth(account)
+    )
+    assert response.status_code == 200, response.text
+    for recording_id in real:
+        gone = await api.get(f"/v2/recordings/{recording_id}", headers=auth(account))
+        assert gone.status_code == 404

@@ -209,18 +209,23 @@ async def delete_recording(runtime: Runtime, account_id: str, recording_id: str)
     return await to_data(runtime, recording)
 
 
+DELETE_BATCH = 250  # recordings per transaction of a bulk delete
+
+
 async def delete_recordings(runtime: Runtime, account_id: str, ids: Sequence[str]) -> None:
-    """Bulk delete: ids that are not the account's live recordings are skipped."""
+    """Bulk delete: ids that are not the account's live recordings are skipped. Any number of
+    ids (the spec sets no maximum), in batches of DELETE_BATCH, one transaction each: a failure
+    (503) leaves earlier batches deleted and the call can simply be repeated (idempotent)."""
     wanted = sorted({i.lower() for i in ids if _is_uuid(i)})
-    if not wanted:
-        return
-    async with transaction(runtime.sessions) as session:
-        for recording_id in await repository.live_ids_for_account(session, account_id, wanted):
-            recording = await repository.live_for_account(
-                session, account_id, recording_id, for_update=True
-            )
-            if recording is not None:
-                await _delete_from_default_store(runtime, recording)
+    for start in range(0, len(wanted), DELETE_BATCH):
+        batch = wanted[start : start + DELETE_BATCH]
+        async with transaction(runtime.sessions) as session:
+            for recording_id in await repository.live_ids_for_account(session, account_id, batch):
+                recording = await repository.live_for_account(
+                    session, account_id, recording_id, for_update=True
+                )
+                if recording is not None:
+                    await _delete_from_default_store(runtime, recording)
 
 
 async def _delete_from_default_store(runtime: Runtime, recording: Recording) -> None:
