@@ -46,6 +46,15 @@ async def test_every_v2_operation_refuses_an_unknown_parameter(
         assert "400" in documented, (method, template)
 
 
+async def test_a_parameter_given_twice_is_400(api: httpx.AsyncClient, account: NewAccount) -> None:
+    response = await api.get(
+        "/v2/recordings?filter[from]=%2B1555&filter[from]=%2B1666", headers=auth(account)
+    )
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["source"] == {"parameter": "filter[from]"} and error["code"] == "10015"
+
+
 def parameters_of(operation: dict[str, Any], components: dict[str, Any]) -> set[str]:
     """deepObject names (`filter[start_time][gte]`) of a spec operation's query parameters."""
     names: set[str] = set()

@@ -19,7 +19,7 @@ from fastapi.dependencies.models import Dependant
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from callvault.errors import ERROR_DESCRIPTIONS, unknown_parameter
+from callvault.errors import ERROR_DESCRIPTIONS, bad_request, unknown_parameter
 
 STRICT_PREFIX = "/v2/"
 _known_by_route: dict[int, frozenset[str]] = {}
@@ -48,15 +48,20 @@ def known_query_names(route: Any) -> frozenset[str] | None:
 
 
 async def reject_unknown_query(request: Request) -> None:
-    """400 for a query parameter the matched /v2 operation does not declare."""
+    """400 for a query parameter the matched /v2 operation does not declare, or one given
+    twice."""
     if not request.url.path.startswith(STRICT_PREFIX):
         return
     known = known_query_names(request.scope.get("route"))
     if known is None:
         return
-    for name in request.query_params.keys():
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
         if name not in known:
             raise unknown_parameter(name)
+        if name in seen:  # every parameter takes one value: which one would win is a guess
+            raise bad_request("This query parameter is given more than once.", parameter=name)
+        seen.add(name)
 
 
 def document_unknown_parameters(app: FastAPI) -> None:
