@@ -72,7 +72,7 @@ def attempt_errors(attempt: WebhookAttempt) -> list[int]:
     error = attempt.error or ""
     if error.startswith("timed out"):
         return [ERROR_CODES["timeout"]]
-    if "AddressRefused" in error or "not allowed" in error or "private" in error:
+    if error.startswith("refused to connect") or "not a public address" in error:
         return [ERROR_CODES["policy"]]
     return [ERROR_CODES["connection"]] if error else []
 

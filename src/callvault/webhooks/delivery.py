@@ -93,6 +93,12 @@ def header_pairs(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
     return pairs
 
 
+def recorded_body(raw: bytes | bytearray) -> str:
+    """The first 4 kB of an answer as text; NUL (which PostgreSQL cannot store) replaced."""
+    text = bytes(raw[:RECORDED_BODY_BYTES]).decode("utf-8", "replace")
+    return text.replace("\x00", "\ufffd")
+
+
 def round_verdict(results: Sequence[AttemptResult]) -> Verdict:
     """Delivered if any URL took it; refused if every URL refused; else retry (pure)."""
     if any(r.verdict is Verdict.DELIVERED for r in results):
@@ -290,11 +296,7 @@ class Deliverer:
             finished_at=utcnow(),
             request_headers=header_pairs(headers.items()),
             response_headers=response_headers,
-            response_body=(
-                bytes(kept[:RECORDED_BODY_BYTES]).decode("utf-8", "replace")
-                if status_code is not None
-                else None
-            ),
+            response_body=recorded_body(kept) if status_code is not None else None,
         )
 
 
