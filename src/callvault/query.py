@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 from callvault.errors import ERROR_DESCRIPTIONS, bad_request, unknown_parameter
 
 STRICT_PREFIX = "/v2/"
-_known_by_route: dict[int, frozenset[str]] = {}
+_CACHE_ATTRIBUTE = "_callvault_query_names"
 
 
 def declared_query_names(dependant: Dependant) -> frozenset[str]:
@@ -40,10 +40,11 @@ def known_query_names(route: Any) -> frozenset[str] | None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return None
-    key = id(route)
-    known = _known_by_route.get(key)
+    # kept on the route itself (routes are not hashable; an id() could be reused by another)
+    known: frozenset[str] | None = getattr(route, _CACHE_ATTRIBUTE, None)
     if known is None:
-        known = _known_by_route[key] = declared_query_names(dependant)
+        known = declared_query_names(dependant)
+        setattr(route, _CACHE_ATTRIBUTE, known)
     return known
 
 
