@@ -23,8 +23,7 @@ from callvault.config import Settings
 from callvault.db import transaction
 from callvault.recordings.models import Recording
 from callvault.runtime import Runtime
-from tests.conformance import assert_conforms
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, conforms_to_spec
 from tests.receiver import WebhookReceiver
 from tests.worker.flow import (
     bearer,
@@ -45,20 +44,13 @@ def server(settings: Settings) -> Iterator[LiveServer]:
     live.stop()
 
 
-async def _conforms(response: httpx.Response) -> None:
-    await response.aread()
-    assert_conforms(
-        response.request.method, response.request.url.path, response.status_code, response.content
-    )
-
-
 def sdk(server: LiveServer, account: NewAccount) -> telnyx.AsyncTelnyx:
     return telnyx.AsyncTelnyx(
         api_key=account.api_key,
         base_url=f"{server.url}/v2",
         max_retries=0,
         timeout=20,
-        http_client=httpx.AsyncClient(event_hooks={"response": [_conforms]}),
+        http_client=httpx.AsyncClient(event_hooks={"response": [conforms_to_spec]}),
     )
 
 
@@ -70,7 +62,7 @@ async def client(server: LiveServer, account: NewAccount) -> telnyx.AsyncTelnyx:
 @pytest.fixture
 async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        base_url=server.url, timeout=20, event_hooks={"response": [_conforms]}
+        base_url=server.url, timeout=20, event_hooks={"response": [conforms_to_spec]}
     ) as plain:
         yield plain
 
@@ -210,6 +202,15 @@ async def test_an_unknown_filter_is_400_and_deletes_nothing(
         assert bad.status_code == 422, params
         assert bad.json()["errors"][0]["source"]["parameter"] == next(iter(params))
     assert (await client.recordings.retrieve(kept)).data is not None
+
+    # the SDK's own deletes: one, and a list
+    other, _ = await ingest(http, server.settings.ingest_token, app, AUDIO)
+    deleted = (await client.recordings.delete(other)).data
+    assert deleted is not None and deleted.id == other
+    assert (await client.recordings.actions.delete(ids=[kept])).status == "ok"
+    for gone in (kept, other):
+        with pytest.raises(telnyx.NotFoundError):
+            await client.recordings.retrieve(gone)
 
 
 async def test_a_backslash_call_leg_id_is_refused_at_ingest_not_a_500(

@@ -17,7 +17,7 @@ import pytest
 
 from callvault.accounts.service import NewAccount
 from callvault.storage.factory import open_custom_store
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, conforms_to_spec
 from tests.receiver import WebhookReceiver
 from tests.test_end_to_end import storage_for
 from tests.worker.flow import bearer, create_application, ingest, make_wav, set_credentials
@@ -28,7 +28,9 @@ SIGNATURE_PARAMS = {"X-Amz-Signature", "sig", "X-Goog-Signature"}
 
 @pytest.fixture
 async def client(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=20) as http:
+    async with httpx.AsyncClient(
+        base_url=live_server.url, timeout=20, event_hooks={"response": [conforms_to_spec]}
+    ) as http:
         yield http
 
 
