@@ -147,7 +147,8 @@ async def to_data(
     return data
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
+    """Whether `value` is a UUID (the form of recording and webhook event ids)."""
     try:
         uuid.UUID(value)
     except ValueError:
@@ -162,7 +163,7 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 async def get_recording(runtime: Runtime, account_id: str, recording_id: str) -> RecordingData:
-    if not _is_uuid(recording_id):
+    if not is_uuid(recording_id):
         raise not_found(parameter="recording_id")
     async with runtime.sessions() as session:
         recording = await repository.live_for_account(session, account_id, recording_id.lower())
@@ -197,7 +198,7 @@ async def delete_recording(runtime: Runtime, account_id: str, recording_id: str)
     and the client may retry; if the commit fails after it, a retry finds the object gone
     (deletes are idempotent) and commits. The customer's bucket is theirs: left alone.
     """
-    if not _is_uuid(recording_id):
+    if not is_uuid(recording_id):
         raise not_found(parameter="recording_id")
     async with transaction(runtime.sessions) as session:
         recording = await repository.live_for_account(
@@ -216,7 +217,7 @@ async def delete_recordings(runtime: Runtime, account_id: str, ids: Sequence[str
     """Bulk delete: ids that are not the account's live recordings are skipped. Any number of
     ids (the spec sets no maximum), in batches of DELETE_BATCH, one transaction each: a failure
     (503) leaves earlier batches deleted and the call can simply be repeated (idempotent)."""
-    wanted = sorted({i.lower() for i in ids if _is_uuid(i)})
+    wanted = sorted({i.lower() for i in ids if is_uuid(i)})
     for start in range(0, len(wanted), DELETE_BATCH):
         batch = wanted[start : start + DELETE_BATCH]
         async with transaction(runtime.sessions) as session:

@@ -16,11 +16,11 @@ also while later attempts are scheduled, which `next_attempt_at` then says.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
 from callvault.errors import not_found
+from callvault.recordings.service import is_uuid
 from callvault.runtime import Runtime
 from callvault.webhooks import payloads, repository
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
@@ -132,16 +132,8 @@ def to_delivery(event: WebhookEvent, attempts: Sequence[WebhookAttempt]) -> Webh
     )
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 async def get_delivery(runtime: Runtime, account_id: str, delivery_id: str) -> WebhookDelivery:
-    if not _is_uuid(delivery_id):
+    if not is_uuid(delivery_id):
         raise not_found(parameter="id")
     async with runtime.sessions() as session:
         event = await repository.delivery_for_account(session, account_id, delivery_id.lower())
