@@ -21,6 +21,7 @@ class RecordingFilter:
     call_session_id: str | None = None
     created_at_gte: datetime | None = None
     created_at_lte: datetime | None = None
+    status: str | None = None  # received | stored | failed
 
 
 async def application_account_id(session: AsyncSession, connection_id: str) -> str | None:
@@ -96,6 +97,7 @@ async def page_for_account(
         (Recording.call_leg_id, where.call_leg_id),
         (Recording.call_control_id, where.call_control_id),
         (Recording.call_session_id, where.call_session_id),
+        (Recording.status, where.status),
     ):
         if value is not None:
             conditions.append(column == value)

@@ -121,6 +121,7 @@ async def list_recordings(
         call_session_id=where.call_session_id,
         created_at_gte=as_utc(where.created_at_gte),
         created_at_lte=as_utc(where.created_at_lte),
+        status=where.status,
     )
     async with runtime.sessions() as session:
         rows, total = await repository.page_for_account(
