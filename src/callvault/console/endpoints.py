@@ -41,7 +41,7 @@ from callvault.console.web import (
 )
 from callvault.credentials import service as credentials
 from callvault.credentials.schemas import CredentialsRequest
-from callvault.errors import ApiError
+from callvault.errors import ApiError, not_found
 from callvault.recordings import repository as recording_rows
 from callvault.recordings import service as recordings
 from callvault.recordings.models import RecordingStatus
@@ -75,7 +75,7 @@ def _messages(exc: ApiError) -> list[Problem]:
 @router.get("/static/{name}")
 async def static_file(name: str) -> Response:
     if name not in STATIC_FILES:
-        raise ApiError(404, [])
+        raise not_found()
     content = resources.files("callvault.console").joinpath("static", name).read_bytes()
     return Response(
         content,
