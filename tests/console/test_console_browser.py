@@ -8,6 +8,7 @@ them)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -251,7 +252,9 @@ async def test_console_journey(
     await failed_row.get_by_role("link").click()
     await page.wait_for_url(re.compile(rf"/console/deliveries/{failed_event}"))
     assert "Payload as sent" in await page.content()
-    assert second_id in await page.locator("pre.payload").inner_text()
+    shown = json.loads(await page.locator("pre.payload").inner_text())
+    assert shown == refused_deliveries[1].json()  # exactly the body the receiver got
+    assert shown["data"]["payload"]["recording_id"] == second_id
     await page.get_by_role("button", name="Retry").click()
     await page.get_by_text("Delivery queued again.").wait_for()
     retried = await webhook_receiver.wait_for(

@@ -15,6 +15,7 @@ from callvault.db import transaction
 from callvault.errors import conflict, not_found
 from callvault.operations.retries import requeue_event
 from callvault.runtime import Runtime
+from callvault.webhooks import payloads
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 
 PAGE_SIZE = 25
@@ -28,7 +29,22 @@ class Delivery:
 
     @property
     def payload_json(self) -> str:
-        return json.dumps(self.event.payload, indent=2, sort_keys=True)
+        """The body of the last attempt, rebuilt by the function that built it
+        (`webhooks.payloads.envelope`); the stored payload while nothing was sent yet."""
+        event, last = self.event, self.last_attempt
+        if last is None:
+            return json.dumps(event.payload, indent=2, sort_keys=True)
+        body = payloads.envelope(
+            event_id=event.id,
+            event_type=event.event_type,
+            api_version=event.api_version,
+            payload=event.payload,
+            occurred_at=event.occurred_at,
+            created_at=event.created_at,
+            attempt=last.attempt,
+            delivered_to=last.url,
+        )
+        return json.dumps(body, indent=2, sort_keys=True)
 
     @property
     def last_attempt(self) -> WebhookAttempt | None:
