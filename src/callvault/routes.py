@@ -14,6 +14,7 @@ from callvault.operations.endpoints import router as operations_router
 from callvault.recordings.endpoints import ingest_router as recordings_ingest_router
 from callvault.recordings.endpoints import router as recordings_router
 from callvault.recordings.files_endpoint import router as recording_files_router
+from callvault.webhooks.endpoints import router as webhook_deliveries_router
 from callvault.worker.endpoints import router as redelivery_router
 
 
@@ -23,6 +24,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(applications_router)
     app.include_router(credentials_router)
     app.include_router(operations_router)
+    app.include_router(webhook_deliveries_router)
     app.include_router(recordings_ingest_router)
     app.include_router(recordings_router)
     app.include_router(recording_files_router)

@@ -134,7 +134,7 @@ async def test_a_json_body_over_the_limit_is_refused_with_a_telnyx_413(api, acco
     body = {"application_name": "x" * (1024 * 1024 + 10), "webhook_event_url": "https://e.com"}
     response = await api.post("/v2/call_control_applications", json=body, headers=auth(account))
     assert_error(response, {413}, "oversized JSON")
-    assert response.json()["errors"][0]["code"] == "10013"
+    assert response.json()["errors"][0]["code"] == "190002"
 
 
 async def test_a_chunked_json_body_over_the_limit_is_refused(api, account):

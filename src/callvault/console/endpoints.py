@@ -46,6 +46,7 @@ from callvault.recordings import repository as recording_rows
 from callvault.recordings import service as recordings
 from callvault.recordings.models import RecordingStatus
 from callvault.recordings.repository import RecordingFilter
+from callvault.recordings.service import as_utc
 from callvault.worker.redelivery import redeliver
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -435,8 +436,8 @@ async def recordings_page(
         call_leg_id=filters["call_leg_id"],
         call_control_id=filters["call_control_id"],
         call_session_id=filters["call_session_id"],
-        created_at_gte=bounds["created_from"],
-        created_at_lte=bounds["created_to"],
+        created_at_gte=as_utc(bounds["created_from"]),
+        created_at_lte=as_utc(bounds["created_to"]),
         status=filters["status"],
     )
     result = await recordings.list_recordings(
@@ -471,7 +472,7 @@ async def recording_page(
     runtime = runtime_of(request)
     detail = await console_recordings.recording_detail(runtime, visitor.account.id, recording_id)
     events = await deliveries.list_deliveries(
-        runtime, visitor.account.id, status=None, recording_id=detail.row.id, page_number=1
+        runtime, visitor.account.id, status=None, contains=detail.row.id, page_number=1
     )
     return render(
         request,
@@ -525,27 +526,27 @@ async def deliveries_page(
     request: Request,
     visitor: Signed,
     status: str | None = None,
-    recording_id: str | None = None,
+    contains: str | None = None,
     page: Annotated[int, Query(ge=1, le=10**6)] = 1,
     flash: Flash = None,
 ) -> Response:
     chosen = status if status in deliveries.STATUSES else None
-    recording = _as_filter(recording_id)
+    text = _as_filter(contains)
     result = await deliveries.list_deliveries(
         runtime_of(request),
         visitor.account.id,
         status=chosen,
-        recording_id=recording.lower() if recording else None,
+        contains=text,
         page_number=page,
     )
-    query = {k: v for k, v in (("status", chosen), ("recording_id", recording)) if v}
+    query = {k: v for k, v in (("status", chosen), ("contains", text)) if v}
     return render(
         request,
         "deliveries.html",
         visitor,
         page=result,
         status=chosen,
-        recording_id=recording or "",
+        contains=text or "",
         statuses=deliveries.STATUSES,
         query=query,
         flash=flash,

@@ -21,7 +21,7 @@ from callvault.credentials.masking import masked_configuration, unmask
 from callvault.credentials.models import StorageCredentials
 from callvault.credentials.schemas import CredentialsRequest, CredentialsResponse, ValidationResult
 from callvault.db import transaction, utcnow
-from callvault.errors import conflict, invalid, not_found
+from callvault.errors import duplicate, invalid, not_found
 from callvault.outbound.addresses import refuse_reason
 from callvault.runtime import Runtime
 from callvault.storage.base import StorageError
@@ -155,7 +155,7 @@ async def create(
 
 
 def _already_exists() -> Exception:
-    return conflict(
+    return duplicate(
         "This connection already has custom storage credentials: replace them with PUT.",
         pointer="/connection_id",
     )

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from callvault import metrics
 from callvault.db import transaction, utcnow
-from callvault.errors import ApiError, ErrorItem, invalid
+from callvault.errors import ApiError, conflict, invalid, unavailable
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
@@ -39,16 +39,7 @@ class IngestOutcome:
 
 
 def store_unavailable(error: StorageError) -> ApiError:
-    return ApiError(
-        503,
-        [
-            ErrorItem(
-                "10011",
-                "Service unavailable",
-                f"The recording could not be stored, try again: {error.reason}",
-            )
-        ],
-    )
+    return unavailable(f"The recording could not be stored, try again: {error.reason}")
 
 
 def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]:
@@ -119,6 +110,13 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
         recording_ended_at=meta.recording_ended_at,
         client_state=meta.client_state,
         custom_file_name=meta.custom_file_name,
+        from_number=meta.from_,
+        to_number=meta.to,
+        conference_id=meta.conference_id,
+        conference_region=meta.conference_region,
+        initiated_by=meta.initiated_by,
+        sip_call_id=meta.sip_call_id,
+        source=meta.source,
         size_bytes=upload.size,
         sha256=upload.sha256,
         duration_millis=upload.audio.duration_millis,
@@ -170,7 +168,7 @@ async def _lost_race(runtime: Runtime, upload: ReceivedUpload, key: str) -> Inge
     if existing is None:
         # the constraint was another one (e.g. the account vanished): nothing to answer with
         await _forget_object(runtime, key)
-        raise ApiError(409, [ErrorItem("10003", "Conflict", "The recording was not stored.")])
+        raise conflict("The recording was not stored.")
     if existing.default_store_key != key:
         await _forget_object(runtime, key)
     return IngestOutcome(existing.id, existing.status, created=False)

@@ -1,7 +1,7 @@
 """console sessions
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01 22:30:00.000000
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import callvault.db
 
 revision = "0006"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
