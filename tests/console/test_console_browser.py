@@ -364,3 +364,83 @@ async def test_recording_in_the_default_store_plays(
     assert audio.headers["content-type"] == "audio/wav"
     await page.wait_for_function("document.getElementById('player').readyState >= 1")
     await context.close()
+
+
+async def test_a_failed_recording_is_redelivered_and_deleted_from_its_page(
+    browser: Browser,
+    live_server: LiveServer,
+    runtime: Runtime,
+    account: NewAccount,
+    seaweedfs: SeaweedFS,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    bucket = f"console-{uuid.uuid4().hex[:10]}"
+    seaweedfs.create_bucket(bucket)
+    connection_id = await add_application(runtime, account.account_id)
+    api = httpx.AsyncClient(
+        base_url=live_server.url,
+        headers={"Authorization": f"Bearer {account.api_key}"},
+        timeout=60,
+    )
+    async with api:
+        await api.patch(
+            f"/v2/call_control_applications/{connection_id}",
+            json={"webhook_event_url": webhook_receiver.url(), "webhook_api_version": "2"},
+        )
+        wrong = await api.post(
+            f"/v2/custom_storage_credentials/{connection_id}",
+            json={
+                "backend": "s3-generic",
+                "configuration": {
+                    "bucket": bucket,
+                    "region": seaweedfs.region,
+                    "endpoint": seaweedfs.endpoint,
+                    "aws_access_key_id": seaweedfs.access_key,
+                    "aws_secret_access_key": "wrong-secret-0123456789",
+                },
+            },
+        )
+        assert wrong.status_code == 200, wrong.text
+    recording_id = await ingest(live_server, runtime, connection_id)
+    (error,) = await webhook_receiver.wait_for(1, within=60)
+    assert error.event_type == "call.recording.error"
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    await sign_in(page, live_server, account.api_key)
+
+    # the failure, its reason, and the Validate button saying why
+    await page.goto(f"{live_server.url}/console/recordings/{recording_id}")
+    assert ">failed<" in await page.content()
+    last_error = await page.locator("dt:has-text('Last error') + dd").inner_text()
+    assert "SignatureDoesNotMatch" in last_error or "secret" in last_error.lower(), last_error
+    # the audio still plays: the recording is kept in the default store
+    assert "default store" in await page.locator("dl.facts").first.inner_text()
+    await shot(page, "recording-failed")
+    await page.goto(f"{live_server.url}/console/applications/{connection_id}")
+    await page.get_by_role("button", name="Validate").click()
+    failed = await page.locator("#validation-result").inner_text()
+    assert failed.startswith("Validation failed: s3-generic bucket"), failed
+
+    # without custom storage, Redeliver stores it in the default store with a new webhook
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Delete storage settings").click()
+    await page.get_by_text("Storage settings deleted").wait_for()
+    await page.goto(f"{live_server.url}/console/recordings/{recording_id}")
+    await page.get_by_role("button", name="Redeliver").click()
+    await page.get_by_text("Queued for redelivery.").wait_for()
+    saved = await webhook_receiver.wait_for(
+        1, within=60, where=lambda d: d.event_type == "call.recording.saved"
+    )
+    assert saved[0].payload["recording_id"] == recording_id
+    await reload_until(page, ">stored<")
+
+    # delete asks first, then the recording is gone (404 in the console)
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Delete", exact=True).click()
+    await page.wait_for_url(re.compile(r"/console/recordings\?flash=recording-deleted"))
+    assert "Recording deleted." in await page.content()
+    gone = await page.goto(f"{live_server.url}/console/recordings/{recording_id}")
+    assert gone is not None and gone.status == 404
+    await context.close()

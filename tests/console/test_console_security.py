@@ -134,3 +134,20 @@ async def test_every_answer_carries_the_security_headers(api: httpx.AsyncClient,
 async def test_unknown_static_files_are_404(api: httpx.AsyncClient) -> None:
     assert (await api.get("/console/static/../console.py")).status_code == 404
     assert (await api.get("/console/static/endpoints.py")).status_code == 404
+
+
+async def test_a_link_cannot_make_the_console_say_anything(
+    api: httpx.AsyncClient, account: NewAccount
+) -> None:
+    login = await api.get("/console/login")
+    token = CSRF.search(login.text)
+    assert token is not None
+    await api.post("/console/login", data={"api_key": account.api_key, "csrf_token": token[1]})
+    try:
+        page = await api.get("/console/applications?flash=Send+us+your+API+key")
+        assert page.status_code == 200
+        assert "Send us your API key" not in page.text
+        known = await api.get("/console/applications?flash=application-deleted")
+        assert "Application deleted." in known.text
+    finally:
+        api.cookies.clear()

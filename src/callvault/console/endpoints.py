@@ -230,7 +230,7 @@ async def create_application(request: Request, visitor: Checked) -> Response:
         return await _applications_page(
             request, visitor, problems=_messages(exc), values=body, status_code=exc.status
         )
-    return redirect(f"/console/applications/{application.id}", flash="Application created.")
+    return redirect(f"/console/applications/{application.id}", flash="application-created")
 
 
 async def _application_page(
@@ -321,13 +321,13 @@ async def update_application(request: Request, application_id: str, visitor: Che
             values=body,
             status_code=exc.status,
         )
-    return redirect(f"/console/applications/{application_id}", flash="Application saved.")
+    return redirect(f"/console/applications/{application_id}", flash="application-saved")
 
 
 @router.post("/applications/{application_id}/delete")
 async def delete_application(request: Request, application_id: str, visitor: Checked) -> Response:
     await applications.delete(runtime_of(request), visitor.account.id, application_id)
-    return redirect("/console/applications", flash="Application deleted.")
+    return redirect("/console/applications", flash="application-deleted")
 
 
 @router.post("/applications/{application_id}/storage")
@@ -358,7 +358,7 @@ async def save_storage(request: Request, application_id: str, visitor: Checked) 
             raise
         problems = _messages(exc)
     else:
-        return redirect(f"/console/applications/{application.id}", flash="Storage saved.")
+        return redirect(f"/console/applications/{application.id}", flash="storage-saved")
     return await _application_page(
         request,
         visitor,
@@ -382,7 +382,7 @@ async def delete_storage(request: Request, application_id: str, visitor: Checked
     await credentials.delete(runtime_of(request), visitor.account.id, application_id)
     return redirect(
         f"/console/applications/{application_id}",
-        flash="Storage settings deleted: new recordings stay in the default store.",
+        flash="storage-deleted",
     )
 
 
@@ -508,14 +508,15 @@ async def redeliver_recording(request: Request, recording_id: str, visitor: Chec
     except ApiError as exc:
         if exc.status == 404:
             raise
-        return redirect(f"/console/recordings/{recording_id}", flash=_messages(exc)[0].message)
-    return redirect(f"/console/recordings/{recording_id}", flash="Queued for redelivery.")
+        back = f"/console/recordings/{recording_id}"
+        return error_page(request, exc.status, _messages(exc)[0].message, back=back)
+    return redirect(f"/console/recordings/{recording_id}", flash="redelivery-queued")
 
 
 @router.post("/recordings/{recording_id}/delete")
 async def delete_recording(request: Request, recording_id: str, visitor: Checked) -> Response:
     await recordings.delete_recording(runtime_of(request), visitor.account.id, recording_id)
-    return redirect("/console/recordings", flash="Recording deleted.")
+    return redirect("/console/recordings", flash="recording-deleted")
 
 
 # ---- webhook deliveries
@@ -571,5 +572,5 @@ async def retry_delivery(
     except ApiError as exc:
         if exc.status == 404:
             raise
-        return redirect(target, flash=_messages(exc)[0].message)
-    return redirect(target, flash="Delivery queued again.")
+        return error_page(request, exc.status, _messages(exc)[0].message, back=target)
+    return redirect(target, flash="delivery-queued")

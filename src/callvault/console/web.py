@@ -91,6 +91,20 @@ class Visitor:
         return sessions.csrf_token_for(self.token)
 
 
+# what a page says after a form did its work; the redirect carries only the code, so a link
+# cannot make the console say anything else
+FLASHES = {
+    "application-created": "Application created.",
+    "application-saved": "Application saved.",
+    "application-deleted": "Application deleted.",
+    "storage-saved": "Storage saved.",
+    "storage-deleted": "Storage settings deleted: new recordings stay in the default store.",
+    "recording-deleted": "Recording deleted.",
+    "redelivery-queued": "Queued for redelivery.",
+    "delivery-queued": "Delivery queued again.",
+}
+
+
 def render(
     request: Request,
     template: str,
@@ -99,8 +113,10 @@ def render(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
+    flash = context.pop("flash", None)
     html = templates.get_template(template).render(
         request_path=request.url.path,
+        flash=FLASHES.get(flash) if isinstance(flash, str) else None,
         visitor=visitor,
         csrf_token=visitor.csrf_token if visitor else context.pop("csrf_token", ""),
         **context,
@@ -139,7 +155,9 @@ async def checked_visitor(request: Request) -> Visitor:
     return visitor
 
 
-def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+def error_page(
+    request: Request, status_code: int, message: str, *, back: str = "/console"
+) -> HTMLResponse:
     titles = {404: "Not found", 403: "Refused", 422: "Invalid value", 409: "Conflict"}
     return render(
         request,
@@ -147,6 +165,7 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
         status_code=status_code,
         title=titles.get(status_code, "Error"),
         message=message,
+        back=back,
     )
 
 
