@@ -18,6 +18,7 @@ from callvault.console.sessions import COOKIE_NAME
 from callvault.db import transaction, utcnow
 from callvault.runtime import Runtime
 from tests.conftest import LiveServer
+from tests.security.test_input_validation import HOSTILE_SEGMENTS, routes_with_path_params
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -151,3 +152,48 @@ async def test_a_link_cannot_make_the_console_say_anything(
         assert "Application deleted." in known.text
     finally:
         api.cookies.clear()
+
+
+async def test_every_console_path_parameter_refuses_traversal_and_junk(
+    api: httpx.AsyncClient, runtime: Runtime, account: NewAccount
+) -> None:
+    """The API's hostile-segment walk, over the console's routes, signed in, with a valid CSRF
+    token on every form: an error page (or the API's error body), never a 500."""
+    app = create_app(runtime)
+    routes = [
+        (method, path, names)
+        for method, path, names in routes_with_path_params(app)
+        if path.startswith("/console")
+    ]
+    assert len(routes) >= 12
+    login = await api.get("/console/login")
+    token = CSRF.search(login.text)
+    assert token is not None
+    await api.post("/console/login", data={"api_key": account.api_key, "csrf_token": token[1]})
+    page = await api.get("/console/applications")
+    csrf = CSRF.search(page.text)
+    assert csrf is not None
+    failures = []
+    pages_404 = 0
+    try:
+        for method, path, names in routes:
+            for segment in HOSTILE_SEGMENTS:
+                url = path
+                for name in names:
+                    url = url.replace("{" + name + "}", segment)
+                data = {"csrf_token": csrf[1]} if method == "POST" else None
+                request = api.build_request(method, "http://callvault.test/console/", data=data)
+                request.url = request.url.copy_with(raw_path=url.encode())
+                response = await api.send(request)
+                if response.status_code not in {400, 403, 404, 405, 422} or (
+                    "Traceback" in response.text
+                ):
+                    failures.append(f"{method} {url[:80]}: {response.status_code}")
+                if response.status_code == 404 and "text/html" in response.headers.get(
+                    "content-type", ""
+                ):
+                    pages_404 += 1  # signed in: the console's own 404 page, not a redirect
+    finally:
+        api.cookies.clear()
+    assert failures == []
+    assert pages_404 > len(routes)
