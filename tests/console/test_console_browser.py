@@ -71,7 +71,14 @@ class Traffic:
         )
 
 
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+    .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+    .map(e => e.name || e.id)"""
+
+
 async def shot(page: Page, name: str) -> None:
+    """Screenshot the page for docs/console/, after checking every input has a label."""
+    assert await page.evaluate(UNLABELLED) == [], f"inputs without a label on {page.url}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
@@ -126,8 +133,11 @@ async def test_console_journey(
     assert page.url == f"{base}/console/login"
     await shot(page, "login")
 
-    # a wrong key is refused
-    refused = await sign_in(page, live_server, "KEY_not-a-valid-key")
+    # a wrong key is refused (typed and sent with the keyboard only: the field has the focus)
+    async with page.expect_navigation() as navigation:
+        await page.keyboard.type("KEY_not-a-valid-key")
+        await page.keyboard.press("Enter")
+    refused = await navigation.value
     assert refused is not None and refused.status == 401
     assert page.url == f"{base}/console/login"
     assert "That API key is not valid." in await page.content()
