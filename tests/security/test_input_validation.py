@@ -56,7 +56,8 @@ def assert_error(response: httpx.Response, allowed: set[int], where: str) -> Non
 
 async def test_every_path_parameter_refuses_traversal_and_junk(api, runtime, account):
     app = create_app(runtime)
-    routes = routes_with_path_params(app)
+    # the console's HTML pages: tests/console/test_console_security.py walks them
+    routes = [r for r in routes_with_path_params(app) if not r[1].startswith("/console")]
     assert len(routes) >= 14
     failures = []
     for method, path, names in routes:

@@ -33,6 +33,7 @@ class RecordingFilter:
     start_time_lte: datetime | None = None
     end_time_gte: datetime | None = None
     end_time_lte: datetime | None = None
+    status: str | None = None  # received | stored | failed (the console's filter)
 
 
 async def application_account_id(session: AsyncSession, connection_id: str) -> str | None:
@@ -113,6 +114,7 @@ async def page_for_account(
         (Recording.from_number, where.from_number),
         (Recording.to_number, where.to_number),
         (Recording.sip_call_id, where.sip_call_id),
+        (Recording.status, where.status),
     ):
         if value is not None:
             conditions.append(column == value)
