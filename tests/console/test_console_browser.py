@@ -2,8 +2,10 @@
 setup` installs it, Playwright never downloads one) against `callvault serve` (a LiveServer
 with its worker), SeaweedFS as the customer's bucket and the suite's webhook receiver.
 
-The journey test saves a screenshot of every page under docs/console/ (docs/console.md shows
-them)."""
+The journey test screenshots every page: into a temp folder on every run, and into docs/console/
+(which docs/console.md shows) when CALLVAULT_CONSOLE_SCREENSHOTS names that folder, so a test
+run does not rewrite tracked files:
+`CALLVAULT_CONSOLE_SCREENSHOTS=docs/console .venv/bin/pytest tests/console`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +34,10 @@ from tests.recordings.samples import make_wav
 from tests.servers import SeaweedFS
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+SCREENSHOTS = Path(
+    os.environ.get("CALLVAULT_CONSOLE_SCREENSHOTS")
+    or Path(tempfile.gettempdir()) / "callvault-console-screenshots"
+).resolve()
 WAIT_MS = 60_000  # generous: the machine is shared
 
 
@@ -77,7 +83,7 @@ UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
 
 
 async def shot(page: Page, name: str) -> None:
-    """Screenshot the page for docs/console/, after checking every input has a label."""
+    """Screenshot the page (SCREENSHOTS), after checking every input has a label."""
     assert await page.evaluate(UNLABELLED) == [], f"inputs without a label on {page.url}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

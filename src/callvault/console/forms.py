@@ -6,7 +6,7 @@ decide; their messages are shown next to the form.
 
 The storage form is derived from the API's configuration models: one fieldset per backend,
 one input per model field (required or optional as the model says, a textarea for JSON
-fields, secret fields as `credentials/masking.py` lists them). A new backend variant or a new
+fields, secret fields as each provider lists them (storage/registry.py)). A new backend variant or a new
 field (say `role_arn`, `sas_token`) appears in the form once the API's model has it.
 """
 
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from callvault.credentials.masking import SECRET_FIELDS
-from callvault.credentials.schemas import AnyConfiguration
 from callvault.errors import UNION_TAGS
+from callvault.storage.registry import PROVIDERS
 
 # the field that picks the shape; not an input of its own
 _DISCRIMINATOR = "backend"
@@ -55,10 +54,6 @@ class BackendForm:
     fields: tuple[FieldSpec, ...]
 
 
-def _backend_of(model: type[BaseModel]) -> str:
-    return str(model.model_fields[_DISCRIMINATOR].default)
-
-
 def _is_json(extra: Any) -> bool:
     return isinstance(extra, dict) and extra.get("contentMediaType") == "application/json"
 
@@ -66,14 +61,14 @@ def _is_json(extra: Any) -> bool:
 def storage_forms() -> tuple[BackendForm, ...]:
     """One fieldset per backend the API accepts, in the API's order."""
     forms = []
-    for model in get_args(AnyConfiguration):
-        backend = _backend_of(model)
+    for provider in PROVIDERS:
+        backend, model = provider.backend, provider.configuration
         fields = tuple(
             FieldSpec(
                 backend=backend,
                 name=name,
                 required=info.is_required(),
-                secret=name in SECRET_FIELDS.get(backend, ()),
+                secret=name in provider.secret_fields,
                 multiline=_is_json(info.json_schema_extra),
                 description=info.description or "",
             )
