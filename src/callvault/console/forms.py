@@ -6,8 +6,9 @@ decide; their messages are shown next to the form.
 
 The storage form is derived from the API's configuration models: one fieldset per backend,
 one input per model field (required or optional as the model says, a textarea for JSON
-fields, secret fields as each provider lists them (storage/registry.py)). A new backend variant or a new
-field (say `role_arn`, `sas_token`) appears in the form once the API's model has it.
+fields, secret fields as each provider lists them in storage/registry.py). A new backend
+variant or a new field (say `role_arn`, `sas_token`) appears in the form once the API's model
+has it.
 """
 
 from __future__ import annotations
