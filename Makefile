@@ -17,7 +17,11 @@ node_modules/.bin/azurite-blob: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) node_modules/.bin/azurite-blob
+# the console's browser tests drive Debian's Chromium (Playwright never downloads a browser)
+/usr/bin/chromium:
+	apt-get update && apt-get install -y chromium
+
+setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium
 
 run: $(STAMP)
 	$(BIN)/callvault serve

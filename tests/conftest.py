@@ -33,6 +33,7 @@ from callvault.app import create_app
 from callvault.config import Settings, load_settings
 from callvault.db import migrate, transaction
 from callvault.runtime import Runtime
+from tests.conformance import assert_conforms
 
 pytest_plugins = ["tests.servers", "tests.receiver"]
 
@@ -107,11 +108,27 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
 @pytest.fixture(scope="session")
 async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    """The API in-process (no worker, no lifespan): fast, for endpoint tests."""
+    """The API in-process (no worker, no lifespan): fast, for endpoint tests. Every answer of
+    an operation in Telnyx's spec is checked against the spec's schema (tests/conformance.py):
+    a drift fails the test that produced it."""
     app = create_app(runtime)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://callvault.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://callvault.test",
+        event_hooks={"response": [conforms_to_spec]},
+    ) as client:
         yield client
+
+
+async def conforms_to_spec(response: httpx.Response) -> None:
+    """httpx response hook: the body against Telnyx's schema for its operation and status."""
+    if not response.request.url.path.startswith("/v2/"):
+        return
+    await response.aread()
+    assert_conforms(
+        response.request.method, response.request.url.path, response.status_code, response.content
+    )
 
 
 @pytest.fixture

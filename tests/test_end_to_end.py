@@ -19,7 +19,7 @@ import pytest
 from callvault.accounts.service import NewAccount
 from callvault.storage.factory import open_custom_store
 from callvault.webhooks.payloads import timestamp
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, conforms_to_spec
 from tests.receiver import WebhookReceiver
 from tests.servers import Azurite, GcsAuthGateway, SeaweedFS, ServiceAccount
 from tests.worker.flow import create_application, ingest, make_wav, set_credentials
@@ -46,7 +46,9 @@ SAVED_FIELDS = {
 
 @pytest.fixture
 async def client(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=live_server.url, timeout=10, event_hooks={"response": [conforms_to_spec]}
+    ) as http:
         yield http
 
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import telnyx
 from telnyx.types import (
@@ -23,7 +24,7 @@ from telnyx.types import (
 
 from callvault.accounts.service import NewAccount
 from callvault.config import Settings
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, conforms_to_spec
 from tests.credentials.samples import BACKENDS, SECRET_FIELD, configuration, mask
 from tests.servers import ServiceAccount
 
@@ -47,7 +48,12 @@ def server(settings: Settings) -> Iterator[LiveServer]:
 async def client(server: LiveServer, account: NewAccount) -> telnyx.AsyncTelnyx:
     # the SDK's base URL includes /v2 (its default is https://api.telnyx.com/v2)
     return telnyx.AsyncTelnyx(
-        api_key=account.api_key, base_url=f"{server.url}/v2", max_retries=0, timeout=20
+        api_key=account.api_key,
+        base_url=f"{server.url}/v2",
+        max_retries=0,
+        timeout=20,
+        # every answer is also checked against Telnyx's schemas
+        http_client=httpx.AsyncClient(event_hooks={"response": [conforms_to_spec]}),
     )
 
 
@@ -73,7 +79,7 @@ async def test_sdk_manages_applications(client: telnyx.AsyncTelnyx) -> None:
         webhook_event_failover_url="https://failover.example.com/telnyx",
         webhook_api_version="2",
         webhook_timeout_secs=10,
-        dtmf_type="Inband",  # accepted and ignored
+        dtmf_type="Inband",
         inbound={"channel_limit": 5},
     )
     application = created.data
@@ -83,7 +89,8 @@ async def test_sdk_manages_applications(client: telnyx.AsyncTelnyx) -> None:
     assert application.webhook_api_version == "2"
     assert application.webhook_timeout_secs == 10
     assert application.active is True
-    assert application.inbound is not None and application.inbound.channel_limit is None
+    assert application.dtmf_type == "Inband"
+    assert application.inbound is not None and application.inbound.channel_limit == 5
 
     fetched = await client.call_control_applications.retrieve(application.id)
     assert fetched.data == application

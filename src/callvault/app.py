@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from callvault import __version__
 from callvault.errors import install_error_handlers
 from callvault.limits import InputLimits
+from callvault.query import document_unknown_parameters, reject_unknown_query
 from callvault.routes import include_routers
 from callvault.runtime import Runtime
 
@@ -38,9 +39,12 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
         docs_url="/v2/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # every /v2 operation refuses query parameters it does not declare (query.py)
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(InputLimits, max_bytes=runtime.settings.max_json_bytes)
     include_routers(app)
+    document_unknown_parameters(app)
     return app

@@ -21,6 +21,31 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = structlog.get_logger("callvault.errors")
 
 
+class Code:
+    """Every error code callvault answers, in one place (listed in docs/api.md).
+
+    Telnyx's own code wherever Telnyx has one for the case (developers.telnyx.com, "API error
+    codes"), never a Telnyx code for another meaning; callvault's own cases use six-digit codes
+    from 190001 up, outside Telnyx's ranges.
+    """
+
+    # Telnyx's codes, with Telnyx's meaning
+    NOT_FOUND = "10005"  # Resource not found
+    UNEXPECTED = "10007"  # Unexpected error
+    REQUEST_TIMEOUT = "10008"  # Request timeout
+    AUTHENTICATION_FAILED = "10009"  # Authentication failed
+    AUTHORIZATION_FAILED = "10010"  # Authorization failed
+    DUPLICATE_RESOURCE = "10012"  # Duplicate resource
+    UNSUPPORTED_MEDIA_TYPE = "10014"  # Unsupported Media Type
+    BAD_REQUEST = "10015"  # Bad Request (not well-formed, or a value that is not valid)
+    # callvault's own
+    CONFLICT = "190001"  # the resource's state does not allow this (e.g. retry a delivered event)
+    PAYLOAD_TOO_LARGE = "190002"  # the body (or the recording) is larger than the limit
+    SERVICE_UNAVAILABLE = "190003"  # a store or the database is unavailable: try again
+    METHOD_NOT_ALLOWED = "190004"  # the path exists, the method does not
+    UNKNOWN_PARAMETER = "190005"  # a query parameter the operation does not know
+
+
 @dataclass
 class ErrorItem:
     code: str
@@ -68,7 +93,17 @@ def error_response(
 
 
 def unauthorized(detail: str = "Unauthorized") -> ApiError:
-    return ApiError(401, [ErrorItem("401", "Unauthorized", detail)])
+    return ApiError(
+        401,
+        [
+            ErrorItem(
+                Code.AUTHENTICATION_FAILED,
+                "Authentication failed",
+                detail,
+                meta={"url": "https://developers.telnyx.com/docs/overview/errors/10009"},
+            )
+        ],
+    )
 
 
 def not_found(pointer: str | None = None, parameter: str | None = None) -> ApiError:
@@ -76,7 +111,7 @@ def not_found(pointer: str | None = None, parameter: str | None = None) -> ApiEr
         404,
         [
             ErrorItem(
-                "10005",
+                Code.NOT_FOUND,
                 "Resource not found",
                 "The requested resource or URL could not be found.",
                 pointer=pointer,
@@ -88,20 +123,57 @@ def not_found(pointer: str | None = None, parameter: str | None = None) -> ApiEr
 
 def invalid(detail: str, pointer: str | None = None, parameter: str | None = None) -> ApiError:
     return ApiError(
-        422, [ErrorItem("10015", "Invalid value", detail, pointer=pointer, parameter=parameter)]
+        422,
+        [
+            ErrorItem(
+                Code.BAD_REQUEST, "Invalid value", detail, pointer=pointer, parameter=parameter
+            )
+        ],
     )
 
 
-def bad_request(detail: str) -> ApiError:
-    return ApiError(400, [ErrorItem("10002", "Bad request", detail)])
+def bad_request(detail: str, parameter: str | None = None) -> ApiError:
+    return ApiError(400, [ErrorItem(Code.BAD_REQUEST, "Bad request", detail, parameter=parameter)])
+
+
+def unknown_parameter(name: str) -> ApiError:
+    return ApiError(
+        400,
+        [
+            ErrorItem(
+                Code.UNKNOWN_PARAMETER,
+                "Unknown parameter",
+                "This operation does not know this query parameter.",
+                parameter=name,
+            )
+        ],
+    )
 
 
 def too_large(detail: str) -> ApiError:
-    return ApiError(413, [ErrorItem("10013", "Payload too large", detail)])
+    return ApiError(413, [ErrorItem(Code.PAYLOAD_TOO_LARGE, "Payload too large", detail)])
 
 
 def conflict(detail: str, pointer: str | None = None) -> ApiError:
-    return ApiError(409, [ErrorItem("10003", "Conflict", detail, pointer=pointer)])
+    return ApiError(409, [ErrorItem(Code.CONFLICT, "Conflict", detail, pointer=pointer)])
+
+
+def duplicate(detail: str, pointer: str | None = None) -> ApiError:
+    return ApiError(
+        409, [ErrorItem(Code.DUPLICATE_RESOURCE, "Duplicate resource", detail, pointer=pointer)]
+    )
+
+
+def unavailable(detail: str) -> ApiError:
+    return ApiError(503, [ErrorItem(Code.SERVICE_UNAVAILABLE, "Service unavailable", detail)])
+
+
+def unsupported_media(detail: str) -> ApiError:
+    return ApiError(415, [ErrorItem(Code.UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type", detail)])
+
+
+def forbidden(detail: str) -> ApiError:
+    return ApiError(403, [ErrorItem(Code.AUTHORIZATION_FAILED, "Authorization failed", detail)])
 
 
 def pointer_for(loc: Sequence[str | int]) -> tuple[str | None, str | None]:
@@ -120,11 +192,11 @@ def _validation_items(exc: RequestValidationError) -> list[ErrorItem]:
     for error in exc.errors():
         loc = [part for part in error.get("loc", ()) if not _is_union_tag(part)]
         if error.get("type") == "json_invalid":
-            raise ApiError(400, [ErrorItem("10002", "Bad request", "The body is not valid JSON.")])
+            raise bad_request("The body is not valid JSON.")
         pointer, parameter = pointer_for(loc)
         message = str(error.get("msg", "Invalid value"))
-        items.append(ErrorItem("10015", "Invalid value", message, pointer, parameter))
-    return items or [ErrorItem("10015", "Invalid value", "The request is not valid.")]
+        items.append(ErrorItem(Code.BAD_REQUEST, "Invalid value", message, pointer, parameter))
+    return items or [ErrorItem(Code.BAD_REQUEST, "Invalid value", "The request is not valid.")]
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -150,7 +222,10 @@ async def _handle_validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    titles = {404: ("10005", "Resource not found"), 405: ("10004", "Method not allowed")}
+    titles = {
+        404: (Code.NOT_FOUND, "Resource not found"),
+        405: (Code.METHOD_NOT_ALLOWED, "Method not allowed"),
+    }
     code, title = titles.get(exc.status_code, (str(exc.status_code), "Error"))
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 404:
@@ -182,7 +257,7 @@ def _allowed_methods(request: Request) -> list[str]:
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
     return error_response(
-        500, [ErrorItem("10007", "Unexpected error", "An unexpected error occurred.")]
+        500, [ErrorItem(Code.UNEXPECTED, "Unexpected error", "An unexpected error occurred.")]
     )
 
 
@@ -217,12 +292,13 @@ class ErrorsBody(BaseModel):
     errors: list[ErrorModel]
 
 
-_ERROR_DESCRIPTIONS = {
-    400: "Bad request: the body is not valid JSON.",
-    401: "Unauthorized: the API key is missing or not valid.",
+ERROR_DESCRIPTIONS = {
+    400: "Bad request (code 10015: the body is not valid JSON; code 190005: an unknown query "
+    "parameter, named in `source.parameter`).",
+    401: "Authentication failed (code 10009): the API key is missing or not valid.",
     404: "Resource not found (code 10005); also for another account's resources.",
-    409: "Conflict with the resource's current state.",
-    413: "The request is too large.",
+    409: "Conflict with the resource's current state (code 10012 or 190001).",
+    413: "The request is too large (code 190002).",
     422: "Invalid value (code 10015); `source.pointer` names the offending field.",
 }
 
@@ -230,6 +306,6 @@ _ERROR_DESCRIPTIONS = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses, all with the Telnyx error body."""
     return {
-        status: {"model": ErrorsBody, "description": _ERROR_DESCRIPTIONS.get(status, "Error")}
+        status: {"model": ErrorsBody, "description": ERROR_DESCRIPTIONS.get(status, "Error")}
         for status in statuses
     }

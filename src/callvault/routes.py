@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from callvault.accounts.endpoints import router as accounts_router
 from callvault.applications.endpoints import router as applications_router
+from callvault.console.endpoints import router as console_router
 from callvault.credentials.endpoints import router as credentials_router
 from callvault.encryption_keys.endpoints import router as encryption_keys_router
 from callvault.health import router as health_router
@@ -14,6 +15,7 @@ from callvault.operations.endpoints import router as operations_router
 from callvault.recordings.endpoints import ingest_router as recordings_ingest_router
 from callvault.recordings.endpoints import router as recordings_router
 from callvault.recordings.files_endpoint import router as recording_files_router
+from callvault.webhooks.endpoints import router as webhook_deliveries_router
 from callvault.worker.endpoints import router as redelivery_router
 
 
@@ -24,8 +26,10 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(credentials_router)
     app.include_router(encryption_keys_router)
     app.include_router(operations_router)
+    app.include_router(webhook_deliveries_router)
     app.include_router(recordings_ingest_router)
     app.include_router(recordings_router)
     app.include_router(recording_files_router)
     app.include_router(redelivery_router)
     app.include_router(metrics_router)
+    app.include_router(console_router)

@@ -47,5 +47,5 @@ async def test_answers_the_callers_public_key_that_verifies_its_signatures(
 async def test_needs_a_valid_api_key(api: httpx.AsyncClient, headers: dict[str, str]) -> None:
     response = await api.get(URL, headers=headers)
     assert response.status_code == 401
-    assert response.json()["errors"][0]["code"] == "401"
-    assert response.json()["errors"][0]["title"] == "Unauthorized"
+    assert response.json()["errors"][0]["code"] == "10009"
+    assert response.json()["errors"][0]["title"] == "Authentication failed"

@@ -45,11 +45,11 @@ async def test_create_answers_the_telnyx_shape_with_defaults(
     assert len(data["id"]) == 19 and data["id"].isdigit()
     assert data["application_name"] == "call-router"
     assert data["webhook_event_url"] == "https://example.com/hook"
-    assert data["webhook_event_failover_url"] is None
+    assert data["webhook_event_failover_url"] == ""  # the spec's default
     assert data["webhook_api_version"] == "1"
     assert data["webhook_timeout_secs"] is None
     assert data["active"] is True
-    # Telnyx fields we do not use, with Telnyx's defaults
+    # the rest of the spec's object, with the spec's defaults
     assert data["anchorsite_override"] == "Latency"
     assert data["dtmf_type"] == "RFC 2833"
     assert data["first_command_timeout_secs"] == 30
@@ -100,7 +100,7 @@ async def test_crud_round_trip(api: httpx.AsyncClient, account: NewAccount) -> N
     assert (await api.delete(url, headers=auth(account))).status_code == 404
 
 
-async def test_unknown_telnyx_fields_are_accepted_and_ignored(
+async def test_every_spec_field_is_stored_as_written_and_unknown_ones_ignored(
     api: httpx.AsyncClient, account: NewAccount
 ) -> None:
     created = await create_application(
@@ -111,27 +111,58 @@ async def test_unknown_telnyx_fields_are_accepted_and_ignored(
         inbound={"channel_limit": 10, "sip_subdomain": "example"},
         outbound={"outbound_voice_profile_id": "1293384261075731499"},
         first_command_timeout=True,
+        first_command_timeout_secs=10,
+        call_cost_in_webhooks=True,
+        redact_dtmf_debug_logging=True,
+        tags=["a", "b"],
         something_new={"nested": [1, 2]},
     )
-    assert created["anchorsite_override"] == "Latency"
-    assert created["dtmf_type"] == "RFC 2833"
-    assert created["inbound"]["channel_limit"] is None
+    assert created["anchorsite_override"] == "Amsterdam, Netherlands"
+    assert created["dtmf_type"] == "Inband"
+    assert created["inbound"] == {
+        "channel_limit": 10,
+        "shaken_stir_enabled": False,
+        "sip_subdomain": "example",
+        "sip_subdomain_receive_settings": "from_anyone",
+    }
+    assert created["outbound"] == {
+        "channel_limit": None,
+        "outbound_voice_profile_id": "1293384261075731499",
+    }
+    assert created["first_command_timeout"] is True
+    assert created["first_command_timeout_secs"] == 10
+    assert created["call_cost_in_webhooks"] is True
+    assert created["redact_dtmf_debug_logging"] is True
+    assert created["tags"] == ["a", "b"]
     assert "something_new" not in created
     response = await api.patch(
-        f"{BASE}/{created['id']}", json={"dtmf_type": "SIP INFO"}, headers=auth(account)
+        f"{BASE}/{created['id']}",
+        json={"dtmf_type": "SIP INFO", "inbound": {"shaken_stir_enabled": True}},
+        headers=auth(account),
     )
     assert response.status_code == 200
-    assert response.json()["data"]["dtmf_type"] == "RFC 2833"
+    patched = response.json()["data"]
+    assert patched["dtmf_type"] == "SIP INFO"
+    # a partial PATCH keeps the rest, inside inbound too
+    assert patched["inbound"] == {**created["inbound"], "shaken_stir_enabled": True}
+    unchanged = {"dtmf_type", "inbound", "updated_at"}
+    assert {k: v for k, v in patched.items() if k not in unchanged} == {
+        k: v for k, v in created.items() if k not in unchanged
+    }
+    fetched = (await api.get(f"{BASE}/{created['id']}", headers=auth(account))).json()["data"]
+    assert fetched == patched
 
 
-async def test_empty_failover_url_means_none_and_api_version_may_be_a_number(
+async def test_failover_url_is_answered_as_written_and_api_version_may_be_a_number(
     api: httpx.AsyncClient, account: NewAccount
 ) -> None:
     created = await create_application(
         api, account, webhook_event_failover_url="", webhook_api_version=2
     )
-    assert created["webhook_event_failover_url"] is None
+    assert created["webhook_event_failover_url"] == ""
     assert created["webhook_api_version"] == "2"
+    nulled = await create_application(api, account, webhook_event_failover_url=None)
+    assert nulled["webhook_event_failover_url"] is None
 
 
 @pytest.mark.parametrize(
@@ -218,7 +249,7 @@ async def test_broken_json_is_400_and_a_non_object_is_422(
     headers = {**auth(account), "Content-Type": "application/json"}
     response = await api.post(BASE, content=b'{"application_name": "x",', headers=headers)
     assert response.status_code == 400
-    assert only_error(response)["code"] == "10002"
+    assert only_error(response)["code"] == "10015"
     response = await api.post(BASE, content=b"[1, 2]", headers=headers)
     assert response.status_code == 422
     assert await count_rows(runtime, account) == 0
@@ -257,7 +288,7 @@ async def test_patch_clears_nullable_fields(api: httpx.AsyncClient, account: New
     )
     data = response.json()["data"]
     assert data["webhook_timeout_secs"] is None
-    assert data["webhook_event_failover_url"] is None
+    assert data["webhook_event_failover_url"] == ""  # as written
 
 
 async def test_list_pages_newest_first(api: httpx.AsyncClient, account: NewAccount) -> None:
@@ -365,7 +396,7 @@ async def test_every_operation_needs_a_valid_api_key(
     for headers in ({}, {"Authorization": "Bearer KEYnot-a-real-key"}):
         response = await api.request(method, path, json={}, headers=headers)
         assert response.status_code == 401
-        assert only_error(response)["code"] == "401"
+        assert only_error(response)["code"] == "10009"
 
 
 # ---- outbound address policy: the suite allows private networks; these tests do not

@@ -380,7 +380,7 @@ async def test_broken_json_is_400_and_stores_nothing(
         f"{BASE}/{connection_id}", content=b'{"backend": "s3", "configuration": {', headers=headers
     )
     assert response.status_code == 400
-    assert only_error(response)["code"] == "10002"
+    assert only_error(response)["code"] == "10015"
     assert await stored(runtime, connection_id) is None
 
 

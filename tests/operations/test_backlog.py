@@ -102,9 +102,10 @@ async def test_retry_requeues_a_failed_event_of_the_caller_only(
     assert no_auth.json() == {
         "errors": [
             {
-                "code": "401",
-                "title": "Unauthorized",
+                "code": "10009",
+                "title": "Authentication failed",
                 "detail": "Authentication failed: send 'Authorization: Bearer <API key>'.",
+                "meta": {"url": "https://developers.telnyx.com/docs/overview/errors/10009"},
             }
         ]
     }

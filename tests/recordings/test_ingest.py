@@ -327,7 +327,7 @@ async def test_wrong_or_missing_ingest_token_is_401(
         api, runtime, metadata_for(connection_id), make_wav(seconds=0.1), headers=headers
     )
     assert response.status_code == 401
-    assert response.json()["errors"][0]["code"] == "401"
+    assert response.json()["errors"][0]["code"] == "10009"
     await assert_nothing_left(runtime, account, connection_id)
 
 
@@ -379,7 +379,7 @@ async def test_too_large_is_413_as_soon_as_the_limit_is_passed(
         headers={"Content-Type": CONTENT_TYPE, **ingest_headers(runtime)},
     )
     assert response.status_code == 413, response.text
-    assert response.json()["errors"][0]["code"] == "10013"
+    assert response.json()["errors"][0]["code"] == "190002"
     assert sent < len(audio) // 500  # refused before the rest was read
     await assert_nothing_left(runtime, account, connection_id)
 

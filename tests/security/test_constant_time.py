@@ -50,7 +50,7 @@ async def test_the_ingest_token_refuses_every_near_miss(api, runtime, spy):
     for wrong in near_misses(token):
         response = await api.post(INGEST, headers=bearer(wrong))
         assert response.status_code == 401, wrong
-        assert response.json()["errors"][0]["code"] == "401"
+        assert response.json()["errors"][0]["code"] == "10009"
     assert spy.compared(token)
 
 

@@ -56,7 +56,8 @@ def assert_error(response: httpx.Response, allowed: set[int], where: str) -> Non
 
 async def test_every_path_parameter_refuses_traversal_and_junk(api, runtime, account):
     app = create_app(runtime)
-    routes = routes_with_path_params(app)
+    # the console's HTML pages: tests/console/test_console_security.py walks them
+    routes = [r for r in routes_with_path_params(app) if not r[1].startswith("/console")]
     assert len(routes) >= 14
     failures = []
     for method, path, names in routes:
@@ -134,7 +135,7 @@ async def test_a_json_body_over_the_limit_is_refused_with_a_telnyx_413(api, acco
     body = {"application_name": "x" * (1024 * 1024 + 10), "webhook_event_url": "https://e.com"}
     response = await api.post("/v2/call_control_applications", json=body, headers=auth(account))
     assert_error(response, {413}, "oversized JSON")
-    assert response.json()["errors"][0]["code"] == "10013"
+    assert response.json()["errors"][0]["code"] == "190002"
 
 
 async def test_a_chunked_json_body_over_the_limit_is_refused(api, account):

@@ -54,7 +54,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 def assert_413(response: httpx.Response) -> None:
     assert response.status_code == 413, response.text
     error = response.json()["errors"][0]
-    assert error["code"] == "10013"
+    assert error["code"] == "190002"
     assert error["title"] == "Payload too large"
     assert str(LIMIT) in error["detail"]
 

@@ -157,6 +157,16 @@ async def encryption_key(world: World) -> Owned:
     )
 
 
+async def webhook_delivery(world: World) -> Owned:
+    event = await failed_webhook_event(world)
+    event_id = event.params["event_id"]
+    return Owned(
+        {"id": event_id},
+        {"id": str(uuid.uuid4())},
+        lambda: as_a(world, f"/v2/webhook_deliveries/{event_id}"),
+    )
+
+
 @dataclass
 class Case:
     make: Callable[[World], Awaitable[Owned]]
@@ -192,6 +202,7 @@ OWNED: dict[tuple[str, str], Case] = {
         application_without_storage
     ),
     ("POST", "/v2/webhook_deliveries/{event_id}/actions/retry"): Case(failed_webhook_event),
+    ("GET", "/v2/webhook_deliveries/{id}"): Case(webhook_delivery),
     ("GET", "/v2/recordings/{recording_id}"): Case(recording),
     ("DELETE", "/v2/recordings/{recording_id}"): Case(recording),
     ("POST", "/v2/recordings/{recording_id}/actions/redeliver"): Case(recording),
@@ -272,6 +283,19 @@ async def create_encryption_key_as_b(world: World) -> list[str]:
     )
 
 
+async def list_webhook_deliveries(world: World) -> list[str]:
+    delivery = await webhook_delivery(world)
+    event_id = delivery.params["id"]
+    assert (await delivery.state())[0] == 200  # A sees it
+    response = await world.api.get(
+        "/v2/webhook_deliveries", params={"page[size]": 250}, headers=auth(world.b)
+    )
+    assert response.status_code == 200, response.text
+    return ["B lists A's webhook delivery"] * (
+        event_id in {item["id"] for item in response.json()["data"]}
+    )
+
+
 async def signing_key(world: World) -> list[str]:
     response = await world.api.get("/v2/webhook_signing_key", headers=auth(world.b))
     key = response.json()["data"]["public_key"]
@@ -286,6 +310,7 @@ COLLECTIONS: dict[tuple[str, str], Callable[[World], Awaitable[list[str]]]] = {
     ("GET", "/v2/webhook_signing_key"): signing_key,
     ("GET", "/v2/recording_encryption_keys"): list_encryption_keys,
     ("POST", "/v2/recording_encryption_keys"): create_encryption_key_as_b,
+    ("GET", "/v2/webhook_deliveries"): list_webhook_deliveries,
 }
 
 

@@ -57,6 +57,10 @@ async def create_application(
     response_model=ListCallControlApplicationsResponse,
     operation_id="ListCallControlApplications",
     summary="List call control applications",
+    description="Filters: filter[application_name][contains], "
+    "filter[outbound.outbound_voice_profile_id]. The spec's other filters (call events and "
+    "conferences) do not apply to applications and, like any unknown parameter, answer 400.",
+    responses=error_responses(400),
 )
 async def list_applications(
     page_number: int = Query(1, alias="page[number]", ge=1, description="The page to load."),
@@ -72,6 +76,12 @@ async def list_applications(
         min_length=3,
         description="Only applications whose name contains this text (case-insensitive).",
     ),
+    outbound_voice_profile_id: str | None = Query(
+        None,
+        alias="filter[outbound.outbound_voice_profile_id]",
+        pattern=r"^[0-9]{1,19}$",
+        description="Only applications with this outbound voice profile.",
+    ),
     account: Account = Depends(current_account),
     runtime: Runtime = Depends(get_runtime),
 ) -> ListCallControlApplicationsResponse:
@@ -82,6 +92,7 @@ async def list_applications(
         page_size=page_size,
         sort=sort,
         name_contains=name_contains,
+        outbound_voice_profile_id=outbound_voice_profile_id,
     )
     return ListCallControlApplicationsResponse(
         data=[CallControlApplication.of(item) for item in page.items],

@@ -42,10 +42,14 @@ async def for_account(
     return result.scalar_one_or_none()
 
 
-def _filtered(account_id: str, name_contains: str | None) -> Any:
+def _filtered(
+    account_id: str, name_contains: str | None, outbound_voice_profile_id: str | None
+) -> Any:
     query = select(Application).where(Application.account_id == account_id)
     if name_contains:
         query = query.where(Application.application_name.icontains(name_contains, autoescape=True))
+    if outbound_voice_profile_id is not None:
+        query = query.where(Application.outbound_voice_profile_id == outbound_voice_profile_id)
     return query
 
 
@@ -57,18 +61,30 @@ async def page(
     limit: int,
     sort: str,
     name_contains: str | None = None,
+    outbound_voice_profile_id: str | None = None,
 ) -> Sequence[Application]:
     descending = sort.startswith("-")
     column = SORT_COLUMNS[sort.lstrip("-")]
     order = column.desc() if descending else column.asc()
     # the id breaks ties so that pages neither repeat nor skip rows
     tie = Application.id.desc() if descending else Application.id.asc()
-    query = _filtered(account_id, name_contains).order_by(order, tie).offset(offset).limit(limit)
+    query = (
+        _filtered(account_id, name_contains, outbound_voice_profile_id)
+        .order_by(order, tie)
+        .offset(offset)
+        .limit(limit)
+    )
     return list((await session.execute(query)).scalars())
 
 
-async def count(session: AsyncSession, account_id: str, name_contains: str | None = None) -> int:
-    query = select(func.count()).select_from(_filtered(account_id, name_contains).subquery())
+async def count(
+    session: AsyncSession,
+    account_id: str,
+    name_contains: str | None = None,
+    outbound_voice_profile_id: str | None = None,
+) -> int:
+    filtered = _filtered(account_id, name_contains, outbound_voice_profile_id)
+    query = select(func.count()).select_from(filtered.subquery())
     return int((await session.execute(query)).scalar_one())
 
 

@@ -1,9 +1,8 @@
 """Bodies of /v2/call_control_applications, shaped like Telnyx's CallControlApplication.
 
-callvault keeps only what recordings and webhooks need: the name, the webhook URLs, version and
-timeout, and `active`. Telnyx's call-routing settings (`anchorsite_override`, `dtmf_type`,
-`inbound`, `outbound`, ...) are accepted in requests and ignored, and answered with Telnyx's
-defaults so that SDK models parse.
+Every field of the spec's application object is stored and answered exactly as written, with
+the spec's types, enums and defaults (callvault itself acts only on the webhook settings and
+`active`; the call-routing settings are kept for configuration tools that read them back).
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from callvault.applications.models import Application
 from callvault.outbound.addresses import MAX_URL_LENGTH, URL_PATTERN, url_shape_error
 
 IGNORED_FIELDS_NOTE = (
-    "Telnyx's call-routing settings (anchorsite_override, dtmf_type, inbound, outbound, "
-    "first_command_timeout, ...) are accepted and ignored."
+    "Every field of Telnyx's application object is stored and answered as written; fields "
+    "outside it (and the read-only id, record_type, created_at, updated_at) are ignored."
 )
 
 
@@ -36,11 +35,6 @@ def _check_url(value: str) -> str:
     if reason is not None:
         raise PydanticCustomError("url", reason)
     return value
-
-
-def _empty_is_none(value: Any) -> Any:
-    # Telnyx's spec defaults the failover URL to "": both "" and null mean "no failover"
-    return None if value == "" else value
 
 
 def _version_as_text(value: Any) -> Any:
@@ -60,10 +54,20 @@ WebhookUrl = Annotated[
     ),
     AfterValidator(_check_url),
 ]
+
+
+def _failover_url(value: str | None) -> str | None:
+    if value is None or value == "":
+        return value
+    if len(value) > MAX_URL_LENGTH:
+        raise PydanticCustomError("url", f"the URL must be at most {MAX_URL_LENGTH} characters")
+    return _check_url(value)
+
+
 FailoverUrl = Annotated[
-    WebhookUrl | None,
-    BeforeValidator(_empty_is_none),
-    # "" is accepted and means none, like null
+    str | None,
+    AfterValidator(_failover_url),
+    # "" (the spec's default) and null both mean none; each is answered as written
     WithJsonSchema(
         {
             "anyOf": [
@@ -103,6 +107,52 @@ EncryptionKeyId = Annotated[
 ]
 
 
+AnchorSite = Literal[
+    "Latency",
+    "Chicago, IL",
+    "Ashburn, VA",
+    "San Jose, CA",
+    "London, UK",
+    "Chennai, IN",
+    "Amsterdam, Netherlands",
+    "Toronto, Canada",
+    "Sydney, Australia",
+]
+DtmfType = Literal["RFC 2833", "Inband", "SIP INFO"]
+ReceiveSettings = Literal["only_my_connections", "from_anyone"]
+ChannelLimit = Annotated[int, Field(ge=1, le=100_000, strict=True)]
+# a DNS label: the subdomain becomes {sip_subdomain}.sip.telnyx.com
+SipSubdomain = Annotated[str, Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+ProfileId = Annotated[str, Field(pattern=r"^[0-9]{1,19}$", examples=["1293384261075731499"])]
+Tag = Annotated[str, Field(min_length=1, max_length=255)]
+Tags = Annotated[list[Tag], Field(max_length=100)]
+CommandTimeout = Annotated[int, Field(ge=1, le=300, strict=True), BeforeValidator(_whole_number)]
+
+
+class CallControlApplicationInbound(BaseModel):
+    model_config = ConfigDict(title="Call Control Application Inbound", extra="ignore")
+
+    channel_limit: ChannelLimit | None = Field(
+        default=None, description="Limit of concurrent inbound calls; null = none."
+    )
+    shaken_stir_enabled: StrictBool = False
+    sip_subdomain: SipSubdomain | None = Field(
+        default=None, description="A DNS label (letters, digits, inner hyphens; 1-63)."
+    )
+    sip_subdomain_receive_settings: ReceiveSettings = "from_anyone"
+
+
+class CallControlApplicationOutbound(BaseModel):
+    model_config = ConfigDict(title="Call Control Application Outbound", extra="ignore")
+
+    channel_limit: ChannelLimit | None = Field(
+        default=None, description="Limit of concurrent outbound calls; null = none."
+    )
+    outbound_voice_profile_id: ProfileId | None = Field(
+        default=None, description="An int64 id as a string."
+    )
+
+
 class CreateCallControlApplicationRequest(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
@@ -116,7 +166,7 @@ class CreateCallControlApplicationRequest(BaseModel):
         "network unless the operator allows it."
     )
     webhook_event_failover_url: FailoverUrl = Field(
-        default=None, description="URL tried when sending to the primary URL fails ('' = none)."
+        default="", description="URL tried when sending to the primary URL fails ('' = none)."
     )
     webhook_api_version: ApiVersion = Field(
         default="1", description="Webhook format: '1' (flat) or '2' (envelope)."
@@ -126,13 +176,30 @@ class CreateCallControlApplicationRequest(BaseModel):
     )
     active: StrictBool = Field(default=True, description="Whether the application can be used.")
     recording_encryption_key_id: EncryptionKeyId = None
+    anchorsite_override: AnchorSite = "Latency"
+    call_cost_in_webhooks: StrictBool = False
+    dtmf_type: DtmfType = "RFC 2833"
+    first_command_timeout: StrictBool = False
+    first_command_timeout_secs: CommandTimeout = 30
+    inbound: CallControlApplicationInbound = Field(default_factory=CallControlApplicationInbound)
+    outbound: CallControlApplicationOutbound = Field(default_factory=CallControlApplicationOutbound)
+    redact_dtmf_debug_logging: StrictBool = False
+    tags: Tags = Field(default_factory=list)
+
+    def columns(self) -> dict[str, Any]:
+        """Every stored column of the application, from this request."""
+        values = self.model_dump(exclude={"inbound", "outbound"})
+        values.update(nested_columns("inbound", self.inbound, all_fields=True))
+        values.update(nested_columns("outbound", self.outbound, all_fields=True))
+        return values
 
 
 _UNSET: Any = None
 
 
 class UpdateCallControlApplicationRequest(BaseModel):
-    """A partial update: only the fields sent change; null clears the nullable ones."""
+    """A partial update: only the fields sent change (inside inbound/outbound too); null
+    clears the nullable ones."""
 
     model_config = ConfigDict(
         extra="ignore",
@@ -149,21 +216,37 @@ class UpdateCallControlApplicationRequest(BaseModel):
     webhook_timeout_secs: TimeoutSecs | None = Field(default=None)
     active: StrictBool = Field(default=_UNSET)
     recording_encryption_key_id: EncryptionKeyId = None
+    anchorsite_override: AnchorSite = Field(default=_UNSET)
+    call_cost_in_webhooks: StrictBool = Field(default=_UNSET)
+    dtmf_type: DtmfType = Field(default=_UNSET)
+    first_command_timeout: StrictBool = Field(default=_UNSET)
+    first_command_timeout_secs: CommandTimeout = Field(default=_UNSET)
+    inbound: CallControlApplicationInbound = Field(default=_UNSET)
+    outbound: CallControlApplicationOutbound = Field(default=_UNSET)
+    redact_dtmf_debug_logging: StrictBool = Field(default=_UNSET)
+    tags: Tags = Field(default=_UNSET)
 
     def changes(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        """The columns to change: the fields sent, nested ones field by field."""
+        values: dict[str, Any] = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if name in ("inbound", "outbound"):
+                values.update(nested_columns(name, value, all_fields=False))
+            else:
+                values[name] = value
+        return values
 
 
-class CallControlApplicationInbound(BaseModel):
-    channel_limit: int | None = None
-    shaken_stir_enabled: bool = False
-    sip_subdomain: str | None = None
-    sip_subdomain_receive_settings: Literal["only_my_connections", "from_anyone"] = "from_anyone"
+def nested_columns(prefix: str, value: BaseModel, *, all_fields: bool) -> dict[str, Any]:
+    """inbound.channel_limit -> inbound_channel_limit, ...; outbound_voice_profile_id keeps
+    its name. Only the fields that were sent unless `all_fields`."""
+    names = type(value).model_fields if all_fields else value.model_fields_set
+    return {_column(prefix, name): getattr(value, name) for name in names}
 
 
-class CallControlApplicationOutbound(BaseModel):
-    channel_limit: int | None = None
-    outbound_voice_profile_id: str | None = None
+def _column(prefix: str, name: str) -> str:
+    return name if name == "outbound_voice_profile_id" else f"{prefix}_{name}"
 
 
 def telnyx_time(moment: datetime) -> str:
@@ -183,16 +266,15 @@ class CallControlApplication(BaseModel):
     webhook_timeout_secs: int | None
     active: bool
     recording_encryption_key_id: EncryptionKeyId = None
-    # Telnyx settings callvault does not use, always answered with Telnyx's defaults
-    anchorsite_override: str = Field(default="Latency", description="Always Telnyx's default.")
-    call_cost_in_webhooks: bool = False
-    dtmf_type: Literal["RFC 2833", "Inband", "SIP INFO"] = "RFC 2833"
-    first_command_timeout: bool = False
-    first_command_timeout_secs: int = 30
-    inbound: CallControlApplicationInbound = Field(default_factory=CallControlApplicationInbound)
-    outbound: CallControlApplicationOutbound = Field(default_factory=CallControlApplicationOutbound)
-    redact_dtmf_debug_logging: bool = False
-    tags: list[str] = Field(default_factory=list)
+    anchorsite_override: AnchorSite
+    call_cost_in_webhooks: bool
+    dtmf_type: DtmfType
+    first_command_timeout: bool
+    first_command_timeout_secs: int
+    inbound: CallControlApplicationInbound
+    outbound: CallControlApplicationOutbound
+    redact_dtmf_debug_logging: bool
+    tags: list[str]
     created_at: str = Field(examples=["2018-02-02T22:25:27.521Z"])
     updated_at: str = Field(examples=["2018-02-02T22:25:27.521Z"])
 
@@ -207,6 +289,23 @@ class CallControlApplication(BaseModel):
             webhook_timeout_secs=application.webhook_timeout_secs,
             active=application.active,
             recording_encryption_key_id=application.recording_encryption_key_id,
+            anchorsite_override=application.anchorsite_override,  # type: ignore[arg-type]
+            call_cost_in_webhooks=application.call_cost_in_webhooks,
+            dtmf_type=application.dtmf_type,  # type: ignore[arg-type]
+            first_command_timeout=application.first_command_timeout,
+            first_command_timeout_secs=application.first_command_timeout_secs,
+            inbound=CallControlApplicationInbound.model_construct(
+                channel_limit=application.inbound_channel_limit,
+                shaken_stir_enabled=application.inbound_shaken_stir_enabled,
+                sip_subdomain=application.inbound_sip_subdomain,
+                sip_subdomain_receive_settings=application.inbound_sip_subdomain_receive_settings,
+            ),
+            outbound=CallControlApplicationOutbound.model_construct(
+                channel_limit=application.outbound_channel_limit,
+                outbound_voice_profile_id=application.outbound_voice_profile_id,
+            ),
+            redact_dtmf_debug_logging=application.redact_dtmf_debug_logging,
+            tags=list(application.tags or []),
             created_at=telnyx_time(application.created_at),
             updated_at=telnyx_time(application.updated_at),
         )

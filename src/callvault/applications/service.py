@@ -40,7 +40,7 @@ async def check_webhook_urls(urls: dict[str, str | None], *, allow_private: bool
     """422 at the field's pointer when a webhook URL may not be called (address policy)."""
     for name in URL_FIELDS:
         url = urls.get(name)
-        if url is None:
+        if not url:  # null or "": no URL
             continue
         reason = await refuse_reason(url, allow_private=allow_private)
         if reason is not None:
@@ -67,13 +67,7 @@ async def create(
     application = Application(
         id=new_application_id(),
         account_id=account_id,
-        application_name=request.application_name,
-        webhook_event_url=request.webhook_event_url,
-        webhook_event_failover_url=request.webhook_event_failover_url,
-        webhook_api_version=request.webhook_api_version,
-        webhook_timeout_secs=request.webhook_timeout_secs,
-        active=request.active,
-        recording_encryption_key_id=request.recording_encryption_key_id,
+        **request.columns(),
         created_at=now,
         updated_at=now,
     )
@@ -96,11 +90,14 @@ async def list_page(
     page_size: int,
     sort: str,
     name_contains: str | None,
+    outbound_voice_profile_id: str | None = None,
 ) -> Page:
     offset = (page_number - 1) * page_size
     items: Sequence[Application] = []
     async with runtime.sessions() as session:
-        total = await repository.count(session, account_id, name_contains)
+        total = await repository.count(
+            session, account_id, name_contains, outbound_voice_profile_id
+        )
         # a page past the end is empty; asking the database would overflow its 64-bit OFFSET
         # for absurd page numbers
         if offset < total:
@@ -111,6 +108,7 @@ async def list_page(
                 limit=page_size,
                 sort=sort,
                 name_contains=name_contains,
+                outbound_voice_profile_id=outbound_voice_profile_id,
             )
     return Page(items, page_number, page_size, total)
 

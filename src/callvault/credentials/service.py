@@ -28,7 +28,7 @@ from callvault.credentials.schemas import (
     ValidationResult,
 )
 from callvault.db import transaction, utcnow
-from callvault.errors import ApiError, ErrorItem, conflict, invalid, not_found
+from callvault.errors import duplicate, invalid, not_found, unavailable
 from callvault.outbound.addresses import refuse_reason
 from callvault.runtime import Runtime
 from callvault.storage import aws_roles
@@ -212,7 +212,7 @@ async def create(
 
 
 def _already_exists() -> Exception:
-    return conflict(
+    return duplicate(
         "This connection already has custom storage credentials: replace them with PUT.",
         pointer="/connection_id",
     )
@@ -326,7 +326,7 @@ async def aws_role_setup(
         principal = await asyncio.to_thread(aws_roles.principal_arn)
     except aws_roles.RoleError as exc:
         # the operator's setup, not the customer's request: answered as unavailable
-        raise ApiError(503, [ErrorItem("10009", "Service unavailable", exc.reason)]) from None
+        raise unavailable(exc.reason) from None
     return AwsRoleSetup(
         external_id=external_id,
         principal_arn=principal,

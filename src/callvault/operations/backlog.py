@@ -40,22 +40,31 @@ class Backlog:
         }
 
 
-async def read_backlog(session: AsyncSession) -> Backlog:
+async def read_backlog(session: AsyncSession, account_id: str | None = None) -> Backlog:
+    """The whole instance's backlog, or one account's (the console's overview)."""
+    mine_r = [Recording.account_id == account_id] if account_id is not None else []
+    mine_e = [WebhookEvent.account_id == account_id] if account_id is not None else []
     by_state = {state.value: 0 for state in RecordingStatus}
-    rows = await session.execute(select(Recording.status, func.count()).group_by(Recording.status))
+    rows = await session.execute(
+        select(Recording.status, func.count()).where(*mine_r).group_by(Recording.status)
+    )
     for state, count in rows:
         by_state[state] = count
     events = {
         status: count
         for status, count in await session.execute(
-            select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)
+            select(WebhookEvent.status, func.count()).where(*mine_e).group_by(WebhookEvent.status)
         )
     }
     oldest_recording = await session.scalar(
-        select(func.min(Recording.created_at)).where(Recording.status == RecordingStatus.RECEIVED)
+        select(func.min(Recording.created_at)).where(
+            Recording.status == RecordingStatus.RECEIVED, *mine_r
+        )
     )
     oldest_event = await session.scalar(
-        select(func.min(WebhookEvent.created_at)).where(WebhookEvent.status == EventStatus.PENDING)
+        select(func.min(WebhookEvent.created_at)).where(
+            WebhookEvent.status == EventStatus.PENDING, *mine_e
+        )
     )
     return Backlog(
         recordings_by_state=by_state,

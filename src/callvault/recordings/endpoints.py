@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import StringConstraints
 
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime, require_ingest_token
 from callvault.errors import error_responses
+from callvault.query import IsoDateTime
 from callvault.recordings import ingest as ingest_service
 from callvault.recordings import service
 from callvault.recordings.repository import RecordingFilter
@@ -28,6 +29,10 @@ from callvault.runtime import Runtime
 ingest_router = APIRouter(prefix="/internal/v1", tags=["ingest"])
 router = APIRouter(prefix="/v2/recordings", tags=["recordings"])
 
+# exact, case-sensitive matches (as the spec says); ids are at most 128 characters
+FilterText = Annotated[str, StringConstraints(min_length=1, max_length=255)] | None
+FilterTime = IsoDateTime | None
+
 _INGEST_BODY = {
     "requestBody": {
         "required": True,
@@ -42,7 +47,9 @@ _INGEST_BODY = {
                             "description": "JSON: connection_id, call_control_id, call_leg_id, "
                             "call_session_id, format (wav|mp3), channels (single|dual), "
                             "recording_started_at, recording_ended_at (ISO 8601), client_state "
-                            "(base64 or null), custom_file_name ([A-Za-z0-9._-]{1,40}, optional).",
+                            "(base64 or null), custom_file_name ([A-Za-z0-9._-]{1,40}, optional); "
+                            "optional: from, to, conference_id, conference_region, "
+                            "initiated_by, sip_call_id, source (call|conference).",
                         },
                         "audio": {"type": "string", "format": "binary"},
                     },
@@ -81,17 +88,29 @@ async def ingest_recording(
     "",
     response_model=RecordingList,
     summary="List call recordings",
-    responses=error_responses(401, 422),
+    description="Every filter of Telnyx's spec, combined with AND. An unknown query parameter "
+    "answers 400 (source.parameter names it).",
+    operation_id="GetRecordings",
+    responses=error_responses(400, 401, 422),
 )
 async def list_recordings(
     page_number: Annotated[int, Query(alias="page[number]", ge=1)] = 1,
     page_size: Annotated[int, Query(alias="page[size]", ge=1, le=250)] = 20,
-    connection_id: Annotated[str | None, Query(alias="filter[connection_id]")] = None,
-    call_leg_id: Annotated[str | None, Query(alias="filter[call_leg_id]")] = None,
-    call_control_id: Annotated[str | None, Query(alias="filter[call_control_id]")] = None,
-    call_session_id: Annotated[str | None, Query(alias="filter[call_session_id]")] = None,
-    created_at_gte: Annotated[datetime | None, Query(alias="filter[created_at][gte]")] = None,
-    created_at_lte: Annotated[datetime | None, Query(alias="filter[created_at][lte]")] = None,
+    connection_id: Annotated[FilterText, Query(alias="filter[connection_id]")] = None,
+    call_leg_id: Annotated[FilterText, Query(alias="filter[call_leg_id]")] = None,
+    call_control_id: Annotated[FilterText, Query(alias="filter[call_control_id]")] = None,
+    call_session_id: Annotated[FilterText, Query(alias="filter[call_session_id]")] = None,
+    conference_id: Annotated[FilterText, Query(alias="filter[conference_id]")] = None,
+    conference_region: Annotated[FilterText, Query(alias="filter[conference_region]")] = None,
+    from_: Annotated[FilterText, Query(alias="filter[from]")] = None,
+    to: Annotated[FilterText, Query(alias="filter[to]")] = None,
+    sip_call_id: Annotated[FilterText, Query(alias="filter[sip_call_id]")] = None,
+    created_at_gte: Annotated[FilterTime, Query(alias="filter[created_at][gte]")] = None,
+    created_at_lte: Annotated[FilterTime, Query(alias="filter[created_at][lte]")] = None,
+    start_time_gte: Annotated[FilterTime, Query(alias="filter[start_time][gte]")] = None,
+    start_time_lte: Annotated[FilterTime, Query(alias="filter[start_time][lte]")] = None,
+    end_time_gte: Annotated[FilterTime, Query(alias="filter[end_time][gte]")] = None,
+    end_time_lte: Annotated[FilterTime, Query(alias="filter[end_time][lte]")] = None,
     account: Account = Depends(current_account),
     runtime: Runtime = Depends(get_runtime),
 ) -> RecordingList:
@@ -100,8 +119,17 @@ async def list_recordings(
         call_leg_id=call_leg_id,
         call_control_id=call_control_id,
         call_session_id=call_session_id,
+        conference_id=conference_id,
+        conference_region=conference_region,
+        from_number=from_,
+        to_number=to,
+        sip_call_id=sip_call_id,
         created_at_gte=created_at_gte,
         created_at_lte=created_at_lte,
+        start_time_gte=start_time_gte,
+        start_time_lte=start_time_lte,
+        end_time_gte=end_time_gte,
+        end_time_lte=end_time_lte,
     )
     return await service.list_recordings(runtime, account.id, where, page_number, page_size)
 

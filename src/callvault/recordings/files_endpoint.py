@@ -13,8 +13,9 @@ import time
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
+from callvault import errors
 from callvault.auth import get_runtime
-from callvault.errors import ApiError, ErrorItem, error_responses, not_found
+from callvault.errors import ApiError, error_responses, not_found
 from callvault.runtime import Runtime
 from callvault.storage.layout import content_type_for
 from callvault.storage.local import LocalStore
@@ -24,9 +25,7 @@ router = APIRouter(tags=["recordings"])
 
 
 def forbidden() -> ApiError:
-    return ApiError(
-        403, [ErrorItem("10010", "Forbidden", "The download link is invalid or has expired.")]
-    )
+    return errors.forbidden("The download link is invalid or has expired.")
 
 
 def media_type_for(key: str) -> str:

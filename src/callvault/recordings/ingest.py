@@ -34,7 +34,7 @@ from callvault.applications.models import Application
 from callvault.db import transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.encryption_keys.scheme import Recipient
-from callvault.errors import ApiError, ErrorItem, invalid
+from callvault.errors import ApiError, conflict, invalid, unavailable
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
@@ -58,16 +58,7 @@ class IngestOutcome:
 
 
 def store_unavailable(error: StorageError) -> ApiError:
-    return ApiError(
-        503,
-        [
-            ErrorItem(
-                "10011",
-                "Service unavailable",
-                f"The recording could not be stored, try again: {error.reason}",
-            )
-        ],
-    )
+    return unavailable(f"The recording could not be stored, try again: {error.reason}")
 
 
 def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]:
@@ -224,6 +215,13 @@ async def _store(
         recording_ended_at=meta.recording_ended_at,
         client_state=meta.client_state,
         custom_file_name=meta.custom_file_name,
+        from_number=meta.from_,
+        to_number=meta.to,
+        conference_id=meta.conference_id,
+        conference_region=meta.conference_region,
+        initiated_by=meta.initiated_by,
+        sip_call_id=meta.sip_call_id,
+        source=meta.source,
         size_bytes=upload.size,
         sha256=upload.sha256,
         duration_millis=upload.audio.duration_millis,
@@ -257,9 +255,7 @@ async def _store(
             inbox.cancel()
         # not the natural key (ON CONFLICT took care of it): e.g. the account vanished
         await _forget_object(runtime, key)
-        raise ApiError(
-            409, [ErrorItem("10003", "Conflict", "The recording was not stored.")]
-        ) from None
+        raise conflict("The recording was not stored.") from None
     except BaseException:
         if inbox is not None and lease_until is not None:
             inbox.cancel()
@@ -333,9 +329,7 @@ async def _lost_race(runtime: Runtime, upload: ReceivedUpload, key: str) -> Inge
     if existing is None:
         # the constraint was another one (e.g. the account vanished): nothing to answer with
         await _forget_object(runtime, key)
-        raise ApiError(
-            409, [ErrorItem("10003", "Conflict", "The recording was not stored.")]
-        ) from None
+        raise conflict("The recording was not stored.")
     if existing.default_store_key != key:
         await _forget_object(runtime, key)
     return IngestOutcome(existing.id, existing.status, created=False)

@@ -16,6 +16,21 @@ class RecordingStatus(StrEnum):
     DELETED = "deleted"
 
 
+# columns `GET /v2/recordings` filters on (created_at keeps its own index from 0001)
+FILTERED = (
+    "call_control_id",
+    "call_leg_id",
+    "call_session_id",
+    "conference_id",
+    "conference_region",
+    "from_number",
+    "to_number",
+    "sip_call_id",
+    "recording_started_at",
+    "recording_ended_at",
+)
+
+
 class Recording(Base):
     """A recording, and the job that moves it: the row is the queue entry (DESIGN.md)."""
 
@@ -23,6 +38,8 @@ class Recording(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "call_leg_id", "recording_started_at"),
         Index("ix_recordings_due", "status", "next_attempt_at"),
+        # the Recordings API's filters, each within one account (migration 0002)
+        *(Index(f"ix_recordings_account_{column}", "account_id", column) for column in FILTERED),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -39,6 +56,14 @@ class Recording(Base):
     recording_ended_at: Mapped[datetime]
     client_state: Mapped[str | None] = mapped_column(Text)
     custom_file_name: Mapped[str | None] = mapped_column(String(40))
+    # optional call facts of Telnyx's recording object (ingest passes them through)
+    from_number: Mapped[str | None] = mapped_column(String(128))
+    to_number: Mapped[str | None] = mapped_column(String(128))
+    conference_id: Mapped[str | None] = mapped_column(String(128))
+    conference_region: Mapped[str | None] = mapped_column(String(32))
+    initiated_by: Mapped[str | None] = mapped_column(String(64))
+    sip_call_id: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16), default="call", server_default="call")
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     duration_millis: Mapped[int] = mapped_column(BigInteger)

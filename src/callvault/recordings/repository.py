@@ -21,12 +21,24 @@ from callvault.recordings.models import Recording, RecordingStatus
 
 @dataclass(frozen=True)
 class RecordingFilter:
+    """Every filter of `GET /v2/recordings`; None = not filtered. Times are aware (UTC)."""
+
     connection_id: str | None = None
     call_leg_id: str | None = None
     call_control_id: str | None = None
     call_session_id: str | None = None
+    conference_id: str | None = None
+    conference_region: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    sip_call_id: str | None = None
     created_at_gte: datetime | None = None
     created_at_lte: datetime | None = None
+    start_time_gte: datetime | None = None
+    start_time_lte: datetime | None = None
+    end_time_gte: datetime | None = None
+    end_time_lte: datetime | None = None
+    status: str | None = None  # received | stored | failed (the console's filter)
 
 
 @dataclass(frozen=True)
@@ -226,13 +238,25 @@ async def page_for_account(
         (Recording.call_leg_id, where.call_leg_id),
         (Recording.call_control_id, where.call_control_id),
         (Recording.call_session_id, where.call_session_id),
+        (Recording.conference_id, where.conference_id),
+        (Recording.conference_region, where.conference_region),
+        (Recording.from_number, where.from_number),
+        (Recording.to_number, where.to_number),
+        (Recording.sip_call_id, where.sip_call_id),
+        (Recording.status, where.status),
     ):
         if value is not None:
             conditions.append(column == value)
-    if where.created_at_gte is not None:
-        conditions.append(Recording.created_at >= where.created_at_gte)
-    if where.created_at_lte is not None:
-        conditions.append(Recording.created_at <= where.created_at_lte)
+    ranges: tuple[tuple[Any, datetime | None, datetime | None], ...] = (
+        (Recording.created_at, where.created_at_gte, where.created_at_lte),
+        (Recording.recording_started_at, where.start_time_gte, where.start_time_lte),
+        (Recording.recording_ended_at, where.end_time_gte, where.end_time_lte),
+    )
+    for column, low, high in ranges:
+        if low is not None:
+            conditions.append(column >= low)
+        if high is not None:
+            conditions.append(column <= high)
     total = int(
         await session.scalar(select(func.count()).select_from(Recording).where(*conditions)) or 0
     )

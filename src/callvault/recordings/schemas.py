@@ -10,12 +10,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from callvault.encryption_keys.schemas import EncryptionDetails
+from callvault.storage.layout import CALL_ID_PATTERN, CUSTOM_FILE_NAME_PATTERN, leaf_error
 
-# call ids become object metadata (one line of ASCII in every store) and call_leg_id may be the
-# object key's leaf: printable ASCII without spaces, and never a path separator
-CALL_ID = r"^[!-.0-~]{1,128}$"  # 0x21 to 0x7e except "/"
-CUSTOM_FILE_NAME = r"^[A-Za-z0-9._-]{1,40}$"
+# the one id rule, shared with the object key layout
+CALL_ID = CALL_ID_PATTERN
+CUSTOM_FILE_NAME = CUSTOM_FILE_NAME_PATTERN
 MAX_CLIENT_STATE = 4096
+# a number (+E.164 or not), a SIP URI or a client name: printable ASCII, no spaces
+PARTY = r"^[!-~]{1,128}$"
+SIP_CALL_ID = r"^[!-~]{1,255}$"  # RFC 3261 Call-ID: word characters and @
 
 
 class IngestMetadata(BaseModel):
@@ -24,7 +27,7 @@ class IngestMetadata(BaseModel):
     Unknown fields are ignored so that a newer media server can talk to an older callvault.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     connection_id: str = Field(min_length=1, max_length=24, pattern=r"^[!-~]+$")
     call_control_id: str = Field(pattern=CALL_ID)
@@ -36,13 +39,22 @@ class IngestMetadata(BaseModel):
     recording_ended_at: datetime
     client_state: str | None = Field(default=None, max_length=MAX_CLIENT_STATE)
     custom_file_name: str | None = Field(default=None, pattern=CUSTOM_FILE_NAME)
+    # optional facts of Telnyx's recording object, named as in the spec, passed through to the
+    # Recordings API (and its filters)
+    from_: str | None = Field(default=None, alias="from", pattern=PARTY)
+    to: str | None = Field(default=None, pattern=PARTY)
+    conference_id: str | None = Field(default=None, pattern=CALL_ID)
+    conference_region: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    initiated_by: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+    sip_call_id: str | None = Field(default=None, pattern=SIP_CALL_ID)
+    source: Literal["call", "conference"] = "call"
 
     @field_validator("call_leg_id", "custom_file_name")
     @classmethod
     def _not_hidden(cls, value: str | None) -> str | None:
-        # the object key's leaf: ".", ".." and dot-files have special meanings on disk
-        if value is not None and value.startswith("."):
-            raise ValueError("must not start with '.'")
+        # the object key's leaf: the layout's own rule
+        if value is not None and (problem := leaf_error(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("recording_started_at", "recording_ended_at")
@@ -104,6 +116,11 @@ class StorageState(BaseModel):
 
 
 class RecordingData(BaseModel):
+    """Telnyx's RecordingResponseData; `format`, `size_bytes`, `sha256` and `storage` are
+    callvault's documented additions (docs/api.md)."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
     id: str
     record_type: Literal["recording"] = "recording"
     call_control_id: str
@@ -118,8 +135,12 @@ class RecordingData(BaseModel):
     recording_ended_at: datetime
     duration_millis: int
     download_urls: dict[str, str]
-    source: Literal["call"] = "call"
+    source: Literal["call", "conference"] = "call"
     status: Literal["completed"] = "completed"
+    conference_id: str | None = None
+    from_: str | None = Field(default=None, alias="from", serialization_alias="from")
+    to: str | None = None
+    initiated_by: str | None = None
     size_bytes: int
     sha256: str
     storage: StorageState
@@ -147,7 +168,8 @@ class RecordingList(BaseModel):
 
 
 class DeleteRecordingsRequest(BaseModel):
-    ids: list[str] = Field(max_length=250)
+    # no maximum, as in Telnyx's spec (the 1 MiB body limit bounds it); deleted in batches
+    ids: list[str]
 
 
 class StatusOk(BaseModel):

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 import structlog
 
+from callvault.credentials.service import load_configuration
 from callvault.db import transaction, utcnow
-from callvault.errors import ApiError, ErrorItem, not_found
+from callvault.errors import not_found, unavailable
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.repository import RecordingFilter
@@ -21,7 +22,8 @@ from callvault.recordings.schemas import (
     StorageState,
 )
 from callvault.runtime import Runtime
-from callvault.storage.base import StorageError
+from callvault.storage.base import ObjectStore, StorageError
+from callvault.storage.factory import open_custom_store
 
 log = structlog.get_logger("callvault.recordings")
 
@@ -33,24 +35,74 @@ def in_custom_storage(recording: Recording) -> bool:
     return recording.status == RecordingStatus.STORED and recording.recording_url is not None
 
 
-async def download_urls_for(runtime: Runtime, recording: Recording) -> dict[str, str]:
-    """`{"wav": url}` or `{"mp3": url}`: the customer-bucket URL once stored there, a fresh
-    600 s signed default-store link while the bytes are in the default store, else `{}`.
+class CustomerLinks:
+    """Presigned GET links into customers' buckets, made with the connection's stored
+    credentials through the store interface (S3 SigV4, GCS V4, Azure SAS: each provider's own
+    `signed_get_url`). One per API request: a listing opens each connection's store once."""
 
-    Also what the webhooks put in `recording_urls` for default-store recordings.
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._stores: dict[str, ObjectStore | None] = {}
+
+    async def _store_for(self, recording: Recording) -> ObjectStore | None:
+        connection_id = recording.connection_id
+        if connection_id not in self._stores:
+            self._stores[connection_id] = await self._open(connection_id)
+        store = self._stores[connection_id]
+        # credentials replaced with another bucket or backend since: nothing to sign with
+        if store is None or store.backend != recording.backend or store.bucket != recording.bucket:
+            return None
+        return store
+
+    async def _open(self, connection_id: str) -> ObjectStore | None:
+        async with self.runtime.sessions() as session:
+            stored = await load_configuration(session, self.runtime.settings.keyring, connection_id)
+        if stored is None:
+            return None
+        try:
+            return open_custom_store(
+                stored.backend,
+                stored.configuration,
+                allow_private_networks=self.runtime.settings.allow_private_networks,
+            )
+        except StorageError as exc:
+            log.warning("cannot open the customer's store", detail=exc.reason)
+            return None
+
+    async def link(self, recording: Recording) -> str | None:
+        store = await self._store_for(recording)
+        if store is None or not recording.object_key:
+            return None
+        try:
+            return await store.signed_get_url(recording.object_key, DOWNLOAD_LINK_SECONDS)
+        except (StorageError, ValueError) as exc:
+            log.warning(
+                "cannot sign a customer-bucket link", recording_id=recording.id, detail=str(exc)
+            )
+            return None
+
+
+async def download_urls_for(
+    runtime: Runtime, recording: Recording, links: CustomerLinks | None = None
+) -> dict[str, str]:
+    """`{"wav": url}` or `{"mp3": url}`: always a link a plain GET downloads, valid 600 s — a
+    presigned URL into the customer's bucket once stored there, a signed default-store link
+    while the bytes are in the default store; `{}` when deleted or when no link can be made
+    (the connection's credentials were deleted or now point at another bucket).
+
+    Also what the webhooks put in `recording_urls` for default-store recordings (for custom
+    storage they send the canonical URL, `recording.recording_url`).
     """
     if recording.status == RecordingStatus.DELETED:
         return {}
     if in_custom_storage(recording):
-        assert recording.recording_url is not None
-        return {recording.format: recording.recording_url}
+        link = await (links or CustomerLinks(runtime)).link(recording)
+        return {recording.format: link} if link else {}
     if recording.default_store_key:
         url = await runtime.default_store.signed_get_url(
             recording.default_store_key, DOWNLOAD_LINK_SECONDS
         )
         return {recording.format: url}
-    if recording.recording_url:
-        return {recording.format: recording.recording_url}
     return {}
 
 
@@ -66,8 +118,10 @@ def storage_state(recording: Recording) -> StorageState:
     )
 
 
-async def to_data(runtime: Runtime, recording: Recording) -> RecordingData:
-    return RecordingData(
+async def to_data(
+    runtime: Runtime, recording: Recording, links: CustomerLinks | None = None
+) -> RecordingData:
+    data = RecordingData(
         id=recording.id,
         call_control_id=recording.call_control_id,
         call_leg_id=recording.call_leg_id,
@@ -80,15 +134,22 @@ async def to_data(runtime: Runtime, recording: Recording) -> RecordingData:
         recording_started_at=recording.recording_started_at,
         recording_ended_at=recording.recording_ended_at,
         duration_millis=recording.duration_millis,
-        download_urls=await download_urls_for(runtime, recording),
+        download_urls=await download_urls_for(runtime, recording, links),
+        source=recording.source,  # type: ignore[arg-type]
+        conference_id=recording.conference_id,
+        to=recording.to_number,
+        initiated_by=recording.initiated_by,
         size_bytes=recording.size_bytes,
         sha256=recording.sha256,
         storage=storage_state(recording),
         encryption_details=recording.encryption_details,  # type: ignore[arg-type]
     )
+    data.from_ = recording.from_number  # "from" on the wire
+    return data
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
+    """Whether `value` is a UUID (the form of recording and webhook event ids)."""
     try:
         uuid.UUID(value)
     except ValueError:
@@ -103,7 +164,7 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 async def get_recording(runtime: Runtime, account_id: str, recording_id: str) -> RecordingData:
-    if not _is_uuid(recording_id):
+    if not is_uuid(recording_id):
         raise not_found(parameter="recording_id")
     async with runtime.sessions() as session:
         recording = await repository.live_for_account(session, account_id, recording_id.lower())
@@ -115,20 +176,13 @@ async def get_recording(runtime: Runtime, account_id: str, recording_id: str) ->
 async def list_recordings(
     runtime: Runtime, account_id: str, where: RecordingFilter, page_number: int, page_size: int
 ) -> RecordingList:
-    where = RecordingFilter(
-        connection_id=where.connection_id,
-        call_leg_id=where.call_leg_id,
-        call_control_id=where.call_control_id,
-        call_session_id=where.call_session_id,
-        created_at_gte=as_utc(where.created_at_gte),
-        created_at_lte=as_utc(where.created_at_lte),
-    )
+    links = CustomerLinks(runtime)
     async with runtime.sessions() as session:
         rows, total = await repository.page_for_account(
             session, account_id, where, (page_number - 1) * page_size, page_size
         )
     return RecordingList(
-        data=[await to_data(runtime, row) for row in rows],
+        data=[await to_data(runtime, row, links) for row in rows],
         meta=PaginationMeta(
             page_number=page_number,
             page_size=page_size,
@@ -145,7 +199,7 @@ async def delete_recording(runtime: Runtime, account_id: str, recording_id: str)
     and the client may retry; if the commit fails after it, a retry finds the object gone
     (deletes are idempotent) and commits. The customer's bucket is theirs: left alone.
     """
-    if not _is_uuid(recording_id):
+    if not is_uuid(recording_id):
         raise not_found(parameter="recording_id")
     async with transaction(runtime.sessions) as session:
         recording = await repository.live_for_account(
@@ -157,18 +211,23 @@ async def delete_recording(runtime: Runtime, account_id: str, recording_id: str)
     return await to_data(runtime, recording)
 
 
+DELETE_BATCH = 250  # recordings per transaction of a bulk delete
+
+
 async def delete_recordings(runtime: Runtime, account_id: str, ids: Sequence[str]) -> None:
-    """Bulk delete: ids that are not the account's live recordings are skipped."""
-    wanted = sorted({i.lower() for i in ids if _is_uuid(i)})
-    if not wanted:
-        return
-    async with transaction(runtime.sessions) as session:
-        for recording_id in await repository.live_ids_for_account(session, account_id, wanted):
-            recording = await repository.live_for_account(
-                session, account_id, recording_id, for_update=True
-            )
-            if recording is not None:
-                await _delete_from_default_store(runtime, recording)
+    """Bulk delete: ids that are not the account's live recordings are skipped. Any number of
+    ids (the spec sets no maximum), in batches of DELETE_BATCH, one transaction each: a failure
+    (503) leaves earlier batches deleted and the call can simply be repeated (idempotent)."""
+    wanted = sorted({i.lower() for i in ids if is_uuid(i)})
+    for start in range(0, len(wanted), DELETE_BATCH):
+        batch = wanted[start : start + DELETE_BATCH]
+        async with transaction(runtime.sessions) as session:
+            for recording_id in await repository.live_ids_for_account(session, account_id, batch):
+                recording = await repository.live_for_account(
+                    session, account_id, recording_id, for_update=True
+                )
+                if recording is not None:
+                    await _delete_from_default_store(runtime, recording)
 
 
 async def _delete_from_default_store(runtime: Runtime, recording: Recording) -> None:
@@ -177,15 +236,8 @@ async def _delete_from_default_store(runtime: Runtime, recording: Recording) -> 
             await runtime.default_store.delete(recording.default_store_key)
         except StorageError as exc:
             log.warning("default store refused a delete", recording_id=recording.id)
-            raise ApiError(
-                503,
-                [
-                    ErrorItem(
-                        "10011",
-                        "Service unavailable",
-                        f"The recording could not be deleted, try again: {exc.reason}",
-                    )
-                ],
+            raise unavailable(
+                f"The recording could not be deleted, try again: {exc.reason}"
             ) from None
     recording.status = RecordingStatus.DELETED
     recording.default_store_key = None

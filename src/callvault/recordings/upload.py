@@ -34,7 +34,15 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from callvault.encryption_keys.scheme import ContentEncryptor, Recipient, decrypt_stream
-from callvault.errors import ApiError, ErrorItem, bad_request, invalid, too_large
+from callvault.errors import (
+    ApiError,
+    Code,
+    ErrorItem,
+    bad_request,
+    invalid,
+    too_large,
+    unsupported_media,
+)
 from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer, check_audio
 from callvault.recordings.schemas import IngestMetadata
 from callvault.scratch import temp_path
@@ -92,15 +100,8 @@ def boundary_of(content_type: str | None) -> bytes:
     kind, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
-        raise ApiError(
-            415,
-            [
-                ErrorItem(
-                    "10016",
-                    "Unsupported media type",
-                    "The body must be multipart/form-data with parts `metadata` and `audio`.",
-                )
-            ],
+        raise unsupported_media(
+            "The body must be multipart/form-data with parts `metadata` and `audio`."
         )
     return boundary
 
@@ -112,7 +113,7 @@ def metadata_error(exc: ValidationError) -> ApiError:
         loc = "/".join(str(part) for part in error.get("loc", ()))
         pointer = f"/metadata/{loc}" if loc else "/metadata"
         message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
-        items.append(ErrorItem("10015", "Invalid value", message, pointer=pointer))
+        items.append(ErrorItem(Code.BAD_REQUEST, "Invalid value", message, pointer=pointer))
     return ApiError(422, items)
 
 

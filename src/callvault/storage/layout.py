@@ -8,13 +8,33 @@ Custom storage keys carry no extension (as the seed's examples); the default sto
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Literal
 
 Format = Literal["wav", "mp3"]
 
 _CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-_UNSAFE_LEAF_CHARS = frozenset("/\\") | {chr(c) for c in range(32)} | {"\x7f"}
+
+# The one rule for call ids (call_control_id, call_leg_id, call_session_id, sip_call_id, ...):
+# they become object metadata (one line of ASCII in every store) and call_leg_id may be the
+# object key's leaf: printable ASCII without spaces, never "/" or "\\" (a path separator on
+# some stores and tools). Ingest validation (recordings/schemas.py) uses these same patterns.
+_ID_CHARS = r"!-.0-\[\]-~"  # 0x21..0x7e except "/" and "\\"
+CALL_ID_PATTERN = rf"^[{_ID_CHARS}]{{1,128}}$"
+CUSTOM_FILE_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,40}$"
+_SAFE_LEAF = re.compile(CALL_ID_PATTERN)
+_SAFE_SEGMENT = re.compile(rf"[{_ID_CHARS}]+")
+
+
+def leaf_error(value: str) -> str | None:
+    """Why `value` cannot be an object key's leaf (a call_leg_id or custom_file_name), or None."""
+    if not _SAFE_LEAF.match(value):
+        return "must be 1-128 printable ASCII characters without spaces, '/' or '\\'"
+    # ".", ".." and dot-files have special meanings on disk
+    if value.startswith("."):
+        return "must not start with '.'"
+    return None
 
 
 def object_key(account_id: str, started_at: datetime, leaf_name: str, extension: str | None) -> str:
@@ -32,8 +52,9 @@ def object_key(account_id: str, started_at: datetime, leaf_name: str, extension:
 
 
 def _check_segment(name: str, value: str) -> None:
-    # a slash would add directories (and "..": escape them) in every store
-    if not value or value in (".", "..") or any(ch in _UNSAFE_LEAF_CHARS for ch in value):
+    # the id rule's characters (a slash would add directories, and "..": escape them), and
+    # never a dot-name
+    if not _SAFE_SEGMENT.fullmatch(value) or value.startswith("."):
         raise ValueError(f"{name} {value!r} cannot be part of an object key")
 
 

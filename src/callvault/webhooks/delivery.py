@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -48,6 +48,9 @@ MAX_ERROR_CHARS = 500
 # that the connection can be reused; beyond either, the connection is closed instead
 ANSWER_KEEP_BYTES = 64 * 1024
 ANSWER_WAIT_SECS = 0.25
+# what the delivery record (GET /v2/webhook_deliveries) keeps of an answer
+RECORDED_BODY_BYTES = 4 * 1024
+RECORDED_HEADER_CHARS = 10 * 1024
 
 
 # more writes for a round's own transaction (see Deliverer.deliver_known)
@@ -75,6 +78,30 @@ class AttemptResult:
     status_code: int | None
     latency_ms: float
     error: str | None
+    # the exchange as the delivery record shows it
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    request_headers: list[list[str]] | None = None
+    response_headers: list[list[str]] | None = None
+    response_body: str | None = None
+
+
+def header_pairs(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Headers as `[[name, value], ...]` (the spec's http_headers), cut at 10 kB in total."""
+    pairs: list[list[str]] = []
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value)
+        if size > RECORDED_HEADER_CHARS:
+            break
+        pairs.append([name, value])
+    return pairs
+
+
+def recorded_body(raw: bytes | bytearray) -> str:
+    """The first 4 kB of an answer as text; NUL (which PostgreSQL cannot store) replaced."""
+    text = bytes(raw[:RECORDED_BODY_BYTES]).decode("utf-8", "replace")
+    return text.replace("\x00", "\ufffd")
 
 
 def round_verdict(results: Sequence[AttemptResult]) -> Verdict:
@@ -230,6 +257,11 @@ class Deliverer:
                         latency_ms=r.latency_ms,
                         error=r.error,
                         created_at=now,
+                        started_at=r.started_at,
+                        finished_at=r.finished_at,
+                        request_headers=r.request_headers,
+                        response_headers=r.response_headers,
+                        response_body=r.response_body,
                     )
                     for r in results
                 ],
@@ -248,9 +280,12 @@ class Deliverer:
         self, url: str, body: str, key: Ed25519PrivateKey, limit_secs: float
     ) -> AttemptResult:
         headers = signed_headers(key, int(time.time()), body)
+        started_at = utcnow()
         started = time.perf_counter()
         status_code: int | None = None
         error: str | None = None
+        response_headers: list[list[str]] | None = None
+        kept = bytearray()
         try:
             # the whole exchange is bounded, not only each read (a receiver dripping bytes)
             async with asyncio.timeout(limit_secs) as deadline:
@@ -258,7 +293,11 @@ class Deliverer:
                     "POST", url, content=body.encode(), headers=headers, timeout=limit_secs
                 ) as response:
                     status_code = response.status_code
-                    await _drain(response, deadline)
+                    response_headers = header_pairs(
+                        (name.decode("latin-1"), value.decode("latin-1"))
+                        for name, value in response.headers.raw  # as the receiver wrote them
+                    )
+                    await _drain(response, deadline, kept)
             verdict = verdict_for_status(status_code)
             if verdict is not Verdict.DELIVERED:
                 error = f"HTTP {status_code}"
@@ -276,10 +315,17 @@ class Deliverer:
             status_code=status_code,
             latency_ms=round(latency_ms, 3),
             error=error[:MAX_ERROR_CHARS] if error else None,
+            started_at=started_at,
+            finished_at=utcnow(),
+            request_headers=header_pairs(headers.items()),
+            response_headers=response_headers,
+            response_body=recorded_body(kept) if status_code is not None else None,
         )
 
 
-async def _drain(response: httpx.Response, deadline: asyncio.Timeout) -> None:
+async def _drain(
+    response: httpx.Response, deadline: asyncio.Timeout, kept: bytearray | None = None
+) -> None:
     """Read a small answer to its end, so that its connection carries the next webhook
     (keep-alive: no new TCP and TLS handshake, no new address check; measured on loopback:
     a tenth of a delivery's CPU). A large, slow or broken answer is let go, and the connection
@@ -295,6 +341,8 @@ async def _drain(response: httpx.Response, deadline: asyncio.Timeout) -> None:
     try:
         async with asyncio.timeout(budget):
             async for chunk in response.aiter_raw():
+                if kept is not None and len(kept) < RECORDED_BODY_BYTES:
+                    kept += chunk[: RECORDED_BODY_BYTES - len(kept)]
                 received += len(chunk)
                 if received > ANSWER_KEEP_BYTES:
                     return

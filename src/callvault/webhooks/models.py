@@ -57,3 +57,9 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # what GET /v2/webhook_deliveries shows of the exchange (migration 0002)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    request_headers: Mapped[list[Any] | None] = mapped_column(JSON)
+    response_headers: Mapped[list[Any] | None] = mapped_column(JSON)
+    response_body: Mapped[str | None] = mapped_column(Text)  # the first KB of the answer

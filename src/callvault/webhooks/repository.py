@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import String, Text, cast, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
@@ -79,3 +80,135 @@ async def finish_round(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---- the delivery record: GET /v2/webhook_deliveries (webhooks/deliveries.py)
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """The filters of `GET /v2/webhook_deliveries`; None or empty = not filtered.
+
+    `status` "failed" also matches events still being retried (every attempt so far failed).
+    `event_types` are stored names (`call.recording.saved`); times are aware datetimes.
+    """
+
+    status: str | None = None
+    event_types: tuple[str, ...] = ()
+    webhook_contains: str | None = None
+    attempts_contains: str | None = None
+    started_at_gte: datetime | None = None
+    started_at_lte: datetime | None = None
+    finished_at_gte: datetime | None = None
+    finished_at_lte: datetime | None = None
+
+
+def _first_started() -> Any:
+    return (
+        select(func.min(func.coalesce(WebhookAttempt.started_at, WebhookAttempt.created_at)))
+        .where(WebhookAttempt.event_id == WebhookEvent.id)
+        .scalar_subquery()
+    )
+
+
+def _last_finished() -> Any:
+    return (
+        select(func.max(func.coalesce(WebhookAttempt.finished_at, WebhookAttempt.created_at)))
+        .where(WebhookAttempt.event_id == WebhookEvent.id)
+        .scalar_subquery()
+    )
+
+
+def _delivery_conditions(account_id: str, where: DeliveryFilter) -> list[Any]:
+    attempted = exists().where(WebhookAttempt.event_id == WebhookEvent.id)
+    # an event is a delivery record once something was attempted (or it was given up on)
+    conditions: list[Any] = [
+        WebhookEvent.account_id == account_id,
+        or_(WebhookEvent.status != EventStatus.PENDING, attempted),
+    ]
+    if where.status == "delivered":
+        conditions.append(WebhookEvent.status == EventStatus.DELIVERED)
+    elif where.status == "failed":
+        conditions.append(WebhookEvent.status != EventStatus.DELIVERED)
+    if where.event_types:
+        conditions.append(WebhookEvent.event_type.in_(where.event_types))
+    if where.webhook_contains:
+        text = where.webhook_contains
+        conditions.append(
+            or_(
+                WebhookEvent.event_type.contains(text, autoescape=True),
+                WebhookEvent.id.contains(text, autoescape=True),
+                cast(WebhookEvent.payload, Text).contains(text, autoescape=True),
+            )
+        )
+    if where.attempts_contains:
+        text = where.attempts_contains
+        conditions.append(
+            exists().where(
+                WebhookAttempt.event_id == WebhookEvent.id,
+                or_(
+                    WebhookAttempt.url.contains(text, autoescape=True),
+                    WebhookAttempt.error.contains(text, autoescape=True),
+                    WebhookAttempt.response_body.contains(text, autoescape=True),
+                    cast(WebhookAttempt.status_code, String).contains(text, autoescape=True),
+                ),
+            )
+        )
+    started, finished = _first_started(), _last_finished()
+    for column, low, high in (
+        (started, where.started_at_gte, where.started_at_lte),
+        (finished, where.finished_at_gte, where.finished_at_lte),
+    ):
+        if low is not None:
+            conditions.append(column >= low)
+        if high is not None:
+            conditions.append(column <= high)
+    return conditions
+
+
+async def deliveries_page(
+    session: AsyncSession, account_id: str, where: DeliveryFilter, offset: int, limit: int
+) -> tuple[list[WebhookEvent], int]:
+    """One page of the account's delivery records, newest first, and the total count."""
+    conditions = _delivery_conditions(account_id, where)
+    total = int(
+        await session.scalar(select(func.count()).select_from(WebhookEvent).where(*conditions)) or 0
+    )
+    if offset >= total:
+        return [], total
+    rows = await session.scalars(
+        select(WebhookEvent)
+        .where(*conditions)
+        .order_by(WebhookEvent.created_at.desc(), WebhookEvent.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), total
+
+
+async def delivery_for_account(
+    session: AsyncSession, account_id: str, event_id: str
+) -> WebhookEvent | None:
+    """The account's delivery record with this id (another account's: None)."""
+    return await session.scalar(
+        select(WebhookEvent).where(
+            *_delivery_conditions(account_id, DeliveryFilter()), WebhookEvent.id == event_id
+        )
+    )
+
+
+async def attempts_of(
+    session: AsyncSession, event_ids: Sequence[str]
+) -> dict[str, list[WebhookAttempt]]:
+    """Every attempt of these events, newest first per event."""
+    found: dict[str, list[WebhookAttempt]] = {event_id: [] for event_id in event_ids}
+    if not event_ids:
+        return found
+    rows = await session.scalars(
+        select(WebhookAttempt)
+        .where(WebhookAttempt.event_id.in_(list(event_ids)))
+        .order_by(WebhookAttempt.event_id, WebhookAttempt.id.desc())
+    )
+    for attempt in rows:
+        found[attempt.event_id].append(attempt)
+    return found

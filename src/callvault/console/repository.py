@@ -1,0 +1,130 @@
+"""Every query the console makes itself: sessions, the overview's counts, webhook deliveries.
+
+Everything else the pages show comes from the services the /v2 API uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callvault.accounts.models import Account
+from callvault.console.models import ConsoleSession
+from callvault.recordings.models import Recording, RecordingStatus
+from callvault.webhooks.models import WebhookAttempt, WebhookEvent
+
+# ---- sessions
+
+
+async def add_session(session: AsyncSession, row: ConsoleSession) -> None:
+    session.add(row)
+    await session.flush()
+
+
+async def account_of_session(
+    session: AsyncSession, token_hash: str, now: datetime
+) -> Account | None:
+    return await session.scalar(
+        select(Account)
+        .join(ConsoleSession, ConsoleSession.account_id == Account.id)
+        .where(ConsoleSession.token_hash == token_hash, ConsoleSession.expires_at > now)
+    )
+
+
+async def delete_session(session: AsyncSession, token_hash: str) -> None:
+    await session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == token_hash))
+
+
+async def delete_expired_sessions(session: AsyncSession, now: datetime) -> None:
+    await session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+
+
+# ---- overview
+
+
+async def recording_outcomes_since(
+    session: AsyncSession, account_id: str, since: datetime
+) -> list[tuple[str, datetime]]:
+    """(status, updated_at) of the account's recordings that reached stored or failed since."""
+    rows = await session.execute(
+        select(Recording.status, Recording.updated_at).where(
+            Recording.account_id == account_id,
+            Recording.updated_at >= since,
+            Recording.status.in_([RecordingStatus.STORED, RecordingStatus.FAILED]),
+        )
+    )
+    return [(status, moment) for status, moment in rows]
+
+
+async def attempt_outcomes_since(
+    session: AsyncSession, account_id: str, since: datetime
+) -> list[tuple[int | None, datetime]]:
+    """(status code, time) of every webhook attempt made for the account since `since`."""
+    rows = await session.execute(
+        select(WebhookAttempt.status_code, WebhookAttempt.created_at)
+        .join(WebhookEvent, WebhookEvent.id == WebhookAttempt.event_id)
+        .where(WebhookEvent.account_id == account_id, WebhookAttempt.created_at >= since)
+    )
+    return [(code, moment) for code, moment in rows]
+
+
+# ---- webhook deliveries
+
+
+async def events_page(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    status: str | None,
+    recording_id: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[WebhookEvent], int]:
+    """One page of the account's webhook events, newest first, and the total count."""
+    conditions = [WebhookEvent.account_id == account_id]
+    if status is not None:
+        conditions.append(WebhookEvent.status == status)
+    if recording_id is not None:
+        conditions.append(WebhookEvent.recording_id == recording_id)
+    total = int(
+        await session.scalar(select(func.count()).select_from(WebhookEvent).where(*conditions)) or 0
+    )
+    if offset >= total:
+        return [], total
+    rows = await session.scalars(
+        select(WebhookEvent)
+        .where(*conditions)
+        .order_by(WebhookEvent.created_at.desc(), WebhookEvent.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), total
+
+
+async def event_for_account(
+    session: AsyncSession, account_id: str, event_id: str
+) -> WebhookEvent | None:
+    return await session.scalar(
+        select(WebhookEvent).where(
+            WebhookEvent.id == event_id, WebhookEvent.account_id == account_id
+        )
+    )
+
+
+async def attempts_of(
+    session: AsyncSession, event_ids: Sequence[str]
+) -> dict[str, list[WebhookAttempt]]:
+    """Every attempt of these events, oldest first, by event id."""
+    found: dict[str, list[WebhookAttempt]] = {event_id: [] for event_id in event_ids}
+    if not event_ids:
+        return found
+    rows = await session.scalars(
+        select(WebhookAttempt)
+        .where(WebhookAttempt.event_id.in_(list(event_ids)))
+        .order_by(WebhookAttempt.created_at, WebhookAttempt.id)
+    )
+    for attempt in rows:
+        found[attempt.event_id].append(attempt)
+    return found
