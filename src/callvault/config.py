@@ -57,6 +57,9 @@ class Settings:
     upload_give_up_secs: float = 24 * 3600.0
     worker_drain_secs: float = 10.0  # on SIGTERM: how long running jobs may finish
     generated_files: dict[str, Path] = field(default_factory=dict)
+    # the environment the settings came from: each domain parses its own knobs from it
+    # (recordings.upload.BodyPace, webhooks/recordings retention) instead of this module
+    environ: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_embedded_database(self) -> bool:
@@ -126,6 +129,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
         worker_drain_secs=_positive(env, "CALLVAULT_WORKER_DRAIN_SECS", 10.0),
         generated_files=generated,
+        environ={k: v for k, v in env.items() if k.startswith("CALLVAULT_")},
     )
 
 

@@ -75,6 +75,11 @@ def private_sqlite_file(url: str) -> None:
     os.chmod(path, 0o600)
 
 
+# PostgreSQL (asyncpg) bounds: connect, one statement, waiting for a pooled connection
+CONNECT_TIMEOUT_SECS = 10.0
+COMMAND_TIMEOUT_SECS = 30.0
+POOL_TIMEOUT_SECS = 15.0
+
 # execution option set by `transaction()`: this connection's transaction writes (SQLite)
 WRITES = "callvault_writes"
 
@@ -91,7 +96,18 @@ def make_engine(database_url: str) -> AsyncEngine:
         # aiosqlite with one thread hop per statement instead of four (sqlite_driver.py)
         kwargs["module"] = sqlite_driver.dbapi()
     else:
-        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        kwargs.update(
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            # a database that stops answering must not hold a request or a job forever:
+            # connecting, every statement and the wait for a pooled connection are bounded
+            pool_timeout=POOL_TIMEOUT_SECS,
+            connect_args={
+                "timeout": CONNECT_TIMEOUT_SECS,
+                "command_timeout": COMMAND_TIMEOUT_SECS,
+            },
+        )
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -22,7 +22,7 @@ from callvault.recordings.schemas import (
     RecordingResponse,
     StatusOk,
 )
-from callvault.recordings.upload import incoming_file, receive_upload
+from callvault.recordings.upload import BodyPace, incoming_file, receive_upload
 from callvault.runtime import Runtime
 
 ingest_router = APIRouter(prefix="/internal/v1", tags=["ingest"])
@@ -62,7 +62,7 @@ _INGEST_BODY = {
     dependencies=[Depends(require_ingest_token)],
     responses={
         200: {"model": IngestResponse, "description": "Already received: the same recording."},
-        **error_responses(400, 401, 413, 415, 422, 503),
+        **error_responses(400, 401, 408, 413, 415, 422, 503, 507),
     },
 )
 async def ingest_recording(
@@ -70,7 +70,9 @@ async def ingest_recording(
 ) -> JSONResponse:
     settings = runtime.settings
     with incoming_file(settings.data_dir) as path:
-        upload = await receive_upload(request, path, settings.max_recording_bytes)
+        upload = await receive_upload(
+            request, path, settings.max_recording_bytes, BodyPace.from_env(settings.environ)
+        )
         outcome = await ingest_service.ingest(runtime, upload)
     body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
     return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)

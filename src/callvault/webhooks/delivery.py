@@ -15,7 +15,10 @@ failover URL if the primary failed — every request recorded as a WebhookAttemp
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
+import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,6 +82,65 @@ def round_verdict(results: Sequence[AttemptResult]) -> Verdict:
     if results and all(r.verdict is Verdict.REFUSED for r in results):
         return Verdict.REFUSED
     return Verdict.RETRY
+
+
+ADDRESS_REFUSED = (
+    "refused: the URL resolves to what is not a public address "
+    "(set CALLVAULT_ALLOW_PRIVATE_NETWORKS=true to allow private networks)"
+)
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "connect timed out",
+    errno.EPIPE: "connection closed while sending",
+}
+
+
+def timeout_reason(exc: BaseException, limit_secs: float) -> str:
+    """Which phase timed out, in our own words (pure)."""
+    phase = {
+        httpx.ConnectTimeout: "connect",
+        httpx.ReadTimeout: "waiting for the answer",
+        httpx.WriteTimeout: "sending",
+        httpx.PoolTimeout: "waiting for a connection",
+    }.get(type(exc))
+    where = f" ({phase})" if phase else ""
+    return f"timed out after {limit_secs:g} s{where}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A classified reason for a failed request: never the library's message, which can carry
+    the URL, a resolver's text or the peer's bytes (pure)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for link in chain:
+        if isinstance(link, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(link, socket.gaierror):
+            return "name does not resolve"
+        if isinstance(link, OSError) and link.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[link.errno]
+    text = str(exc).lower()
+    if "cannot resolve" in text or "name or service not known" in text:
+        return "name does not resolve"
+    if "ssl" in text or "certificate" in text:
+        return "TLS handshake failed"
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the receiver broke the HTTP protocol or closed the connection"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.NetworkError):
+        return "connection lost during the exchange"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "unsupported URL scheme"
+    return f"request failed ({type(exc).__name__})"
 
 
 def timeout_for(webhook_timeout_secs: int | None) -> float:
@@ -239,12 +301,13 @@ class Deliverer:
             verdict = verdict_for_status(status_code)
             if verdict is not Verdict.DELIVERED:
                 error = f"HTTP {status_code}"
-        except AddressRefused as exc:
-            verdict, error = Verdict.REFUSED, str(exc)
-        except (TimeoutError, httpx.TimeoutException):
-            verdict, error = Verdict.RETRY, f"timed out after {limit_secs:g} s"
+        except AddressRefused:
+            verdict, error = Verdict.REFUSED, ADDRESS_REFUSED
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            verdict, error = Verdict.RETRY, timeout_reason(exc, limit_secs)
         except httpx.HTTPError as exc:
-            verdict, error = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+            # never the library's own text: it may carry the URL (a customer's token in it)
+            verdict, error = Verdict.RETRY, failure_reason(exc)
         latency_ms = (time.perf_counter() - started) * 1000
         WEBHOOK_SECONDS.observe(latency_ms / 1000)
         return AttemptResult(
