@@ -39,6 +39,11 @@ WEBHOOK_SECONDS = Histogram(
     "Time from sending a webhook to its receiver's answer",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+JOB_CRASHES = Counter(
+    "callvault_job_crashes_total",
+    "Jobs that failed in callvault's own code (counted as attempts, retried on schedule)",
+    ["job"],  # upload | webhook
+)
 RECORDINGS_BY_STATE = Gauge("callvault_recordings", "Recordings per state", ["state"])
 EVENTS_PENDING = Gauge("callvault_webhook_events_pending", "Webhook events waiting for delivery")
 EVENTS_FAILED = Gauge("callvault_webhook_events_failed", "Webhook events whose delivery gave up")

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from callvault.accounts.models import Account
 from callvault.accounts.service import signing_key
-from callvault.db import transaction, utcnow
-from callvault.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_SECONDS
+from callvault.db import database_unavailable, transaction, utcnow
+from callvault.metrics import JOB_CRASHES, WEBHOOK_ATTEMPTS, WEBHOOK_SECONDS
 from callvault.outbound.transport import AddressRefused, outbound_client
 from callvault.runtime import Runtime
 from callvault.webhooks import payloads, repository
@@ -50,6 +50,8 @@ MAX_ERROR_CHARS = 500
 # that the connection can be reused; beyond either, the connection is closed instead
 ANSWER_KEEP_BYTES = 64 * 1024
 ANSWER_WAIT_SECS = 0.25
+# how long a sent round's outcome is kept trying to be written while the database is away
+RECORD_PATIENCE_SECS = 120.0
 
 
 class Verdict(StrEnum):
@@ -100,12 +102,13 @@ _ERRNO_REASONS = {
 
 def timeout_reason(exc: BaseException, limit_secs: float) -> str:
     """Which phase timed out, in our own words (pure)."""
-    phase = {
+    phases: dict[type[BaseException], str] = {
         httpx.ConnectTimeout: "connect",
         httpx.ReadTimeout: "waiting for the answer",
         httpx.WriteTimeout: "sending",
         httpx.PoolTimeout: "waiting for a connection",
-    }.get(type(exc))
+    }
+    phase = phases.get(type(exc))
     where = f" ({phase})" if phase else ""
     return f"timed out after {limit_secs:g} s{where}"
 
@@ -190,7 +193,38 @@ class Deliverer:
             recording_id=context.event.recording_id,
             connection_id=context.event.application_id,
         ):
-            return await self._deliver_round(context, owner)
+            try:
+                return await self._deliver_round(context, owner)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing can be written: the lease expires, the round comes again
+                return await self._record_crash(context, owner, exc)
+
+    async def _record_crash(
+        self, context: repository.DeliveryContext, owner: str, exc: Exception
+    ) -> Verdict:
+        """A round that crashed in our own code (e.g. a signing key that cannot be opened)
+        counts as a failed attempt on the same schedule as any other: retried, then `failed`
+        with the reason; never an endless loop."""
+        event = context.event
+        attempt = event.attempts + 1
+        reason = f"internal error: {type(exc).__name__}"
+        delay = next_delay(attempt, self.rng, self.schedule)
+        values: dict[str, Any] = {"attempts": attempt, "last_error": reason}
+        if delay is None:
+            values.update(status=EventStatus.FAILED, next_attempt_at=None)
+        else:
+            values.update(next_attempt_at=utcnow() + timedelta(seconds=delay))
+        async with transaction(self.runtime.sessions) as session:
+            await repository.finish_round(session, event.id, owner, values)
+        JOB_CRASHES.labels(job="webhook").inc()
+        log.error(
+            "webhook round crashed",
+            error_type=type(exc).__name__,
+            attempt=attempt,
+            gave_up=delay is None,
+        )
+        return Verdict.REFUSED if delay is None else Verdict.RETRY
 
     async def _deliver_round(self, context: repository.DeliveryContext, owner: str) -> Verdict:
         event_id = context.event.id
@@ -259,29 +293,48 @@ class Deliverer:
                 verdict = Verdict.REFUSED
             else:
                 values.update(next_attempt_at=now + timedelta(seconds=delay))
-        async with transaction(self.runtime.sessions) as session:
-            await repository.add_attempts(
-                session,
-                [
-                    WebhookAttempt(
-                        event_id=event.id,
-                        attempt=attempt,
-                        url=r.url,
-                        status_code=r.status_code,
-                        latency_ms=r.latency_ms,
-                        error=r.error,
-                        created_at=now,
-                    )
-                    for r in results
-                ],
+        attempts = [
+            WebhookAttempt(
+                event_id=event.id,
+                attempt=attempt,
+                url=r.url,
+                status_code=r.status_code,
+                latency_ms=r.latency_ms,
+                error=r.error,
+                created_at=now,
             )
-            kept = await repository.finish_round(session, event.id, owner, values)
+            for r in results
+        ]
+        kept = await self._record_round(event.id, owner, attempts, values)
         if not kept:
             log.warning("webhook lease lost during delivery", event_id=event.id)
         for r in results:
             WEBHOOK_ATTEMPTS.labels(outcome=_metric_outcome(r.verdict, verdict)).inc()
         _log_round(event.event_type, attempt, results, verdict, values.get("next_attempt_at"))
         return verdict
+
+    async def _record_round(
+        self, event_id: str, owner: str, attempts: list[WebhookAttempt], values: dict[str, Any]
+    ) -> bool:
+        """Write the round's outcome. The requests were sent: if the database is away right
+        now, the write is tried again (0.2 s, 0.4 s … 5 s apart, for up to RECORD_PATIENCE_SECS)
+        instead of giving the round up, which would send it again once its lease expired (a
+        duplicate at the receiver)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + RECORD_PATIENCE_SECS
+        pause = 0.2
+        while True:
+            try:
+                async with transaction(self.runtime.sessions) as session:
+                    # fresh rows each try: a rolled-back session leaves them unusable
+                    await repository.add_attempts(session, [_copy(a) for a in attempts])
+                    return await repository.finish_round(session, event_id, owner, values)
+            except Exception as exc:
+                if not database_unavailable(exc) or loop.time() + pause > give_up_at:
+                    raise
+                log.warning("database unavailable: round not recorded yet", retry_in=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     async def _post(
         self, url: str, body: str, key: Ed25519PrivateKey, limit_secs: float
@@ -317,6 +370,18 @@ class Deliverer:
             latency_ms=round(latency_ms, 3),
             error=error[:MAX_ERROR_CHARS] if error else None,
         )
+
+
+def _copy(attempt: WebhookAttempt) -> WebhookAttempt:
+    return WebhookAttempt(
+        event_id=attempt.event_id,
+        attempt=attempt.attempt,
+        url=attempt.url,
+        status_code=attempt.status_code,
+        latency_ms=attempt.latency_ms,
+        error=attempt.error,
+        created_at=attempt.created_at,
+    )
 
 
 async def _drain(response: httpx.Response, deadline: asyncio.Timeout) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from callvault.db import transaction, utcnow
+from callvault.db import database_unavailable, transaction, utcnow
 from callvault.recordings.models import Recording
 from callvault.runtime import Runtime
 from callvault.scratch import reclaim
@@ -29,9 +29,11 @@ from callvault.webhooks.models import WebhookEvent
 from callvault.worker import repository as jobs
 from callvault.worker.repository import JobModel
 from callvault.worker.uploads import (
+    Outcome,
     UploadContext,
     delete_staging_copy,
     process_recording,
+    record_crash,
     sweep_staging_copies,
 )
 
@@ -39,6 +41,7 @@ log = structlog.get_logger("callvault.worker")
 
 POLL_SECS = 0.5
 SWEEP_EVERY_SECS = 60.0
+LOOP_BACKOFF_CAP_SECS = 10.0
 
 
 def reclaim_scratch(data_dir: Path) -> None:
@@ -112,6 +115,7 @@ class Worker:
     # the loop
     async def _run(self) -> None:
         next_sweep = 0.0
+        failures = 0  # consecutive failed loop turns (the database away)
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
@@ -122,6 +126,7 @@ class Worker:
                 self.runtime.work_ready.clear()
                 self._slot_freed.clear()
                 claimed = await self._claim(self.concurrency - len(self._tasks))
+                failures = 0
                 for model, job_id in claimed:
                     self._held[job_id] = model
                     self._spawn(self._run_job(model, job_id), model, job_id)
@@ -136,10 +141,18 @@ class Worker:
                     self._stopping,
                     at_most=self.poll_seconds,
                 )
-            except Exception:
-                # the database may be away for a moment: keep the worker alive and try again
-                log.exception("worker loop error", owner=self.owner)
-                await self._wait_for(self._stopping, at_most=self.poll_seconds)
+            except Exception as exc:
+                # the database may be away for a while: keep the worker alive, back off
+                # (0.5 s, 1 s, 2 s … 10 s) and resume by itself when it answers again
+                failures += 1
+                pause = min(LOOP_BACKOFF_CAP_SECS, self.poll_seconds * 2 ** min(failures - 1, 8))
+                if database_unavailable(exc):
+                    log.warning(
+                        "database unavailable", owner=self.owner, failures=failures, retry_in=pause
+                    )
+                else:
+                    log.exception("worker loop error", owner=self.owner)
+                await self._wait_for(self._stopping, at_most=pause)
 
     @staticmethod
     async def _wait_for(*events: asyncio.Event, at_most: float | None = None) -> None:
@@ -203,11 +216,17 @@ class Worker:
         assert self.uploads is not None
         # every log line of this job (upload, webhook, staging copy) names the recording
         with structlog.contextvars.bound_contextvars(recording_id=recording_id):
-            await self._process(recording_id)
+            try:
+                outcome = await process_recording(self.uploads, recording_id)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing can be written now: the lease expires, the job comes back
+                # a bug of ours: counted and scheduled like any failure (bounded, visible)
+                outcome = await record_crash(self.uploads, recording_id, exc)
+            await self._follow_up(recording_id, outcome)
 
-    async def _process(self, recording_id: str) -> None:
-        assert self.uploads is not None
-        outcome = await process_recording(self.uploads, recording_id)
+    async def _follow_up(self, recording_id: str, outcome: Outcome) -> None:
+        """Send the event the state change made, then delete the staging copy."""
         # its lease was cleared with the state change (or it was not ours anymore)
         self._held.pop(recording_id, None)
         if outcome.event_id is not None:
@@ -235,8 +254,11 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await self._renew()
-            except Exception:
-                log.exception("lease renewal failed", owner=self.owner)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    log.warning("lease renewal failed: database unavailable", owner=self.owner)
+                else:
+                    log.exception("lease renewal failed", owner=self.owner)
 
     async def _renew(self) -> None:
         held = dict(self._held)

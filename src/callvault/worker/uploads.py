@@ -31,8 +31,8 @@ from pathlib import Path
 import structlog
 
 from callvault.credentials.service import StoredCredentials, load_configuration
-from callvault.db import transaction, utcnow
-from callvault.metrics import UPLOAD_SECONDS, UPLOADS
+from callvault.db import database_unavailable, transaction, utcnow
+from callvault.metrics import JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
@@ -303,6 +303,38 @@ async def _fail(
         detail=detail,
     )
     return Outcome(event_id=event.id if event else None)
+
+
+async def record_crash(ctx: UploadContext, recording_id: str, exc: Exception) -> Outcome:
+    """A recording job that crashed in our own code counts as a failed attempt: retried on the
+    upload backoff, and `failed` ("Internal server error") once the give-up horizon passes,
+    like any transient failure. Should the failure path itself crash (it builds the error
+    event), the row is failed without an event: visible, never retried in a loop."""
+    detail = f"internal error: {type(exc).__name__}"
+    JOB_CRASHES.labels(job="upload").inc()
+    log.error("upload job crashed", recording_id=recording_id, error_type=type(exc).__name__)
+    try:
+        return await _retry_later(ctx, recording_id, None, detail)
+    except Exception as again:
+        if database_unavailable(again):
+            raise
+        log.error(
+            "error path crashed too", recording_id=recording_id, error_type=type(again).__name__
+        )
+    async with transaction(ctx.runtime.sessions) as session:
+        recording = await session.get(Recording, recording_id, populate_existing=True)
+        if recording is None:
+            return Outcome()
+        await jobs.mark_failed(
+            session,
+            recording_id,
+            ctx.owner,
+            reason=policy.INTERNAL_ERROR,
+            detail=f"{detail} (no error webhook could be made)",
+            credentials_revision=recording.credentials_revision,
+            attempts=recording.attempts + 1,
+        )
+    return Outcome()
 
 
 @asynccontextmanager
