@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from callvault.db import database_unavailable
+
 log = structlog.get_logger("callvault.errors")
 
 
@@ -43,13 +45,19 @@ class ErrorItem:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, items: Sequence[ErrorItem]):
+    def __init__(
+        self,
+        status: int,
+        items: Sequence[ErrorItem],
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(items[0].detail or items[0].title)
         self.status = status
         self.items = list(items)
+        self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.items)
+        return error_response(self.status, self.items, self.headers)
 
 
 def error_response(
@@ -102,6 +110,33 @@ def too_large(detail: str) -> ApiError:
 
 def conflict(detail: str, pointer: str | None = None) -> ApiError:
     return ApiError(409, [ErrorItem("10003", "Conflict", detail, pointer=pointer)])
+
+
+# how long a client should wait before trying again: the database is away / storage is full
+DATABASE_RETRY_AFTER_SECS = 5
+STORAGE_FULL_RETRY_AFTER_SECS = 30
+
+
+def service_unavailable(detail: str, retry_after: int = DATABASE_RETRY_AFTER_SECS) -> ApiError:
+    """503 + Retry-After: a dependency (the database, the default store) is away for now."""
+    return ApiError(
+        503,
+        [ErrorItem("10011", "Service unavailable", detail)],
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def database_unavailable_error() -> ApiError:
+    return service_unavailable("The database is not available right now; try again shortly.")
+
+
+def insufficient_storage(detail: str) -> ApiError:
+    """507: the disk or the store is full; the request can succeed once space returns."""
+    return ApiError(
+        507,
+        [ErrorItem("10014", "Insufficient storage", detail)],
+        headers={"Retry-After": str(STORAGE_FULL_RETRY_AFTER_SECS)},
+    )
 
 
 def pointer_for(loc: Sequence[str | int]) -> tuple[str | None, str | None]:
@@ -180,6 +215,10 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if database_unavailable(exc):
+        # not a bug: the database is away (down, restarting, unreachable); clients retry
+        log.warning("database unavailable", path=request.url.path, error_type=type(exc).__name__)
+        return database_unavailable_error().response()
     log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
     return error_response(
         500, [ErrorItem("10007", "Unexpected error", "An unexpected error occurred.")]
@@ -222,8 +261,11 @@ _ERROR_DESCRIPTIONS = {
     401: "Unauthorized: the API key is missing or not valid.",
     404: "Resource not found (code 10005); also for another account's resources.",
     409: "Conflict with the resource's current state.",
+    408: "The body arrived too slowly.",
     413: "The request is too large.",
     422: "Invalid value (code 10015); `source.pointer` names the offending field.",
+    503: "Service unavailable (code 10011): try again after `Retry-After` seconds.",
+    507: "Insufficient storage (code 10014): the disk or the store is full.",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import datetime
 from typing import Annotated
 
@@ -69,11 +70,17 @@ async def ingest_recording(
     request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> JSONResponse:
     settings = runtime.settings
-    with incoming_file(settings.data_dir) as path:
-        upload = await receive_upload(
-            request, path, settings.max_recording_bytes, BodyPace.from_env(settings.environ)
-        )
-        outcome = await ingest_service.ingest(runtime, upload)
+    try:
+        # the temp file goes whatever happens (incoming_file): no partial file is left
+        with incoming_file(settings.data_dir) as path:
+            upload = await receive_upload(
+                request, path, settings.max_recording_bytes, BodyPace.from_env(settings.environ)
+            )
+            outcome = await ingest_service.ingest(runtime, upload)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ingest_service.no_space("the data dir") from None
+        raise
     body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
     return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)
 
