@@ -44,6 +44,10 @@ JOB_CRASHES = Counter(
     "Jobs that failed in callvault's own code (counted as attempts, retried on schedule)",
     ["job"],  # upload | webhook
 )
+DELETED_DURING_UPLOAD = Counter(
+    "callvault_deleted_during_upload_total",
+    "Objects removed from a customer's bucket because their recording was deleted mid-upload",
+)
 RECORDINGS_BY_STATE = Gauge("callvault_recordings", "Recordings per state", ["state"])
 EVENTS_PENDING = Gauge("callvault_webhook_events_pending", "Webhook events waiting for delivery")
 EVENTS_FAILED = Gauge("callvault_webhook_events_failed", "Webhook events whose delivery gave up")

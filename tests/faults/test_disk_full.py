@@ -64,7 +64,7 @@ async def test_ingest_answers_507_and_recovers_when_space_returns(
             reasons: set[str] = set()
             freed_at: float | None = None
             started = time.monotonic()
-            for i in range(RECORDINGS):
+            for _ in range(RECORDINGS):
                 metadata = ingest_metadata(connection_id)
                 audio = noise_wav(2.0)  # 32 KB
                 while True:

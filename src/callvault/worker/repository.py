@@ -327,3 +327,7 @@ async def failed_recording_ids(
     if connection_id is not None:
         query = query.where(Recording.connection_id == connection_id)
     return list((await session.scalars(query.order_by(Recording.created_at))).all())
+
+
+async def status_of(session: AsyncSession, recording_id: str) -> str | None:
+    return await session.scalar(select(Recording.status).where(Recording.id == recording_id))

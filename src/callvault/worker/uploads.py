@@ -32,7 +32,7 @@ import structlog
 
 from callvault.credentials.service import StoredCredentials, load_configuration
 from callvault.db import database_unavailable, transaction, utcnow
-from callvault.metrics import JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
+from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
@@ -203,8 +203,9 @@ async def _upload_to_custom(
     UPLOADS.labels(backend=backend, outcome="ok").inc()
     UPLOAD_SECONDS.labels(backend=backend).observe(asyncio.get_running_loop().time() - started)
     url = store.canonical_url(key)
+    event = None
     async with transaction(ctx.runtime.sessions) as session:
-        if not await jobs.mark_stored_custom(
+        stored = await jobs.mark_stored_custom(
             session,
             recording.id,
             ctx.owner,
@@ -213,17 +214,40 @@ async def _upload_to_custom(
             object_key=key,
             recording_url=url,
             credentials_revision=credentials.revision,
-        ):
-            return Outcome()
-        event = await webhooks.record_saved(
+        )
+        if stored:
+            event = await webhooks.record_saved(
             session,
             recording,
-            recording_url=url,
-            lease_owner=ctx.owner,
-            lease_until=ctx.lease_until(),
-        )
+                recording_url=url,
+                lease_owner=ctx.owner,
+                lease_until=ctx.lease_until(),
+            )
+    if not stored:
+        await _discard_if_deleted(ctx, recording.id, store, key)
+        return Outcome()
     log.info("recording stored", recording_id=recording.id, location=backend)
     return Outcome(event_id=event.id if event else None, staging_key=recording.default_store_key)
+
+
+async def _discard_if_deleted(
+    ctx: UploadContext, recording_id: str, store: ObjectStore, key: str
+) -> None:
+    """The recording was deleted through the API while it was being uploaded: the object
+    this upload just put must not stay in the customer's bucket. (A lease lost to another
+    worker is left alone: that worker owns the object now.)"""
+    async with ctx.runtime.sessions() as session:
+        status = await jobs.status_of(session, recording_id)
+    if status not in (None, RecordingStatus.DELETED):
+        return
+    try:
+        await store.delete(key)
+    except StorageError as exc:
+        # retried by nothing: say so loudly (the key names the object to remove by hand)
+        log.error("object of a deleted recording not removed", key=key, detail=exc.reason)
+        return
+    DELETED_DURING_UPLOAD.inc()
+    log.info("recording deleted during its upload: object removed", recording_id=recording_id)
 
 
 async def _retry_later(
