@@ -22,10 +22,12 @@ import structlog
 
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.recordings.models import Recording
+from callvault.recordings.retention import RecordingRetention, expire_recordings
 from callvault.runtime import Runtime
 from callvault.scratch import reclaim
 from callvault.webhooks.delivery import Deliverer
 from callvault.webhooks.models import WebhookEvent
+from callvault.webhooks.retention import WebhookRetention, prune_webhooks
 from callvault.worker import repository as jobs
 from callvault.worker.repository import JobModel
 from callvault.worker.uploads import (
@@ -42,6 +44,7 @@ log = structlog.get_logger("callvault.worker")
 POLL_SECS = 0.5
 SWEEP_EVERY_SECS = 60.0
 LOOP_BACKOFF_CAP_SECS = 10.0
+RETENTION_EVERY_SECS = 600.0
 
 
 def reclaim_scratch(data_dir: Path) -> None:
@@ -60,6 +63,7 @@ class Worker:
         drain_seconds: float | None = None,
         rng: random.Random | None = None,
         webhook_schedule: tuple[float, ...] | None = None,
+        retention_every: float = RETENTION_EVERY_SECS,
     ) -> None:
         self.runtime = runtime
         self.webhook_schedule = webhook_schedule
@@ -71,6 +75,10 @@ class Worker:
         # CALLVAULT_WORKER_DRAIN_SECS (default 10 s): on stop, how long running jobs may finish
         self.drain_seconds = drain_seconds or runtime.settings.worker_drain_secs
         self.rng = rng or random.Random()  # jitter, not a secret
+        # each domain reads its own retention setting (invalid values stop the start)
+        self.webhook_retention = WebhookRetention.from_env(runtime.settings.environ)
+        self.recording_retention = RecordingRetention.from_env(runtime.settings.environ)
+        self.retention_every = retention_every
         self._postgresql = runtime.engine.dialect.name == "postgresql"
         self._tasks: set[asyncio.Task[None]] = set()
         # jobs this worker holds a lease on: (model, id); the heartbeat renews them all
@@ -114,7 +122,7 @@ class Worker:
 
     # the loop
     async def _run(self) -> None:
-        next_sweep = 0.0
+        next_sweep = next_retention = 0.0
         failures = 0  # consecutive failed loop turns (the database away)
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
@@ -122,6 +130,9 @@ class Worker:
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + SWEEP_EVERY_SECS
                     self._spawn(self._sweep(), None, None)
+                if loop.time() >= next_retention:
+                    next_retention = loop.time() + self.retention_every
+                    self._spawn(self._retention(), None, None)
                 # cleared before claiming: work announced from here on wakes the next wait
                 self.runtime.work_ready.clear()
                 self._slot_freed.clear()
@@ -240,6 +251,18 @@ class Worker:
         assert self.deliverer is not None
         # a round that must be retried is due later: the poll claims it then
         await self.deliverer.deliver(event_id, self.owner)
+
+    async def _retention(self) -> None:
+        """Nothing grows without bound: old webhook history, expired default-store recordings."""
+        now = utcnow()
+        try:
+            await prune_webhooks(self.runtime, self.webhook_retention, now)
+            await expire_recordings(self.runtime, self.recording_retention, now)
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning("retention skipped: database unavailable")
+            else:
+                log.exception("retention failed")
 
     async def _sweep(self) -> None:
         try:

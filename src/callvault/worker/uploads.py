@@ -217,8 +217,8 @@ async def _upload_to_custom(
         )
         if stored:
             event = await webhooks.record_saved(
-            session,
-            recording,
+                session,
+                recording,
                 recording_url=url,
                 lease_owner=ctx.owner,
                 lease_until=ctx.lease_until(),
