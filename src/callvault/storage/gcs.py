@@ -8,7 +8,7 @@ Quirks kept here:
   client signs its own access tokens and never calls the key's token_uri, which is the same code
   path in production and against the emulator (and never hangs offline on a token fetch).
 - STORAGE_EMULATOR_HOST overrides the API endpoint; the credentials are used even then.
-- The client is synchronous: every call runs in a worker thread (`asyncio.to_thread`), bounded
+- The client is synchronous: every call runs in the storage thread pool (`blocking.py`), bounded
   by a per-request timeout and a retry deadline so that a hung endpoint frees the thread.
 - Uploads stream from the file: up to 8 MiB in one request, above that a resumable upload in
   `part_size` chunks, so memory stays bounded by one chunk.
@@ -32,6 +32,7 @@ from google.oauth2 import service_account
 
 from callvault.storage import layout
 from callvault.storage.base import ObjectInfo, StorageError, check_metadata
+from callvault.storage.blocking import run_blocking
 from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Cause, cause_for_status
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
@@ -178,7 +179,7 @@ class GcsObjectStore:
 
     async def _call(self, fn: Any, *, operation: str) -> Any:
         try:
-            return await asyncio.to_thread(fn)
+            return await run_blocking(fn)
         except Exception as exc:
             cause = gcs_cause(exc, operation=operation)
             raise StorageError.build(
