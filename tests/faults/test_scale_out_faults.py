@@ -350,13 +350,14 @@ def test_a_verified_saved_webhook_for_every_recording(scale_out: Outcome) -> Non
     assert set(scale_out.saved_events_per_recording.values()) == {1}
 
 
-def test_duplicate_deliveries_stay_under_five_percent(scale_out: Outcome) -> None:
+def test_duplicate_deliveries_stay_at_most_one_percent(scale_out: Outcome) -> None:
+    """The same event accepted twice by the receiver (issue 15: at most 1 %)."""
     figures = scale_out.figures
     print(
         f"\nduplicate deliveries: {figures['duplicate_events']} of {figures['webhook_events']} "
         f"events ({figures['duplicate_pct']} %)"
     )
-    assert figures["duplicate_pct"] < 5
+    assert figures["duplicate_pct"] <= 1
     assert figures["answered_500"] > 0  # the receiver's outage did happen
 
 

@@ -45,6 +45,7 @@ from callvault.webhooks.signing import signed_headers
 log = structlog.get_logger("callvault.webhooks")
 
 DEFAULT_TIMEOUT_SECS = 2.0
+CONNECT_TIMEOUT_SECS = 3.0  # name resolution + TCP + TLS, on top of the answer's timeout
 MAX_ERROR_CHARS = 500
 # a receiver's answer is read (and thrown away) up to this size and for at most this long, so
 # that the connection can be reused; beyond either, the connection is closed instead
@@ -344,10 +345,14 @@ class Deliverer:
         status_code: int | None = None
         error: str | None = None
         try:
-            # the whole exchange is bounded, not only each read (a receiver dripping bytes)
-            async with asyncio.timeout(limit_secs) as deadline:
+            # connect (DNS, address check, TCP, TLS) and the answer have separate budgets:
+            # a slow connect must not eat the receiver's time to answer (a receiver that took
+            # the webhook but answered after a shortened wait is sent it again: a duplicate).
+            # The whole exchange stays bounded, not only each read (a receiver dripping bytes).
+            timeouts = httpx.Timeout(limit_secs, connect=CONNECT_TIMEOUT_SECS)
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECS + limit_secs) as deadline:
                 async with self.client.stream(
-                    "POST", url, content=body.encode(), headers=headers, timeout=limit_secs
+                    "POST", url, content=body.encode(), headers=headers, timeout=timeouts
                 ) as response:
                     status_code = response.status_code
                     await _drain(response, deadline)
@@ -357,7 +362,8 @@ class Deliverer:
         except AddressRefused:
             verdict, error = Verdict.REFUSED, ADDRESS_REFUSED
         except (TimeoutError, httpx.TimeoutException) as exc:
-            verdict, error = Verdict.RETRY, timeout_reason(exc, limit_secs)
+            budget = CONNECT_TIMEOUT_SECS if isinstance(exc, httpx.ConnectTimeout) else limit_secs
+            verdict, error = Verdict.RETRY, timeout_reason(exc, budget)
         except httpx.HTTPError as exc:
             # never the library's own text: it may carry the URL (a customer's token in it)
             verdict, error = Verdict.RETRY, failure_reason(exc)
