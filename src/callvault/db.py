@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
 import weakref
@@ -195,6 +196,14 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
 # 08 connection exception, 53 insufficient resources, 57P operator intervention (shutdown,
 # starting up), 58 system error
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "58")
+_CONNECT_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.ECONNABORTED,
+}
 _SQLITE_UNAVAILABLE = ("unable to open", "disk i/o error", "database is locked", "readonly")
 
 
@@ -206,9 +215,11 @@ def database_unavailable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(
-        exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError
-    ):
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError | ConnectionError):
+        # a raw OSError is the database only when it is about reaching it (asyncpg's
+        # connect); a disk error elsewhere is not an outage of the database
+        return exc.errno in _CONNECT_ERRNOS or (exc.errno is None and "connect" in str(exc).lower())
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, sqlite3.Error):
             # SQLite says "operational" for a bad statement too: only these mean "away"
             return any(marker in str(exc.orig).lower() for marker in _SQLITE_UNAVAILABLE)

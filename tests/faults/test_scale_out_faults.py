@@ -13,7 +13,7 @@ while:
   again.
 
 Then: exactly one object per recording in the customer's bucket with the sha256 of the bytes
-sent, a verified `call.recording.saved` for every recording, under 5 % duplicate deliveries,
+sent, a verified `call.recording.saved` for every recording, at most 1 % duplicate deliveries,
 nothing left in the default store or in any data dir, no two workers ever uploading the same
 recording at once (from the workers' logs), a graceful SIGTERM stop of every process, and
 `callvault status --json` reporting an empty backlog. The scenario runs once (module fixture);

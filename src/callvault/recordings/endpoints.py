@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime, require_ingest_token
-from callvault.errors import error_responses
+from callvault.db import database_unavailable
+from callvault.errors import ApiError, database_unavailable_error, error_responses
 from callvault.recordings import ingest as ingest_service
 from callvault.recordings import service
 from callvault.recordings.repository import RecordingFilter
@@ -80,6 +81,15 @@ async def ingest_recording(
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ingest_service.no_space("the data dir") from None
+        if database_unavailable(exc):
+            raise database_unavailable_error() from None
+        raise
+    except ApiError:
+        raise
+    except Exception as exc:
+        # the database went away during the lookups (ingest's own insert says so itself)
+        if database_unavailable(exc):
+            raise database_unavailable_error() from None
         raise
     body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
     return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)
