@@ -1,16 +1,17 @@
 """Real operating-system faults the fault tests make themselves (as root): a small filesystem
-that fills up (tmpfs) and network namespaces joined by veth pairs whose links get `tc netem`
-latency, loss and partitions. Everything is undone when the `with` block ends, whatever
-happened inside it."""
+that fills up (tmpfs) and network namespaces joined by veth pairs whose links lose packets
+(iptables statistic) or are partitioned, plus TCP relays that add latency. Everything is
+undone when the `with` block ends, whatever happened inside it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -50,39 +51,43 @@ def fill(path: Path, leave_bytes: int) -> Path:
 @dataclass
 class Namespace:
     """A network namespace `name` with a veth link to the host namespace:
-    host side `host_ip` on `host_if`, inside `inner_ip` on `inner_if` (a /30)."""
+    host side `host_ip` on `host_if`, inside `inner_ip` on `inner_if` (a /30).
+
+    Faults on the link, made with iptables inside the namespace (so they vanish with it):
+    random loss (`statistic --mode random` DROP on every packet in and out of the veth) and a
+    partition (DROP of everything). This machine's kernel has no `sch_netem`
+    (`tc qdisc add … netem` answers "Specified qdisc kind is unknown"), so latency is added by
+    the relay that runs inside the namespace (tests/faults/relay.py `--delay-ms`)."""
 
     name: str
     host_if: str
     inner_if: str
     host_ip: str
     inner_ip: str
-    netem: list[str] = field(default_factory=list)
+    loss: float = 0.0
 
     def exec_args(self, *command: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *command]
 
-    def shape(self, *netem: str) -> None:
-        """`tc netem` on both ends of the link (e.g. "delay", "150ms", "loss", "2.5%"): a
-        round trip sees twice the delay and about twice the loss."""
-        verb = "change" if self.netem else "add"
-        for device, inside in ((self.host_if, False), (self.inner_if, True)):
-            command = ["tc", "qdisc", verb, "dev", device, "root", "netem", *netem]
-            run(*(self.exec_args(*command) if inside else command))
-        self.netem = list(netem)
+    def _rules(self, action: str, *match: str) -> None:
+        for chain, direction in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            rule = [chain, direction, self.inner_if, *match, "-j", "DROP"]
+            if action == "-I":
+                rule.insert(1, "1")  # first: before the loss rules
+            run(*self.exec_args("iptables", action, *rule))
+
+    def set_loss(self, probability: float) -> None:
+        """Drop each packet crossing the link (either way) with `probability`."""
+        statistic = ["-m", "statistic", "--mode", "random", "--probability"]
+        if self.loss:
+            self._rules("-D", *statistic, str(self.loss))
+        if probability:
+            self._rules("-A", *statistic, str(probability))
+        self.loss = probability
 
     def partition(self, on: bool) -> None:
-        """Drop every packet on the link (100 % loss) or restore the current shaping."""
-        if on:
-            self.shape("loss", "100%")
-        else:
-            self.shape(*(self._normal or ["delay", "0ms"]))
-
-    _normal: list[str] = field(default_factory=list)
-
-    def normal(self, *netem: str) -> None:
-        self._normal = list(netem)
-        self.shape(*netem)
+        """Drop every packet on the link (on), or stop doing so."""
+        self._rules("-I" if on else "-D")
 
 
 @contextlib.contextmanager
@@ -110,3 +115,38 @@ def namespace(subnet_octet: int) -> Iterator[Namespace]:
     finally:
         run("ip", "link", "del", ns.host_if, check=False)
         run("ip", "netns", "del", ns.name, check=False)
+
+
+@contextlib.contextmanager
+def relay(
+    listen: str, target: str, namespace: Namespace | None = None, delay_ms: float = 0
+) -> Iterator[str]:
+    """A TCP relay process (tests/faults/relay.py) from `listen` (host:port) to `target`,
+    inside `namespace` if given, adding `delay_ms` each way; yields `listen`, stopped
+    afterwards."""
+    command = [
+        sys.executable,
+        "-m",
+        "tests.faults.relay",
+        listen,
+        target,
+        f"--delay-ms={delay_ms:g}",
+    ]
+    if namespace is not None:
+        command = namespace.exec_args(*command)
+    process = subprocess.Popen(
+        command,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"relay {listen} -> {target} did not start: {line}")
+        yield listen
+    finally:
+        process.kill()
+        process.wait(timeout=10)
