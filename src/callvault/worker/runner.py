@@ -250,7 +250,8 @@ class Worker:
             pool.discard(finished)
             self._slot_freed.set()
             if not finished.cancelled() and finished.exception() is not None:
-                log.error("job crashed", job_id=job_id, error=repr(finished.exception()))
+                error = finished.exception()
+                log.error("job crashed", job_id=job_id, error_type=type(error).__name__)
 
         task.add_done_callback(done)
 
