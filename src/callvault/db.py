@@ -81,7 +81,7 @@ def private_sqlite_file(url: str) -> None:
 # PostgreSQL (asyncpg) bounds: connect, one statement, waiting for a pooled connection
 CONNECT_TIMEOUT_SECS = 10.0
 COMMAND_TIMEOUT_SECS = 30.0
-POOL_TIMEOUT_SECS = 15.0
+POOL_TIMEOUT_SECS = 30.0
 
 # execution option set by `transaction()`: this connection's transaction writes (SQLite)
 WRITES = "callvault_writes"
