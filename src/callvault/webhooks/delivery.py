@@ -38,7 +38,7 @@ from callvault.outbound.transport import AddressRefused, outbound_client
 from callvault.runtime import Runtime
 from callvault.webhooks import payloads, repository
 from callvault.webhooks.models import EventStatus, WebhookAttempt
-from callvault.webhooks.schedule import DEFAULT_SCHEDULE, next_delay
+from callvault.webhooks.schedule import DEFAULT_SCHEDULE, next_delay, schedule_from_env
 from callvault.webhooks.service import default_store_link, in_default_store
 from callvault.webhooks.signing import signed_headers
 
@@ -164,7 +164,8 @@ class Deliverer:
     ) -> None:
         self.runtime = runtime
         self.rng = rng or random.Random()  # jitter, not a secret
-        self.schedule = schedule or runtime.settings.webhook_schedule or DEFAULT_SCHEDULE
+        # CALLVAULT_WEBHOOK_SCHEDULE is this domain's setting: parsed here, not in config.py
+        self.schedule = schedule or schedule_from_env(runtime.settings.environ) or DEFAULT_SCHEDULE
         self.client: httpx.AsyncClient = outbound_client(
             allow_private=runtime.settings.allow_private_networks,
             timeout=DEFAULT_TIMEOUT_SECS,
