@@ -23,6 +23,7 @@ import base64
 import hashlib
 import json
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -94,6 +95,7 @@ async def soak(recordings: int, concurrency: int) -> dict[str, Any]:
         receiver.stop()
         customer_s3.stop()
         default_s3.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def run(
