@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from functools import partial
 from typing import Annotated
 
@@ -11,8 +12,9 @@ from pydantic import StringConstraints
 
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime, require_ingest_token
+from callvault.db import database_unavailable
 from callvault.encryption_keys.service import recipient_for
-from callvault.errors import error_responses
+from callvault.errors import ApiError, database_unavailable_error, error_responses
 from callvault.query import IsoDateTime
 from callvault.recordings import ingest as ingest_service
 from callvault.recordings import service
@@ -25,7 +27,7 @@ from callvault.recordings.schemas import (
     RecordingResponse,
     StatusOk,
 )
-from callvault.recordings.upload import incoming_file, receive_upload
+from callvault.recordings.upload import BodyPace, incoming_file, receive_upload
 from callvault.runtime import Runtime
 
 ingest_router = APIRouter(prefix="/internal/v1", tags=["ingest"])
@@ -71,18 +73,37 @@ _INGEST_BODY = {
     dependencies=[Depends(require_ingest_token)],
     responses={
         200: {"model": IngestResponse, "description": "Already received: the same recording."},
-        **error_responses(400, 401, 413, 415, 422, 503),
+        **error_responses(400, 401, 408, 413, 415, 422, 503, 507),
     },
 )
 async def ingest_recording(
     request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> JSONResponse:
     settings = runtime.settings
-    with incoming_file(settings.data_dir) as path:
-        upload = await receive_upload(
-            request, path, settings.max_recording_bytes, partial(recipient_for, runtime)
-        )
-        outcome = await ingest_service.ingest(runtime, upload)
+    try:
+        # the temp file goes whatever happens (incoming_file): no partial file is left
+        with incoming_file(settings.data_dir) as path:
+            upload = await receive_upload(
+                request,
+                path,
+                settings.max_recording_bytes,
+                partial(recipient_for, runtime),
+                BodyPace.from_env(settings.environ),
+            )
+            outcome = await ingest_service.ingest(runtime, upload)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ingest_service.no_space("the data dir") from None
+        if database_unavailable(exc):
+            raise database_unavailable_error() from None
+        raise
+    except ApiError:
+        raise
+    except Exception as exc:
+        # the database went away during the lookups (ingest's own insert says so itself)
+        if database_unavailable(exc):
+            raise database_unavailable_error() from None
+        raise
     body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
     return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)
 

@@ -18,9 +18,16 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from callvault import metrics
-from callvault.db import transaction, utcnow
+from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
-from callvault.errors import ApiError, conflict, invalid, unavailable
+from callvault.errors import (
+    ApiError,
+    conflict,
+    database_unavailable_error,
+    insufficient_storage,
+    invalid,
+    unavailable,
+)
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
@@ -39,7 +46,33 @@ class IngestOutcome:
     created: bool  # False: a repeat of a recording already accepted
 
 
+# what stores and the OS say when there is no room left (ENOSPC, EDQUOT, S3's 507 / quota)
+_FULL_MARKERS = (
+    "no space left",
+    "disk quota exceeded",
+    "insufficient storage",
+    "storage full",
+    "quotaexceeded",
+    "entitytoolarge",
+)
+
+
+def storage_full(text: str) -> bool:
+    """Whether a store's or the OS's reason says it is out of space (pure)."""
+    lowered = text.lower().replace(" ", "")
+    return any(marker.replace(" ", "") in lowered for marker in _FULL_MARKERS)
+
+
+def no_space(what: str) -> ApiError:
+    return insufficient_storage(
+        f"The recording could not be stored: {what} is out of space. "
+        "Nothing was kept; send it again once space is available."
+    )
+
+
 def store_unavailable(error: StorageError) -> ApiError:
+    if storage_full(error.reason):
+        return no_space("the default store")
     return unavailable(f"The recording could not be stored, try again: {error.reason}")
 
 
@@ -133,11 +166,22 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
         created_at=now,
         updated_at=now,
     )
+    committing = False  # True once the row is flushed: a failure from there on is the commit
     try:
         async with transaction(runtime.sessions) as session:
             await repository.add(session, recording)
+            committing = True
     except IntegrityError:
         return await _lost_race(runtime, upload, key)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            await _forget_object(runtime, key)
+            raise
+        # never 202 without a committed row; never a 500 for an outage: 503 + Retry-After
+        if not committing or not await _committed_after_all(runtime, recording_id):
+            await _forget_object(runtime, key)
+        log.warning("database unavailable: ingest refused", error_type=type(exc).__name__)
+        raise database_unavailable_error() from None
     except BaseException:
         await _forget_object(runtime, key)
         raise
@@ -178,6 +222,17 @@ async def _lost_race(runtime: Runtime, upload: ReceivedUpload, key: str) -> Inge
     if existing.default_store_key != key:
         await _forget_object(runtime, key)
     return IngestOutcome(existing.id, existing.status, created=False)
+
+
+async def _committed_after_all(runtime: Runtime, recording_id: str) -> bool:
+    """The connection failed during COMMIT: did the row land? When that cannot be told (the
+    database still away), the object is kept: better an unreferenced object (overwritten by
+    the media server's retry, same key) than a committed row whose bytes were deleted."""
+    try:
+        async with runtime.sessions() as session:
+            return await session.get(Recording, recording_id) is not None
+    except Exception:
+        return True
 
 
 async def _forget_object(runtime: Runtime, key: str) -> None:

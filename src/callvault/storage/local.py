@@ -96,7 +96,13 @@ class LocalStore:
             with source.open("rb") as src:
                 shutil.copyfileobj(src, out, _COPY_BUFFER)
 
-        _write_durably(target, copy, self._temp_dir)
+        try:
+            _write_durably(target, copy, self._temp_dir)
+        except BaseException:
+            # e.g. the disk filled up: no sidecar without its object (nothing partial is left)
+            if not target.exists():
+                meta.unlink(missing_ok=True)
+            raise
 
     async def head(self, key: str) -> ObjectInfo | None:
         target = self.path_for(key)
