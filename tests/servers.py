@@ -336,6 +336,10 @@ class SeaweedFS(ManagedServer):
             "-s3.autoCreateBucket=false",
             # no grace period on stop: tests stop and restart it, nothing else talks to it
             "-volume.preStopSeconds=0",
+            # every bucket takes volumes of its own and the automatic cap (free disk / 128 MB)
+            # runs out over a whole suite's buckets (writes then fail with InternalError);
+            # volumes are not preallocated, so a high cap costs nothing
+            "-volume.max=10000",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
 
