@@ -57,6 +57,7 @@ async def child_upload(
             "aws_secret_access_key": secret_key,
             "endpoint": endpoint,
         },
+        allow_private_networks=True,
     )
     for name, value in tuning.items():
         setattr(store, name, value)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import base64
 import calendar
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -335,6 +336,10 @@ class SeaweedFS(ManagedServer):
             "-s3.autoCreateBucket=false",
             # no grace period on stop: tests stop and restart it, nothing else talks to it
             "-volume.preStopSeconds=0",
+            # every bucket takes volumes of its own and the automatic cap (free disk / 128 MB)
+            # runs out over a whole suite's buckets (writes then fail with InternalError);
+            # volumes are not preallocated, so a high cap costs nothing
+            "-volume.max=10000",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
 
@@ -1269,3 +1274,83 @@ __all__ = [
     "free_port",
     "make_service_account",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# a PostgreSQL cluster of a test's own, which the test may stop and start
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PrivatePostgres:
+    """`initdb` + `pg_ctl` from PG_BIN on a free port, in a fresh directory under /tmp (the
+    postgres user must reach it: initdb refuses to run as root, so as root every command runs
+    as `postgres` through runuser). Trust authentication on 127.0.0.1 only, fsync off (the
+    tests stop the server, not the machine: the OS keeps what was written) but synchronous
+    commits (a commit is in the WAL before it is acknowledged). `stop()` with mode
+    "immediate" is a crash as far as clients are concerned; `start()` recovers it."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.root = Path(
+            subprocess.run(
+                ["mktemp", "-d", "/tmp/callvault-pg-XXXXXX"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        command = [str(PG_BIN / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise ServerStartError(f"{args[0]} failed: {done.stderr[-2000:]}\n{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return ""
+
+    def init(self) -> Self:
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.root}'\nfsync = off\n"
+                "max_connections = 200\n"
+            )
+        return self
+
+    def start(self) -> Self:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
+        return self
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    @property
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def destroy(self) -> None:
+        if self.running:
+            with contextlib.suppress(ServerStartError):
+                self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.init().start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()

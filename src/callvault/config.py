@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 
 from callvault.credentials.encryption import KeyRing
-from callvault.webhooks.schedule import parse_schedule
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
@@ -49,14 +48,15 @@ class Settings:
     max_recording_bytes: int = 2 * 1024**3
     max_json_bytes: int = 1024 * 1024
     worker_concurrency: int = 8
-    # webhook retry delays in seconds (None: webhooks/schedule.py DEFAULT_SCHEDULE); for tests
-    webhook_schedule: tuple[float, ...] | None = None
     # worker timing (docs/scaling.md): lease length, upload backoff cap, give-up horizon
     worker_lease_secs: float = 60.0
     upload_backoff_cap_secs: float = 300.0
     upload_give_up_secs: float = 24 * 3600.0
     worker_drain_secs: float = 10.0  # on SIGTERM: how long running jobs may finish
     generated_files: dict[str, Path] = field(default_factory=dict)
+    # the environment the settings came from: each domain parses its own knobs from it
+    # (recordings.upload.BodyPace, webhooks/recordings retention) instead of this module
+    environ: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_embedded_database(self) -> bool:
@@ -116,16 +116,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         in TRUE_WORDS,
         max_recording_bytes=int(env.get("CALLVAULT_MAX_RECORDING_BYTES", 2 * 1024**3)),
         worker_concurrency=int(env.get("CALLVAULT_WORKER_CONCURRENCY", 8)),
-        webhook_schedule=(
-            parse_schedule(env["CALLVAULT_WEBHOOK_SCHEDULE"])
-            if env.get("CALLVAULT_WEBHOOK_SCHEDULE")
-            else None
-        ),
         worker_lease_secs=_positive(env, "CALLVAULT_WORKER_LEASE_SECS", 60.0),
         upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
         upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
         worker_drain_secs=_positive(env, "CALLVAULT_WORKER_DRAIN_SECS", 10.0),
         generated_files=generated,
+        environ={k: v for k, v in env.items() if k.startswith("CALLVAULT_")},
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -75,6 +78,11 @@ def private_sqlite_file(url: str) -> None:
     os.chmod(path, 0o600)
 
 
+# PostgreSQL (asyncpg) bounds: connect, one statement, waiting for a pooled connection
+CONNECT_TIMEOUT_SECS = 10.0
+COMMAND_TIMEOUT_SECS = 30.0
+POOL_TIMEOUT_SECS = 30.0
+
 # execution option set by `transaction()`: this connection's transaction writes (SQLite)
 WRITES = "callvault_writes"
 
@@ -91,7 +99,18 @@ def make_engine(database_url: str) -> AsyncEngine:
         # aiosqlite with one thread hop per statement instead of four (sqlite_driver.py)
         kwargs["module"] = sqlite_driver.dbapi()
     else:
-        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        kwargs.update(
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            # a database that stops answering must not hold a request or a job forever:
+            # connecting, every statement and the wait for a pooled connection are bounded
+            pool_timeout=POOL_TIMEOUT_SECS,
+            connect_args={
+                "timeout": CONNECT_TIMEOUT_SECS,
+                "command_timeout": COMMAND_TIMEOUT_SECS,
+            },
+        )
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -171,6 +190,57 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
                 yield session
         finally:
             _holding.reset(token)
+
+
+# SQLSTATE classes of a database that is away rather than of a wrong statement:
+# 08 connection exception, 53 insufficient resources, 57P operator intervention (shutdown,
+# starting up), 58 system error
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "58")
+_CONNECT_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.ECONNABORTED,
+}
+_SQLITE_UNAVAILABLE = ("unable to open", "disk i/o error", "database is locked", "readonly")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database is away (down, unreachable, starting, out of
+    connections, its file not openable) rather than that a statement is wrong: the first is
+    waited out (503 + Retry-After at ingest, a backoff in the worker), the second is a bug."""
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.ProgrammingError | sa_exc.DataError):
+        return False
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError | ConnectionError):
+        # a raw OSError is the database only when it is about reaching it (asyncpg's
+        # connect); a disk error elsewhere is not an outage of the database
+        return exc.errno in _CONNECT_ERRNOS or (exc.errno is None and "connect" in str(exc).lower())
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, sqlite3.Error):
+            # SQLite says "operational" for a bad statement too: only these mean "away"
+            return any(marker in str(exc.orig).lower() for marker in _SQLITE_UNAVAILABLE)
+        return True
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    # asyncpg's own errors, raw (at connect) or wrapped by SQLAlchemy
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            break
+        state = str(getattr(current, "sqlstate", "") or "")
+        if state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        if (
+            type(current).__module__.startswith("asyncpg")
+            and "Connection" in type(current).__name__
+        ):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
 
 
 def alembic_config(database_url: str) -> Config:

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from callvault.db import database_unavailable
+
 log = structlog.get_logger("callvault.errors")
 
 
@@ -44,6 +46,8 @@ class Code:
     SERVICE_UNAVAILABLE = "190003"  # a store or the database is unavailable: try again
     METHOD_NOT_ALLOWED = "190004"  # the path exists, the method does not
     UNKNOWN_PARAMETER = "190005"  # a query parameter the operation does not know
+    INSUFFICIENT_STORAGE = "190006"  # the disk or the default store is full: try again later
+    UPSTREAM_FAILED = "190007"  # a customer's store did not answer a read the console asked for
 
 
 @dataclass
@@ -68,13 +72,19 @@ class ErrorItem:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, items: Sequence[ErrorItem]):
+    def __init__(
+        self,
+        status: int,
+        items: Sequence[ErrorItem],
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(items[0].detail or items[0].title)
         self.status = status
         self.items = list(items)
+        self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.items)
+        return error_response(self.status, self.items, self.headers)
 
 
 def error_response(
@@ -164,16 +174,39 @@ def duplicate(detail: str, pointer: str | None = None) -> ApiError:
     )
 
 
-def unavailable(detail: str) -> ApiError:
-    return ApiError(503, [ErrorItem(Code.SERVICE_UNAVAILABLE, "Service unavailable", detail)])
-
-
 def unsupported_media(detail: str) -> ApiError:
     return ApiError(415, [ErrorItem(Code.UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type", detail)])
 
 
 def forbidden(detail: str) -> ApiError:
     return ApiError(403, [ErrorItem(Code.AUTHORIZATION_FAILED, "Authorization failed", detail)])
+
+
+# how long a client should wait before trying again: the database is away / storage is full
+DATABASE_RETRY_AFTER_SECS = 5
+STORAGE_FULL_RETRY_AFTER_SECS = 30
+
+
+def unavailable(detail: str, retry_after: int = DATABASE_RETRY_AFTER_SECS) -> ApiError:
+    """503 + Retry-After: a dependency (the database, a store, STS) is away for now."""
+    return ApiError(
+        503,
+        [ErrorItem(Code.SERVICE_UNAVAILABLE, "Service unavailable", detail)],
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def database_unavailable_error() -> ApiError:
+    return unavailable("The database is not available right now; try again shortly.")
+
+
+def insufficient_storage(detail: str) -> ApiError:
+    """507: the disk or the store is full; the request can succeed once space returns."""
+    return ApiError(
+        507,
+        [ErrorItem(Code.INSUFFICIENT_STORAGE, "Insufficient storage", detail)],
+        headers={"Retry-After": str(STORAGE_FULL_RETRY_AFTER_SECS)},
+    )
 
 
 def pointer_for(loc: Sequence[str | int]) -> tuple[str | None, str | None]:
@@ -255,6 +288,10 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if database_unavailable(exc):
+        # not a bug: the database is away (down, restarting, unreachable); clients retry
+        log.warning("database unavailable", path=request.url.path, error_type=type(exc).__name__)
+        return database_unavailable_error().response()
     log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
     return error_response(
         500, [ErrorItem(Code.UNEXPECTED, "Unexpected error", "An unexpected error occurred.")]
@@ -297,9 +334,12 @@ ERROR_DESCRIPTIONS = {
     "parameter, named in `source.parameter`).",
     401: "Authentication failed (code 10009): the API key is missing or not valid.",
     404: "Resource not found (code 10005); also for another account's resources.",
+    408: "Request timeout (code 10008): the body arrived too slowly.",
     409: "Conflict with the resource's current state (code 10012 or 190001).",
     413: "The request is too large (code 190002).",
     422: "Invalid value (code 10015); `source.pointer` names the offending field.",
+    503: "Service unavailable (code 190003): try again after `Retry-After` seconds.",
+    507: "Insufficient storage (code 190006): the disk or the store is full.",
 }
 
 

@@ -39,6 +39,27 @@ WEBHOOK_SECONDS = Histogram(
     "Time from sending a webhook to its receiver's answer",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+JOB_CRASHES = Counter(
+    "callvault_job_crashes_total",
+    "Jobs that failed in callvault's own code (counted as attempts, retried on schedule)",
+    ["job"],  # upload | webhook
+)
+DELETED_DURING_UPLOAD = Counter(
+    "callvault_deleted_during_upload_total",
+    "Objects removed from a customer's bucket because their recording was deleted mid-upload",
+)
+WEBHOOK_EVENTS_PRUNED = Counter(
+    "callvault_webhook_events_pruned_total",
+    "Finished webhook events deleted by retention (CALLVAULT_WEBHOOK_RETENTION_DAYS)",
+)
+WEBHOOK_ATTEMPTS_PRUNED = Counter(
+    "callvault_webhook_attempts_pruned_total",
+    "Webhook attempts deleted by retention (CALLVAULT_WEBHOOK_RETENTION_DAYS)",
+)
+RECORDINGS_EXPIRED = Counter(
+    "callvault_recordings_expired_total",
+    "Default-store recordings deleted by retention (CALLVAULT_RECORDING_RETENTION_DAYS)",
+)
 RECORDINGS_BY_STATE = Gauge("callvault_recordings", "Recordings per state", ["state"])
 EVENTS_PENDING = Gauge("callvault_webhook_events_pending", "Webhook events waiting for delivery")
 EVENTS_FAILED = Gauge("callvault_webhook_events_failed", "Webhook events whose delivery gave up")

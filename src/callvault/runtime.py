@@ -38,25 +38,26 @@ class Inbox:
     committed, `cancel`. A crash in between loses nothing: the lease expires and any worker
     claims the row."""
 
-    def __init__(self, owner: str, lease_seconds: float, free_slots: Callable[[], int]) -> None:
+    def __init__(self, owner: str, lease_seconds: float, free_slots: Callable[[str], int]) -> None:
         self.owner = owner
         self.lease_seconds = lease_seconds
-        self._free_slots = free_slots
-        self.reserved = 0
+        self._free_slots = free_slots  # by kind: the worker's free slots for that queue
+        self.reserved: dict[str, int] = {}
         self.jobs: list[Handoff] = []
         self.ready = asyncio.Event()
 
-    def reserve(self) -> datetime | None:
-        if self._free_slots() - self.reserved - len(self.jobs) <= 0:
+    def reserve(self, kind: str) -> datetime | None:
+        waiting = self.reserved.get(kind, 0) + sum(1 for job in self.jobs if job.kind == kind)
+        if self._free_slots(kind) - waiting <= 0:
             return None
-        self.reserved += 1
+        self.reserved[kind] = self.reserved.get(kind, 0) + 1
         return utcnow() + timedelta(seconds=self.lease_seconds)
 
-    def cancel(self) -> None:
-        self.reserved = max(0, self.reserved - 1)
+    def cancel(self, kind: str) -> None:
+        self.reserved[kind] = max(0, self.reserved.get(kind, 0) - 1)
 
     def hand(self, job: Handoff) -> None:
-        self.cancel()
+        self.cancel(job.kind)
         self.jobs.append(job)
         self.ready.set()
 

@@ -98,7 +98,7 @@ async def test_encrypted_recording_end_to_end(
         day = sent["recording_started_at"][:10]
         seconds = int(datetime.fromisoformat(sent["recording_started_at"]).timestamp())
         object_key = f"{account.account_id}/{day}/{sent['call_leg_id']}-{seconds}"
-        store = open_custom_store(backend, configuration)
+        store = open_custom_store(backend, configuration, allow_private_networks=True)
         stored = b"".join([chunk async for chunk in store.get_stream(object_key)])
         info = await store.head(object_key)
     assert info is not None

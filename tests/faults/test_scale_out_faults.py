@@ -13,7 +13,7 @@ while:
   again.
 
 Then: exactly one object per recording in the customer's bucket with the sha256 of the bytes
-sent, a verified `call.recording.saved` for every recording, under 5 % duplicate deliveries,
+sent, a verified `call.recording.saved` for every recording, at most 1 % duplicate deliveries,
 nothing left in the default store or in any data dir, no two workers ever uploading the same
 recording at once (from the workers' logs), a graceful SIGTERM stop of every process, and
 `callvault status --json` reporting an empty backlog. The scenario runs once (module fixture);
@@ -350,13 +350,14 @@ def test_a_verified_saved_webhook_for_every_recording(scale_out: Outcome) -> Non
     assert set(scale_out.saved_events_per_recording.values()) == {1}
 
 
-def test_duplicate_deliveries_stay_under_five_percent(scale_out: Outcome) -> None:
+def test_duplicate_deliveries_stay_at_most_one_percent(scale_out: Outcome) -> None:
+    """The same event accepted twice by the receiver (issue 15: at most 1 %)."""
     figures = scale_out.figures
     print(
         f"\nduplicate deliveries: {figures['duplicate_events']} of {figures['webhook_events']} "
         f"events ({figures['duplicate_pct']} %)"
     )
-    assert figures["duplicate_pct"] < 5
+    assert figures["duplicate_pct"] <= 1
     assert figures["answered_500"] > 0  # the receiver's outage did happen
 
 

@@ -103,7 +103,7 @@ async def assert_saved(
     key = f"{account_id}/{day}/{sent['call_leg_id']}-{seconds}"
     bucket, endpoint = configuration["bucket"], configuration["endpoint"]
     assert delivery.payload["recording_urls"] == {"wav": f"{endpoint}/{bucket}/{key}"}
-    store = open_custom_store("s3-generic", configuration)
+    store = open_custom_store("s3-generic", configuration, allow_private_networks=True)
     stored = b"".join([chunk async for chunk in store.get_stream(key)])
     assert hashlib.sha256(stored).digest() == hashlib.sha256(audio).digest()
 

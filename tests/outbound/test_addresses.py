@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpcore
 import pytest
 
+from callvault.outbound import transport
 from callvault.outbound.addresses import is_public_address, refuse_reason, url_shape_error
 
 
@@ -117,3 +121,17 @@ async def test_public_and_not_yet_resolving_hosts_are_accepted() -> None:
 async def test_only_http_and_https_even_when_private_networks_are_allowed() -> None:
     assert await refuse_reason("ftp://8.8.8.8/", allow_private=True) is not None
     assert await refuse_reason("gopher://localhost/", allow_private=True) is not None
+
+
+async def test_name_resolution_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver that never answers fails the request after DNS_TIMEOUT_SECS."""
+
+    async def never(*args: object, **kwargs: object) -> list[object]:
+        await asyncio.sleep(3600)
+        return []
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", never)
+    monkeypatch.setattr(transport, "DNS_TIMEOUT_SECS", 0.2)
+    with pytest.raises(httpcore.ConnectError, match="cannot resolve"):
+        await transport.checked_addresses("hooks.example.com", 443, allow_private=True)

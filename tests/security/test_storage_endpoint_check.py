@@ -70,7 +70,9 @@ async def test_an_endpoint_that_rebinds_is_refused_at_the_next_request(
     endpoint = f"http://localhost:{seaweedfs.port}"
     # public for the upload and its check, then the name points at loopback
     resolver = ScriptedResolver(["93.184.216.34"], ["93.184.216.34"], ["127.0.0.1"])
-    inner = open_custom_store("s3-generic", configuration(seaweedfs, bucket, endpoint))
+    inner = open_custom_store(
+        "s3-generic", configuration(seaweedfs, bucket, endpoint), allow_private_networks=True
+    )
     store = EndpointCheckedStore(inner, endpoint, resolver=resolver)
     await store.put_file("k", probe_file, content_type="text/plain", metadata={})
     assert (await store.head("k")) is not None
@@ -122,7 +124,9 @@ async def test_the_worker_keeps_the_recording_when_the_endpoint_turns_private(
     assert row.default_store_key  # kept in the default store: nothing lost
     key = layout.object_key(row.account_id, row.recording_started_at, row.call_leg_id, None)
     unchecked = open_custom_store(
-        "s3-generic", configuration(seaweedfs, bucket, seaweedfs.endpoint)
+        "s3-generic",
+        configuration(seaweedfs, bucket, seaweedfs.endpoint),
+        allow_private_networks=True,
     )
     assert await unchecked.head(key) is None  # nothing was written to the endpoint
 

@@ -46,7 +46,9 @@ class Backend:
     def open(self, bucket: str | None = None, **overrides: Any) -> ObjectStore:
         timeout = overrides.pop("timeout_secs", None)
         configuration = {**self.configuration(bucket or self.new_bucket()), **overrides}
-        return open_custom_store(self.name, configuration, timeout_secs=timeout)
+        return open_custom_store(
+            self.name, configuration, timeout_secs=timeout, allow_private_networks=True
+        )
 
     def open_with_wrong_secret(self, bucket: str) -> ObjectStore:
         return self.open(bucket, **{self.secret_field: self.wrong_secret})

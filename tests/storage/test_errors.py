@@ -121,6 +121,7 @@ async def test_stopped_server_is_transient_and_a_restart_recovers(
                 "endpoint": server.endpoint,
             },
             timeout_secs=3,
+            allow_private_networks=True,
         )
         await put(store, recording)
 

@@ -16,6 +16,7 @@ from callvault.storage import (
     open_custom_store,
     open_default_store,
 )
+from callvault.storage.checked_endpoint import EndpointCheckedStore
 from tests.servers import SeaweedFS, make_service_account
 
 SECRET = b"link-secret-0123456789"
@@ -170,3 +171,11 @@ async def test_gcs_signs_for_storage_googleapis_com(monkeypatch: pytest.MonkeyPa
     assert query["X-Goog-Expires"] == ["600"]
     assert query["X-Goog-Credential"][0].startswith(account.info["client_email"] + "/")
     assert store.canonical_url(KEY) == f"gs://tacrde12904/{KEY}"
+
+
+def test_private_endpoints_are_refused_unless_allowed() -> None:
+    """Fail closed: without the setting, an s3-generic endpoint is checked before each request."""
+    configuration = {**AWS_CONFIG, "endpoint": "http://127.0.0.1:9"}
+    assert isinstance(open_custom_store("s3-generic", configuration), EndpointCheckedStore)
+    allowed = open_custom_store("s3-generic", configuration, allow_private_networks=True)
+    assert not isinstance(allowed, EndpointCheckedStore)

@@ -14,6 +14,7 @@ from callvault.webhooks.schedule import (
     max_attempts,
     next_delay,
     parse_schedule,
+    schedule_from_env,
 )
 
 
@@ -54,6 +55,6 @@ def test_schedule_from_the_environment(tmp_path: Path) -> None:
         "CALLVAULT_ENCRYPTION_KEYS": base64.b64encode(bytes(32)).decode(),
         "CALLVAULT_INGEST_TOKEN": "t",
     }
-    assert load_settings(base).webhook_schedule is None
+    assert schedule_from_env(load_settings(base).environ) is None
     with_knob = load_settings({**base, "CALLVAULT_WEBHOOK_SCHEDULE": "0.2,0.5"})
-    assert with_knob.webhook_schedule == (0.2, 0.5)
+    assert schedule_from_env(with_knob.environ) == (0.2, 0.5)

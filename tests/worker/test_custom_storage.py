@@ -56,7 +56,7 @@ def new_bucket(server: SeaweedFS) -> str:
 
 
 async def read_back(backend: str, configuration: dict[str, Any], key: str) -> bytes:
-    store = open_custom_store(backend, configuration)
+    store = open_custom_store(backend, configuration, allow_private_networks=True)
     return b"".join([chunk async for chunk in store.get_stream(key)])
 
 
@@ -93,7 +93,9 @@ async def test_upload_verified_and_staging_copy_removed(
     url = f"{seaweedfs.endpoint}/{bucket}/{row.object_key}"
     assert delivery.payload["recording_urls"] == {"wav": url} and row.recording_url == url
     assert await read_back("s3-generic", configuration, row.object_key) == audio
-    info = await open_custom_store("s3-generic", configuration).head(row.object_key)
+    info = await open_custom_store("s3-generic", configuration, allow_private_networks=True).head(
+        row.object_key
+    )
     assert info is not None and info.content_type == "audio/wav"
     assert info.metadata["sha256"] == hashlib.sha256(audio).hexdigest()
     assert info.metadata["recording_id"] == recording_id

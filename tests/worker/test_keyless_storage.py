@@ -72,7 +72,7 @@ async def opening_configuration(runtime: Runtime, connection_id: str) -> dict[st
 
 
 async def read_back(backend: str, configuration: dict[str, Any], key: str) -> bytes:
-    store = open_custom_store(backend, configuration)
+    store = open_custom_store(backend, configuration, allow_private_networks=True)
     return b"".join([chunk async for chunk in store.get_stream(key)])
 
 
@@ -159,7 +159,11 @@ async def test_a_session_the_bucket_rejects_is_refreshed_and_the_upload_retried(
     await set_credentials(
         api, account.api_key, connection_id, "s3-generic", seaweed_role(seaweedfs_sts)
     )
-    store = open_custom_store("s3-generic", await opening_configuration(runtime, connection_id))
+    store = open_custom_store(
+        "s3-generic",
+        await opening_configuration(runtime, connection_id),
+        allow_private_networks=True,
+    )
     assert isinstance(store, RoleS3ObjectStore)
     path = tmp_path / "audio.wav"
     path.write_bytes(make_wav(0.2))
@@ -286,7 +290,7 @@ async def test_azurite_container_sas_stores_a_recording(
         headers=bearer(account.api_key),
     )
     assert validate.json()["data"] == {"status": "ok"}
-    store = open_custom_store("azure", configuration)
+    store = open_custom_store("azure", configuration, allow_private_networks=True)
     with pytest.raises(StorageError) as refused:
         await store.signed_get_url(f"{row.object_key}", 60)
     assert "SAS token" in refused.value.reason and token not in refused.value.reason
@@ -321,7 +325,9 @@ async def test_an_expired_sas_fails_permanently_and_says_when(
     assert got.json()["data"]["configuration"]["sas_expires_at"] == when
 
     # a store opened while the token was good, then used after it expired (the worker's cache)
-    store = open_custom_store("azure", await opening_configuration(runtime, connection_id))
+    store = open_custom_store(
+        "azure", await opening_configuration(runtime, connection_id), allow_private_networks=True
+    )
     path = tmp_path / "a.wav"
     path.write_bytes(make_wav(0.1))
     await store.put_file("before/expiry", path, content_type="audio/wav", metadata={})
@@ -352,7 +358,9 @@ async def test_a_read_only_sas_gives_a_precise_error_from_azurite(
     container = "sas-readonly"
     azurite.create_container(container)
     token = azurite.container_sas(container, "r", datetime.now(UTC) + timedelta(hours=1))
-    store = open_custom_store("azure", azure_sas_configuration(azurite, container, token))
+    store = open_custom_store(
+        "azure", azure_sas_configuration(azurite, container, token), allow_private_networks=True
+    )
     reason = await probe_store(store)
     assert reason == (
         f"azure container {container}: AuthorizationPermissionMismatch — the credentials may "
@@ -421,7 +429,7 @@ async def test_session_credentials_and_sas_tokens_never_leave(
         logged = logs.getvalue()
 
     configuration = await opening_configuration(runtime, role_connection)
-    store = open_custom_store("s3-generic", configuration)
+    store = open_custom_store("s3-generic", configuration, allow_private_networks=True)
     assert isinstance(store, RoleS3ObjectStore)
     session = store.sessions.get(store.target)
     secrets = [session.secret_access_key, session.token, token, signature]

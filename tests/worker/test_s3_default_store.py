@@ -87,7 +87,7 @@ async def test_copy_from_an_s3_default_store(
     row = await recording_row(runtime, recording_id)
     assert row.status == "stored" and row.bucket == bucket and row.object_key
     assert await runtime.default_store.head(staging_key) is None
-    custom = open_custom_store("s3-generic", configuration)
+    custom = open_custom_store("s3-generic", configuration, allow_private_networks=True)
     assert b"".join([c async for c in custom.get_stream(row.object_key)]) == audio
     # the temp copy in the data dir is gone too
     staging_dir = runtime.settings.data_dir / "staging"

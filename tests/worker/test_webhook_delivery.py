@@ -158,7 +158,7 @@ async def test_a_slow_receiver_times_out_and_is_retried(
     event = await settled_event(runtime, recording_id, "delivered")
     attempts = await attempts_for(runtime, event.id)
     assert [a.status_code for a in attempts] == [None, 200]
-    assert attempts[0].error == "timed out after 1 s"
+    assert attempts[0].error and attempts[0].error.startswith("timed out after 1 s")
     assert 900 <= (attempts[0].latency_ms or 0) < 1500
     assert event.attempts == 2
 
@@ -198,7 +198,7 @@ async def test_connection_refused_is_retried(
     recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, AUDIO)
     event = await settled_event(runtime, recording_id, "delivered")
     [refused, delivered] = await attempts_for(runtime, event.id)
-    assert refused.status_code is None and refused.error and "ConnectError" in refused.error
+    assert refused.status_code is None and refused.error == "connection refused"
     assert delivered.status_code == 200
 
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from callvault.credentials.service import load_configuration
-from callvault.errors import ApiError, ErrorItem, not_found
+from callvault.errors import ApiError, Code, ErrorItem, not_found
 from callvault.recordings import repository
 from callvault.recordings.models import Recording
 from callvault.recordings.schemas import RecordingData
@@ -61,7 +61,12 @@ async def _store_and_key(runtime: Runtime, row: Recording) -> tuple[ObjectStore,
 
 def _unavailable(reason: str) -> ApiError:
     return ApiError(
-        502, [ErrorItem("10011", "Bad gateway", f"The audio could not be fetched: {reason}")]
+        502,
+        [
+            ErrorItem(
+                Code.UPSTREAM_FAILED, "Bad gateway", f"The audio could not be fetched: {reason}"
+            )
+        ],
     )
 
 

@@ -38,9 +38,16 @@ class PolicyRefusal(httpcore.ConnectError):
     AddressRefused, as httpx maps every httpcore.ConnectError to a plain httpx.ConnectError)."""
 
 
+# name resolution runs in a thread (getaddrinfo) with no deadline of its own: bounded here, so
+# a dead resolver fails a webhook or a storage request instead of holding it
+DNS_TIMEOUT_SECS = 5.0
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
+    """The host's addresses; TimeoutError (an OSError) after DNS_TIMEOUT_SECS."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    async with asyncio.timeout(DNS_TIMEOUT_SECS):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     # keep the resolver's order (it sorts by preference), drop duplicates
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 

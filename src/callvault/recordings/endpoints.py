@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,7 +11,8 @@ from pydantic import StringConstraints
 
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime, require_ingest_token
-from callvault.errors import error_responses
+from callvault.db import database_unavailable
+from callvault.errors import ApiError, database_unavailable_error, error_responses
 from callvault.query import IsoDateTime
 from callvault.recordings import ingest as ingest_service
 from callvault.recordings import service
@@ -23,7 +25,7 @@ from callvault.recordings.schemas import (
     RecordingResponse,
     StatusOk,
 )
-from callvault.recordings.upload import incoming_file, receive_upload
+from callvault.recordings.upload import BodyPace, incoming_file, receive_upload
 from callvault.runtime import Runtime
 
 ingest_router = APIRouter(prefix="/internal/v1", tags=["ingest"])
@@ -69,7 +71,7 @@ _INGEST_BODY = {
     dependencies=[Depends(require_ingest_token)],
     responses={
         200: {"model": IngestResponse, "description": "Already received: the same recording."},
-        **error_responses(400, 401, 413, 415, 422, 503),
+        **error_responses(400, 401, 408, 413, 415, 422, 503, 507),
     },
 )
 async def ingest_recording(
@@ -77,9 +79,30 @@ async def ingest_recording(
 ) -> JSONResponse:
     settings = runtime.settings
     plan = ingest_service.IngestPlan(runtime)  # its one read runs once the metadata is known
-    with incoming_file(settings.data_dir) as path:
-        upload = await receive_upload(request, path, settings.max_recording_bytes, plan.recipient)
-        outcome = await ingest_service.ingest(runtime, upload, plan)
+    try:
+        # the temp file goes whatever happens (incoming_file): no partial file is left
+        with incoming_file(settings.data_dir) as path:
+            upload = await receive_upload(
+                request,
+                path,
+                settings.max_recording_bytes,
+                plan.recipient,
+                BodyPace.from_env(settings.environ),
+            )
+            outcome = await ingest_service.ingest(runtime, upload, plan)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ingest_service.no_space("the data dir") from None
+        if database_unavailable(exc):
+            raise database_unavailable_error() from None
+        raise
+    except ApiError:
+        raise
+    except Exception as exc:
+        # the database went away during the lookups (ingest's own insert says so itself)
+        if database_unavailable(exc):
+            raise database_unavailable_error() from None
+        raise
     body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
     return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)
 

@@ -31,10 +31,17 @@ from sqlalchemy.exc import IntegrityError
 from callvault import metrics
 from callvault.accounts.models import Account
 from callvault.applications.models import Application
-from callvault.db import transaction, utcnow
+from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.encryption_keys.scheme import Recipient
-from callvault.errors import ApiError, conflict, invalid, unavailable
+from callvault.errors import (
+    ApiError,
+    conflict,
+    database_unavailable_error,
+    insufficient_storage,
+    invalid,
+    unavailable,
+)
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
@@ -57,7 +64,33 @@ class IngestOutcome:
     created: bool  # False: a repeat of a recording already accepted
 
 
+# what stores and the OS say when there is no room left (ENOSPC, EDQUOT, S3's 507 / quota)
+_FULL_MARKERS = (
+    "no space left",
+    "disk quota exceeded",
+    "insufficient storage",
+    "storage full",
+    "quotaexceeded",
+    "entitytoolarge",
+)
+
+
+def storage_full(text: str) -> bool:
+    """Whether a store's or the OS's reason says it is out of space (pure)."""
+    lowered = text.lower().replace(" ", "")
+    return any(marker.replace(" ", "") in lowered for marker in _FULL_MARKERS)
+
+
+def no_space(what: str) -> ApiError:
+    return insufficient_storage(
+        f"The recording could not be stored: {what} is out of space. "
+        "Nothing was kept; send it again once space is available."
+    )
+
+
 def store_unavailable(error: StorageError) -> ApiError:
+    if storage_full(error.reason):
+        return no_space("the default store")
     return unavailable(f"The recording could not be stored, try again: {error.reason}")
 
 
@@ -200,7 +233,8 @@ async def _store(
     # place already: stored, and its `call.recording.saved` made, in the same transaction
     custom = context.has_custom_storage
     inbox = runtime.inbox
-    lease_until = inbox.reserve() if inbox is not None else None
+    kind = "recording" if custom else "event"  # the job the worker gets: upload, or webhook
+    lease_until = inbox.reserve(kind) if inbox is not None else None
     owner = inbox.owner if inbox is not None and lease_until is not None else None
     values: dict[str, Any] = dict(
         id=recording_id,
@@ -238,6 +272,7 @@ async def _store(
     recording = Recording(**values)  # in memory: the event's payload, the worker's job
     link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
     event = None
+    committing = False  # True once the rows are flushed: a failure from there on is the commit
     try:
         async with transaction(runtime.sessions) as session:
             inserted = await repository.insert_new(session, values)
@@ -250,20 +285,32 @@ async def _store(
                     lease_until=lease_until if owner else None,
                     application=context.application,
                 )
+            committing = True
     except IntegrityError:
         if inbox is not None and lease_until is not None:
-            inbox.cancel()
+            inbox.cancel(kind)
         # not the natural key (ON CONFLICT took care of it): e.g. the account vanished
         await _forget_object(runtime, key)
         raise conflict("The recording was not stored.") from None
+    except Exception as exc:
+        if inbox is not None and lease_until is not None:
+            inbox.cancel(kind)
+        if not database_unavailable(exc):
+            await _forget_object(runtime, key)
+            raise
+        # never 202 without a committed row; never a 500 for an outage: 503 + Retry-After
+        if not committing or not await _committed_after_all(runtime, recording_id):
+            await _forget_object(runtime, key)
+        log.warning("database unavailable: ingest refused", error_type=type(exc).__name__)
+        raise database_unavailable_error() from None
     except BaseException:
         if inbox is not None and lease_until is not None:
-            inbox.cancel()
+            inbox.cancel(kind)
         await _forget_object(runtime, key)
         raise
     if not inserted:
         if inbox is not None and lease_until is not None:
-            inbox.cancel()
+            inbox.cancel(kind)
         return await _lost_race(runtime, upload, key)
 
     _hand_over(runtime, inbox, lease_until, recording, event, context)
@@ -308,7 +355,7 @@ def _hand_over(
         )
         inbox.hand(Handoff("event", event.id, delivery))
     else:
-        inbox.cancel()
+        inbox.cancel("event")
 
 
 def default_store_key(account_id: str, meta: IngestMetadata, disambiguator: str = "") -> str:
@@ -333,6 +380,17 @@ async def _lost_race(runtime: Runtime, upload: ReceivedUpload, key: str) -> Inge
     if existing.default_store_key != key:
         await _forget_object(runtime, key)
     return IngestOutcome(existing.id, existing.status, created=False)
+
+
+async def _committed_after_all(runtime: Runtime, recording_id: str) -> bool:
+    """The connection failed during COMMIT: did the row land? When that cannot be told (the
+    database still away), the object is kept: better an unreferenced object (overwritten by
+    the media server's retry, same key) than a committed row whose bytes were deleted."""
+    try:
+        async with runtime.sessions() as session:
+            return await session.get(Recording, recording_id) is not None
+    except Exception:
+        return True
 
 
 async def _forget_object(runtime: Runtime, key: str) -> None:

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,72 @@ MAX_METADATA_BYTES = 64 * 1024
 # room in the body for everything but the audio: metadata, part headers, boundaries
 BODY_OVERHEAD = 1024 * 1024
 FLUSH_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BodyPace:
+    """How slowly an ingest body may arrive before it is cut off with 408, so that a client
+    that trickles bytes cannot hold a request (a temp file, a connection) forever:
+
+    - `idle_secs`: at most this long without a single byte;
+    - `min_bytes_per_sec`: after the first `idle_secs`, the body so far must average at least
+      this rate (a client sending one byte every few seconds is not idle, but it is too slow).
+
+    Environment: CALLVAULT_INGEST_IDLE_SECS (30), CALLVAULT_INGEST_MIN_BYTES_PER_SEC (65536).
+    """
+
+    idle_secs: float = 30.0
+    min_bytes_per_sec: float = 64 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> BodyPace:
+        idle = float(environ.get("CALLVAULT_INGEST_IDLE_SECS") or cls.idle_secs)
+        rate = float(environ.get("CALLVAULT_INGEST_MIN_BYTES_PER_SEC") or cls.min_bytes_per_sec)
+        if idle <= 0 or rate < 0:
+            raise ValueError("CALLVAULT_INGEST_IDLE_SECS must be positive, the rate not negative")
+        return cls(idle_secs=idle, min_bytes_per_sec=rate)
+
+    def wait_limit(self, elapsed: float, received: int) -> float:
+        """How long the next chunk may take (pure): the idle limit, or less when the average
+        rate would fall below the minimum before then."""
+        if self.min_bytes_per_sec <= 0:
+            return self.idle_secs
+        # the moment `received` bytes are no longer enough for the minimum average rate
+        rate_deadline = self.idle_secs + received / self.min_bytes_per_sec
+        return max(0.0, min(self.idle_secs, rate_deadline - elapsed))
+
+
+def body_too_slow(pace: BodyPace) -> ApiError:
+    return ApiError(
+        408,
+        [
+            ErrorItem(
+                Code.REQUEST_TIMEOUT,
+                "Request timeout",
+                f"The body arrived too slowly (no data for {pace.idle_secs:g} s, or less than "
+                f"{pace.min_bytes_per_sec:g} bytes/s on average); send it again.",
+            )
+        ],
+    )
+
+
+async def paced(chunks: AsyncIterator[bytes], pace: BodyPace) -> AsyncIterator[bytes]:
+    """`chunks`, cut off with 408 (body_too_slow) when they come too slowly."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    received = 0
+    iterator = aiter(chunks)
+    while True:
+        limit = pace.wait_limit(loop.time() - started, received)
+        try:
+            async with asyncio.timeout(limit):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise body_too_slow(pace) from None
+        received += len(chunk)
+        yield chunk
 
 
 @dataclass
@@ -282,6 +348,7 @@ async def receive_upload(
     path: Path,
     max_audio_bytes: int,
     encryption_for: EncryptionResolver | None = None,
+    pace: BodyPace | None = None,
 ) -> ReceivedUpload:
     """Read the whole request into `path` (audio) and the validated metadata, or raise ApiError.
 
@@ -324,7 +391,7 @@ async def receive_upload(
 
     body_bytes = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in paced(request.stream(), pace or BodyPace()):
             body_bytes += len(chunk)
             if body_bytes > max_audio_bytes + BODY_OVERHEAD:
                 raise _audio_too_large(max_audio_bytes)

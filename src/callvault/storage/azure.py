@@ -450,7 +450,7 @@ def _open(
     configuration: Mapping[str, Any],
     *,
     timeout_secs: float | None = None,
-    allow_private_networks: bool = True,
+    allow_private_networks: bool = False,
 ) -> ObjectStore:
     return open_azure(configuration, timeout_secs=timeout_secs)
 

@@ -112,7 +112,7 @@ class StoreOpener(Protocol):
         configuration: Mapping[str, Any],
         *,
         timeout_secs: float | None = None,
-        allow_private_networks: bool = True,
+        allow_private_networks: bool = False,
     ) -> ObjectStore: ...
 
 

@@ -18,15 +18,15 @@ def open_custom_store(
     configuration: Mapping[str, Any],
     *,
     timeout_secs: float | None = None,
-    allow_private_networks: bool = True,
+    allow_private_networks: bool = False,
 ) -> ObjectStore:
     """The customer's bucket. Raises StorageError (permanent) for an unusable configuration:
     unknown backend, invalid bucket name, missing or malformed credentials.
 
     `timeout_secs` bounds each request and the client's own retries (the validate probe passes
     15); None means defaults sized for large uploads. Pass the setting `allow_private_networks`:
-    when False, a customer-chosen endpoint (s3-generic) that resolves to a non-public address is
-    refused before each request (checked_endpoint.py).
+    when False (the default: fail closed), an s3-generic endpoint that resolves to a non-public
+    address is refused before each request (checked_endpoint.py).
     """
     bucket = str(configuration.get("bucket") or "")
     provider = BY_BACKEND.get(backend)

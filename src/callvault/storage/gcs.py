@@ -13,7 +13,7 @@ Quirks kept here:
   client signs its own access tokens and never calls the key's token_uri, which is the same code
   path in production and against the emulator (and never hangs offline on a token fetch).
 - STORAGE_EMULATOR_HOST overrides the API endpoint; the credentials are used even then.
-- The client is synchronous: every call runs in a worker thread (`asyncio.to_thread`), bounded
+- The client is synchronous: every call runs in the storage thread pool (`blocking.py`), bounded
   by a per-request timeout and a retry deadline so that a hung endpoint frees the thread.
 - Uploads stream from the file: up to 8 MiB in one request, above that a resumable upload in
   `part_size` chunks, so memory stays bounded by one chunk.
@@ -39,6 +39,7 @@ from google.oauth2 import service_account
 from pydantic import Field, field_validator
 
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, check_metadata
+from callvault.storage.blocking import run_blocking
 from callvault.storage.configuration import (
     MASK_NOTE,
     MASKED_ANSWER,
@@ -292,7 +293,7 @@ class GcsObjectStore:
 
     async def _call(self, fn: Any, *, operation: str) -> Any:
         try:
-            return await asyncio.to_thread(fn)
+            return await run_blocking(fn)
         except Exception as exc:
             cause = gcs_cause(exc, operation=operation)
             raise StorageError.build(
@@ -365,7 +366,7 @@ def _open(
     configuration: Mapping[str, Any],
     *,
     timeout_secs: float | None = None,
-    allow_private_networks: bool = True,
+    allow_private_networks: bool = False,
 ) -> ObjectStore:
     return open_gcs(configuration, timeout_secs=timeout_secs)
 

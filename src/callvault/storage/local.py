@@ -120,8 +120,6 @@ class LocalStore:
         self, source: Path, target: Path, attributes: bytes, key: str, move: bool
     ) -> None:
         _make_dirs_durably(target.parent)
-        if move and _move_durably(source, target, lambda fd: self._describe(fd, key, attributes)):
-            return
 
         def copy(out: BinaryIO) -> None:
             with source.open("rb") as src:
@@ -129,7 +127,15 @@ class LocalStore:
             out.flush()
             self._describe(out.fileno(), key, attributes)
 
-        _write_durably(target, copy, self._temp_dir)
+        try:
+            describe = lambda fd: self._describe(fd, key, attributes)  # noqa: E731
+            if not (move and _move_durably(source, target, describe)):
+                _write_durably(target, copy, self._temp_dir)
+        except BaseException:
+            # e.g. the disk filled up: no sidecar without its object (nothing partial is left)
+            if not target.exists():
+                self._meta_path(key).unlink(missing_ok=True)
+            raise
 
     def _describe(self, fd: int, key: str, attributes: bytes) -> None:
         """Content type and metadata onto the file not yet in place (fsynced with it)."""

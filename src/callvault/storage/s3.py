@@ -680,7 +680,7 @@ def _open_aws(
     configuration: Mapping[str, Any],
     *,
     timeout_secs: float | None = None,
-    allow_private_networks: bool = True,
+    allow_private_networks: bool = False,
 ) -> ObjectStore:
     return open_s3(configuration, generic=False, timeout_secs=timeout_secs)
 
@@ -689,7 +689,7 @@ def _open_generic(
     configuration: Mapping[str, Any],
     *,
     timeout_secs: float | None = None,
-    allow_private_networks: bool = True,
+    allow_private_networks: bool = False,
 ) -> ObjectStore:
     store = open_s3(configuration, generic=True, timeout_secs=timeout_secs)
     if not allow_private_networks and store.endpoint:

@@ -15,7 +15,10 @@ failover URL if the primary failed — every request recorded as a WebhookAttemp
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,19 +33,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
 from callvault.accounts.service import signing_key
-from callvault.db import transaction, utcnow
-from callvault.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_SECONDS
+from callvault.db import database_unavailable, transaction, utcnow
+from callvault.metrics import JOB_CRASHES, WEBHOOK_ATTEMPTS, WEBHOOK_SECONDS
 from callvault.outbound.transport import AddressRefused, outbound_client
 from callvault.runtime import Runtime
 from callvault.webhooks import payloads, repository
 from callvault.webhooks.models import EventStatus, WebhookAttempt
-from callvault.webhooks.schedule import DEFAULT_SCHEDULE, next_delay
+from callvault.webhooks.schedule import DEFAULT_SCHEDULE, next_delay, schedule_from_env
 from callvault.webhooks.service import default_store_link, in_default_store
 from callvault.webhooks.signing import signed_headers
 
 log = structlog.get_logger("callvault.webhooks")
 
 DEFAULT_TIMEOUT_SECS = 2.0
+CONNECT_TIMEOUT_SECS = 3.0  # name resolution + TCP + TLS, on top of the answer's timeout
 MAX_ERROR_CHARS = 500
 # a receiver's answer is read (and thrown away) up to this size and for at most this long, so
 # that the connection can be reused; beyond either, the connection is closed instead
@@ -51,6 +55,8 @@ ANSWER_WAIT_SECS = 0.25
 # what the delivery record (GET /v2/webhook_deliveries) keeps of an answer
 RECORDED_BODY_BYTES = 4 * 1024
 RECORDED_HEADER_CHARS = 10 * 1024
+# how long a sent round's outcome is kept trying to be written while the database is away
+RECORD_PATIENCE_SECS = 120.0
 
 
 # more writes for a round's own transaction (see Deliverer.deliver_known)
@@ -113,6 +119,66 @@ def round_verdict(results: Sequence[AttemptResult]) -> Verdict:
     return Verdict.RETRY
 
 
+ADDRESS_REFUSED = (
+    "refused: the URL resolves to what is not a public address "
+    "(set CALLVAULT_ALLOW_PRIVATE_NETWORKS=true to allow private networks)"
+)
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "connect timed out",
+    errno.EPIPE: "connection closed while sending",
+}
+
+
+def timeout_reason(exc: BaseException, limit_secs: float) -> str:
+    """Which phase timed out, in our own words (pure)."""
+    phases: dict[type[BaseException], str] = {
+        httpx.ConnectTimeout: "connect",
+        httpx.ReadTimeout: "waiting for the answer",
+        httpx.WriteTimeout: "sending",
+        httpx.PoolTimeout: "waiting for a connection",
+    }
+    phase = phases.get(type(exc))
+    where = f" ({phase})" if phase else ""
+    return f"timed out after {limit_secs:g} s{where}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A classified reason for a failed request: never the library's message, which can carry
+    the URL, a resolver's text or the peer's bytes (pure)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for link in chain:
+        if isinstance(link, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(link, socket.gaierror):
+            return "name does not resolve"
+        if isinstance(link, OSError) and link.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[link.errno]
+    text = str(exc).lower()
+    if "cannot resolve" in text or "name or service not known" in text:
+        return "name does not resolve"
+    if "ssl" in text or "certificate" in text:
+        return "TLS handshake failed"
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the receiver broke the HTTP protocol or closed the connection"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.NetworkError):
+        return "connection lost during the exchange"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "unsupported URL scheme"
+    return f"request failed ({type(exc).__name__})"
+
+
 def timeout_for(webhook_timeout_secs: int | None) -> float:
     """The application's timeout, else the documented default of 2 s (0 counts as unset)."""
     return float(webhook_timeout_secs) if webhook_timeout_secs else DEFAULT_TIMEOUT_SECS
@@ -130,7 +196,8 @@ class Deliverer:
     ) -> None:
         self.runtime = runtime
         self.rng = rng or random.Random()  # jitter, not a secret
-        self.schedule = schedule or runtime.settings.webhook_schedule or DEFAULT_SCHEDULE
+        # CALLVAULT_WEBHOOK_SCHEDULE is this domain's setting: parsed here, not in config.py
+        self.schedule = schedule or schedule_from_env(runtime.settings.environ) or DEFAULT_SCHEDULE
         self.client: httpx.AsyncClient = outbound_client(
             allow_private=runtime.settings.allow_private_networks,
             timeout=DEFAULT_TIMEOUT_SECS,
@@ -172,7 +239,38 @@ class Deliverer:
             recording_id=context.event.recording_id,
             connection_id=context.event.application_id,
         ):
-            return await self._deliver_round(context, owner, also)
+            try:
+                return await self._deliver_round(context, owner, also)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing can be written: the lease expires, the round comes again
+                return await self._record_crash(context, owner, exc)
+
+    async def _record_crash(
+        self, context: repository.DeliveryContext, owner: str, exc: Exception
+    ) -> Verdict:
+        """A round that crashed in our own code (e.g. a signing key that cannot be opened)
+        counts as a failed attempt on the same schedule as any other: retried, then `failed`
+        with the reason; never an endless loop."""
+        event = context.event
+        attempt = event.attempts + 1
+        reason = f"internal error: {type(exc).__name__}"
+        delay = next_delay(attempt, self.rng, self.schedule)
+        values: dict[str, Any] = {"attempts": attempt, "last_error": reason}
+        if delay is None:
+            values.update(status=EventStatus.FAILED, next_attempt_at=None)
+        else:
+            values.update(next_attempt_at=utcnow() + timedelta(seconds=delay))
+        async with transaction(self.runtime.sessions) as session:
+            await repository.finish_round(session, event.id, owner, values)
+        JOB_CRASHES.labels(job="webhook").inc()
+        log.error(
+            "webhook round crashed",
+            error_type=type(exc).__name__,
+            attempt=attempt,
+            gave_up=delay is None,
+        )
+        return Verdict.REFUSED if delay is None else Verdict.RETRY
 
     async def _deliver_round(
         self, context: repository.DeliveryContext, owner: str, also: Also | None = None
@@ -245,36 +343,61 @@ class Deliverer:
                 verdict = Verdict.REFUSED
             else:
                 values.update(next_attempt_at=now + timedelta(seconds=delay))
-        async with transaction(self.runtime.sessions) as session:
-            await repository.add_attempts(
-                session,
-                [
-                    WebhookAttempt(
-                        event_id=event.id,
-                        attempt=attempt,
-                        url=r.url,
-                        status_code=r.status_code,
-                        latency_ms=r.latency_ms,
-                        error=r.error,
-                        created_at=now,
-                        started_at=r.started_at,
-                        finished_at=r.finished_at,
-                        request_headers=r.request_headers,
-                        response_headers=r.response_headers,
-                        response_body=r.response_body,
-                    )
-                    for r in results
-                ],
+        attempts = [
+            WebhookAttempt(
+                event_id=event.id,
+                attempt=attempt,
+                url=r.url,
+                status_code=r.status_code,
+                latency_ms=r.latency_ms,
+                error=r.error,
+                created_at=now,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                request_headers=r.request_headers,
+                response_headers=r.response_headers,
+                response_body=r.response_body,
             )
-            kept = await repository.finish_round(session, event.id, owner, values)
-            if also is not None:
-                await also(session)
+            for r in results
+        ]
+        kept = await self._record_round(event.id, owner, attempts, values, also)
         if not kept:
             log.warning("webhook lease lost during delivery", event_id=event.id)
         for r in results:
             WEBHOOK_ATTEMPTS.labels(outcome=_metric_outcome(r.verdict, verdict)).inc()
         _log_round(event.event_type, attempt, results, verdict, values.get("next_attempt_at"))
         return verdict
+
+    async def _record_round(
+        self,
+        event_id: str,
+        owner: str,
+        attempts: list[WebhookAttempt],
+        values: dict[str, Any],
+        also: Also | None = None,
+    ) -> bool:
+        """Write the round's outcome. The requests were sent: if the database is away right
+        now, the write is tried again (0.2 s, 0.4 s … 5 s apart, for up to RECORD_PATIENCE_SECS)
+        instead of giving the round up, which would send it again once its lease expired (a
+        duplicate at the receiver)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + RECORD_PATIENCE_SECS
+        pause = 0.2
+        while True:
+            try:
+                async with transaction(self.runtime.sessions) as session:
+                    # fresh rows each try: a rolled-back session leaves them unusable
+                    await repository.add_attempts(session, [_copy(a) for a in attempts])
+                    kept = await repository.finish_round(session, event_id, owner, values)
+                    if also is not None:
+                        await also(session)
+                    return kept
+            except Exception as exc:
+                if not database_unavailable(exc) or loop.time() + pause > give_up_at:
+                    raise
+                log.warning("database unavailable: round not recorded yet", retry_in=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     async def _post(
         self, url: str, body: str, key: Ed25519PrivateKey, limit_secs: float
@@ -287,10 +410,14 @@ class Deliverer:
         response_headers: list[list[str]] | None = None
         kept = bytearray()
         try:
-            # the whole exchange is bounded, not only each read (a receiver dripping bytes)
-            async with asyncio.timeout(limit_secs) as deadline:
+            # connect (DNS, address check, TCP, TLS) and the answer have separate budgets:
+            # a slow connect must not eat the receiver's time to answer (a receiver that took
+            # the webhook but answered after a shortened wait is sent it again: a duplicate).
+            # The whole exchange stays bounded, not only each read (a receiver dripping bytes).
+            timeouts = httpx.Timeout(limit_secs, connect=CONNECT_TIMEOUT_SECS)
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECS + limit_secs) as deadline:
                 async with self.client.stream(
-                    "POST", url, content=body.encode(), headers=headers, timeout=limit_secs
+                    "POST", url, content=body.encode(), headers=headers, timeout=timeouts
                 ) as response:
                     status_code = response.status_code
                     response_headers = header_pairs(
@@ -301,12 +428,14 @@ class Deliverer:
             verdict = verdict_for_status(status_code)
             if verdict is not Verdict.DELIVERED:
                 error = f"HTTP {status_code}"
-        except AddressRefused as exc:
-            verdict, error = Verdict.REFUSED, str(exc)
-        except (TimeoutError, httpx.TimeoutException):
-            verdict, error = Verdict.RETRY, f"timed out after {limit_secs:g} s"
+        except AddressRefused:
+            verdict, error = Verdict.REFUSED, ADDRESS_REFUSED
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            budget = CONNECT_TIMEOUT_SECS if isinstance(exc, httpx.ConnectTimeout) else limit_secs
+            verdict, error = Verdict.RETRY, timeout_reason(exc, budget)
         except httpx.HTTPError as exc:
-            verdict, error = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+            # never the library's own text: it may carry the URL (a customer's token in it)
+            verdict, error = Verdict.RETRY, failure_reason(exc)
         latency_ms = (time.perf_counter() - started) * 1000
         WEBHOOK_SECONDS.observe(latency_ms / 1000)
         return AttemptResult(
@@ -321,6 +450,23 @@ class Deliverer:
             response_headers=response_headers,
             response_body=recorded_body(kept) if status_code is not None else None,
         )
+
+
+def _copy(attempt: WebhookAttempt) -> WebhookAttempt:
+    return WebhookAttempt(
+        event_id=attempt.event_id,
+        attempt=attempt.attempt,
+        url=attempt.url,
+        status_code=attempt.status_code,
+        latency_ms=attempt.latency_ms,
+        error=attempt.error,
+        created_at=attempt.created_at,
+        started_at=attempt.started_at,
+        finished_at=attempt.finished_at,
+        request_headers=attempt.request_headers,
+        response_headers=attempt.response_headers,
+        response_body=attempt.response_body,
+    )
 
 
 async def _drain(

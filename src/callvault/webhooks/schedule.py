@@ -8,6 +8,7 @@ event at the same instant). When the table runs out, the event has failed for go
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 
 # 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h: about 23 h of retries in all
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200)
@@ -40,3 +41,9 @@ def parse_schedule(text: str) -> tuple[float, ...]:
     if not delays or any(delay < 0 for delay in delays):
         raise ValueError(f"a webhook schedule is a comma-separated list of seconds: {text!r}")
     return delays
+
+
+def schedule_from_env(environ: Mapping[str, str]) -> tuple[float, ...] | None:
+    """CALLVAULT_WEBHOOK_SCHEDULE parsed (None when unset: DEFAULT_SCHEDULE applies)."""
+    raw = environ.get("CALLVAULT_WEBHOOK_SCHEDULE", "")
+    return parse_schedule(raw) if raw else None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
@@ -53,14 +53,28 @@ async def claim(
     if limit <= 0:
         return []
     status = DUE_STATUS[model]
+    # fair across customers: every connection's oldest due job comes before anyone's second,
+    # so one customer's backlog of thousands cannot hold the others back
+    tenant = model.connection_id if model is Recording else model.application_id  # type: ignore[union-attr]
+    ranked = (
+        select(
+            model.id.label("id"),
+            model.next_attempt_at.label("due"),
+            func.row_number()
+            .over(partition_by=tenant, order_by=model.next_attempt_at)
+            .label("turn"),
+        )
+        .where(model.status == status, model.next_attempt_at <= now, _lease_free(model, now))
+        .subquery()
+    )
     query = (
         select(model.id)
-        .where(model.status == status, model.next_attempt_at <= now, _lease_free(model, now))
-        .order_by(model.next_attempt_at)
+        .join(ranked, ranked.c.id == model.id)
+        .order_by(ranked.c.turn, ranked.c.due)
         .limit(limit)
     )
     if postgresql:
-        query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(skip_locked=True, of=model)
     ids = list((await session.scalars(query)).all())
     if not ids:
         return []
@@ -349,3 +363,7 @@ async def failed_recording_ids(
     if connection_id is not None:
         query = query.where(Recording.connection_id == connection_id)
     return list((await session.scalars(query.order_by(Recording.created_at))).all())
+
+
+async def status_of(session: AsyncSession, recording_id: str) -> str | None:
+    return await session.scalar(select(Recording.status).where(Recording.id == recording_id))

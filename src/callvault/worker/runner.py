@@ -15,7 +15,7 @@ import contextlib
 import random
 import signal
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,28 +23,45 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.db import transaction, utcnow
+from callvault.db import database_unavailable, transaction, utcnow
 from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording
+from callvault.recordings.retention import RecordingRetention, expire_recordings
 from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.scratch import reclaim
 from callvault.webhooks.delivery import Also, Deliverer
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
+from callvault.webhooks.retention import WebhookRetention, prune_webhooks
 from callvault.worker import repository as jobs
 from callvault.worker.repository import JobModel
 from callvault.worker.uploads import (
+    Outcome,
     UploadContext,
     delete_staging_copy,
     delete_staging_object,
     process_recording,
+    record_crash,
     sweep_staging_copies,
 )
 
 log = structlog.get_logger("callvault.worker")
 
 POLL_SECS = 0.5
+# the inbox's name for each queue (runtime.Handoff.kind)
+KINDS: dict[JobModel, str] = {Recording: "recording", WebhookEvent: "event"}
 SWEEP_EVERY_SECS = 60.0
+LOOP_BACKOFF_CAP_SECS = 10.0
+RETENTION_EVERY_SECS = 600.0
+DELIVERY_CONCURRENCY = 16
+
+
+def delivery_concurrency_from(environ: Mapping[str, str]) -> int:
+    """CALLVAULT_DELIVERY_CONCURRENCY: webhook rounds per worker at a time (default 16)."""
+    value = int(environ.get("CALLVAULT_DELIVERY_CONCURRENCY") or DELIVERY_CONCURRENCY)
+    if value < 1:
+        raise ValueError("CALLVAULT_DELIVERY_CONCURRENCY must be at least 1")
+    return value
 
 
 def reclaim_scratch(data_dir: Path) -> None:
@@ -63,19 +80,39 @@ class Worker:
         drain_seconds: float | None = None,
         rng: random.Random | None = None,
         webhook_schedule: tuple[float, ...] | None = None,
+        retention_every: float = RETENTION_EVERY_SECS,
+        delivery_concurrency: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.webhook_schedule = webhook_schedule
         self.owner = f"worker-{uuid.uuid4()}"  # one per worker, so two in a process differ too
+        # uploads and deliveries have their own bounded slots: a slow receiver cannot hold
+        # an upload slot (nor a slow bucket a delivery slot)
         self.concurrency = max(1, concurrency or runtime.settings.worker_concurrency)
+        self.delivery_concurrency = max(
+            1, delivery_concurrency or delivery_concurrency_from(runtime.settings.environ)
+        )
+        self.limits: dict[JobModel, int] = {
+            Recording: self.concurrency,
+            WebhookEvent: self.delivery_concurrency,
+        }
         # CALLVAULT_WORKER_LEASE_SECS (default 60 s): how long a dead worker's jobs wait
         self.lease_seconds = lease_seconds or runtime.settings.worker_lease_secs
         self.poll_seconds = poll_seconds
         # CALLVAULT_WORKER_DRAIN_SECS (default 10 s): on stop, how long running jobs may finish
         self.drain_seconds = drain_seconds or runtime.settings.worker_drain_secs
         self.rng = rng or random.Random()  # jitter, not a secret
+        # each domain reads its own retention setting (invalid values stop the start)
+        self.webhook_retention = WebhookRetention.from_env(runtime.settings.environ)
+        self.recording_retention = RecordingRetention.from_env(runtime.settings.environ)
+        self.retention_every = retention_every
         self._postgresql = runtime.engine.dialect.name == "postgresql"
-        self._tasks: set[asyncio.Task[None]] = set()
+        # running jobs per queue, and the chores (sweep, retention) that count for neither
+        self._pools: dict[JobModel, set[asyncio.Task[None]]] = {
+            Recording: set(),
+            WebhookEvent: set(),
+        }
+        self._chores: set[asyncio.Task[None]] = set()
         # jobs this worker holds a lease on: (model, id); the heartbeat renews them all
         self._held: dict[str, JobModel] = {}
         self._stopping = asyncio.Event()
@@ -96,13 +133,16 @@ class Worker:
         self.deliverer = Deliverer(self.runtime, rng=self.rng, schedule=self.webhook_schedule)
         self.uploads = UploadContext(self.runtime, self.owner, self.lease_seconds, rng=self.rng)
         # jobs committed by this process come in through the inbox, already leased to us
-        self.inbox = Inbox(
-            self.owner, self.lease_seconds, lambda: self.concurrency - len(self._tasks)
-        )
+        self.inbox = Inbox(self.owner, self.lease_seconds, self._free_for)
         self.runtime.inbox = self.inbox
         self._loop_task = asyncio.create_task(self._run(), name=f"{self.owner} loop")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"{self.owner} beat")
-        log.info("worker started", owner=self.owner, concurrency=self.concurrency)
+        log.info(
+            "worker started",
+            owner=self.owner,
+            concurrency=self.concurrency,
+            delivery_concurrency=self.delivery_concurrency,
+        )
 
     async def stop(self) -> None:
         """Stop claiming; let running jobs finish (up to drain_seconds); release the rest."""
@@ -112,11 +152,15 @@ class Worker:
         self._slot_freed.set()
         if self._loop_task is not None:
             await self._loop_task
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_seconds)
-            for task in pending:
+        # uploads may hand deliveries over while draining: look again until all are done
+        loop = asyncio.get_running_loop()
+        drain_until = loop.time() + self.drain_seconds
+        while (running := self._running()) and loop.time() < drain_until:
+            await asyncio.wait(running, timeout=drain_until - loop.time())
+        while running := self._running():
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -128,7 +172,8 @@ class Worker:
 
     # the loop
     async def _run(self) -> None:
-        next_sweep = 0.0
+        next_sweep = next_retention = 0.0
+        failures = 0  # consecutive failed loop turns (the database away)
         loop = asyncio.get_running_loop()
         next_poll = loop.time()
         assert self.inbox is not None
@@ -136,7 +181,10 @@ class Worker:
             try:
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + SWEEP_EVERY_SECS
-                    self._spawn(self._sweep(), None, None)
+                    self._spawn(self._sweep(), None, None, self._chores)
+                if loop.time() >= next_retention:
+                    next_retention = loop.time() + self.retention_every
+                    self._spawn(self._retention(), None, None, self._chores)
                 for job in self.inbox.take():
                     self._take(job)
                 # cleared before claiming: work announced from here on wakes the next wait
@@ -144,17 +192,24 @@ class Worker:
                     self._claim_due = True
                 self.runtime.work_ready.clear()
                 self._slot_freed.clear()
-                free = self.concurrency - len(self._tasks) - self.inbox.reserved
+                free = {
+                    model: n - self.inbox.reserved.get(KINDS[model], 0)
+                    for model, n in self._free().items()
+                }
                 claimed: list[tuple[JobModel, str]] = []
-                if self._claim_due and free > 0:
+                if self._claim_due and any(n > 0 for n in free.values()):
                     claimed = await self._claim(free)
                     next_poll = loop.time() + self.poll_seconds
                     # a full batch: there may be more due rows; else wait to be told (or poll)
-                    self._claim_due = len(claimed) >= free
+                    self._claim_due = any(
+                        n > 0 and sum(1 for m, _ in claimed if m is model) >= n
+                        for model, n in free.items()
+                    )
+                failures = 0
                 for model, job_id in claimed:
                     self._held[job_id] = model
-                    self._spawn(self._run_job(model, job_id), model, job_id)
-                if len(self._tasks) >= self.concurrency:
+                    self._spawn(self._run_job(model, job_id), model, job_id, self._pools[model])
+                if not any(n > 0 for n in self._free().values()):
                     await self._wait_for(self._slot_freed, self._stopping, self.inbox.ready)
                     continue
                 if claimed and self._claim_due:
@@ -166,11 +221,19 @@ class Worker:
                     self.inbox.ready,
                     at_most=max(0.0, next_poll - loop.time()),
                 )
-            except Exception:
-                # the database may be away for a moment: keep the worker alive and try again
-                log.exception("worker loop error", owner=self.owner)
+            except Exception as exc:
+                # the database may be away for a while: keep the worker alive, back off
+                # (0.5 s, 1 s, 2 s … 10 s) and resume by itself when it answers again
+                failures += 1
                 self._claim_due = True
-                await self._wait_for(self._stopping, at_most=self.poll_seconds)
+                pause = min(LOOP_BACKOFF_CAP_SECS, self.poll_seconds * 2 ** min(failures - 1, 8))
+                if database_unavailable(exc):
+                    log.warning(
+                        "database unavailable", owner=self.owner, failures=failures, retry_in=pause
+                    )
+                else:
+                    log.exception("worker loop error", owner=self.owner)
+                await self._wait_for(self._stopping, at_most=pause)
 
     def _take(self, job: Handoff) -> None:
         """A job handed over by this process (leased to us in its own transaction)."""
@@ -180,14 +243,21 @@ class Worker:
                 self._run_handed(job.job_id, self._run_new_recording(job.payload)),
                 Recording,
                 job.job_id,
+                self._pools[Recording],
             )
         elif job.kind == "event" and isinstance(job.payload, DeliveryContext):
-            self._held[job.job_id] = WebhookEvent
-            self._spawn(
-                self._run_handed(job.job_id, self._deliver_known(job.payload)),
-                WebhookEvent,
-                job.job_id,
-            )
+            self._spawn_delivery(job.payload)
+
+    def _spawn_delivery(self, context: DeliveryContext, also: Also | None = None) -> None:
+        """A delivery round from memory, in a delivery slot."""
+        event_id = context.event.id
+        self._held[event_id] = WebhookEvent
+        self._spawn(
+            self._run_handed(event_id, self._deliver_known(context, also)),
+            WebhookEvent,
+            event_id,
+            self._pools[WebhookEvent],
+        )
 
     async def _run_handed(self, job_id: str, job: Coroutine[Any, Any, None]) -> None:
         """As `_run_job`: a cancelled job stays held (stop() releases its lease)."""
@@ -210,8 +280,18 @@ class Worker:
             for waiter in waits:
                 waiter.cancel()
 
-    async def _claim(self, free: int) -> list[tuple[JobModel, str]]:
-        if free <= 0:
+    def _free_for(self, kind: str) -> int:
+        """Free slots for the inbox's kind of job ("recording" or "event")."""
+        return self._free()[Recording if kind == "recording" else WebhookEvent]
+
+    def _free(self) -> dict[JobModel, int]:
+        return {model: self.limits[model] - len(pool) for model, pool in self._pools.items()}
+
+    def _running(self) -> set[asyncio.Task[None]]:
+        return set().union(self._chores, *self._pools.values())
+
+    async def _claim(self, free: dict[JobModel, int]) -> list[tuple[JobModel, str]]:
+        if not any(n > 0 for n in free.values()):
             return []
         now = utcnow()
         until = now + timedelta(seconds=self.lease_seconds)
@@ -225,21 +305,28 @@ class Worker:
                     owner=self.owner,
                     now=now,
                     lease_until=until,
-                    limit=free - len(claimed),
+                    limit=free[model],
                     postgresql=self._postgresql,
                 )
                 claimed += [(model, job_id) for job_id in ids]
         return claimed
 
-    def _spawn(self, coro: object, model: JobModel | None, job_id: str | None) -> None:
+    def _spawn(
+        self,
+        coro: object,
+        model: JobModel | None,
+        job_id: str | None,
+        pool: set[asyncio.Task[None]],
+    ) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
+        pool.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
-            self._tasks.discard(finished)
+            pool.discard(finished)
             self._slot_freed.set()
             if not finished.cancelled() and finished.exception() is not None:
-                log.error("job crashed", job_id=job_id, error=repr(finished.exception()))
+                error = finished.exception()
+                log.error("job crashed", job_id=job_id, error_type=type(error).__name__)
 
         task.add_done_callback(done)
 
@@ -262,50 +349,82 @@ class Worker:
         assert self.uploads is not None
         # every log line of this job (upload, webhook, staging copy) names the recording
         with structlog.contextvars.bound_contextvars(recording_id=recording_id):
-            await self._process(recording_id)
+            try:
+                outcome = await process_recording(self.uploads, recording_id)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing can be written now: the lease expires, the job comes back
+                # a bug of ours: counted and scheduled like any failure (bounded, visible)
+                outcome = await record_crash(self.uploads, recording_id, exc)
+            await self._follow_up(recording_id, outcome)
 
     async def _run_new_recording(self, new: NewRecording) -> None:
-        with structlog.contextvars.bound_contextvars(recording_id=new.recording.id):
-            await self._process(new.recording.id, new)
-
-    async def _process(self, recording_id: str, new: NewRecording | None = None) -> None:
+        """A recording handed over by ingest (leased to us, in memory: no claim, no read)."""
         assert self.uploads is not None
-        outcome = await process_recording(self.uploads, recording_id, new)
+        recording_id = new.recording.id
+        with structlog.contextvars.bound_contextvars(recording_id=recording_id):
+            try:
+                outcome = await process_recording(self.uploads, recording_id, new)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing can be written now: the lease expires, the job comes back
+                outcome = await record_crash(self.uploads, recording_id, exc)
+            await self._follow_up(recording_id, outcome)
+
+    async def _follow_up(self, recording_id: str, outcome: Outcome) -> None:
+        """Send the event the state change made, and delete the staging copy."""
         # its lease was cleared with the state change (or it was not ours anymore)
         self._held.pop(recording_id, None)
         staging_key = outcome.staging_key
-        if outcome.event_id is None or outcome.delivery is None:
-            if outcome.event_id is not None:
-                self._held[outcome.event_id] = WebhookEvent
-                await self._deliver(outcome.event_id)
-                self._held.pop(outcome.event_id, None)
-            if staging_key is not None:
-                await delete_staging_copy(self.runtime, recording_id, staging_key)
+        if outcome.event_id is not None and outcome.delivery is not None:
+            # the round from memory; the customer's copy is verified and committed, so the
+            # staging object goes now and its key is cleared in the round's own transaction
+            # (one commit fewer; a crash in between is finished by the sweep, as before)
+            forget: Also | None = None
+            if staging_key is not None and await delete_staging_object(
+                self.runtime, recording_id, staging_key
+            ):
+
+                async def forget(session: AsyncSession) -> None:
+                    await jobs.forget_staging_key(session, recording_id, staging_key)
+
+            self._spawn_delivery(outcome.delivery, forget)
             return
-        # the customer's copy is verified and committed: the staging object goes now, and
-        # its key is cleared in the webhook round's own transaction (one commit fewer; a
-        # crash in between is finished by the sweep, as before)
-        forget: Also | None = None
-        if staging_key is not None and await delete_staging_object(
-            self.runtime, recording_id, staging_key
-        ):
+        if outcome.event_id is not None:
+            # the event is leased to this worker already: sent at once, in a delivery slot
+            # (a slow receiver never holds the upload slot)
+            event_id = outcome.event_id
+            self._held[event_id] = WebhookEvent
+            self._spawn(
+                self._run_job(WebhookEvent, event_id),
+                WebhookEvent,
+                event_id,
+                self._pools[WebhookEvent],
+            )
+        if staging_key is not None:
+            # the customer's copy is verified and committed: the staging copy can go
+            await delete_staging_copy(self.runtime, recording_id, staging_key)
 
-            async def forget(session: AsyncSession) -> None:
-                await jobs.forget_staging_key(session, recording_id, staging_key)
-
-        self._held[outcome.event_id] = WebhookEvent
+    async def _deliver_known(self, context: DeliveryContext, also: Also | None = None) -> None:
         assert self.deliverer is not None
-        await self.deliverer.deliver_known(outcome.delivery, self.owner, also=forget)
-        self._held.pop(outcome.event_id, None)
-
-    async def _deliver_known(self, context: DeliveryContext) -> None:
-        assert self.deliverer is not None
-        await self.deliverer.deliver_known(context, self.owner)
+        await self.deliverer.deliver_known(context, self.owner, also=also)
 
     async def _deliver(self, event_id: str) -> None:
         assert self.deliverer is not None
         # a round that must be retried is due later: the poll claims it then
         await self.deliverer.deliver(event_id, self.owner)
+
+    async def _retention(self) -> None:
+        """Nothing grows without bound: old webhook history, expired default-store recordings."""
+        now = utcnow()
+        try:
+            await prune_webhooks(self.runtime, self.webhook_retention, now)
+            await expire_recordings(self.runtime, self.recording_retention, now)
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning("retention skipped: database unavailable")
+            else:
+                log.exception("retention failed")
 
     async def _sweep(self) -> None:
         try:
@@ -320,8 +439,11 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await self._renew()
-            except Exception:
-                log.exception("lease renewal failed", owner=self.owner)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    log.warning("lease renewal failed: database unavailable", owner=self.owner)
+                else:
+                    log.exception("lease renewal failed", owner=self.owner)
 
     async def _renew(self) -> None:
         held = dict(self._held)

@@ -31,9 +31,9 @@ from pathlib import Path
 import structlog
 
 from callvault.credentials.service import StoredCredentials, load_configuration
-from callvault.db import transaction, utcnow
+from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
-from callvault.metrics import UPLOAD_SECONDS, UPLOADS
+from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
 from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Runtime
@@ -218,8 +218,9 @@ async def _upload_to_custom(
     UPLOADS.labels(backend=backend, outcome="ok").inc()
     UPLOAD_SECONDS.labels(backend=backend).observe(asyncio.get_running_loop().time() - started)
     url = store.canonical_url(key)
+    event = None
     async with transaction(ctx.runtime.sessions) as session:
-        if not await jobs.mark_stored_custom(
+        stored = await jobs.mark_stored_custom(
             session,
             recording.id,
             ctx.owner,
@@ -228,16 +229,19 @@ async def _upload_to_custom(
             object_key=key,
             recording_url=url,
             credentials_revision=credentials.revision,
-        ):
-            return Outcome()
-        event = await webhooks.record_saved(
-            session,
-            recording,
-            recording_url=url,
-            lease_owner=ctx.owner,
-            lease_until=ctx.lease_until(),
-            application=new.application if new is not None else None,
         )
+        if stored:
+            event = await webhooks.record_saved(
+                session,
+                recording,
+                recording_url=url,
+                lease_owner=ctx.owner,
+                lease_until=ctx.lease_until(),
+                application=new.application if new is not None else None,
+            )
+    if not stored:
+        await _discard_if_deleted(ctx, recording.id, store, key)
+        return Outcome()
     log.info("recording stored", recording_id=recording.id, location=backend)
     delivery = None
     if new is not None and event is not None:
@@ -265,6 +269,26 @@ async def _verify_by_head(store: ObjectStore, key: str, recording: Recording) ->
     stored_sha = info.metadata.get("sha256")
     if stored_sha is not None and stored_sha != recording.sha256:
         raise Retry(f"{backend}: sha256 metadata after upload does not match")
+
+
+async def _discard_if_deleted(
+    ctx: UploadContext, recording_id: str, store: ObjectStore, key: str
+) -> None:
+    """The recording was deleted through the API while it was being uploaded: the object
+    this upload just put must not stay in the customer's bucket. (A lease lost to another
+    worker is left alone: that worker owns the object now.)"""
+    async with ctx.runtime.sessions() as session:
+        status = await jobs.status_of(session, recording_id)
+    if status not in (None, RecordingStatus.DELETED):
+        return
+    try:
+        await store.delete(key)
+    except StorageError as exc:
+        # retried by nothing: say so loudly (the key names the object to remove by hand)
+        log.error("object of a deleted recording not removed", key=key, detail=exc.reason)
+        return
+    DELETED_DURING_UPLOAD.inc()
+    log.info("recording deleted during its upload: object removed", recording_id=recording_id)
 
 
 async def _retry_later(
@@ -344,6 +368,38 @@ async def _fail(
         detail=detail,
     )
     return Outcome(event_id=event.id if event else None)
+
+
+async def record_crash(ctx: UploadContext, recording_id: str, exc: Exception) -> Outcome:
+    """A recording job that crashed in our own code counts as a failed attempt: retried on the
+    upload backoff, and `failed` ("Internal server error") once the give-up horizon passes,
+    like any transient failure. Should the failure path itself crash (it builds the error
+    event), the row is failed without an event: visible, never retried in a loop."""
+    detail = f"internal error: {type(exc).__name__}"
+    JOB_CRASHES.labels(job="upload").inc()
+    log.error("upload job crashed", recording_id=recording_id, error_type=type(exc).__name__)
+    try:
+        return await _retry_later(ctx, recording_id, None, detail)
+    except Exception as again:
+        if database_unavailable(again):
+            raise
+        log.error(
+            "error path crashed too", recording_id=recording_id, error_type=type(again).__name__
+        )
+    async with transaction(ctx.runtime.sessions) as session:
+        recording = await session.get(Recording, recording_id, populate_existing=True)
+        if recording is None:
+            return Outcome()
+        await jobs.mark_failed(
+            session,
+            recording_id,
+            ctx.owner,
+            reason=policy.INTERNAL_ERROR,
+            detail=f"{detail} (no error webhook could be made)",
+            credentials_revision=recording.credentials_revision,
+            attempts=recording.attempts + 1,
+        )
+    return Outcome()
 
 
 @asynccontextmanager

@@ -1,0 +1,98 @@
+"""Default-store recordings are kept for CALLVAULT_RECORDING_RETENTION_DAYS when it is set
+(unset: forever). Older ones — stored in the default store, or failed and kept there — have
+their object deleted and their row marked `deleted` (error_detail says why), in batches.
+Recordings in a customer's bucket are the customer's: never touched."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import select
+
+from callvault.db import transaction, utcnow
+from callvault.metrics import RECORDINGS_EXPIRED
+from callvault.recordings.models import Recording, RecordingStatus
+from callvault.runtime import Runtime
+from callvault.storage.base import StorageError
+
+log = structlog.get_logger("callvault.recordings")
+
+ENV = "CALLVAULT_RECORDING_RETENTION_DAYS"
+BATCH = 100
+
+
+@dataclass(frozen=True)
+class RecordingRetention:
+    days: float | None = None  # None: keep forever
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RecordingRetention:
+        raw = environ.get(ENV, "").strip()
+        if not raw:
+            return cls(days=None)
+        days = float(raw)
+        if days <= 0:
+            raise ValueError(f"{ENV} must be a positive number of days (unset: keep forever)")
+        return cls(days=days)
+
+    def cutoff(self, now: datetime) -> datetime | None:
+        return None if self.days is None else now - timedelta(days=self.days)
+
+
+def expired_detail(days: float) -> str:
+    return f"deleted after {days:g} days in the default store ({ENV})"
+
+
+async def expire_recordings(
+    runtime: Runtime, retention: RecordingRetention, now: datetime, *, batch: int = BATCH
+) -> int:
+    """Delete default-store recordings received before the cutoff; returns how many."""
+    cutoff = retention.cutoff(now)
+    if cutoff is None or retention.days is None:
+        return 0
+    postgresql = runtime.engine.dialect.name == "postgresql"
+    expired = 0
+    while True:
+        async with transaction(runtime.sessions) as session:
+            query = (
+                select(Recording)
+                .where(
+                    Recording.created_at < cutoff,
+                    Recording.backend.is_(None),  # not in a customer's bucket
+                    Recording.default_store_key.is_not(None),
+                    Recording.status.in_([RecordingStatus.STORED, RecordingStatus.FAILED]),
+                )
+                .order_by(Recording.created_at)
+                .limit(batch)
+            )
+            if postgresql:  # two workers expiring at once pass over each other's rows
+                query = query.with_for_update(skip_locked=True)
+            rows = list((await session.scalars(query)).all())
+            done = 0
+            for recording in rows:
+                assert recording.default_store_key is not None
+                try:
+                    await runtime.default_store.delete(recording.default_store_key)
+                except StorageError as exc:
+                    log.warning(
+                        "expired recording not deleted yet",
+                        recording_id=recording.id,
+                        detail=exc.reason,
+                    )
+                    continue
+                recording.status = RecordingStatus.DELETED
+                recording.default_store_key = None
+                recording.error_detail = expired_detail(retention.days)
+                recording.next_attempt_at = None
+                recording.updated_at = utcnow()
+                done += 1
+        expired += done
+        if len(rows) < batch or done == 0:
+            break
+    RECORDINGS_EXPIRED.inc(expired)
+    if expired:
+        log.info("recordings expired", count=expired, older_than_days=retention.days)
+    return expired

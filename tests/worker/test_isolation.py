@@ -1,0 +1,50 @@
+"""One customer's slow receiver cannot stall another customer's recordings: uploads and
+deliveries have their own slots, and the first webhook of an upload runs in a delivery slot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from callvault.accounts.service import NewAccount
+from callvault.runtime import Runtime
+from callvault.worker.runner import Worker, delivery_concurrency_from
+from tests.receiver import WebhookReceiver
+from tests.worker.flow import create_application, ingest, make_wav, wait_for_status
+
+AUDIO = make_wav(0.2)
+STALL = 6.0
+
+
+def test_delivery_concurrency_setting() -> None:
+    assert delivery_concurrency_from({}) == 16
+    assert delivery_concurrency_from({"CALLVAULT_DELIVERY_CONCURRENCY": "3"}) == 3
+
+
+async def test_a_slow_receiver_does_not_hold_upload_slots(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    account: NewAccount,
+    webhook_receiver: WebhookReceiver,
+    start_worker: Callable[..., Worker],
+) -> None:
+    slow = await create_application(
+        api, account.api_key, webhook_receiver.url("/slow"), timeout_secs=30
+    )
+    fast = await create_application(api, account.api_key, webhook_receiver.url("/fast"))
+    webhook_receiver.stall(STALL, times=3, path="/slow")
+    # one upload slot: before, it was held by each slow webhook for the whole stall
+    await start_worker(concurrency=1, delivery_concurrency=4)
+    token = runtime.settings.ingest_token
+    slow_ids = [(await ingest(api, token, slow, AUDIO))[0] for _ in range(3)]
+    for recording_id in slow_ids:
+        await wait_for_status(runtime, recording_id, "stored", within=10)
+    started = time.monotonic()
+    fast_ids = [(await ingest(api, token, fast, AUDIO))[0] for _ in range(3)]
+    fast_deliveries = await webhook_receiver.wait_for(3, path="/fast", within=STALL)
+    took = time.monotonic() - started
+    assert {d.payload["recording_id"] for d in fast_deliveries} == set(fast_ids)
+    # the slow receiver is still holding its three requests: the fast ones did not wait
+    assert took < STALL - 1, took
