@@ -274,18 +274,40 @@ async def _store(
     event = None
     committing = False  # True once the rows are flushed: a failure from there on is the commit
     try:
-        async with transaction(runtime.sessions) as session:
-            inserted = await repository.insert_new(session, values)
-            if inserted and not custom:
-                event = await webhooks.record_saved(
-                    session,
-                    recording,
-                    recording_url=link,
-                    lease_owner=owner,
-                    lease_until=lease_until if owner else None,
-                    application=context.application,
-                )
-            committing = True
+        try:
+            async with transaction(runtime.sessions) as session:
+                inserted = await repository.insert_new(session, values)
+                if inserted and not custom:
+                    event = await webhooks.record_saved(
+                        session,
+                        recording,
+                        recording_url=link,
+                        lease_owner=owner,
+                        lease_until=lease_until if owner else None,
+                        application=context.application,
+                    )
+                committing = True
+        except Exception as exc:
+            if custom or committing or isinstance(exc, IntegrityError):
+                raise
+            if database_unavailable(exc):
+                raise
+            # a bug of ours in making the event (rolled back): the recording is kept for the
+            # worker, which makes the event and counts a crash like any other (bounded)
+            log.error("saved event not made at ingest", error_type=type(exc).__name__)
+            if inbox is not None and lease_until is not None:
+                inbox.cancel(kind)
+            inbox = lease_until = event = None
+            values.update(
+                status=RecordingStatus.RECEIVED,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_until=None,
+            )
+            recording = Recording(**values)
+            async with transaction(runtime.sessions) as session:
+                inserted = await repository.insert_new(session, values)
+                committing = True
     except IntegrityError:
         if inbox is not None and lease_until is not None:
             inbox.cancel(kind)
@@ -324,7 +346,7 @@ async def _store(
         size_bytes=upload.size,
         duration_millis=upload.audio.duration_millis,
     )
-    if not custom:
+    if recording.status == RecordingStatus.STORED:
         log.info("recording stored", recording_id=recording_id, location="default")
     # the 202 says `received` whatever comes next (the pinned interface)
     return IngestOutcome(recording_id, RecordingStatus.RECEIVED, created=True)
