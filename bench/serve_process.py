@@ -52,6 +52,7 @@ class ServeProcess:
         *,
         extra_env: dict[str, str] | None = None,
         src: Path | None = None,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         """`src`: run callvault from another source tree (a `src/` dir, e.g. an older commit
         unpacked with `git archive`) for before/after comparisons; default: the installed one."""
@@ -65,6 +66,7 @@ class ServeProcess:
             **({"PYTHONPATH": str(src.resolve())} if src is not None else {}),
             **(extra_env or {}),
         }
+        self.serve_args = serve_args  # e.g. ("--no-worker",)
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -80,7 +82,15 @@ class ServeProcess:
     def start(self, timeout: float = 60.0) -> ServeProcess:
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "callvault", "serve", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "callvault",
+                "serve",
+                "--port",
+                str(self.port),
+                *self.serve_args,
+            ],
             env=self.env,
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,

@@ -1061,6 +1061,129 @@ def _started(server: ManagedServer) -> ManagedServer:
         pytest.fail(str(exc), pytrace=False)
 
 
+class ByteFlipProxy:
+    """A TCP proxy in front of a store that flips one byte of the next request bodies (the
+    byte at `offset` of the body of a PUT/POST with at least that many bytes): the corruption
+    in transit that a store-checked checksum must catch (issue 14). `flips` arms it; bytes
+    flow unchanged otherwise. Keep-alive connections are followed request by request
+    (Content-Length bodies; chunked bodies are passed through unflipped)."""
+
+    def __init__(self, target_host: str, target_port: int, *, offset: int = 512) -> None:
+        self.target = (target_host, target_port)
+        self.offset = offset
+        self.flips = 0  # how many more bodies to corrupt
+        self.flipped = 0  # how many were corrupted
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def arm(self, flips: int = 1) -> None:
+        with self._lock:
+            self.flips = flips
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._upstream, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _take_flip(self) -> bool:
+        with self._lock:
+            if self.flips <= 0:
+                return False
+            self.flips -= 1
+            self.flipped += 1
+            return True
+
+    def _upstream(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Client to store, request by request: headers as they are, the body maybe flipped."""
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                upstream.sendall(head + b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method = lines[0].split(" ", 1)[0]
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:])
+                }
+                if "content-length" not in headers:
+                    if headers.get("transfer-encoding", "").lower() == "chunked":
+                        self._pass(client, upstream, buffer)
+                        return
+                    continue
+                length = int(headers["content-length"])
+                flip = method in ("PUT", "POST") and length > self.offset and self._take_flip()
+                sent = 0
+                while sent < length:
+                    if not buffer:
+                        buffer = client.recv(65536)
+                        if not buffer:
+                            return
+                    piece, buffer = buffer[: length - sent], buffer[length - sent :]
+                    if flip and sent <= self.offset < sent + len(piece):
+                        at = self.offset - sent
+                        piece = piece[:at] + bytes([piece[at] ^ 0x01]) + piece[at + 1 :]
+                    upstream.sendall(piece)
+                    sent += len(piece)
+        except OSError:
+            return
+        finally:
+            _close_both(client, upstream)
+
+    @staticmethod
+    def _pass(source: socket.socket, target: socket.socket, pending: bytes) -> None:
+        if pending:
+            target.sendall(pending)
+        while data := source.recv(65536):
+            target.sendall(data)
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close_both(source, target)
+
+
+def _close_both(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
@@ -1139,6 +1262,7 @@ __all__ = [
     "AZURITE_ACCOUNT",
     "AZURITE_KEY",
     "Azurite",
+    "ByteFlipProxy",
     "FakeGCS",
     "GcsAuthGateway",
     "MotoWithAuth",

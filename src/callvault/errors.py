@@ -174,8 +174,6 @@ def duplicate(detail: str, pointer: str | None = None) -> ApiError:
     )
 
 
-
-
 def unsupported_media(detail: str) -> ApiError:
     return ApiError(415, [ErrorItem(Code.UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type", detail)])
 

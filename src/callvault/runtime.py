@@ -3,15 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callvault.accounts.cache import AccountCache
 from callvault.config import Settings
-from callvault.db import make_engine, make_sessionmaker
+from callvault.db import make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
 from callvault.storage.factory import open_default_store
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A job this process committed, for its own worker: leased to it in the same transaction,
+    so it runs without a claim and from memory, without a re-read (issue 14). `kind` is
+    "recording" or "event"; `payload` holds what the worker needs (its types are the
+    domains')."""
+
+    kind: str
+    job_id: str
+    payload: Any
+
+
+class Inbox:
+    """The in-process worker's door for new jobs (`Runtime.inbox`, set while it runs).
+
+    Whoever commits a job first `reserve`s: a lease until when (the row is written leased to
+    `owner`), or None when the worker has no free slot (then the row stays unleased and the
+    worker's claim takes it in turn). After the commit, `hand` it over; if nothing was
+    committed, `cancel`. A crash in between loses nothing: the lease expires and any worker
+    claims the row."""
+
+    def __init__(self, owner: str, lease_seconds: float, free_slots: Callable[[str], int]) -> None:
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self._free_slots = free_slots  # by kind: the worker's free slots for that queue
+        self.reserved: dict[str, int] = {}
+        self.jobs: list[Handoff] = []
+        self.ready = asyncio.Event()
+
+    def reserve(self, kind: str) -> datetime | None:
+        waiting = self.reserved.get(kind, 0) + sum(1 for job in self.jobs if job.kind == kind)
+        if self._free_slots(kind) - waiting <= 0:
+            return None
+        self.reserved[kind] = self.reserved.get(kind, 0) + 1
+        return utcnow() + timedelta(seconds=self.lease_seconds)
+
+    def cancel(self, kind: str) -> None:
+        self.reserved[kind] = max(0, self.reserved.get(kind, 0) - 1)
+
+    def hand(self, job: Handoff) -> None:
+        self.cancel(job.kind)
+        self.jobs.append(job)
+        self.ready.set()
+
+    def take(self) -> list[Handoff]:
+        jobs, self.jobs = self.jobs, []
+        self.ready.clear()
+        return jobs
 
 
 @dataclass
@@ -24,6 +77,11 @@ class Runtime:
     work_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # API-key lookups of this process (accounts/cache.py)
     accounts: AccountCache = field(default_factory=AccountCache)
+    # default-store keys ingest is writing right now (recordings/ingest.py): two recordings
+    # of one leaf in one second never share a key, even before either row is committed
+    ingest_keys: set[str] = field(default_factory=set)
+    # the in-process worker's door for jobs committed here (None: no worker in this process)
+    inbox: Inbox | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

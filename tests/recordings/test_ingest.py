@@ -50,8 +50,9 @@ async def test_ingest_wav_commits_row_and_durable_object(
     assert runtime.work_ready.is_set()
     row = await recording_row(runtime, data["id"])
     assert row.account_id == account.account_id
-    assert row.status == RecordingStatus.RECEIVED
-    assert row.next_attempt_at is not None and row.attempts == 0
+    # no custom storage: the default store is its final place, stored at once (issue 14)
+    assert row.status == RecordingStatus.STORED
+    assert row.next_attempt_at is None and row.attempts == 0
     assert row.size_bytes == len(audio)
     assert row.sha256 == hashlib.sha256(audio).hexdigest()
     assert row.duration_millis == 500
@@ -110,7 +111,7 @@ async def test_same_recording_again_answers_200_and_stores_nothing_twice(
     again = await post_recording(api, runtime, metadata, audio)
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["data"]["id"] == first.json()["data"]["id"]
-    assert again.json()["data"]["status"] == "received"
+    assert again.json()["data"]["status"] == "stored"  # the row's state now
     assert await rows_for_connection(runtime, connection_id) == 1
     assert len(objects_of(runtime, account.account_id)) == 1
 

@@ -57,7 +57,7 @@ async def test_get_returns_telnyx_shape_with_a_fresh_download_link(
     assert data["status"] == "completed" and data["source"] == "call"
     assert data["duration_millis"] == 500
     assert data["storage"] == {
-        "state": "received",
+        "state": "stored",  # no custom storage: stored at ingest (issue 14)
         "location": "default",
         "backend": None,
         "error": None,
@@ -237,7 +237,7 @@ async def test_other_accounts_and_invalid_ids_are_404(
             assert response.status_code == 404, (method, rid)
             assert response.json()["errors"][0]["code"] == "10005"
     row = await recording_row(runtime, recording_id)
-    assert row.status == RecordingStatus.RECEIVED  # untouched by the other account's delete
+    assert row.status == RecordingStatus.STORED  # untouched by the other account's delete
     assert row.default_store_key is not None
     assert local_store(runtime).path_for(row.default_store_key).exists()
 
@@ -296,8 +296,8 @@ async def test_bulk_delete_deletes_only_the_accounts_recordings(
     assert states == {
         mine[0]: RecordingStatus.DELETED,
         mine[1]: RecordingStatus.DELETED,
-        mine[2]: RecordingStatus.RECEIVED,
-        theirs: RecordingStatus.RECEIVED,
+        mine[2]: RecordingStatus.STORED,
+        theirs: RecordingStatus.STORED,
     }
     theirs_key = (await recording_row(runtime, theirs)).default_store_key
     assert theirs_key is not None and local_store(runtime).path_for(theirs_key).exists()

@@ -1,4 +1,5 @@
-"""The embedded default store: durability, key safety, sidecar metadata."""
+"""The embedded default store: durability, key safety, metadata (xattr, sidecar fallback),
+moving a received file in."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from callvault.storage import LocalStore, StorageError, StorageErrorKind
+from callvault.storage.local import XATTR
 
 KEY = "acct/2022-02-02/leg-1643805460.wav"
 
 
-async def test_put_lands_atomically_with_its_sidecar(
+async def test_put_lands_atomically_with_its_metadata(
     local_store: LocalStore, tmp_path: Path
 ) -> None:
     source = tmp_path / "in.wav"
@@ -26,14 +28,55 @@ async def test_put_lands_atomically_with_its_sidecar(
     assert target == local_store.root / "acct" / "2022-02-02" / "leg-1643805460.wav"
     assert target.read_bytes() == source.read_bytes()
     assert source.exists()  # copied, not moved: the caller owns its file
-    sidecar = local_store.root / ".callvault-meta" / f"{KEY}.json"
-    assert json.loads(sidecar.read_text()) == {
+    # on the file itself (an extended attribute), no sidecar
+    assert json.loads(os.getxattr(target, XATTR)) == {
         "content_type": "audio/wav",
         "metadata": {"sha256": "ab"},
     }
-    # no temp files left next to the object or the sidecar
+    assert not (local_store.root / ".callvault-meta").exists()
+    info = await local_store.head(KEY)
+    assert info is not None
+    assert (info.size, info.content_type, info.metadata) == (3004, "audio/wav", {"sha256": "ab"})
+    # no temp files left next to the object
     leftovers = [p.name for p in local_store.root.rglob(".callvault-tmp-*")]
     assert leftovers == []
+
+
+async def test_move_renames_the_file_into_place(local_store: LocalStore, tmp_path: Path) -> None:
+    source = local_store.root.parent / "incoming-file"  # same filesystem as the store
+    data = b"RIFF" + os.urandom(3000)
+    source.write_bytes(data)
+    inode = source.stat().st_ino
+    await local_store.move_file(KEY, source, content_type="audio/wav", metadata={"sha256": "cd"})
+    target = local_store.path_for(KEY)
+    assert not source.exists()
+    assert target.stat().st_ino == inode  # renamed, not copied
+    assert target.read_bytes() == data
+    info = await local_store.head(KEY)
+    assert info is not None
+    assert (info.content_type, info.metadata) == ("audio/wav", {"sha256": "cd"})
+
+
+async def test_without_xattrs_the_sidecar_holds_the_metadata(
+    local_store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", unsupported)
+    source = tmp_path / "in.wav"
+    source.write_bytes(b"RIFF")
+    await local_store.put_file(KEY, source, content_type="audio/wav", metadata={"sha256": "ef"})
+    sidecar = local_store.root / ".callvault-meta" / f"{KEY}.json"
+    assert json.loads(sidecar.read_text()) == {
+        "content_type": "audio/wav",
+        "metadata": {"sha256": "ef"},
+    }
+    info = await local_store.head(KEY)
+    assert info is not None
+    assert (info.content_type, info.metadata) == ("audio/wav", {"sha256": "ef"})
+    await local_store.delete(KEY)
+    assert not sidecar.exists()
 
 
 async def test_failed_copy_leaves_nothing(
@@ -65,7 +108,7 @@ async def test_head_without_sidecar_still_reports_the_object(
     assert (info.size, info.content_type, info.metadata) == (5, None, {})
 
 
-async def test_delete_removes_object_and_sidecar(local_store: LocalStore, tmp_path: Path) -> None:
+async def test_delete_removes_the_object(local_store: LocalStore, tmp_path: Path) -> None:
     source = tmp_path / "in.wav"
     source.write_bytes(b"data")
     await local_store.put_file(KEY, source, content_type="audio/wav", metadata={})

@@ -26,6 +26,7 @@ from tests.worker.flow import (
     create_application,
     events_for,
     ingest,
+    insert_recording,
     make_wav,
     recording_row,
     set_credentials,
@@ -232,10 +233,14 @@ async def test_redeliver_in_progress_and_default_store_recordings(
     start_worker: Callable[..., Worker],
 ) -> None:
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
+    # not processed yet (no worker runs): in progress
+    waiting = await insert_recording(runtime, account.account_id, connection_id)
+    waiting_path = f"/v2/recordings/{waiting}/actions/redeliver"
+    assert (await api.post(waiting_path, headers=bearer(account.api_key))).status_code == 422
+    await update_recording(runtime, waiting, status="deleted")  # no bytes: not for the worker
+    # without custom storage a recording is stored at ingest (issue 14), its webhook pending
     recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.2))
     path = f"/v2/recordings/{recording_id}/actions/redeliver"
-    # not processed yet (no worker runs): in progress
-    assert (await api.post(path, headers=bearer(account.api_key))).status_code == 422
     await start_worker()
     [first] = await webhook_receiver.wait_for(1)
     await wait_for_status(runtime, recording_id, "stored")

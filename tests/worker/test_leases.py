@@ -117,9 +117,9 @@ async def test_an_expired_lease_is_taken_over(
     start_worker: Callable[..., Worker],
 ) -> None:
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
-    audio = make_wav(0.1)
-    expired, _ = await ingest(api, runtime.settings.ingest_token, connection_id, audio)
-    held, _ = await ingest(api, runtime.settings.ingest_token, connection_id, audio)
+    # rows waiting for the worker (ingest stores default-store recordings at once: issue 14)
+    expired = await insert_recording(runtime, account.account_id, connection_id)
+    held = await insert_recording(runtime, account.account_id, connection_id)
     now = utcnow()
     await update_recording(
         runtime, expired, lease_owner="worker-dead", lease_until=now - timedelta(seconds=1)
@@ -145,7 +145,7 @@ async def test_a_worker_that_lost_its_lease_changes_nothing(
     api: httpx.AsyncClient, runtime: Runtime, account: NewAccount, webhook_receiver: WebhookReceiver
 ) -> None:
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
-    recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.1))
+    recording_id = await insert_recording(runtime, account.account_id, connection_id)
     # worker A holds the row, its lease expires, worker B takes it over
     await update_recording(
         runtime, recording_id, lease_owner="worker-b", lease_until=utcnow() + timedelta(seconds=60)

@@ -53,9 +53,7 @@ async def read_backlog(session: AsyncSession, account_id: str | None = None) -> 
     events = {
         status: count
         for status, count in await session.execute(
-            select(WebhookEvent.status, func.count())
-            .where(*mine_e)
-            .group_by(WebhookEvent.status)
+            select(WebhookEvent.status, func.count()).where(*mine_e).group_by(WebhookEvent.status)
         )
     }
     oldest_recording = await session.scalar(

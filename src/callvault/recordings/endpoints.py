@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,7 +12,6 @@ from pydantic import StringConstraints
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime, require_ingest_token
 from callvault.db import database_unavailable
-from callvault.encryption_keys.service import recipient_for
 from callvault.errors import ApiError, database_unavailable_error, error_responses
 from callvault.query import IsoDateTime
 from callvault.recordings import ingest as ingest_service
@@ -80,6 +78,7 @@ async def ingest_recording(
     request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> JSONResponse:
     settings = runtime.settings
+    plan = ingest_service.IngestPlan(runtime)  # its one read runs once the metadata is known
     try:
         # the temp file goes whatever happens (incoming_file): no partial file is left
         with incoming_file(settings.data_dir) as path:
@@ -87,10 +86,10 @@ async def ingest_recording(
                 request,
                 path,
                 settings.max_recording_bytes,
-                partial(recipient_for, runtime),
+                plan.recipient,
                 BodyPace.from_env(settings.environ),
             )
-            outcome = await ingest_service.ingest(runtime, upload)
+            outcome = await ingest_service.ingest(runtime, upload, plan)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ingest_service.no_space("the data dir") from None

@@ -6,20 +6,34 @@ media server answered 202. The worker does the rest (custom storage, webhooks).
 
 Idempotency: (connection_id, call_leg_id, recording_started_at) names a recording. A repeat is
 answered with the existing row (200) and stores nothing; two concurrent first sends race on the
-table's unique constraint and the loser answers with the winner's row.
+table's unique constraint (`INSERT … ON CONFLICT DO NOTHING RETURNING`) and the loser answers
+with the winner's row.
+
+Database work per new recording (issue 14): one read when the metadata arrives (application,
+account, encryption key, custom storage or not, repeat, key in use: `IngestPlan`) and one
+transaction: the INSERT, leased to this process's worker when it has a free slot (`Inbox`:
+the worker then takes the job from memory, no claim and no re-read). A connection without
+custom storage needs no worker step: its recording is inserted `stored` (the default store is
+its final place) with its `call.recording.saved` event, in the same transaction, and the event
+is what is handed over.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
 
 from callvault import metrics
+from callvault.accounts.models import Account
+from callvault.applications.models import Application
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
+from callvault.encryption_keys.scheme import Recipient
 from callvault.errors import (
     ApiError,
     conflict,
@@ -32,9 +46,13 @@ from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
 from callvault.recordings.upload import ReceivedUpload
-from callvault.runtime import Runtime
+from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
 from callvault.storage.layout import content_type_for, extension_for, object_key
+from callvault.storage.local import LocalStore
+from callvault.webhooks import service as webhooks
+from callvault.webhooks.models import WebhookEvent
+from callvault.webhooks.repository import DeliveryContext
 
 log = structlog.get_logger("callvault.ingest")
 
@@ -90,54 +108,137 @@ def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]
     }
 
 
-async def ingest(runtime: Runtime, upload: ReceivedUpload) -> IngestOutcome:
+class IngestPlan:
+    """What ingest reads from the database, in one statement, as soon as the metadata is
+    known (the upload needs the encryption key before it writes a byte): the application's
+    account and key, a repeat's row, whether the default-store key is taken."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._looked_up = False
+        self._context: repository.IngestContext | None = None
+
+    async def context(self, meta: IngestMetadata) -> repository.IngestContext | None:
+        if not self._looked_up:
+            async with self.runtime.sessions() as session:  # reads only: no write lock
+                self._context = await repository.ingest_context(
+                    session,
+                    meta.connection_id,
+                    meta.call_leg_id,
+                    meta.recording_started_at,
+                    default_store_key(ACCOUNT_PLACEHOLDER, meta)[len(ACCOUNT_PLACEHOLDER) :],
+                )
+            self._looked_up = True
+        return self._context
+
+    async def recipient(self, meta: IngestMetadata) -> Recipient | None:
+        """The upload's `EncryptionResolver`: whom the audio is encrypted for."""
+        context = await self.context(meta)
+        if context is None or context.key_id is None:
+            return None
+        assert context.key_fingerprint is not None and context.key_public_pem is not None
+        return Recipient(
+            key_id=context.key_id,
+            fingerprint=context.key_fingerprint,
+            public_key_pem=context.key_public_pem,
+        )
+
+
+# the key layout starts with the account id; the lookup compares the rest in SQL
+ACCOUNT_PLACEHOLDER = "account"
+
+
+async def ingest(
+    runtime: Runtime, upload: ReceivedUpload, plan: IngestPlan | None = None
+) -> IngestOutcome:
     recording_id = str(uuid.uuid4())
     # every log line of this ingest names the recording and its connection
     with structlog.contextvars.bound_contextvars(
         recording_id=recording_id, connection_id=upload.metadata.connection_id
     ):
-        return await _ingest(runtime, upload, recording_id)
+        return await _ingest(runtime, upload, recording_id, plan or IngestPlan(runtime))
 
 
-async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -> IngestOutcome:
+async def _ingest(
+    runtime: Runtime, upload: ReceivedUpload, recording_id: str, plan: IngestPlan
+) -> IngestOutcome:
     meta = upload.metadata
-    # reads only: a plain session takes no write lock (the insert below is its own transaction)
-    async with runtime.sessions() as session:
-        account_id = await repository.application_account_id(session, meta.connection_id)
-        if account_id is None:
-            raise invalid(
-                "No Call Control application has this connection_id.",
-                pointer="/metadata/connection_id",
-            )
-        existing = await repository.by_natural_key(
-            session, meta.connection_id, meta.call_leg_id, meta.recording_started_at
+    context = await plan.context(meta)
+    if context is None:
+        raise invalid(
+            "No Call Control application has this connection_id.",
+            pointer="/metadata/connection_id",
         )
-        if existing is not None:
-            log.info("recording received again", recording_id=existing.id)
-            return IngestOutcome(existing.id, existing.status, created=False)
-        key = default_store_key(account_id, meta)
-        if await repository.default_key_in_use(session, key):
-            # another recording of this leaf started in the same second (a reused
-            # custom_file_name, or a quick stop/start): never overwrite its bytes
-            key = default_store_key(account_id, meta, disambiguator=recording_id[:8])
-
+    if context.existing_id is not None:
+        log.info("recording received again", recording_id=context.existing_id)
+        existing_status = context.existing_status or RecordingStatus.RECEIVED
+        return IngestOutcome(context.existing_id, existing_status, created=False)
+    account_id = context.application.account_id
+    key = default_store_key(account_id, meta)
+    if context.key_taken or key in runtime.ingest_keys:
+        # another recording of this leaf started in the same second (a reused
+        # custom_file_name, or a quick stop/start), stored or being stored by this process:
+        # never overwrite its bytes
+        key = default_store_key(account_id, meta, disambiguator=recording_id[:8])
+    runtime.ingest_keys.add(key)
     try:
-        await runtime.default_store.put_file(
-            key,
-            upload.path,
-            content_type=encryption.stored_content_type(
-                content_type_for(meta.format), upload.encryption_details
-            ),
-            metadata=object_metadata(recording_id, upload),
-        )
+        return await _store(runtime, upload, recording_id, context, key)
+    finally:
+        runtime.ingest_keys.discard(key)
+
+
+@dataclass(frozen=True)
+class NewRecording:
+    """What the in-process worker gets for a recording ingest handed over (`Handoff`)."""
+
+    recording: Recording
+    application: Application
+    account: Account
+
+
+async def _store(
+    runtime: Runtime,
+    upload: ReceivedUpload,
+    recording_id: str,
+    context: repository.IngestContext,
+    key: str,
+) -> IngestOutcome:
+    meta = upload.metadata
+    content_type = encryption.stored_content_type(
+        content_type_for(meta.format), upload.encryption_details
+    )
+    store = runtime.default_store
+    try:
+        if isinstance(store, LocalStore):
+            # the received file becomes the object (a rename, not a copy)
+            await store.move_file(
+                key,
+                upload.path,
+                content_type=content_type,
+                metadata=object_metadata(recording_id, upload),
+            )
+        else:
+            await store.put_file(
+                key,
+                upload.path,
+                content_type=content_type,
+                metadata=object_metadata(recording_id, upload),
+            )
     except StorageError as exc:
         log.warning("default store refused a recording", reason=exc.reason)
         raise store_unavailable(exc) from None
 
     now = utcnow()
-    recording = Recording(
+    # with custom storage the worker copies it there; else the default store is its final
+    # place already: stored, and its `call.recording.saved` made, in the same transaction
+    custom = context.has_custom_storage
+    inbox = runtime.inbox
+    kind = "recording" if custom else "event"  # the job the worker gets: upload, or webhook
+    lease_until = inbox.reserve(kind) if inbox is not None else None
+    owner = inbox.owner if inbox is not None and lease_until is not None else None
+    values: dict[str, Any] = dict(
         id=recording_id,
-        account_id=account_id,
+        account_id=context.application.account_id,
         connection_id=meta.connection_id,
         call_control_id=meta.call_control_id,
         call_leg_id=meta.call_leg_id,
@@ -159,21 +260,63 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
         sha256=upload.sha256,
         duration_millis=upload.audio.duration_millis,
         encryption_details=upload.encryption_details,
-        status=RecordingStatus.RECEIVED,
+        status=RecordingStatus.RECEIVED if custom else RecordingStatus.STORED,
         default_store_key=key,
         attempts=0,
-        next_attempt_at=now,
+        next_attempt_at=now if custom else None,
+        lease_owner=owner if custom else None,
+        lease_until=lease_until if custom else None,
         created_at=now,
         updated_at=now,
     )
-    committing = False  # True once the row is flushed: a failure from there on is the commit
+    recording = Recording(**values)  # in memory: the event's payload, the worker's job
+    link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
+    event = None
+    committing = False  # True once the rows are flushed: a failure from there on is the commit
     try:
-        async with transaction(runtime.sessions) as session:
-            await repository.add(session, recording)
-            committing = True
+        try:
+            async with transaction(runtime.sessions) as session:
+                inserted = await repository.insert_new(session, values)
+                if inserted and not custom:
+                    event = await webhooks.record_saved(
+                        session,
+                        recording,
+                        recording_url=link,
+                        lease_owner=owner,
+                        lease_until=lease_until if owner else None,
+                        application=context.application,
+                    )
+                committing = True
+        except Exception as exc:
+            if custom or committing or isinstance(exc, IntegrityError):
+                raise
+            if database_unavailable(exc):
+                raise
+            # a bug of ours in making the event (rolled back): the recording is kept for the
+            # worker, which makes the event and counts a crash like any other (bounded)
+            log.error("saved event not made at ingest", error_type=type(exc).__name__)
+            if inbox is not None and lease_until is not None:
+                inbox.cancel(kind)
+            inbox = lease_until = event = None
+            values.update(
+                status=RecordingStatus.RECEIVED,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_until=None,
+            )
+            recording = Recording(**values)
+            async with transaction(runtime.sessions) as session:
+                inserted = await repository.insert_new(session, values)
+                committing = True
     except IntegrityError:
-        return await _lost_race(runtime, upload, key)
+        if inbox is not None and lease_until is not None:
+            inbox.cancel(kind)
+        # not the natural key (ON CONFLICT took care of it): e.g. the account vanished
+        await _forget_object(runtime, key)
+        raise conflict("The recording was not stored.") from None
     except Exception as exc:
+        if inbox is not None and lease_until is not None:
+            inbox.cancel(kind)
         if not database_unavailable(exc):
             await _forget_object(runtime, key)
             raise
@@ -183,10 +326,16 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
         log.warning("database unavailable: ingest refused", error_type=type(exc).__name__)
         raise database_unavailable_error() from None
     except BaseException:
+        if inbox is not None and lease_until is not None:
+            inbox.cancel(kind)
         await _forget_object(runtime, key)
         raise
+    if not inserted:
+        if inbox is not None and lease_until is not None:
+            inbox.cancel(kind)
+        return await _lost_race(runtime, upload, key)
 
-    runtime.work_ready.set()
+    _hand_over(runtime, inbox, lease_until, recording, event, context)
     metrics.RECORDINGS_INGESTED.inc()
     metrics.RECORDING_BYTES_INGESTED.inc(upload.size)
     log.info(
@@ -197,7 +346,38 @@ async def _ingest(runtime: Runtime, upload: ReceivedUpload, recording_id: str) -
         size_bytes=upload.size,
         duration_millis=upload.audio.duration_millis,
     )
+    if recording.status == RecordingStatus.STORED:
+        log.info("recording stored", recording_id=recording_id, location="default")
+    # the 202 says `received` whatever comes next (the pinned interface)
     return IngestOutcome(recording_id, RecordingStatus.RECEIVED, created=True)
+
+
+def _hand_over(
+    runtime: Runtime,
+    inbox: Inbox | None,
+    lease_until: datetime | None,
+    recording: Recording,
+    event: WebhookEvent | None,
+    context: repository.IngestContext,
+) -> None:
+    """The committed job to this process's worker, in memory (it was written leased to it);
+    without a lease (no worker here, or none free) the workers' claim takes it."""
+    if inbox is None or lease_until is None:
+        runtime.work_ready.set()
+        return
+    if recording.status == RecordingStatus.RECEIVED:
+        job = NewRecording(recording, context.application, context.account)
+        inbox.hand(Handoff("recording", recording.id, job))
+    elif event is not None:
+        delivery = DeliveryContext(
+            event=event,
+            application=context.application,
+            account=context.account,
+            recording=recording,
+        )
+        inbox.hand(Handoff("event", event.id, delivery))
+    else:
+        inbox.cancel("event")
 
 
 def default_store_key(account_id: str, meta: IngestMetadata, disambiguator: str = "") -> str:

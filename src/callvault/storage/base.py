@@ -113,6 +113,10 @@ class ObjectStore(Protocol):
 
     backend: str  # a provider's name (storage/registry.py) or "local"
     bucket: str
+    # True when `put_file` sends a checksum of the file that the store verifies before it
+    # keeps the object: a body corrupted on the way is refused (a StorageError), never stored.
+    # The worker skips its HEAD after such a put (issue 14).
+    checks_uploads: bool
 
     async def put_file(
         self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]

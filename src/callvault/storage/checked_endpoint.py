@@ -53,6 +53,7 @@ class EndpointCheckedStore:
         self.inner = inner
         self.backend = inner.backend
         self.bucket = inner.bucket
+        self.checks_uploads = inner.checks_uploads
         self.noun = str(getattr(inner, "noun", "bucket"))
         parts = urlsplit(endpoint)
         self._host = parts.hostname or ""

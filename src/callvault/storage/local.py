@@ -5,9 +5,14 @@
   (ingest answers 202 only after this).
 - Temp files are written in `{root}/.callvault-tmp/`, named after their process, so the temp
   file of a put cut short by kill -9 is removed by the next process (callvault/scratch.py).
-- Content type and metadata live in a JSON sidecar under `{root}/.callvault-meta/{key}.json`,
-  written (durably) before the object is renamed into place, so `head` of a visible object
-  always finds them. A separate tree keeps sidecars out of the key space.
+- Content type and metadata live with the object, in an extended attribute (`user.callvault`,
+  JSON) set on the file before it is fsynced and renamed into place, so `head` of a visible
+  object always finds them, with no second file and no extra fsync (issue 14; the recording's
+  row holds them too). On a filesystem without user xattrs they go to a JSON sidecar under
+  `{root}/.callvault-meta/{key}.json`, written durably before the rename (as every object did
+  before); `head` reads either.
+- `move_file` (ingest): the received file, on the same filesystem, becomes the object by a
+  rename — 2 fsyncs (file, directory) instead of a copy and 4 fsyncs.
 - Reads and deletes go through obstore's LocalStore; `path_for` gives the HTTP layer the file
   to serve for `/v2/recording_files/{key}` after it has checked the link with `verify_link`.
 """
@@ -15,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import shutil
@@ -36,6 +42,7 @@ from callvault.storage.base import (
 from callvault.storage.signed_links import link_url
 
 META_DIR = ".callvault-meta"
+XATTR = "user.callvault"
 TEMP_DIR = ".callvault-tmp"
 _TEMP_PREFIX = ".callvault-tmp-"
 _COPY_BUFFER = 1024 * 1024
@@ -44,6 +51,7 @@ READ_CHUNK = 1024 * 1024
 
 class LocalStore:
     backend = "local"
+    checks_uploads = False  # a local copy: nothing on the way to corrupt it
     noun = "store"
 
     def __init__(self, root: Path, public_url: str, link_secret: bytes) -> None:
@@ -79,30 +87,68 @@ class LocalStore:
     async def put_file(
         self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
+        await self._place(key, path, content_type, metadata, move=False)
+
+    async def move_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        """`put_file` that takes the file itself (renamed into place: it is gone afterwards);
+        copied instead when it is on another filesystem."""
+        await self._place(key, path, content_type, metadata, move=True)
+
+    async def _place(
+        self,
+        key: str,
+        path: Path,
+        content_type: str,
+        metadata: Mapping[str, str],
+        *,
+        move: bool,
+    ) -> None:
         target = self.path_for(key)
-        sidecar = json.dumps({"content_type": content_type, "metadata": check_metadata(metadata)})
+        attributes = json.dumps(
+            {"content_type": content_type, "metadata": check_metadata(metadata)}
+        ).encode()
         if not await asyncio.to_thread(Path(path).is_file):
             raise FileNotFoundError(path)
         try:
-            await asyncio.to_thread(self._put_durably, Path(path), target, sidecar.encode(), key)
+            await asyncio.to_thread(self._put_durably, Path(path), target, attributes, key, move)
         except OSError as exc:
             raise self._error(exc) from None
 
-    def _put_durably(self, source: Path, target: Path, sidecar: bytes, key: str) -> None:
-        meta = self._meta_path(key)
-        _write_durably(meta, lambda out: out.write(sidecar), self._temp_dir)
+    def _put_durably(
+        self, source: Path, target: Path, attributes: bytes, key: str, move: bool
+    ) -> None:
+        _make_dirs_durably(target.parent)
 
         def copy(out: BinaryIO) -> None:
             with source.open("rb") as src:
                 shutil.copyfileobj(src, out, _COPY_BUFFER)
+            out.flush()
+            self._describe(out.fileno(), key, attributes)
 
         try:
-            _write_durably(target, copy, self._temp_dir)
+            describe = lambda fd: self._describe(fd, key, attributes)  # noqa: E731
+            if not (move and _move_durably(source, target, describe)):
+                _write_durably(target, copy, self._temp_dir)
         except BaseException:
             # e.g. the disk filled up: no sidecar without its object (nothing partial is left)
             if not target.exists():
-                meta.unlink(missing_ok=True)
+                self._meta_path(key).unlink(missing_ok=True)
             raise
+
+    def _describe(self, fd: int, key: str, attributes: bytes) -> None:
+        """Content type and metadata onto the file not yet in place (fsynced with it)."""
+        try:
+            os.setxattr(fd, XATTR, attributes)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.E2BIG, errno.ENOSPC):
+                raise
+            # no user xattrs here (or too large for one): the sidecar, durable before the rename
+            _write_durably(self._meta_path(key), lambda out: out.write(attributes), self._temp_dir)
+        else:
+            # an older object's sidecar under this key would be stale now
+            self._meta_path(key).unlink(missing_ok=True)
 
     async def head(self, key: str) -> ObjectInfo | None:
         target = self.path_for(key)
@@ -112,15 +158,21 @@ class LocalStore:
                 size = target.stat().st_size
             except FileNotFoundError:
                 return None
+            described: dict[str, object] = {}
             try:
-                sidecar = json.loads(self._meta_path(key).read_text())
-            except (FileNotFoundError, ValueError):
-                # written by hand or by an older version: the object is there, its type unknown
-                sidecar = {}
+                described = json.loads(os.getxattr(target, XATTR))
+            except (OSError, ValueError):
+                try:
+                    described = json.loads(self._meta_path(key).read_text())
+                except (FileNotFoundError, ValueError):
+                    # written by hand: the object is there, its type unknown
+                    described = {}
+            content_type = described.get("content_type")
+            metadata = described.get("metadata")
             return ObjectInfo(
                 size=size,
-                content_type=sidecar.get("content_type"),
-                metadata=dict(sidecar.get("metadata") or {}),
+                content_type=content_type if isinstance(content_type, str) else None,
+                metadata=dict(metadata) if isinstance(metadata, dict) else {},
             )
 
         try:
@@ -154,8 +206,9 @@ class LocalStore:
             pass
         except Exception as exc:
             raise self._error(exc) from None
-        # the sidecar goes second: a crash in between leaves an orphan sidecar, never an
-        # object without its content type
+        # objects described by a sidecar (no xattrs there, or written by an older version):
+        # it goes second, so a crash in between leaves an orphan sidecar, never an object
+        # without its content type
         try:
             await asyncio.to_thread(meta.unlink, True)
         except OSError as exc:
@@ -193,6 +246,22 @@ def _write_durably(target: Path, fill: Callable[[BinaryIO], object], temp_dir: P
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def _move_durably(source: Path, target: Path, describe: Callable[[int], None]) -> bool:
+    """Rename `source` to `target` durably (file fsynced, then the rename, then the
+    directory fsynced); False, nothing done, when they are on different filesystems."""
+    if source.stat().st_dev != target.parent.stat().st_dev:
+        return False
+    fd = os.open(source, os.O_RDWR)
+    try:
+        describe(fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, target)
+    _fsync_dir(target.parent)
+    return True
 
 
 def _make_dirs_durably(directory: Path) -> None:

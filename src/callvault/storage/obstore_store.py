@@ -69,6 +69,8 @@ def retry_config(timeout_secs: float | None) -> RetryConfig:
 class ObstoreObjectStore:
     """put/head/get/delete over any obstore store; subclasses add signing and URLs."""
 
+    # True when the store checks a checksum sent with every upload (S3: x-amz-checksum-sha256)
+    checks_uploads = False
     # service error codes this provider explains its own way (error_mapping.explain)
     codes: Codes = {}
     phrases: Phrases = {}

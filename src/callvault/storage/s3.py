@@ -10,10 +10,19 @@ Quirks kept here:
   bucket name has dots, which break TLS for virtual hosts); AWS_ENDPOINT_URL overrides the
   endpoint (for tests and private clouds), then path style.
 - `s3-generic`: the configured endpoint, path style, and nothing optional that S3-compatible
-  stores reject: no checksum headers (obstore sends none unless configured), no tagging
-  header, single-object DELETE instead of the bulk DeleteObjects call (it needs Content-MD5,
-  which several of them do not implement). A customer-chosen endpoint is checked against
-  private networks before every request (checked_endpoint.py).
+  stores reject: no tagging header, single-object DELETE instead of the bulk DeleteObjects
+  call (it needs Content-MD5, which several of them do not implement).
+- Uploads carry `x-amz-checksum-sha256` (every part of a multipart upload too): the store
+  computes the checksum of what it received and refuses a mismatch (BadDigest), so a body
+  corrupted on the way is never kept (issue 14; `tests/storage/test_upload_integrity.py`
+  proves it through a byte-flipping proxy). The worker then needs no HEAD after the put
+  (`checks_uploads`). The SigV4 payload hash does not do this: SeaweedFS, for one, does not
+  check it (measured through the same proxy). S3-compatible stores that implement the
+  additional checksums (MinIO, SeaweedFS, Ceph RGW, R2...) check it; one that ignored it would
+  be no worse off than before: the HEAD never saw a flipped byte either (it compared the size
+  and the sha256 metadata callvault itself had sent).
+- A customer-chosen endpoint is checked against private networks before every request
+  (checked_endpoint.py).
 - Bucket naming (AWS "General purpose bucket naming rules"): AWS reserves some prefixes and
   suffixes that other S3-compatible stores do not.
 """
@@ -155,6 +164,11 @@ ERROR_CODES: Codes = {
     "SlowDown": (TRANSIENT, "the storage asks to slow down"),
     "ServiceUnavailable": (TRANSIENT, "the storage service is unavailable"),
     "InternalError": (TRANSIENT, "the storage had an internal error"),
+    # the body's checksum did not match what arrived (UPLOAD_CHECKSUM): corrupted on the
+    # way, worth another try
+    "BadDigest": (TRANSIENT, "the upload arrived corrupted (checksum mismatch)"),
+    "XAmzContentChecksumMismatch": (TRANSIENT, "the upload arrived corrupted (checksum mismatch)"),
+    "XAmzContentSHA256Mismatch": (TRANSIENT, "the upload arrived corrupted (checksum mismatch)"),
 }
 
 
@@ -334,8 +348,13 @@ class S3GenericConfigurationData(AnswerModel):
 SECRET_FIELDS = ("aws_secret_access_key",)
 
 
+# the store checks it on every PUT and UploadPart (see the module's docstring)
+UPLOAD_CHECKSUM = "sha256"
+
+
 class S3ObjectStore(ObstoreObjectStore):
     codes = ERROR_CODES
+    checks_uploads = True  # UPLOAD_CHECKSUM on every put
 
     def __init__(
         self,
@@ -563,6 +582,7 @@ def open_s3(
         "endpoint": endpoint,
         "virtual_hosted_style_request": virtual_hosted,
         "skip_signature": False,
+        "checksum_algorithm": UPLOAD_CHECKSUM,
     }
     options = client_options(endpoint, timeout_secs)
     if generic:
@@ -630,7 +650,7 @@ def open_s3_default(
 ) -> S3ObjectStore:
     """The platform's own bucket: credentials come from the environment (AWS_ACCESS_KEY_ID /
     AWS_SECRET_ACCESS_KEY, or whatever else obstore finds: session tokens, instance roles)."""
-    config: S3Config = {"skip_signature": False}
+    config: S3Config = {"skip_signature": False, "checksum_algorithm": UPLOAD_CHECKSUM}
     if region:
         config["region"] = region
     if endpoint:

@@ -13,6 +13,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callvault.applications.models import Application
 from callvault.db import utcnow
 from callvault.recordings.models import Recording
 from callvault.recordings.service import download_urls_for, in_custom_storage
@@ -45,14 +46,16 @@ async def record_saved(
     recording_url: str,
     lease_owner: str | None = None,
     lease_until: datetime | None = None,
+    application: Application | None = None,
 ) -> WebhookEvent | None:
     """`call.recording.saved` for the recording's application (None if it has none anymore).
 
     The worker passes its own lease so that it can deliver the event right after the commit,
     without another claim (the hot path); if it dies first, the lease expires and any worker
-    takes the event.
+    takes the event. `application`: the recording's, when the caller has read it already.
     """
-    application = await repository.application(session, recording.connection_id)
+    if application is None:
+        application = await repository.application(session, recording.connection_id)
     if application is None:
         return None
     now = utcnow()
@@ -83,9 +86,11 @@ async def record_error(
     detail: str,
     lease_owner: str | None = None,
     lease_until: datetime | None = None,
+    application: Application | None = None,
 ) -> WebhookEvent | None:
     """`call.recording.error` with the spec's reason and our precise detail."""
-    application = await repository.application(session, recording.connection_id)
+    if application is None:
+        application = await repository.application(session, recording.connection_id)
     if application is None:
         return None
     now = utcnow()

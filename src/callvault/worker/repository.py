@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callvault.accounts.models import Account
+from callvault.applications.models import Application
 from callvault.credentials.models import StorageCredentials
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.webhooks.models import EventStatus, WebhookEvent
@@ -113,6 +115,26 @@ async def release(
             .values(lease_owner=None, lease_until=None)
             .execution_options(synchronize_session=False)
         )
+
+
+_RECORDING_JOB = (
+    select(Recording, Application, Account)
+    .join(Account, Account.id == Recording.account_id)
+    .outerjoin(Application, Application.id == Recording.connection_id)
+    .where(Recording.id == bindparam("recording_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+async def recording_job(
+    session: AsyncSession, recording_id: str
+) -> tuple[Recording, Application | None, Account] | None:
+    """A claimed recording with its application (None: deleted) and account, in one read:
+    what its upload, its event and the event's delivery round need (no more reads)."""
+    row = (await session.execute(_RECORDING_JOB, {"recording_id": recording_id})).first()
+    if row is None:
+        return None
+    return row[0], row[1], row[2]
 
 
 def _held(recording_id: str, owner: str) -> ColumnElement[bool]:

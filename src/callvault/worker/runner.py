@@ -15,19 +15,23 @@ import contextlib
 import random
 import signal
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.db import database_unavailable, transaction, utcnow
+from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording
 from callvault.recordings.retention import RecordingRetention, expire_recordings
-from callvault.runtime import Runtime
+from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.scratch import reclaim
-from callvault.webhooks.delivery import Deliverer
+from callvault.webhooks.delivery import Also, Deliverer
 from callvault.webhooks.models import WebhookEvent
+from callvault.webhooks.repository import DeliveryContext
 from callvault.webhooks.retention import WebhookRetention, prune_webhooks
 from callvault.worker import repository as jobs
 from callvault.worker.repository import JobModel
@@ -35,6 +39,7 @@ from callvault.worker.uploads import (
     Outcome,
     UploadContext,
     delete_staging_copy,
+    delete_staging_object,
     process_recording,
     record_crash,
     sweep_staging_copies,
@@ -43,6 +48,8 @@ from callvault.worker.uploads import (
 log = structlog.get_logger("callvault.worker")
 
 POLL_SECS = 0.5
+# the inbox's name for each queue (runtime.Handoff.kind)
+KINDS: dict[JobModel, str] = {Recording: "recording", WebhookEvent: "event"}
 SWEEP_EVERY_SECS = 60.0
 LOOP_BACKOFF_CAP_SECS = 10.0
 RETENTION_EVERY_SECS = 600.0
@@ -114,6 +121,10 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.deliverer: Deliverer | None = None
         self.uploads: UploadContext | None = None
+        self.inbox: Inbox | None = None
+        # the claim runs when work may be due that this worker was not handed: at start,
+        # when work is announced, when the last claim filled every free slot, every poll
+        self._claim_due = True
 
     # lifecycle
     async def start(self) -> None:
@@ -121,6 +132,9 @@ class Worker:
         await asyncio.to_thread(reclaim_scratch, self.runtime.settings.data_dir)
         self.deliverer = Deliverer(self.runtime, rng=self.rng, schedule=self.webhook_schedule)
         self.uploads = UploadContext(self.runtime, self.owner, self.lease_seconds, rng=self.rng)
+        # jobs committed by this process come in through the inbox, already leased to us
+        self.inbox = Inbox(self.owner, self.lease_seconds, self._free_for)
+        self.runtime.inbox = self.inbox
         self._loop_task = asyncio.create_task(self._run(), name=f"{self.owner} loop")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"{self.owner} beat")
         log.info(
@@ -132,6 +146,8 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop claiming; let running jobs finish (up to drain_seconds); release the rest."""
+        if self.inbox is not None and self.runtime.inbox is self.inbox:
+            self.runtime.inbox = None  # nothing more is handed over; what is, still runs
         self._stopping.set()
         self._slot_freed.set()
         if self._loop_task is not None:
@@ -159,6 +175,8 @@ class Worker:
         next_sweep = next_retention = 0.0
         failures = 0  # consecutive failed loop turns (the database away)
         loop = asyncio.get_running_loop()
+        next_poll = loop.time()
+        assert self.inbox is not None
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_sweep:
@@ -167,29 +185,47 @@ class Worker:
                 if loop.time() >= next_retention:
                     next_retention = loop.time() + self.retention_every
                     self._spawn(self._retention(), None, None, self._chores)
+                for job in self.inbox.take():
+                    self._take(job)
                 # cleared before claiming: work announced from here on wakes the next wait
+                if self.runtime.work_ready.is_set() or loop.time() >= next_poll:
+                    self._claim_due = True
                 self.runtime.work_ready.clear()
                 self._slot_freed.clear()
-                claimed = await self._claim(self._free())
+                free = {
+                    model: n - self.inbox.reserved.get(KINDS[model], 0)
+                    for model, n in self._free().items()
+                }
+                claimed: list[tuple[JobModel, str]] = []
+                if self._claim_due and any(n > 0 for n in free.values()):
+                    claimed = await self._claim(free)
+                    next_poll = loop.time() + self.poll_seconds
+                    # a full batch: there may be more due rows; else wait to be told (or poll)
+                    self._claim_due = any(
+                        n > 0 and sum(1 for m, _ in claimed if m is model) >= n
+                        for model, n in free.items()
+                    )
                 failures = 0
                 for model, job_id in claimed:
                     self._held[job_id] = model
                     self._spawn(self._run_job(model, job_id), model, job_id, self._pools[model])
-                if not any(self._free().values()):
-                    await self._wait_for(self._slot_freed, self._stopping)
+                if not any(n > 0 for n in self._free().values()):
+                    await self._wait_for(self._slot_freed, self._stopping, self.inbox.ready)
                     continue
-                if claimed:
+                if claimed and self._claim_due:
                     continue  # there may be more due rows than one batch
                 await self._wait_for(
                     self.runtime.work_ready,
                     self._slot_freed,
                     self._stopping,
-                    at_most=self.poll_seconds,
+                    self.inbox.ready,
+                    at_most=max(0.0, next_poll - loop.time()),
                 )
             except Exception as exc:
                 # the database may be away for a while: keep the worker alive, back off
                 # (0.5 s, 1 s, 2 s … 10 s) and resume by itself when it answers again
                 failures += 1
+                self._claim_due = True
                 pause = min(LOOP_BACKOFF_CAP_SECS, self.poll_seconds * 2 ** min(failures - 1, 8))
                 if database_unavailable(exc):
                     log.warning(
@@ -198,6 +234,41 @@ class Worker:
                 else:
                     log.exception("worker loop error", owner=self.owner)
                 await self._wait_for(self._stopping, at_most=pause)
+
+    def _take(self, job: Handoff) -> None:
+        """A job handed over by this process (leased to us in its own transaction)."""
+        if job.kind == "recording" and isinstance(job.payload, NewRecording):
+            self._held[job.job_id] = Recording
+            self._spawn(
+                self._run_handed(job.job_id, self._run_new_recording(job.payload)),
+                Recording,
+                job.job_id,
+                self._pools[Recording],
+            )
+        elif job.kind == "event" and isinstance(job.payload, DeliveryContext):
+            self._spawn_delivery(job.payload)
+
+    def _spawn_delivery(self, context: DeliveryContext, also: Also | None = None) -> None:
+        """A delivery round from memory, in a delivery slot."""
+        event_id = context.event.id
+        self._held[event_id] = WebhookEvent
+        self._spawn(
+            self._run_handed(event_id, self._deliver_known(context, also)),
+            WebhookEvent,
+            event_id,
+            self._pools[WebhookEvent],
+        )
+
+    async def _run_handed(self, job_id: str, job: Coroutine[Any, Any, None]) -> None:
+        """As `_run_job`: a cancelled job stays held (stop() releases its lease)."""
+        try:
+            await job
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._held.pop(job_id, None)
+            raise
+        self._held.pop(job_id, None)
 
     @staticmethod
     async def _wait_for(*events: asyncio.Event, at_most: float | None = None) -> None:
@@ -208,6 +279,10 @@ class Worker:
         finally:
             for waiter in waits:
                 waiter.cancel()
+
+    def _free_for(self, kind: str) -> int:
+        """Free slots for the inbox's kind of job ("recording" or "event")."""
+        return self._free()[Recording if kind == "recording" else WebhookEvent]
 
     def _free(self) -> dict[JobModel, int]:
         return {model: self.limits[model] - len(pool) for model, pool in self._pools.items()}
@@ -283,10 +358,38 @@ class Worker:
                 outcome = await record_crash(self.uploads, recording_id, exc)
             await self._follow_up(recording_id, outcome)
 
+    async def _run_new_recording(self, new: NewRecording) -> None:
+        """A recording handed over by ingest (leased to us, in memory: no claim, no read)."""
+        assert self.uploads is not None
+        recording_id = new.recording.id
+        with structlog.contextvars.bound_contextvars(recording_id=recording_id):
+            try:
+                outcome = await process_recording(self.uploads, recording_id, new)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing can be written now: the lease expires, the job comes back
+                outcome = await record_crash(self.uploads, recording_id, exc)
+            await self._follow_up(recording_id, outcome)
+
     async def _follow_up(self, recording_id: str, outcome: Outcome) -> None:
-        """Send the event the state change made, then delete the staging copy."""
+        """Send the event the state change made, and delete the staging copy."""
         # its lease was cleared with the state change (or it was not ours anymore)
         self._held.pop(recording_id, None)
+        staging_key = outcome.staging_key
+        if outcome.event_id is not None and outcome.delivery is not None:
+            # the round from memory; the customer's copy is verified and committed, so the
+            # staging object goes now and its key is cleared in the round's own transaction
+            # (one commit fewer; a crash in between is finished by the sweep, as before)
+            forget: Also | None = None
+            if staging_key is not None and await delete_staging_object(
+                self.runtime, recording_id, staging_key
+            ):
+
+                async def forget(session: AsyncSession) -> None:
+                    await jobs.forget_staging_key(session, recording_id, staging_key)
+
+            self._spawn_delivery(outcome.delivery, forget)
+            return
         if outcome.event_id is not None:
             # the event is leased to this worker already: sent at once, in a delivery slot
             # (a slow receiver never holds the upload slot)
@@ -298,9 +401,13 @@ class Worker:
                 event_id,
                 self._pools[WebhookEvent],
             )
-        if outcome.staging_key is not None:
+        if staging_key is not None:
             # the customer's copy is verified and committed: the staging copy can go
-            await delete_staging_copy(self.runtime, recording_id, outcome.staging_key)
+            await delete_staging_copy(self.runtime, recording_id, staging_key)
+
+    async def _deliver_known(self, context: DeliveryContext, also: Also | None = None) -> None:
+        assert self.deliverer is not None
+        await self.deliverer.deliver_known(context, self.owner, also=also)
 
     async def _deliver(self, event_id: str) -> None:
         assert self.deliverer is not None

@@ -34,6 +34,7 @@ from callvault.credentials.service import StoredCredentials, load_configuration
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
+from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
@@ -42,6 +43,7 @@ from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind, 
 from callvault.storage.factory import open_custom_store
 from callvault.storage.local import LocalStore
 from callvault.webhooks import service as webhooks
+from callvault.webhooks.repository import DeliveryContext
 from callvault.worker import policy
 from callvault.worker import repository as jobs
 
@@ -90,19 +92,33 @@ class UploadContext:
 class Outcome:
     event_id: str | None = None  # a webhook event this worker holds, to send now
     staging_key: str | None = None  # a default-store copy to delete after that
+    # the event's round from memory (a handed-over recording: application and account known)
+    delivery: DeliveryContext | None = None
 
 
 class Retry(Exception):
     """A failure that is worth another try (a transient StorageError, a failed verification)."""
 
 
-async def process_recording(ctx: UploadContext, recording_id: str) -> Outcome:
-    """Move one claimed recording to its final place; never raises for storage failures."""
+async def process_recording(
+    ctx: UploadContext, recording_id: str, new: NewRecording | None = None
+) -> Outcome:
+    """Move one claimed recording to its final place; never raises for storage failures.
+
+    `new`: a recording ingest handed over in memory (written leased to this worker): not
+    read again."""
     runtime = ctx.runtime
     try:
         # reads only (every later change is conditional on the lease): no write lock
         async with runtime.sessions() as session:
-            recording = await session.get(Recording, recording_id, populate_existing=True)
+            if new is None:
+                # claimed: the row with its application and account, in one read
+                found = await jobs.recording_job(session, recording_id)
+                if found is not None and found[1] is not None:
+                    new = NewRecording(found[0], found[1], found[2])
+                recording: Recording | None = found[0] if found is not None else None
+            else:
+                recording = new.recording
             if (
                 recording is None
                 or recording.status != RecordingStatus.RECEIVED
@@ -119,7 +135,7 @@ async def process_recording(ctx: UploadContext, recording_id: str) -> Outcome:
     with structlog.contextvars.bound_contextvars(connection_id=recording.connection_id):
         if credentials is None:
             return await _finish_in_default_store(ctx, recording)
-        return await _upload_to_custom(ctx, recording, credentials)
+        return await _upload_to_custom(ctx, recording, credentials, new)
 
 
 async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> Outcome:
@@ -139,7 +155,10 @@ async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> 
 
 
 async def _upload_to_custom(
-    ctx: UploadContext, recording: Recording, credentials: StoredCredentials
+    ctx: UploadContext,
+    recording: Recording,
+    credentials: StoredCredentials,
+    new: NewRecording | None = None,
 ) -> Outcome:
     secrets = [str(value) for value in credentials.configuration.values()]
     started = asyncio.get_running_loop().time()
@@ -174,17 +193,9 @@ async def _upload_to_custom(
                     **encryption.object_metadata(recording.encryption_details),
                 },
             )
-        info = await store.head(key)
-        if info is None:
-            raise Retry(f"{backend}: the object is missing right after the upload")
-        if info.size != recording.size_bytes:
-            raise Retry(
-                f"{backend}: size after upload is {info.size} bytes, "
-                f"expected {recording.size_bytes}"
-            )
-        stored_sha = info.metadata.get("sha256")
-        if stored_sha is not None and stored_sha != recording.sha256:
-            raise Retry(f"{backend}: sha256 metadata after upload does not match")
+        if not store.checks_uploads:
+            # the store checked no checksum of what it received: at least look at it
+            await _verify_by_head(store, key, recording)
     except StorageError as exc:
         UPLOADS.labels(
             backend=backend, outcome="transient" if not exc.kind.permanent else "permanent"
@@ -226,12 +237,38 @@ async def _upload_to_custom(
                 recording_url=url,
                 lease_owner=ctx.owner,
                 lease_until=ctx.lease_until(),
+                application=new.application if new is not None else None,
             )
     if not stored:
         await _discard_if_deleted(ctx, recording.id, store, key)
         return Outcome()
     log.info("recording stored", recording_id=recording.id, location=backend)
-    return Outcome(event_id=event.id if event else None, staging_key=recording.default_store_key)
+    delivery = None
+    if new is not None and event is not None:
+        # what the round needs is in memory: the placement just written, the rows ingest read
+        recording.status = RecordingStatus.STORED
+        recording.backend, recording.bucket, recording.object_key = backend, store.bucket, key
+        recording.recording_url = url
+        delivery = DeliveryContext(event, new.application, new.account, recording)
+    return Outcome(
+        event_id=event.id if event else None,
+        staging_key=recording.default_store_key,
+        delivery=delivery,
+    )
+
+
+async def _verify_by_head(store: ObjectStore, key: str, recording: Recording) -> None:
+    info = await store.head(key)
+    backend = store.backend
+    if info is None:
+        raise Retry(f"{backend}: the object is missing right after the upload")
+    if info.size != recording.size_bytes:
+        raise Retry(
+            f"{backend}: size after upload is {info.size} bytes, expected {recording.size_bytes}"
+        )
+    stored_sha = info.metadata.get("sha256")
+    if stored_sha is not None and stored_sha != recording.sha256:
+        raise Retry(f"{backend}: sha256 metadata after upload does not match")
 
 
 async def _discard_if_deleted(
@@ -392,13 +429,21 @@ async def staged_file(runtime: Runtime, key: str) -> AsyncIterator[Path]:
 
 async def delete_staging_copy(runtime: Runtime, recording_id: str, key: str) -> bool:
     """Delete a stored recording's default-store copy, then forget its key (idempotent)."""
+    if not await delete_staging_object(runtime, recording_id, key):
+        return False
+    async with transaction(runtime.sessions) as session:
+        await jobs.forget_staging_key(session, recording_id, key)
+    return True
+
+
+async def delete_staging_object(runtime: Runtime, recording_id: str, key: str) -> bool:
+    """Delete the default-store copy only (its key is forgotten by the caller's transaction,
+    or by the sweep); whether it is gone."""
     try:
         await runtime.default_store.delete(key)
     except StorageError as exc:
         log.warning("staging copy not deleted yet", recording_id=recording_id, detail=exc.reason)
         return False
-    async with transaction(runtime.sessions) as session:
-        await jobs.forget_staging_key(session, recording_id, key)
     return True
 
 

@@ -1,0 +1,153 @@
+"""The database budget of one recording (issue 14), counted over the real flow: ingest over
+HTTP, the in-process worker, the customer bucket (SeaweedFS) or the default store, the signed
+webhook, the staging copy's removal.
+
+A SQLAlchemy event listener on the runtime's engine counts every statement but the transaction
+control ones (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PRAGMA) and every commit of a transaction that
+wrote (INSERT, UPDATE, DELETE): those are the commits that fsync (SQLite WAL with
+synchronous=FULL, PostgreSQL). The test's own checks read through a second engine, which is
+not counted. The worker polls rarely here (60 s), so what is counted is what the recordings
+cost, not the idle polling of an empty queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callvault.accounts.service import NewAccount
+from callvault.db import make_engine
+from callvault.recordings.models import Recording
+from callvault.runtime import Runtime
+from callvault.webhooks.models import WebhookEvent
+from callvault.worker.runner import Worker
+from tests.receiver import WebhookReceiver
+from tests.servers import SeaweedFS
+from tests.worker.flow import create_application, ingest, make_wav, set_credentials
+from tests.worker.test_custom_storage import new_bucket, s3_generic
+
+RECORDINGS = 4
+MAX_STATEMENTS_PER_RECORDING = 8
+MAX_FSYNCED_COMMITS = {"default": 2, "custom": 3}
+_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+@dataclass
+class SqlCounter:
+    """Statements and fsynced commits on one engine while attached."""
+
+    statements: list[str] = field(default_factory=list)
+    fsynced_commits: int = 0
+    _writing: set[int] = field(default_factory=set)
+
+    def attach(self, engine: AsyncEngine) -> None:
+        event.listen(engine.sync_engine, "before_cursor_execute", self._execute)
+        event.listen(engine.sync_engine, "commit", self._commit)
+        event.listen(engine.sync_engine, "rollback", self._rollback)
+
+    def detach(self, engine: AsyncEngine) -> None:
+        event.remove(engine.sync_engine, "before_cursor_execute", self._execute)
+        event.remove(engine.sync_engine, "commit", self._commit)
+        event.remove(engine.sync_engine, "rollback", self._rollback)
+
+    @staticmethod
+    def _key(conn: Any) -> int:
+        return id(conn.connection.dbapi_connection)
+
+    def _execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+        if verb in _CONTROL:
+            return
+        self.statements.append(" ".join(statement.split())[:160])
+        if verb in _WRITES:
+            self._writing.add(self._key(conn))
+
+    def _commit(self, conn: Any) -> None:
+        key = self._key(conn)
+        if key in self._writing:
+            self._writing.discard(key)
+            self.fsynced_commits += 1
+
+    def _rollback(self, conn: Any) -> None:
+        self._writing.discard(self._key(conn))
+
+
+async def _wait(check: Callable[[], Any], what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within} s")
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("storage", ["default", "custom"])
+async def test_statements_and_fsynced_commits_per_recording(
+    storage: str,
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    account: NewAccount,
+    seaweedfs: SeaweedFS,
+    webhook_receiver: WebhookReceiver,
+    start_worker: Callable[..., Worker],
+) -> None:
+    connection_id = await create_application(api, account.api_key, webhook_receiver.url())
+    if storage == "custom":
+        configuration = s3_generic(seaweedfs, new_bucket(seaweedfs))
+        await set_credentials(api, account.api_key, connection_id, "s3-generic", configuration)
+    await start_worker(poll_seconds=60.0, lease_seconds=600.0)
+    checks = make_engine(runtime.settings.database_url)  # not counted
+
+    async def settled(recording_id: str) -> bool:
+        async with checks.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(Recording.status, Recording.backend, Recording.default_store_key).where(
+                        Recording.id == recording_id
+                    )
+                )
+            ).one()
+            events = (
+                await conn.execute(
+                    select(WebhookEvent.status).where(WebhookEvent.recording_id == recording_id)
+                )
+            ).all()
+        staging_gone = storage == "default" or row.default_store_key is None
+        delivered = [e.status for e in events] == ["delivered"]
+        return row.status == "stored" and staging_gone and delivered
+
+    # warm-up: the worker's first claim and the store's client are not what a recording costs
+    warm_up, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.2))
+    await webhook_receiver.wait_for(1, within=60)
+    await _wait(lambda: settled(warm_up), "warm-up recording settled")
+
+    counter = SqlCounter()
+    counter.attach(runtime.engine)
+    try:
+        for n in range(RECORDINGS):
+            recording_id, _ = await ingest(
+                api, runtime.settings.ingest_token, connection_id, make_wav(0.2)
+            )
+            await webhook_receiver.wait_for(2 + n, within=60)
+            await _wait(lambda rid=recording_id: settled(rid), f"recording {n} settled")
+    finally:
+        counter.detach(runtime.engine)
+        await checks.dispose()
+
+    statements = len(counter.statements) / RECORDINGS
+    commits = counter.fsynced_commits / RECORDINGS
+    print(
+        f"\n{storage} store, {runtime.engine.dialect.name}: {statements:.2f} statements, "
+        f"{commits:.2f} fsynced commits per recording"
+    )
+    listing = "\n".join(counter.statements)
+    assert statements <= MAX_STATEMENTS_PER_RECORDING, listing
+    assert commits <= MAX_FSYNCED_COMMITS[storage], listing
