@@ -37,7 +37,7 @@ class Application(Base):
         ),
         index=True,
     )
-    # the rest of Telnyx's application object, stored and answered as written (migration 0002)
+    # the rest of Telnyx's application object, stored and answered as written (migration 0004)
     anchorsite_override: Mapped[str] = mapped_column(
         String(32), default="Latency", server_default="Latency"
     )

@@ -38,7 +38,7 @@ class Recording(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "call_leg_id", "recording_started_at"),
         Index("ix_recordings_due", "status", "next_attempt_at"),
-        # the Recordings API's filters, each within one account (migration 0002)
+        # the Recordings API's filters, each within one account (migration 0004)
         *(Index(f"ix_recordings_account_{column}", "account_id", column) for column in FILTERED),
     )
 

@@ -57,7 +57,7 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # what GET /v2/webhook_deliveries shows of the exchange (migration 0002)
+    # what GET /v2/webhook_deliveries shows of the exchange (migration 0004)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     request_headers: Mapped[list[Any] | None] = mapped_column(JSON)

@@ -1,7 +1,7 @@
 """keyless access: the ExternalId callvault generates per connection
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01 22:30:00
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import callvault.db
 
 revision = "0003"
-down_revision = "0004"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

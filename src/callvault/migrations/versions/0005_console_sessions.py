@@ -1,7 +1,7 @@
 """console sessions
 
-Revision ID: 0006
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 22:30:00.000000
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import callvault.db
 
-revision = "0006"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

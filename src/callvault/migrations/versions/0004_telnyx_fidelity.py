@@ -1,8 +1,8 @@
 """Telnyx fidelity: recording call facts and filter indexes, every application field, the
 webhook delivery record of each attempt.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0004
+Revises: 0003
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 
 import callvault.db
 
-revision = "0002"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None

@@ -1,6 +1,6 @@
 """recording encryption: customers' public keys, the application's key, the recording's details
 
-Revision ID: 0004
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-01 22:30:00
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 import callvault.db
 
-revision = "0004"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
