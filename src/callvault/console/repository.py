@@ -4,10 +4,9 @@ Everything else the pages show comes from the services the /v2 API uses."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
@@ -68,63 +67,3 @@ async def attempt_outcomes_since(
         .where(WebhookEvent.account_id == account_id, WebhookAttempt.created_at >= since)
     )
     return [(code, moment) for code, moment in rows]
-
-
-# ---- webhook deliveries
-
-
-async def events_page(
-    session: AsyncSession,
-    account_id: str,
-    *,
-    status: str | None,
-    recording_id: str | None,
-    offset: int,
-    limit: int,
-) -> tuple[list[WebhookEvent], int]:
-    """One page of the account's webhook events, newest first, and the total count."""
-    conditions = [WebhookEvent.account_id == account_id]
-    if status is not None:
-        conditions.append(WebhookEvent.status == status)
-    if recording_id is not None:
-        conditions.append(WebhookEvent.recording_id == recording_id)
-    total = int(
-        await session.scalar(select(func.count()).select_from(WebhookEvent).where(*conditions)) or 0
-    )
-    if offset >= total:
-        return [], total
-    rows = await session.scalars(
-        select(WebhookEvent)
-        .where(*conditions)
-        .order_by(WebhookEvent.created_at.desc(), WebhookEvent.id.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows), total
-
-
-async def event_for_account(
-    session: AsyncSession, account_id: str, event_id: str
-) -> WebhookEvent | None:
-    return await session.scalar(
-        select(WebhookEvent).where(
-            WebhookEvent.id == event_id, WebhookEvent.account_id == account_id
-        )
-    )
-
-
-async def attempts_of(
-    session: AsyncSession, event_ids: Sequence[str]
-) -> dict[str, list[WebhookAttempt]]:
-    """Every attempt of these events, oldest first, by event id."""
-    found: dict[str, list[WebhookAttempt]] = {event_id: [] for event_id in event_ids}
-    if not event_ids:
-        return found
-    rows = await session.scalars(
-        select(WebhookAttempt)
-        .where(WebhookAttempt.event_id.in_(list(event_ids)))
-        .order_by(WebhookAttempt.created_at, WebhookAttempt.id)
-    )
-    for attempt in rows:
-        found[attempt.event_id].append(attempt)
-    return found
