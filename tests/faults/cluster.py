@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -458,3 +459,26 @@ _sdk = telnyx.Telnyx(api_key="KEY-not-used-for-verification")
 def verify_signature(delivery: Delivery, public_key: str) -> Any:
     """The official SDK's unwrap, as a customer calls it: raises unless the signature holds."""
     return _sdk.webhooks.unwrap(delivery.body, headers=delivery.headers, key=public_key)
+
+
+def assert_all_landed(
+    objects: Mapping[str, bytes],
+    sent_by_leg: Mapping[str, bytes],
+    deliveries: Iterable[Delivery],
+    public_key: str,
+    recording_ids: Iterable[str],
+) -> None:
+    """Every accepted recording is in the bucket with the bytes sent (keys end in
+    `{call_leg_id}-{seconds}`), exactly once, and each has a `call.recording.saved` webhook
+    whose signature the official SDK verifies."""
+    assert len(objects) == len(sent_by_leg)
+    for key, data in objects.items():
+        leg = key.rsplit("/", 1)[1].rsplit("-", 1)[0]
+        assert hashlib.sha256(data).digest() == hashlib.sha256(sent_by_leg[leg]).digest(), key
+    verified = set()
+    for delivery in deliveries:
+        if 200 <= delivery.answered < 300:
+            verify_signature(delivery, public_key)
+            assert delivery.event_type == "call.recording.saved"
+            verified.add(delivery.payload["recording_id"])
+    assert verified == set(recording_ids)
