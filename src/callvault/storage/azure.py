@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 from obstore.store import AzureStore
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -43,6 +43,7 @@ from callvault.storage.configuration import (
     invalid,
     looks_masked,
     one_form,
+    path_style_url,
 )
 from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Codes, Phrases
 from callvault.storage.obstore_store import (
@@ -161,8 +162,8 @@ def blob_endpoint(account_name: str) -> str:
 
 
 def canonical_url(endpoint: str, container: str, key: str) -> str:
-    """`{endpoint}/{container}/{key}`, the key percent-encoded so that the URL stays valid."""
-    return f"{endpoint.rstrip('/')}/{container}/{quote(key, safe='/')}"
+    """`{endpoint}/{container}/{key}`: the blob URL."""
+    return path_style_url(endpoint, container, key)
 
 
 ERROR_CODES: Codes = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -35,6 +36,12 @@ MASKED_ANSWER = "Masked: all but the last 4 characters."
 # stored with it, never answered)
 EXTERNAL_ID_KEY = "external_id"
 CONNECTION_ID_KEY = "connection_id"
+
+
+def path_style_url(endpoint: str, bucket: str, key: str) -> str:
+    """`{endpoint}/{bucket}/{key}` (an Azure container, an s3-generic bucket), the key
+    percent-encoded so that the URL stays valid."""
+    return f"{endpoint.rstrip('/')}/{bucket}/{quote(key, safe='/')}"
 
 
 def mask(secret: str) -> str:

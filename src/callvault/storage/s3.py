@@ -36,7 +36,7 @@ import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from obstore.store import S3Store
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -71,6 +71,7 @@ from callvault.storage.configuration import (
     looks_masked,
     no_whitespace,
     one_form,
+    path_style_url,
 )
 from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Codes
 from callvault.storage.obstore_store import (
@@ -143,7 +144,7 @@ def generic_canonical_url(endpoint: str, bucket: str, key: str) -> str:
     """`{endpoint}/{bucket}/{key}`, the key percent-encoded so that the URL stays valid."""
     if not endpoint:
         raise ValueError("s3-generic needs its endpoint")
-    return f"{endpoint.rstrip('/')}/{bucket}/{quote(key, safe='/')}"
+    return path_style_url(endpoint, bucket, key)
 
 
 # Service error codes -> kind and an explanation a customer can act on
