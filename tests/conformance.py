@@ -13,8 +13,9 @@ status (or its `default`), with two readings the reference notes ask for:
 spec does not have (our own operations) and statuses without a JSON body are not checked.
 
 The spec file is found at `<repo>/../shared/reference/telnyx-openapi-subset.yml` (CI checks
-the repository out beside `shared/`), else beside the main checkout of a git worktree, else at
-`$CALLVAULT_TELNYX_SPEC`. If none exists the check fails loudly, never silently passes.
+the repository out beside `shared/`), else beside the main checkout of a git worktree, else the
+copy kept in `tests/reference/` (so a clone anywhere runs the suite); `$CALLVAULT_TELNYX_SPEC`
+overrides them all. If none exists the check fails loudly, never silently passes.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def spec_path() -> Path:
     if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
         gitdir = Path(git.read_text().split(":", 1)[1].strip())
         candidates.append(gitdir.parent.parent.parent.parent / SPEC_NAME)
+    candidates.append(REPO / "tests" / "reference" / SPEC_NAME.rsplit("/", 1)[1])
     if os.environ.get("CALLVAULT_TELNYX_SPEC"):
         candidates.insert(0, Path(os.environ["CALLVAULT_TELNYX_SPEC"]))
     for candidate in candidates:
