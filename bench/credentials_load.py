@@ -2,13 +2,15 @@
 concurrent connections from `wrk`, requests/s and latency percentiles.
 
     .venv/bin/python bench/credentials_load.py [--connections 32] [--duration 10]
-                                               [--threads 2] [--json] [--profile FILE]
+                                               [--threads 2] [--rounds 3] [--json]
+                                               [--profile FILE]
 
 The server is a child process on a fresh temp data dir (embedded defaults, worker on). Its
 credentials are s3-generic (the configuration is decrypted and masked on every GET). `wrk`
 comes from Debian (`apt-get install -y wrk`; `make bench` installs it when missing).
-Targets (issue 14), against `GET /health` on the same server in the same run (measured right
-after, same wrk options): >= 0.6 x health's requests/s and p99 <= 2 x health's p99.
+Targets (issue 14), against `GET /health` on the same server in the same run, same wrk options,
+in `--rounds` pairs whose order alternates: >= 0.6 x health's requests/s and p99 <= 2 x
+health's p99, each the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,11 +80,35 @@ def wrk(url: str, api_key: str, *, connections: int, duration: int, threads: int
     ).stdout
 
 
+def measure(
+    serve: ServeProcess, url: str, api_key: str, args: argparse.Namespace, profile: Path | None
+) -> dict[str, Any]:
+    """One wrk run against `url`, with the serve process's CPU over it."""
+    cpu_before = serve.cpu_seconds()
+    started = time.monotonic()
+    options = {"connections": args.connections, "duration": args.duration, "threads": args.threads}
+    if profile is not None:
+        with Profiler(serve.pid, profile.resolve()):
+            output = wrk(url, api_key, **options)
+    else:
+        output = wrk(url, api_key, **options)
+    elapsed = time.monotonic() - started
+    cpu = serve.cpu_seconds() - cpu_before
+    result = parse_wrk(output)
+    result["serve_cpu_ms_per_request"] = (
+        round(cpu * 1000 / result["requests"], 3) if result["requests"] else None
+    )
+    result["serve_cpu_cores"] = round(cpu / elapsed, 2)
+    result["wrk_output"] = output
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10, help="seconds of measured load")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs (credentials, health)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", type=Path, help="py-spy the serve process into FILE")
     parser.add_argument(
@@ -92,6 +119,7 @@ def main() -> int:
         print("wrk is missing: apt-get install -y wrk (make bench does it)", file=sys.stderr)
         return 2
 
+    rounds: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp,
         ServeProcess(Path(tmp), src=args.src) as serve,
@@ -110,62 +138,60 @@ def main() -> int:
             },
         )
         url = f"{serve.url}/v2/custom_storage_credentials/{account.connection_id}"
+        health_url = f"{serve.url}/health"
         check = httpx.get(url, headers={"Authorization": f"Bearer {account.api_key}"})
         check.raise_for_status()
-        # warm-up: code paths, connection pool, SQLite pages
-        wrk(url, account.api_key, connections=args.connections, duration=2, threads=args.threads)
+        # warm-up of both: code paths, connection pool, SQLite pages
+        for warm in (url, health_url):
+            wrk(warm, account.api_key, connections=args.connections, duration=2, threads=2)
         load_before = load_average()
-        cpu_before = serve.cpu_seconds()
-        started = time.monotonic()
-        if args.profile is not None:
-            with Profiler(serve.pid, args.profile.resolve()):
-                output = wrk(
-                    url,
-                    account.api_key,
-                    connections=args.connections,
-                    duration=args.duration,
-                    threads=args.threads,
-                )
-        else:
-            output = wrk(
-                url,
-                account.api_key,
-                connections=args.connections,
-                duration=args.duration,
-                threads=args.threads,
+        for number in range(args.rounds):
+            # the reference is the cheapest request the server answers, same load, same run;
+            # the order alternates so that neither side always runs on a warmer machine
+            order = [("credentials", url), ("health", health_url)]
+            if number % 2:
+                order.reverse()
+            pair: dict[str, Any] = {}
+            for name, target in order:
+                profile = args.profile if name == "credentials" and number == 0 else None
+                pair[name] = measure(serve, target, account.api_key, args, profile)
+            pair["rps_ratio"] = (
+                pair["credentials"]["requests_per_s"] / pair["health"]["requests_per_s"]
             )
-        elapsed = time.monotonic() - started
-        cpu = serve.cpu_seconds() - cpu_before
+            pair["p99_ratio"] = pair["credentials"].get("latency_p99_ms", float("inf")) / pair[
+                "health"
+            ].get("latency_p99_ms", 1.0)
+            rounds.append(pair)
+            if not args.json:
+                print(round_line(number + 1, pair))
         peak_rss = serve.status_mb("VmHWM")
-        # the reference: the cheapest request the server answers, same load, same run
-        health_output = wrk(
-            f"{serve.url}/health",
-            account.api_key,
-            connections=args.connections,
-            duration=args.duration,
-            threads=args.threads,
-        )
 
-    result = parse_wrk(output)
-    health = parse_wrk(health_output)
-    result.update(
-        connections=args.connections,
-        duration_s=args.duration,
-        wrk_threads=args.threads,
-        serve_cpu_ms_per_request=(
-            round(cpu * 1000 / result["requests"], 3) if result["requests"] else None
-        ),
-        serve_cpu_cores=round(cpu / elapsed, 2),
-        serve_peak_rss_mb=round(peak_rss, 1),
-        load_average_before=round(load_before, 2),
-        load_average_after=round(load_average(), 2),
-        health=health,
-        rps_ratio=round(result["requests_per_s"] / health["requests_per_s"], 3),
-        p99_ratio=round(
-            result.get("latency_p99_ms", float("inf")) / health.get("latency_p99_ms", 1.0), 3
-        ),
-        targets={"rps_ratio_min": TARGET_RPS_RATIO, "p99_ratio_max": TARGET_P99_RATIO},
-    )
+    def median_of(side: str, key: str) -> float:
+        return statistics.median(pair[side][key] for pair in rounds)
+
+    result: dict[str, Any] = {
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "wrk_threads": args.threads,
+        "rounds": len(rounds),
+        "requests_per_s": median_of("credentials", "requests_per_s"),
+        "latency_p50_ms": median_of("credentials", "latency_p50_ms"),
+        "latency_p99_ms": median_of("credentials", "latency_p99_ms"),
+        "serve_cpu_ms_per_request": median_of("credentials", "serve_cpu_ms_per_request"),
+        "non_2xx": sum(pair["credentials"]["non_2xx"] for pair in rounds),
+        "serve_peak_rss_mb": round(peak_rss, 1),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(load_average(), 2),
+        "health": {
+            "requests_per_s": median_of("health", "requests_per_s"),
+            "latency_p50_ms": median_of("health", "latency_p50_ms"),
+            "latency_p99_ms": median_of("health", "latency_p99_ms"),
+            "serve_cpu_ms_per_request": median_of("health", "serve_cpu_ms_per_request"),
+        },
+        "rps_ratio": round(statistics.median(pair["rps_ratio"] for pair in rounds), 3),
+        "p99_ratio": round(statistics.median(pair["p99_ratio"] for pair in rounds), 3),
+        "targets": {"rps_ratio_min": TARGET_RPS_RATIO, "p99_ratio_max": TARGET_P99_RATIO},
+    }
     met = (
         result["rps_ratio"] >= TARGET_RPS_RATIO
         and result["p99_ratio"] <= TARGET_P99_RATIO
@@ -175,24 +201,37 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(output.rstrip())
+        print(rounds[0]["credentials"]["wrk_output"].rstrip())
+        health = result["health"]
         print(
-            f"\nGET credentials, {args.connections} connections, {args.duration} s: "
-            f"{result['requests_per_s']:.0f} req/s, p50 {result.get('latency_p50_ms')} ms, "
-            f"p99 {result.get('latency_p99_ms')} ms, non-2xx {result['non_2xx']}; serve CPU "
-            f"{result['serve_cpu_ms_per_request']} ms/request ({result['serve_cpu_cores']} "
-            f"cores); load {result['load_average_before']} -> {result['load_average_after']}"
+            f"\nGET credentials, {args.connections} connections, {args.duration} s, median of "
+            f"{len(rounds)} rounds: {result['requests_per_s']:.0f} req/s, p50 "
+            f"{result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, non-2xx "
+            f"{result['non_2xx']}; serve CPU {result['serve_cpu_ms_per_request']} ms/request; "
+            f"load {result['load_average_before']} -> {result['load_average_after']}"
         )
         print(
             f"GET /health, same options: {health['requests_per_s']:.0f} req/s, p50 "
-            f"{health.get('latency_p50_ms')} ms, p99 {health.get('latency_p99_ms')} ms"
+            f"{health['latency_p50_ms']} ms, p99 {health['latency_p99_ms']} ms, serve CPU "
+            f"{health['serve_cpu_ms_per_request']} ms/request"
         )
         print(
-            f"ratios: req/s {result['rps_ratio']:.2f} (target >= {TARGET_RPS_RATIO}), p99 "
-            f"{result['p99_ratio']:.2f} (target <= {TARGET_P99_RATIO}): "
-            + ("met" if met else "NOT MET")
+            f"ratios (median of the rounds' ratios): req/s {result['rps_ratio']:.2f} (target >= "
+            f"{TARGET_RPS_RATIO}), p99 {result['p99_ratio']:.2f} (target <= "
+            f"{TARGET_P99_RATIO}): " + ("met" if met else "NOT MET")
         )
     return 0 if met else 1
+
+
+def round_line(number: int, pair: dict[str, Any]) -> str:
+    credentials, health = pair["credentials"], pair["health"]
+    return (
+        f"  round {number}: credentials {credentials['requests_per_s']:.0f} req/s p99 "
+        f"{credentials.get('latency_p99_ms')} ms cpu {credentials['serve_cpu_ms_per_request']} "
+        f"ms/req | health {health['requests_per_s']:.0f} req/s p99 "
+        f"{health.get('latency_p99_ms')} ms cpu {health['serve_cpu_ms_per_request']} ms/req | "
+        f"ratios {pair['rps_ratio']:.2f} / {pair['p99_ratio']:.2f}  load {load_average():.2f}"
+    )
 
 
 if __name__ == "__main__":

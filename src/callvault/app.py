@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from callvault import __version__
+from callvault.credentials.cached_get import CachedCredentialsGet
 from callvault.errors import install_error_handlers
 from callvault.limits import InputLimits
 from callvault.query import document_unknown_parameters, reject_unknown_query
@@ -44,6 +45,8 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    # the hot credentials GET from its cache, inside the input limits (credentials/cached_get.py)
+    app.add_middleware(CachedCredentialsGet, runtime=runtime)
     app.add_middleware(InputLimits, max_bytes=runtime.settings.max_json_bytes)
     include_routers(app)
     document_unknown_parameters(app)

@@ -8,12 +8,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callvault.accounts import service as accounts
-from callvault.accounts.keys import api_key_matches, hash_api_key
+from callvault.accounts.keys import hash_api_key
 from callvault.accounts.models import Account
 from callvault.errors import unauthorized
 from callvault.runtime import Runtime
 
-bearer = HTTPBearer(auto_error=False, description="An account API key")
 ingest_bearer = HTTPBearer(auto_error=False, description="The ingest token", scheme_name="ingest")
 
 
@@ -28,24 +27,42 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime_of(request)
 
 
-async def current_account(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-) -> Account:
-    if credentials is None or not credentials.credentials:
-        raise unauthorized("Authentication failed: send 'Authorization: Bearer <API key>'.")
-    runtime = runtime_of(request)
-    key_hash = hash_api_key(credentials.credentials)
+def cached_account(runtime: Runtime, api_key: str) -> Account | None:
+    """The account of `api_key` from this process's cache (accounts/cache.py), or None."""
+    key_hash = hash_api_key(api_key)
     account = runtime.accounts.get(key_hash)
-    # a cached account is still compared in constant time, like one read from the database
-    if account is not None and api_key_matches(credentials.credentials, account.api_key_hash):
+    # still compared in constant time, like a hash read from the database
+    if account is not None and hmac.compare_digest(key_hash, account.api_key_hash):
         return account
-    async with runtime.sessions() as session:
-        account = await accounts.authenticate(session, credentials.credentials)
-    if account is None:
-        raise unauthorized("Authentication failed: the API key is not valid.")
-    runtime.accounts.put(key_hash, account)
-    return account
+    return None
+
+
+class AccountBearer(HTTPBearer):
+    """The account of the request's API key, as one dependency: `HTTPBearer` reads the header
+    and this resolves the key in the same call. As two dependencies (the header, then the
+    account) FastAPI's dependency solving was the largest cost of a cached GET
+    (bench/credentials_load.py, docs/performance.md). OpenAPI still shows the HTTPBearer scheme."""
+
+    async def __call__(self, request: Request) -> Account:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None or not credentials.credentials:
+            raise unauthorized("Authentication failed: send 'Authorization: Bearer <API key>'.")
+        runtime = runtime_of(request)
+        account = cached_account(runtime, credentials.credentials)
+        if account is not None:
+            return account
+        key_hash = hash_api_key(credentials.credentials)
+        async with runtime.sessions() as session:
+            account = await accounts.authenticate(session, credentials.credentials)
+        if account is None:
+            raise unauthorized("Authentication failed: the API key is not valid.")
+        runtime.accounts.put(key_hash, account)
+        return account
+
+
+current_account = AccountBearer(
+    auto_error=False, description="An account API key", scheme_name="HTTPBearer"
+)
 
 
 async def require_ingest_token(

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callvault.accounts.cache import AccountCache
 from callvault.config import Settings
-from callvault.db import make_engine, make_sessionmaker, utcnow
+from callvault.credentials.answers import AnswerCache
+from callvault.db import LoopReader, make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
 from callvault.storage.factory import open_default_store
 
@@ -77,6 +78,10 @@ class Runtime:
     work_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # API-key lookups of this process (accounts/cache.py)
     accounts: AccountCache = field(default_factory=AccountCache)
+    # rendered credentials GET answers (credentials/answers.py)
+    credential_answers: AnswerCache = field(default_factory=AnswerCache)
+    # tiny SQLite reads on the event loop itself (None on PostgreSQL)
+    loop_reader: LoopReader | None = None
     # default-store keys ingest is writing right now (recordings/ingest.py): two recordings
     # of one leaf in one second never share a key, even before either row is committed
     ingest_keys: set[str] = field(default_factory=set)
@@ -96,7 +101,10 @@ class Runtime:
                 public_url=settings.public_url,
                 link_secret=settings.link_secret,
             ),
+            loop_reader=LoopReader.for_url(settings.database_url),
         )
 
     async def close(self) -> None:
+        if self.loop_reader is not None:
+            self.loop_reader.close()
         await self.engine.dispose()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from callvault.accounts.models import Account
-from callvault.auth import current_account, get_runtime
+from callvault.auth import current_account, get_runtime, runtime_of
 from callvault.credentials import service
 from callvault.credentials.schemas import (
     AwsRoleSetupResponse,
@@ -68,11 +68,12 @@ async def create_credentials(
     description="The connection's storage settings." + MASKING_NOTE,
 )
 async def retrieve_credentials(
-    connection_id: ConnectionId,
-    account: Account = Depends(current_account),
-    runtime: Runtime = Depends(get_runtime),
-) -> CredentialsResponse:
-    return await service.retrieve(runtime, account.id, connection_id)
+    request: Request, connection_id: ConnectionId, account: Account = Depends(current_account)
+) -> Response:
+    # rendered once per change of the credentials (response_model above is the schema); the
+    # runtime read off the request, not as one more dependency: this GET is the hot one
+    body = await service.retrieve_rendered(runtime_of(request), account.id, connection_id)
+    return Response(body, media_type="application/json")
 
 
 @router.put(

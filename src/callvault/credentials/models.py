@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callvault.db import Base, utcnow
@@ -42,3 +42,14 @@ class ExternalId(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     external_id: Mapped[str] = mapped_column(String(96), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CredentialsGeneration(Base):
+    """One row (id 1) whose value database triggers bump on every insert, update or delete of
+    storage_credentials (migration 0006), whoever makes it: the API caches rendered answers
+    against it (credentials/answers.py)."""
+
+    __tablename__ = "credentials_generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger)

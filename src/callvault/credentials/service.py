@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,6 +229,33 @@ async def retrieve(runtime: Runtime, account_id: str, connection_id: str) -> Cre
         raise _connection_not_found()
     configuration = open_configuration(keyring, connection_id, row.configuration_sealed)
     return _response(connection_id, row.backend, configuration)
+
+
+async def retrieve_rendered(runtime: Runtime, account_id: str, connection_id: str) -> bytes:
+    """`retrieve` as the JSON body of the answer, from runtime.credential_answers while the
+    credentials generation has not moved (credentials/answers.py)."""
+    generation = await _generation(runtime)
+    body = runtime.credential_answers.get(connection_id, account_id, generation)
+    if body is None:
+        response = await retrieve(runtime, account_id, connection_id)
+        body = response.model_dump_json(exclude_none=True).encode()
+        runtime.credential_answers.put(connection_id, account_id, generation, body)
+    return body
+
+
+async def cached_answer(runtime: Runtime, account_id: str, connection_id: str) -> bytes | None:
+    """The cached body of `retrieve_rendered`, or None when it would have to be rendered."""
+    return runtime.credential_answers.get(connection_id, account_id, await _generation(runtime))
+
+
+async def _generation(runtime: Runtime) -> int:
+    if runtime.loop_reader is not None:
+        try:
+            return repository.generation_on_loop(runtime.loop_reader)
+        except sqlite3.Error:
+            pass  # e.g. busy during recovery: the session waits where the loop must not
+    async with runtime.sessions() as session:
+        return await repository.generation(session)
 
 
 async def replace(
