@@ -19,11 +19,12 @@ Quirks kept here:
   mapped to transient: the worker retries. A refused Put Blob stores nothing; refused blocks are
   never committed (Azure drops uncommitted blocks after a week), so the key holds nothing
   corrupt, at worst the previous intact blob. Cost per recording: the MD5 of the file, computed
-  while it is sent (~2 ms per MB of CPU); no extra request, no download. Memory: the SDK holds
-  each block it hashes (`part_size`, up to `max_concurrency` at once), as obstore did. The same
-  account key or SAS token signs both clients; head, get, delete and signing stay on obstore.
-  The SDK's own loggers are held at WARNING (see below), so no request line with a SAS
-  signature in its query string reaches a log.
+  while it is sent (measured +1.5 ms of CPU per MB over obstore); no extra request, no download
+  (docs/performance.md item 8). Memory: the SDK holds each block it hashes (`part_size`, up to
+  `max_concurrency` at once; measured below obstore's peak). The same account key or SAS token
+  signs both clients; head, get, delete and signing stay on obstore. The SDK's own loggers are
+  held at WARNING (see below), so no request line with a SAS signature in its query string
+  reaches a log, and its errors are reduced to a code or status (`sdk_cause`).
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def parse_sas(token: str) -> Sas | str:
 
 def sas_error(token: str, now: datetime) -> str | None:
     """Why `token` cannot be saved: malformed, already expired, or lacking create/write (to
-    upload) or read (callvault reads each recording back to verify it)."""
+    upload) or read (callvault reads what it stored: validate's probe, the console's player)."""
     sas = parse_sas(token)
     if isinstance(sas, str):
         return sas
@@ -187,8 +188,8 @@ def sas_error(token: str, now: datetime) -> str | None:
         )
     if "r" not in sas.permissions:
         return (
-            f"sas_token lacks read permission (sp={sas.permissions}): callvault reads each "
-            "recording back to verify it"
+            f"sas_token lacks read permission (sp={sas.permissions}): callvault reads what it "
+            "stored (validate's probe, the console's player)"
         )
     return None
 
