@@ -1030,9 +1030,14 @@ class GcsAuthGateway:
                 if name.lower() in ("connection", "content-length", "transfer-encoding"):
                     continue
                 if name.lower() == "location":
-                    # resumable upload sessions must come back through the gateway too
+                    # resumable upload sessions must come back the way the client came: through
+                    # the gateway, and through any proxy in front of it (the Host it addressed),
+                    # as GCS answers on the host it was asked on
                     value = value.replace(
-                        f"{self.upstream.scheme}://{self.upstream.netloc}", self.endpoint
+                        f"{self.upstream.scheme}://{self.upstream.netloc}",
+                        f"http://{handler.headers.get('Host')}"
+                        if handler.headers.get("Host")
+                        else self.endpoint,
                     )
                 handler.send_header(name, value)
             handler.send_header("Content-Length", str(len(data)))

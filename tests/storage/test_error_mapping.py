@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 import requests
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from google.api_core import exceptions as api_exceptions
 
 from callvault.storage import StorageError, StorageErrorKind, open_custom_store
-from callvault.storage.azure import AzureObjectStore
+from callvault.storage.azure import AzureObjectStore, sdk_cause
 from callvault.storage.base import redact
 from callvault.storage.error_mapping import cause_from_text
 from callvault.storage.gcs import gcs_cause
@@ -97,6 +98,7 @@ def test_reason_names_backend_and_bucket() -> None:
         account_name="acct",
         endpoint="http://127.0.0.1:1/acct",
         account_key="",
+        uploader=object(),  # type: ignore[arg-type]
     )
     assert str(azure.error(Exception(AZURE_NO_CONTAINER_DELETE))).startswith(
         "azure container recs: ContainerNotFound"
@@ -143,6 +145,16 @@ class _Response:
         ),
         (requests.exceptions.ReadTimeout("read timed out"), "head", TRANSIENT, "timed out"),
         (KeyError("x"), "head", TRANSIENT, "unexpected KeyError"),
+        # GCS's refusal of a body that does not match the CRC32C sent with it
+        (
+            api_exceptions.BadRequest(
+                'Provided CRC32C "n03x6A==" doesn\'t match calculated CRC32C "K5mw4Q==".'
+            ),
+            "put",
+            TRANSIENT,
+            "CRC32C mismatch — the upload arrived corrupted",
+        ),
+        (api_exceptions.BadRequest("Invalid argument."), "put", AUTH, "HTTP 400"),
     ],
 )
 def test_gcs_exceptions(
@@ -151,6 +163,43 @@ def test_gcs_exceptions(
     found = gcs_cause(exc, operation=operation)
     assert found.kind is kind
     assert found.text.startswith(cause)
+
+
+def _http_error(status: int, code: str | None, message: str) -> HttpResponseError:
+    error = HttpResponseError(message=message)
+    error.status_code = status
+    error.error_code = code  # type: ignore[attr-defined]  # the storage SDK sets it
+    return error
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "cause"),
+    [
+        (
+            _http_error(400, "Md5Mismatch", "The MD5 value specified in the request did not match"),
+            TRANSIENT,
+            "Md5Mismatch — the upload arrived corrupted",
+        ),
+        # Azurite's way of saying the same
+        (
+            _http_error(400, "InvalidOperation", "Provided contentMD5 doesn't match.\nRequestId:1"),
+            TRANSIENT,
+            "Md5Mismatch — the upload arrived corrupted",
+        ),
+        (_http_error(403, "AuthorizationFailure", "not authorized"), AUTH, "AuthorizationFailure"),
+        (_http_error(404, "ContainerNotFound", "no"), NOT_FOUND, "ContainerNotFound"),
+        (_http_error(400, "InvalidOperation", "something else"), AUTH, "HTTP 400"),
+        (_http_error(503, None, "busy"), TRANSIENT, "HTTP 503"),
+        (ServiceRequestError("[Errno 111] Connection refused"), TRANSIENT, "connection refused"),
+        (ServiceResponseError("Read timed out. (read timeout=3)"), TRANSIENT, "timed out"),
+        (KeyError("sig=s3cr3t"), TRANSIENT, "unexpected KeyError"),
+    ],
+)
+def test_azure_sdk_exceptions(exc: BaseException, kind: StorageErrorKind, cause: str) -> None:
+    found = sdk_cause(exc)
+    assert found.kind is kind
+    assert found.text.startswith(cause)
+    assert "s3cr3t" not in found.text
 
 
 def test_redact() -> None:

@@ -113,9 +113,11 @@ class ObjectStore(Protocol):
 
     backend: str  # a provider's name (storage/registry.py) or "local"
     bucket: str
-    # True when `put_file` sends a checksum of the file that the store verifies before it
-    # keeps the object: a body corrupted on the way is refused (a StorageError), never stored.
-    # The worker skips its HEAD after such a put (issue 14).
+    # True when `put_file` sends a checksum of the file with the upload and returns only when it
+    # matched what the store received: the store refuses a mismatch (S3, Azure, GCS), or
+    # put_file compares the checksum the store answers and removes what it kept (GCS against a
+    # store that ignores the sent one). A body corrupted on the way is a transient StorageError,
+    # never a stored object under the key. The worker skips its HEAD after such a put (issue 14).
     checks_uploads: bool
 
     async def put_file(

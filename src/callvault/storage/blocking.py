@@ -1,4 +1,5 @@
-"""A dedicated, bounded thread pool for blocking storage clients (google-cloud-storage).
+"""A dedicated, bounded thread pool for blocking storage clients (google-cloud-storage, and
+azure-storage-blob for Azure uploads).
 
 asyncio's default executor also runs ingest's file I/O and the local store; a customer's slow
 or hung bucket filling it would stall every other tenant's ingest. Blocking storage calls run
