@@ -3,6 +3,7 @@ concurrent connections from `wrk`, requests/s and latency percentiles.
 
     .venv/bin/python bench/credentials_load.py [--connections 32] [--duration 10]
                                                [--threads 2] [--rounds 3] [--json]
+                                               [--database sqlite|postgresql]
                                                [--profile FILE]
 
 The server is a child process on a fresh temp data dir (embedded defaults, worker on). Its
@@ -16,6 +17,7 @@ health's p99, each the median of the rounds' ratios.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import shutil
@@ -30,7 +32,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.serve_process import Profiler, ServeProcess, load_average
+from bench.serve_process import Profiler, ServeProcess, fresh_postgres_database, load_average
 
 TARGET_RPS_RATIO = 0.6  # credentials req/s / health req/s
 TARGET_P99_RATIO = 2.0  # credentials p99 / health p99
@@ -109,6 +111,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of measured load")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rounds", type=int, default=3, help="pairs (credentials, health)")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the embedded SQLite file, or a fresh database in the suite's PostgreSQL",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", type=Path, help="py-spy the serve process into FILE")
     parser.add_argument(
@@ -119,10 +127,21 @@ def main() -> int:
         print("wrk is missing: apt-get install -y wrk (make bench does it)", file=sys.stderr)
         return 2
 
+    if args.database == "postgresql":
+
+        async def on_postgresql() -> int:
+            async with fresh_postgres_database() as url:
+                return await asyncio.to_thread(run, args, {"CALLVAULT_DATABASE_URL": url})
+
+        return asyncio.run(on_postgresql())
+    return run(args, {})
+
+
+def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     rounds: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp,
-        ServeProcess(Path(tmp), src=args.src) as serve,
+        ServeProcess(Path(tmp), src=args.src, extra_env=env) as serve,
     ):
         # nothing listens there: no webhook is sent in this bench
         account = serve.create_account("http://127.0.0.1:9/webhooks")
@@ -174,6 +193,7 @@ def main() -> int:
         "duration_s": args.duration,
         "wrk_threads": args.threads,
         "rounds": len(rounds),
+        "database": args.database,
         "requests_per_s": median_of("credentials", "requests_per_s"),
         "latency_p50_ms": median_of("credentials", "latency_p50_ms"),
         "latency_p99_ms": median_of("credentials", "latency_p99_ms"),
@@ -204,7 +224,8 @@ def main() -> int:
         print(rounds[0]["credentials"]["wrk_output"].rstrip())
         health = result["health"]
         print(
-            f"\nGET credentials, {args.connections} connections, {args.duration} s, median of "
+            f"\nGET credentials ({args.database}), {args.connections} connections, "
+            f"{args.duration} s, median of "
             f"{len(rounds)} rounds: {result['requests_per_s']:.0f} req/s, p50 "
             f"{result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, non-2xx "
             f"{result['non_2xx']}; serve CPU {result['serve_cpu_ms_per_request']} ms/request; "

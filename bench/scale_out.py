@@ -27,11 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import IO, Any
 
-import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,13 +40,16 @@ from bench.pipeline import (
     process_cpu_seconds,
     run_concurrently,
 )
-from bench.serve_process import REPO_ROOT, ServeProcess, load_average, wav_bytes
+from bench.serve_process import (
+    REPO_ROOT,
+    ServeProcess,
+    fresh_postgres_database,
+    load_average,
+    wav_bytes,
+)
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
 
-POSTGRES_ADMIN_DSN = os.environ.get(
-    "CALLVAULT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 STAGING_BUCKET = "staging"
 CUSTOMER_BUCKET = "customer"
 
@@ -92,14 +93,6 @@ class WorkerProcess:
         self._process = None
         if self._log is not None:
             self._log.close()
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def measure(
@@ -156,9 +149,7 @@ async def measure(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    database = f"callvault_bench_{uuid.uuid4().hex[:12]}"
-    await _admin(f'CREATE DATABASE "{database}"')
-    try:
+    async with fresh_postgres_database() as database_url:
         with (
             tempfile.TemporaryDirectory(prefix="callvault-scale-") as tmp_name,
             SeaweedFS(Path(tmp_name) / "seaweedfs") as seaweed,
@@ -169,7 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             seaweed.create_bucket(CUSTOMER_BUCKET)
             receiver._server.handle_error = lambda *_: None  # type: ignore[method-assign]
             env = {
-                "CALLVAULT_DATABASE_URL": POSTGRES_ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}",
+                "CALLVAULT_DATABASE_URL": database_url,
                 "CALLVAULT_DEFAULT_STORE": f"s3://{STAGING_BUCKET}?region={seaweed.region}"
                 f"&endpoint={seaweed.endpoint}",
                 "AWS_ACCESS_KEY_ID": seaweed.access_key,
@@ -179,14 +170,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "CALLVAULT_ALLOW_PRIVATE_NETWORKS": "true",
             }
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
-            await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "callvault", "migrate"],
-                env={**base_env, **env, "CALLVAULT_DATA_DIR": str(tmp / "migrate")},
-                cwd=REPO_ROOT,
-                check=True,
-                capture_output=True,
-            )
             api_dir = tmp / "api"
             api_dir.mkdir()
             results: dict[str, Any] = {"storage": args.storage, "rounds": []}
@@ -227,8 +210,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"  {result}", file=sys.stderr)
                         results["rounds"].append(result)
             return results
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def report(results: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ receiver listen on loopback). Its log goes to `{data_dir}/../serve.log`.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import math
@@ -18,14 +19,22 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import asyncpg
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# the suite's PostgreSQL (tests/conftest.py): benches make a database of their own in it
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "CALLVAULT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,6 +50,36 @@ class BenchAccount:
     account_id: str
     webhook_public_key: str
     connection_id: str
+
+
+async def _postgres_admin(sql: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def fresh_postgres_database() -> AsyncIterator[str]:
+    """A new PostgreSQL database for one bench run, migrated with `callvault migrate` (serve
+    migrates only the embedded SQLite file), dropped afterwards: its URL."""
+    name = f"callvault_bench_{uuid.uuid4().hex[:12]}"
+    await _postgres_admin(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "callvault", "migrate"],
+            env={**env, "CALLVAULT_DATABASE_URL": url},
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+        )
+        yield url
+    finally:
+        await _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class ServeProcess:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from callvault.accounts.cache import AccountCache
 from callvault.config import Settings
 from callvault.credentials.answers import AnswerCache
+from callvault.credentials.generation import GenerationReader, session_read
 from callvault.db import LoopReader, make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
 from callvault.storage.factory import open_default_store
@@ -80,8 +81,8 @@ class Runtime:
     accounts: AccountCache = field(default_factory=AccountCache)
     # rendered credentials GET answers (credentials/answers.py)
     credential_answers: AnswerCache = field(default_factory=AnswerCache)
-    # tiny SQLite reads on the event loop itself (None on PostgreSQL)
-    loop_reader: LoopReader | None = None
+    # what the answers are checked against (credentials/generation.py); set by build()
+    credential_generation: GenerationReader = field(init=False)
     # default-store keys ingest is writing right now (recordings/ingest.py): two recordings
     # of one leaf in one second never share a key, even before either row is committed
     ingest_keys: set[str] = field(default_factory=set)
@@ -91,20 +92,23 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
-        return cls(
+        sessions = make_sessionmaker(engine)
+        runtime = cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             default_store=open_default_store(
                 settings.default_store_url,
                 data_dir=settings.data_dir,
                 public_url=settings.public_url,
                 link_secret=settings.link_secret,
             ),
-            loop_reader=LoopReader.for_url(settings.database_url),
         )
+        runtime.credential_generation = GenerationReader(
+            LoopReader.for_url(settings.database_url), session_read(sessions)
+        )
+        return runtime
 
     async def close(self) -> None:
-        if self.loop_reader is not None:
-            self.loop_reader.close()
+        self.credential_generation.close()
         await self.engine.dispose()

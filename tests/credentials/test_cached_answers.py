@@ -4,6 +4,7 @@ change — by this process, another process or a cascade — is ever answered st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -96,9 +97,31 @@ async def test_a_repeated_get_reads_no_row(
     assert second.json() == first.json()
     assert second.headers["content-type"] == "application/json"
     # SQLite: the generation is read on the event loop (db.LoopReader), outside SQLAlchemy;
-    # PostgreSQL: the generation only — never the credentials row
-    expected = 0 if runtime.loop_reader is not None else 1
+    # PostgreSQL: the generation only (shared between concurrent GETs) — never the row
+    expected = 0 if runtime.credential_generation.loop_reader is not None else 1
     assert len(counter.statements) == expected, counter.statements
+    assert all("storage_credentials" not in sql for sql in counter.statements)
+
+
+async def test_concurrent_gets_share_the_generation_read(
+    api: httpx.AsyncClient,
+    account: NewAccount,
+    runtime: Runtime,
+    connection_id: str,
+    gcs_service_account: ServiceAccount,
+) -> None:
+    await saved(api, account, connection_id, gcs_service_account)
+    url, headers = f"{BASE}/{connection_id}", auth(account)
+    first = await api.get(url, headers=headers)
+    with counting(runtime) as counter:
+        answers = await asyncio.gather(*(api.get(url, headers=headers) for _ in range(20)))
+    assert {answer.status_code for answer in answers} == {200}
+    assert all(answer.content == first.content for answer in answers)
+    reads = [sql for sql in counter.statements if "credentials_generation" in sql]
+    if runtime.credential_generation.loop_reader is not None:
+        assert reads == []  # SQLite: read on the loop, outside SQLAlchemy
+    else:
+        assert 1 <= len(reads) <= 5, f"{len(reads)} generation reads for 20 concurrent GETs"
     assert all("storage_credentials" not in sql for sql in counter.statements)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,8 +232,9 @@ async def retrieve(runtime: Runtime, account_id: str, connection_id: str) -> Cre
 
 async def retrieve_rendered(runtime: Runtime, account_id: str, connection_id: str) -> bytes:
     """`retrieve` as the JSON body of the answer, from runtime.credential_answers while the
-    credentials generation has not moved (credentials/answers.py)."""
-    generation = await _generation(runtime)
+    credentials generation has not moved (credentials/answers.py). The generation is read
+    before the row: a change committed in between leaves the answer under the older one."""
+    generation = await runtime.credential_generation.current()
     body = runtime.credential_answers.get(connection_id, account_id, generation)
     if body is None:
         response = await retrieve(runtime, account_id, connection_id)
@@ -245,17 +245,8 @@ async def retrieve_rendered(runtime: Runtime, account_id: str, connection_id: st
 
 async def cached_answer(runtime: Runtime, account_id: str, connection_id: str) -> bytes | None:
     """The cached body of `retrieve_rendered`, or None when it would have to be rendered."""
-    return runtime.credential_answers.get(connection_id, account_id, await _generation(runtime))
-
-
-async def _generation(runtime: Runtime) -> int:
-    if runtime.loop_reader is not None:
-        try:
-            return repository.generation_on_loop(runtime.loop_reader)
-        except sqlite3.Error:
-            pass  # e.g. busy during recovery: the session waits where the loop must not
-    async with runtime.sessions() as session:
-        return await repository.generation(session)
+    generation = await runtime.credential_generation.current()
+    return runtime.credential_answers.get(connection_id, account_id, generation)
 
 
 async def replace(
