@@ -35,22 +35,22 @@ class Inbox:
     """The in-process worker's door for new jobs (`Runtime.inbox`, set while it runs).
 
     Whoever commits a job first `reserve`s: a lease until when (the row is written leased to
-    `owner`), or None when the worker has no free slot (then the row stays unleased and the
+    `owner`), or None when the worker has no room (then the row stays unleased and the
     worker's claim takes it in turn). After the commit, `hand` it over; if nothing was
     committed, `cancel`. A crash in between loses nothing: the lease expires and any worker
     claims the row."""
 
-    def __init__(self, owner: str, lease_seconds: float, free_slots: Callable[[str], int]) -> None:
+    def __init__(self, owner: str, lease_seconds: float, room: Callable[[str], int]) -> None:
         self.owner = owner
         self.lease_seconds = lease_seconds
-        self._free_slots = free_slots  # by kind: the worker's free slots for that queue
+        self._room = room  # by kind: how many more jobs of that queue the worker takes
         self.reserved: dict[str, int] = {}
         self.jobs: list[Handoff] = []
         self.ready = asyncio.Event()
 
     def reserve(self, kind: str) -> datetime | None:
         waiting = self.reserved.get(kind, 0) + sum(1 for job in self.jobs if job.kind == kind)
-        if self._free_slots(kind) - waiting <= 0:
+        if self._room(kind) - waiting <= 0:
             return None
         self.reserved[kind] = self.reserved.get(kind, 0) + 1
         return utcnow() + timedelta(seconds=self.lease_seconds)

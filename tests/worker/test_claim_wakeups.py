@@ -12,7 +12,7 @@ import httpx
 
 from callvault.accounts.service import NewAccount
 from callvault.runtime import Runtime
-from callvault.worker.runner import Worker
+from callvault.worker.runner import BACKLOG_PER_SLOT, Worker
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
 from tests.worker.flow import (
@@ -25,8 +25,10 @@ from tests.worker.flow import (
 )
 from tests.worker.test_custom_storage import new_bucket, s3_generic
 
-RECORDINGS = 8
 SLOTS = 2
+# more than the worker takes over in memory (its slots and backlog), so that the rest wait
+# unleased for claims
+RECORDINGS = SLOTS * (1 + BACKLOG_PER_SLOT) + 4
 
 
 async def test_freed_slots_take_the_backlog_without_waiting_for_the_poll(

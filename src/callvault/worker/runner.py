@@ -15,6 +15,7 @@ import contextlib
 import random
 import signal
 import uuid
+from collections import deque
 from collections.abc import Coroutine, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +49,8 @@ from callvault.worker.uploads import (
 log = structlog.get_logger("callvault.worker")
 
 POLL_SECS = 0.5
+# jobs handed over in memory beyond the free slots, per slot (Worker._room_for)
+BACKLOG_PER_SLOT = 4
 # the inbox's name for each queue (runtime.Handoff.kind)
 KINDS: dict[JobModel, str] = {Recording: "recording", WebhookEvent: "event"}
 SWEEP_EVERY_SECS = 60.0
@@ -113,6 +116,8 @@ class Worker:
             WebhookEvent: set(),
         }
         self._chores: set[asyncio.Task[None]] = set()
+        # jobs handed over while their queue's slots were full (see _room_for)
+        self._queued: dict[JobModel, deque[Handoff]] = {Recording: deque(), WebhookEvent: deque()}
         # jobs this worker holds a lease on: (model, id); the heartbeat renews them all
         self._held: dict[str, JobModel] = {}
         self._stopping = asyncio.Event()
@@ -136,7 +141,7 @@ class Worker:
         self.deliverer = Deliverer(self.runtime, rng=self.rng, schedule=self.webhook_schedule)
         self.uploads = UploadContext(self.runtime, self.owner, self.lease_seconds, rng=self.rng)
         # jobs committed by this process come in through the inbox, already leased to us
-        self.inbox = Inbox(self.owner, self.lease_seconds, self._free_for)
+        self.inbox = Inbox(self.owner, self.lease_seconds, self._room_for)
         self.runtime.inbox = self.inbox
         self._loop_task = asyncio.create_task(self._run(), name=f"{self.owner} loop")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"{self.owner} beat")
@@ -190,13 +195,15 @@ class Worker:
                     self._spawn(self._retention(), None, None, self._chores)
                 for job in self.inbox.take():
                     self._take(job)
+                self._start_queued()
                 # cleared before claiming: work announced from here on wakes the next wait
                 if self.runtime.work_ready.is_set() or loop.time() >= next_poll:
                     self._claim_due = dict.fromkeys(self._pools, True)
                 self.runtime.work_ready.clear()
                 self._slot_freed.clear()
+                # jobs handed over or about to be come first: a claim only fills what is left
                 free = {
-                    model: n - self.inbox.reserved.get(KINDS[model], 0)
+                    model: n - self.inbox.reserved.get(KINDS[model], 0) - len(self._queued[model])
                     for model, n in self._free().items()
                 }
                 wanted = {m: n for m, n in free.items() if n > 0 and self._claim_due[m]}
@@ -238,7 +245,22 @@ class Worker:
                 await self._wait_for(self._stopping, at_most=pause)
 
     def _take(self, job: Handoff) -> None:
-        """A job handed over by this process (leased to us in its own transaction)."""
+        """A job handed over by this process (leased to us in its own transaction): started
+        now if its queue has a free slot, else queued until one frees (its lease renewed by
+        the heartbeat meanwhile, released at stop like a running job's)."""
+        model = Recording if job.kind == "recording" else WebhookEvent
+        self._held[job.job_id] = model
+        if self._free()[model] > 0:
+            self._start(job)
+        else:
+            self._queued[model].append(job)
+
+    def _start_queued(self) -> None:
+        for model, queue in self._queued.items():
+            while queue and self._free()[model] > 0:
+                self._start(queue.popleft())
+
+    def _start(self, job: Handoff) -> None:
         if job.kind == "recording" and isinstance(job.payload, NewRecording):
             self._held[job.job_id] = Recording
             self._spawn(
@@ -282,9 +304,18 @@ class Worker:
             for waiter in waits:
                 waiter.cancel()
 
-    def _free_for(self, kind: str) -> int:
-        """Free slots for the inbox's kind of job ("recording" or "event")."""
-        return self._free()[Recording if kind == "recording" else WebhookEvent]
+    def _room_for(self, kind: str) -> int:
+        """How many more jobs of the inbox's `kind` ("recording" or "event") this worker takes
+        over: its free slots plus a backlog of BACKLOG_PER_SLOT jobs per slot. Under load a
+        recording committed here is then leased to this worker at once and waits in memory for
+        a slot, instead of waiting unleased for a claim — one more write transaction per
+        recording (10.5 statements and 3.7 fsynced commits per custom-storage recording in a
+        burst of 3 x the slots, instead of 8 and 3: tests/worker/test_statement_budget.py).
+        Bounded: beyond it rows wait unleased, and a claim takes them a batch per transaction.
+        The cost of the backlog: after a crash its jobs wait for their leases to expire."""
+        model = Recording if kind == "recording" else WebhookEvent
+        room = (1 + BACKLOG_PER_SLOT) * self.limits[model]
+        return room - len(self._pools[model]) - len(self._queued[model])
 
     def _free(self) -> dict[JobModel, int]:
         return {model: self.limits[model] - len(pool) for model, pool in self._pools.items()}
