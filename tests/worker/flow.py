@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from callvault.recordings.models import Recording
 from callvault.runtime import Runtime
 from callvault.webhooks.models import WebhookAttempt, WebhookEvent
 from tests.recordings.samples import make_wav
+from tests.servers import SeaweedFS
 
 __all__ = ["make_wav"]
 
@@ -52,6 +54,32 @@ async def create_application(
     )
     assert response.status_code == 201, response.text
     return str(response.json()["data"]["id"])
+
+
+def s3_generic(server: SeaweedFS, bucket: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bucket": bucket,
+        "region": server.region,
+        "aws_access_key_id": server.access_key,
+        "aws_secret_access_key": server.secret_key,
+        "endpoint": server.endpoint,
+        **overrides,
+    }
+
+
+def new_bucket(server: SeaweedFS) -> str:
+    name = f"rec-{secrets.token_hex(6)}"
+    server.create_bucket(name)
+    return name
+
+
+async def store_in_new_bucket(
+    client: httpx.AsyncClient, api_key: str, connection_id: str, server: SeaweedFS
+) -> dict[str, Any]:
+    """s3-generic credentials for a new bucket of `server` on the connection: the configuration."""
+    configuration = s3_generic(server, new_bucket(server))
+    await set_credentials(client, api_key, connection_id, "s3-generic", configuration)
+    return configuration
 
 
 async def set_credentials(

@@ -20,10 +20,9 @@ from tests.worker.flow import (
     ingest,
     make_wav,
     recording_row,
-    set_credentials,
+    store_in_new_bucket,
     wait_until,
 )
-from tests.worker.test_custom_storage import new_bucket, s3_generic
 
 SLOTS = 2
 # more than the worker takes over in memory (its slots and backlog), so that the rest wait
@@ -40,8 +39,7 @@ async def test_freed_slots_take_the_backlog_without_waiting_for_the_poll(
     start_worker: Callable[..., Worker],
 ) -> None:
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
-    configuration = s3_generic(seaweedfs, new_bucket(seaweedfs))
-    await set_credentials(api, account.api_key, connection_id, "s3-generic", configuration)
+    await store_in_new_bucket(api, account.api_key, connection_id, seaweedfs)
     # a poll far beyond the test's patience: only the worker's wake-ups can move the backlog
     await start_worker(concurrency=SLOTS, poll_seconds=600)
     token = runtime.settings.ingest_token

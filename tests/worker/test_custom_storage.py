@@ -28,7 +28,9 @@ from tests.worker.flow import (
     ingest,
     insert_recording,
     make_wav,
+    new_bucket,
     recording_row,
+    s3_generic,
     set_credentials,
     update_recording,
     wait_for_status,
@@ -36,23 +38,6 @@ from tests.worker.flow import (
 )
 
 AUTH_REASON = "Failed to authorize with storage using custom credentials"
-
-
-def s3_generic(server: SeaweedFS, bucket: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "bucket": bucket,
-        "region": server.region,
-        "aws_access_key_id": server.access_key,
-        "aws_secret_access_key": server.secret_key,
-        "endpoint": server.endpoint,
-        **overrides,
-    }
-
-
-def new_bucket(server: SeaweedFS) -> str:
-    name = f"rec-{secrets.token_hex(6)}"
-    server.create_bucket(name)
-    return name
 
 
 async def read_back(backend: str, configuration: dict[str, Any], key: str) -> bytes:

@@ -25,11 +25,12 @@ from tests.worker.flow import (
     events_for,
     ingest,
     make_wav,
+    new_bucket,
     recording_row,
+    s3_generic,
     set_credentials,
     wait_until,
 )
-from tests.worker.test_custom_storage import new_bucket, s3_generic
 
 
 class PausingStore:

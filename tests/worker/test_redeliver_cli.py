@@ -20,11 +20,12 @@ from tests.worker.flow import (
     create_application,
     ingest,
     make_wav,
+    new_bucket,
     recording_row,
+    s3_generic,
     set_credentials,
     wait_for_status,
 )
-from tests.worker.test_custom_storage import new_bucket, s3_generic
 
 
 def cli_env(server: LiveServer) -> dict[str, str]:

@@ -31,8 +31,7 @@ from callvault.webhooks.models import WebhookEvent
 from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
-from tests.worker.flow import create_application, ingest, make_wav, set_credentials
-from tests.worker.test_custom_storage import new_bucket, s3_generic
+from tests.worker.flow import create_application, ingest, make_wav, store_in_new_bucket
 
 RECORDINGS = 4
 MAX_STATEMENTS_PER_RECORDING = 8
@@ -103,8 +102,7 @@ async def test_statements_and_fsynced_commits_per_recording(
 ) -> None:
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
     if storage == "custom":
-        configuration = s3_generic(seaweedfs, new_bucket(seaweedfs))
-        await set_credentials(api, account.api_key, connection_id, "s3-generic", configuration)
+        await store_in_new_bucket(api, account.api_key, connection_id, seaweedfs)
     # a burst: three times as many recordings at once as the worker has upload slots, so that
     # most arrive while every slot is busy (the budget must hold under load too: they are
     # handed over to the worker's backlog, not left for claims; Worker._room_for)

@@ -70,6 +70,7 @@ from callvault.storage.configuration import (
 )
 from callvault.storage.error_mapping import (
     AUTH,
+    CORRUPTED_UPLOAD,
     NOT_FOUND,
     TRANSIENT,
     Cause,
@@ -223,7 +224,7 @@ ERROR_CODES: Codes = {
     "OperationTimedOut": (TRANSIENT, "the storage timed out"),
     "InternalError": (TRANSIENT, "the storage had an internal error"),
     # the body does not match the Content-MD5 sent with it: corrupted on the way, send it again
-    "Md5Mismatch": (TRANSIENT, "the upload arrived corrupted (checksum mismatch)"),
+    "Md5Mismatch": (TRANSIENT, CORRUPTED_UPLOAD),
 }
 # the bulk delete reports its error as a sentence, not as a code (and Azurite a Content-MD5
 # mismatch as InvalidOperation with this sentence)

@@ -19,6 +19,9 @@ from callvault.storage.base import StorageErrorKind
 AUTH = StorageErrorKind.PERMANENT_AUTH
 NOT_FOUND = StorageErrorKind.PERMANENT_NOT_FOUND
 TRANSIENT = StorageErrorKind.TRANSIENT
+# a body refused (or caught) because its checksum did not match what the store received:
+# corrupted on the way, so sending it again is right (issue 14; every provider says it so)
+CORRUPTED_UPLOAD = "the upload arrived corrupted (checksum mismatch)"
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,14 @@ from callvault.storage.configuration import (
     looks_masked,
 )
 from callvault.storage.configuration import Text as _Text
-from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Cause, cause_for_status
+from callvault.storage.error_mapping import (
+    AUTH,
+    CORRUPTED_UPLOAD,
+    NOT_FOUND,
+    TRANSIENT,
+    Cause,
+    cause_for_status,
+)
 
 log = structlog.get_logger("callvault.storage")
 
@@ -215,7 +222,7 @@ class Corrupted(Exception):
     """What GCS kept is not the file: its CRC32C differs from the file's."""
 
 
-CORRUPTED = Cause(TRANSIENT, "CRC32C mismatch — the upload arrived corrupted")
+CORRUPTED = Cause(TRANSIENT, f"CRC32C mismatch — {CORRUPTED_UPLOAD}")
 
 
 class GcsObjectStore:

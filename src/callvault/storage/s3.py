@@ -73,7 +73,7 @@ from callvault.storage.configuration import (
     one_form,
     path_style_url,
 )
-from callvault.storage.error_mapping import AUTH, NOT_FOUND, TRANSIENT, Codes
+from callvault.storage.error_mapping import AUTH, CORRUPTED_UPLOAD, NOT_FOUND, TRANSIENT, Codes
 from callvault.storage.obstore_store import (
     DEFAULT_CONCURRENCY,
     DEFAULT_PART_SIZE,
@@ -167,9 +167,9 @@ ERROR_CODES: Codes = {
     "InternalError": (TRANSIENT, "the storage had an internal error"),
     # the body's checksum did not match what arrived (UPLOAD_CHECKSUM): corrupted on the
     # way, worth another try
-    "BadDigest": (TRANSIENT, "the upload arrived corrupted (checksum mismatch)"),
-    "XAmzContentChecksumMismatch": (TRANSIENT, "the upload arrived corrupted (checksum mismatch)"),
-    "XAmzContentSHA256Mismatch": (TRANSIENT, "the upload arrived corrupted (checksum mismatch)"),
+    "BadDigest": (TRANSIENT, CORRUPTED_UPLOAD),
+    "XAmzContentChecksumMismatch": (TRANSIENT, CORRUPTED_UPLOAD),
+    "XAmzContentSHA256Mismatch": (TRANSIENT, CORRUPTED_UPLOAD),
 }
 
 

@@ -53,6 +53,7 @@ POLL_SECS = 0.5
 BACKLOG_PER_SLOT = 4
 # the inbox's name for each queue (runtime.Handoff.kind)
 KINDS: dict[JobModel, str] = {Recording: "recording", WebhookEvent: "event"}
+MODELS: dict[str, JobModel] = {kind: model for model, kind in KINDS.items()}
 SWEEP_EVERY_SECS = 60.0
 LOOP_BACKOFF_CAP_SECS = 10.0
 RETENTION_EVERY_SECS = 600.0
@@ -248,7 +249,7 @@ class Worker:
         """A job handed over by this process (leased to us in its own transaction): started
         now if its queue has a free slot, else queued until one frees (its lease renewed by
         the heartbeat meanwhile, released at stop like a running job's)."""
-        model = Recording if job.kind == "recording" else WebhookEvent
+        model = MODELS[job.kind]
         self._held[job.job_id] = model
         if self._free()[model] > 0:
             self._start(job)
@@ -262,7 +263,6 @@ class Worker:
 
     def _start(self, job: Handoff) -> None:
         if job.kind == "recording" and isinstance(job.payload, NewRecording):
-            self._held[job.job_id] = Recording
             self._spawn(
                 self._run_handed(job.job_id, self._run_new_recording(job.payload)),
                 Recording,
@@ -313,7 +313,7 @@ class Worker:
         burst of 3 x the slots, instead of 8 and 3: tests/worker/test_statement_budget.py).
         Bounded: beyond it rows wait unleased, and a claim takes them a batch per transaction.
         The cost of the backlog: after a crash its jobs wait for their leases to expire."""
-        model = Recording if kind == "recording" else WebhookEvent
+        model = MODELS[kind]
         room = (1 + BACKLOG_PER_SLOT) * self.limits[model]
         return room - len(self._pools[model]) - len(self._queued[model])
 
