@@ -118,18 +118,21 @@ class ServeProcess:
         assert self._process is not None
         return self._process.pid
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "callvault",
+            "serve",
+            "--port",
+            str(self.port),
+            *self.serve_args,
+        ]
+
     def start(self, timeout: float = 60.0) -> ServeProcess:
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "callvault",
-                "serve",
-                "--port",
-                str(self.port),
-                *self.serve_args,
-            ],
+            self.command(),
             env=self.env,
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
