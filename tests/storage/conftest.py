@@ -119,23 +119,31 @@ def gcs_backend(
     )
 
 
+def backend_for(
+    name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Backend:
+    """The backend `name` on the session's server (started on first use), the process's
+    endpoint overrides pointed at it for this test."""
+    if name in ("s3", "s3-generic"):
+        return s3_backend(name, request.getfixturevalue("seaweedfs"), monkeypatch)
+    if name == "azure":
+        return azure_backend(request.getfixturevalue("azurite"), monkeypatch)
+    if name == "gcs":
+        return gcs_backend(
+            request.getfixturevalue("fake_gcs"),
+            request.getfixturevalue("gcs_gateway"),
+            request.getfixturevalue("gcs_service_account"),
+            monkeypatch,
+        )
+    raise ValueError(name)
+
+
 @pytest.fixture
 def make_backend(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[str], Backend]:
     def make(name: str) -> Backend:
-        if name in ("s3", "s3-generic"):
-            return s3_backend(name, request.getfixturevalue("seaweedfs"), monkeypatch)
-        if name == "azure":
-            return azure_backend(request.getfixturevalue("azurite"), monkeypatch)
-        if name == "gcs":
-            return gcs_backend(
-                request.getfixturevalue("fake_gcs"),
-                request.getfixturevalue("gcs_gateway"),
-                request.getfixturevalue("gcs_service_account"),
-                monkeypatch,
-            )
-        raise ValueError(name)
+        return backend_for(name, request, monkeypatch)
 
     return make
 

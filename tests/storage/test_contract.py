@@ -52,6 +52,16 @@ async def test_put_head_get_delete(any_store: ObjectStore, tmp_path: Path) -> No
     assert caught.value.kind is StorageErrorKind.PERMANENT_NOT_FOUND
 
 
+async def test_put_from_bytes_is_the_same_object(any_store: ObjectStore) -> None:
+    # what the worker uploads a small recording from (no temp file)
+    data = os.urandom(100_000)
+    await any_store.put_file(KEY, data, content_type="audio/wav", metadata=METADATA)
+    info = await any_store.head(KEY)
+    assert info is not None
+    assert (info.size, info.content_type, info.metadata) == (len(data), "audio/wav", METADATA)
+    assert await read_all(any_store, KEY) == data
+
+
 async def test_head_of_missing_object_is_none(any_store: ObjectStore) -> None:
     assert await any_store.head("acct/2022-02-02/never-written-1") is None
 

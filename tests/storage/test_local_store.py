@@ -7,12 +7,13 @@ import errno
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
 
 from callvault.storage import LocalStore, StorageError, StorageErrorKind
-from callvault.storage.local import XATTR
+from callvault.storage.local import TEMP_DIR, XATTR
 
 KEY = "acct/2022-02-02/leg-1643805460.wav"
 
@@ -40,6 +41,39 @@ async def test_put_lands_atomically_with_its_metadata(
     # no temp files left next to the object
     leftovers = [p.name for p in local_store.root.rglob(".callvault-tmp-*")]
     assert leftovers == []
+
+
+async def test_bytes_put_lands_atomically_with_its_metadata(local_store: LocalStore) -> None:
+    data = b"RIFF" + os.urandom(3000)
+    await local_store.put_file(KEY, data, content_type="audio/wav", metadata={"sha256": "ab"})
+    target = local_store.path_for(KEY)
+    assert target.read_bytes() == data
+    assert json.loads(os.getxattr(target, XATTR)) == {
+        "content_type": "audio/wav",
+        "metadata": {"sha256": "ab"},
+    }
+    assert list((local_store.root / TEMP_DIR).iterdir()) == []
+
+
+async def test_failed_bytes_put_leaves_nothing(
+    local_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = os.fsync
+    written: list[int] = []
+
+    def disk_full(fd: int) -> None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return fsync(fd)  # directories: as usual
+        written.append(os.fstat(fd).st_size)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(StorageError) as caught:
+        await local_store.put_file(KEY, b"x" * 10, content_type="audio/wav", metadata={})
+    assert written == [10]  # the bytes reached the temp file; its fsync failed before the rename
+    assert caught.value.kind is StorageErrorKind.TRANSIENT
+    assert not local_store.path_for(KEY).exists()
+    assert list((local_store.root / TEMP_DIR).iterdir()) == []
 
 
 async def test_move_renames_the_file_into_place(local_store: LocalStore, tmp_path: Path) -> None:

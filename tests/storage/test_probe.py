@@ -104,9 +104,9 @@ class RecordingStore:
         self.size_offset = size_offset
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
-        await self.inner.put_file(key, path, content_type=content_type, metadata=metadata)
+        await self.inner.put_file(key, source, content_type=content_type, metadata=metadata)
         self.put_keys.append(key)
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -142,7 +142,12 @@ async def test_a_slow_store_is_cut_at_the_deadline(
 ) -> None:
     class Slow(RecordingStore):
         async def put_file(
-            self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+            self,
+            key: str,
+            source: Path | bytes,
+            *,
+            content_type: str,
+            metadata: Mapping[str, str],
         ) -> None:
             await asyncio.sleep(10)
 

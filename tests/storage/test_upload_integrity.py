@@ -4,8 +4,9 @@ Every backend is reached through `ByteFlipProxy`, which flips one byte of the ne
 body. Each store's put_file sends a checksum of the file (`checks_uploads`): S3 and s3-generic
 x-amz-checksum-sha256, Azure Content-MD5, GCS CRC32C (also compared with the one GCS answers).
 The corrupted upload must fail with a transient StorageError (the worker retries it), nothing
-corrupt may be left under the key, and the next, clean, upload lands intact. Small files (one
-request) and files above the part size (multipart / blocks / resumable) both.
+corrupt may be left under the key, and the next, clean, upload lands intact. Small bodies (one
+request) and bodies above the part size (multipart / blocks / resumable) both, sent from a file
+and from bytes in memory (what the worker uploads a small recording from).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.storage.conftest import CUSTOM_BACKENDS, Backend
 
 PART = 5 * 1024 * 1024
 SIZES = {"single": 200_000, "multipart": 2 * PART + 12345}
+SOURCES = ["file", "bytes"]
 
 
 def proxied(backend: Backend, proxy: ByteFlipProxy, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -60,18 +62,25 @@ async def read(store: ObjectStore, key: str) -> bytes | None:
 
 
 async def flipped_upload(
-    backend: Backend, size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[StorageError | None, bytes | None, bytes, ObjectStore, str, Path]:
-    """One upload through the proxy with one byte flipped: (the error, what the store holds
-    under the key afterwards, the file's bytes, the store, the key, the file)."""
+    backend: Backend,
+    size: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source_kind: str = "file",
+) -> tuple[StorageError | None, bytes | None, bytes, ObjectStore, str, Path | bytes]:
+    """One upload through the proxy with one byte flipped, from a file or from bytes: (the
+    error, what the store holds under the key afterwards, the bytes sent, the store, the key,
+    what put_file was given)."""
     bucket = backend.new_bucket()
     host, port = server_address(backend)
     proxy = ByteFlipProxy(host, port, offset=min(size // 2, 100_000))  # within the 1st part
     configuration = proxied(backend, proxy, monkeypatch)(bucket)
     store = open_custom_store(backend.name, configuration, allow_private_networks=True)
     data = os.urandom(size)
-    source = tmp_path / "recording.wav"
-    source.write_bytes(data)
+    source: Path | bytes = data
+    if source_kind == "file":
+        source = tmp_path / "recording.wav"
+        source.write_bytes(data)
     key = f"acct/2024-01-01/leg-{size}"
     proxy.arm(1)
     error: StorageError | None = None
@@ -99,18 +108,20 @@ async def flipped_upload(
     return error, held, data, store, key, source
 
 
+@pytest.mark.parametrize("source_kind", SOURCES)
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 @pytest.mark.parametrize("name", CUSTOM_BACKENDS)
 async def test_a_corrupted_upload_is_refused(
     name: str,
     size: int,
+    source_kind: str,
     make_backend: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     backend = make_backend(name)
     error, held, _data, store, _key, _source = await flipped_upload(
-        backend, size, tmp_path, monkeypatch
+        backend, size, tmp_path, monkeypatch, source_kind
     )
     assert store.checks_uploads  # the worker skips its HEAD after this store's puts
     assert error is not None, "the store kept a corrupted upload without a word"

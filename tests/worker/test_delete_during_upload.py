@@ -39,8 +39,8 @@ class PausingStore:
     def __init__(self, inner: ObjectStore, put_done: asyncio.Event, go_on: asyncio.Event):
         self.inner, self.put_done, self.go_on = inner, put_done, go_on
 
-    async def put_file(self, key: str, path: Path, **kwargs: Any) -> None:
-        await self.inner.put_file(key, path, **kwargs)
+    async def put_file(self, key: str, source: Path | bytes, **kwargs: Any) -> None:
+        await self.inner.put_file(key, source, **kwargs)
         self.put_done.set()
         await self.go_on.wait()
 

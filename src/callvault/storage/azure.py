@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from urllib.parse import parse_qsl
 
 from obstore.store import AzureStore
@@ -450,26 +450,34 @@ class AzureObjectStore(ObstoreObjectStore):
         )
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
         self.check_sas()
         checked = check_metadata(metadata)
-        if not await asyncio.to_thread(Path(path).is_file):
-            raise FileNotFoundError(path)  # our own source file is gone: a bug
+        if not isinstance(source, bytes) and not await asyncio.to_thread(Path(source).is_file):
+            raise FileNotFoundError(source)  # our own source file is gone: a bug
 
         from azure.storage.blob import ContentSettings
 
+        def send(body: bytes | BinaryIO, length: int) -> None:
+            # validate_content: Content-MD5 on the Put Blob, or on each Put Block above
+            # part_size, whether the body is bytes or a file
+            self._uploader.get_blob_client(key).upload_blob(
+                body,
+                length=length,
+                overwrite=True,
+                validate_content=True,
+                content_settings=ContentSettings(content_type=content_type),
+                metadata=checked,
+                max_concurrency=self.max_concurrency,
+            )
+
         def upload() -> None:
-            with open(path, "rb") as source:
-                self._uploader.get_blob_client(key).upload_blob(
-                    source,
-                    length=os.fstat(source.fileno()).st_size,
-                    overwrite=True,
-                    validate_content=True,
-                    content_settings=ContentSettings(content_type=content_type),
-                    metadata=checked,
-                    max_concurrency=self.max_concurrency,
-                )
+            if isinstance(source, bytes):
+                send(source, len(source))
+                return
+            with open(source, "rb") as file:
+                send(file, os.fstat(file.fileno()).st_size)
 
         try:
             await run_blocking(upload)

@@ -113,7 +113,7 @@ class ObjectStore(Protocol):
 
     backend: str  # a provider's name (storage/registry.py) or "local"
     bucket: str
-    # True when `put_file` sends a checksum of the file with the upload and returns only when it
+    # True when `put_file` sends a checksum of the body with the upload and returns only when it
     # matched what the store received: the store refuses a mismatch (S3, Azure, GCS), or
     # put_file compares the checksum the store answers and removes what it kept (GCS against a
     # store that ignores the sent one). A body corrupted on the way is a transient StorageError,
@@ -121,9 +121,10 @@ class ObjectStore(Protocol):
     checks_uploads: bool
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
-        """Upload a file, streamed from disk (multipart for large files, constant memory)."""
+        """Upload a file, streamed from disk (multipart for large files, constant memory), or
+        bytes already in memory (a small recording: no temp file); checked the same way."""
         ...
 
     async def head(self, key: str) -> ObjectInfo | None:

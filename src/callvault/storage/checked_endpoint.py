@@ -84,10 +84,10 @@ class EndpointCheckedStore:
             ) from None
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
         await self.check()
-        await self.inner.put_file(key, path, content_type=content_type, metadata=metadata)
+        await self.inner.put_file(key, source, content_type=content_type, metadata=metadata)
 
     async def head(self, key: str) -> ObjectInfo | None:
         await self.check()

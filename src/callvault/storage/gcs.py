@@ -15,18 +15,18 @@ Quirks kept here:
 - STORAGE_EMULATOR_HOST overrides the API endpoint; the credentials are used even then.
 - The client is synchronous: every call runs in the storage thread pool (`blocking.py`), bounded
   by a per-request timeout and a retry deadline so that a hung endpoint frees the thread.
-- Uploads stream from the file: up to 8 MiB in one request, above that a resumable upload in
-  `part_size` chunks, so memory stays bounded by one chunk.
-- Upload integrity (issue 14, `checks_uploads`): put_file computes the file's CRC32C (one more
-  read of the local file: measured 0.28 ms of CPU per MB, page cache warm) and sends it with the
-  upload, so GCS itself refuses a body that does not match (HTTP 400). The answer to every
-  upload carries the CRC32C GCS computed of what it kept: put_file compares it with the file's
-  too (for a resumable upload the client library does, raising DataCorruption), which also
-  catches a store that ignores the sent value (fake-gcs-server does). A mismatch deletes that
-  generation of the object (if_generation_match: never a newer one) and is a transient error:
-  the worker retries, and announces a recording only after put_file returned. Cost per
-  recording: that local read and, only after a corruption, one DELETE; no extra request
-  otherwise, no download.
+- Uploads stream from the file (or send bytes the worker holds): up to 8 MiB in one request,
+  above that a resumable upload in `part_size` chunks, so memory stays bounded by one chunk.
+- Upload integrity (issue 14, `checks_uploads`): put_file computes the CRC32C of the file (one
+  more read of the local file: measured 0.28 ms of CPU per MB, page cache warm) or of the bytes
+  and sends it with the upload, so GCS itself refuses a body that does not match (HTTP 400).
+  The answer to every upload carries the CRC32C GCS computed of what it kept: put_file compares
+  it with its own too (for a resumable upload the client library does, raising DataCorruption),
+  which also catches a store that ignores the sent value (fake-gcs-server does). A mismatch
+  deletes that generation of the object (if_generation_match: never a newer one) and is a
+  transient error: the worker retries, and announces a recording only after put_file returned.
+  Cost per recording: that local read and, only after a corruption, one DELETE; no extra
+  request otherwise, no download.
 """
 
 from __future__ import annotations
@@ -209,12 +209,16 @@ class GcsConfigurationData(AnswerModel):
 SECRET_FIELDS = ("credentials",)
 
 
-def file_crc32c(path: Path) -> str:
-    """The file's CRC32C as GCS writes it (base64 of the big-endian 4 bytes), read in chunks."""
+def crc32c_of(source: Path | bytes) -> str:
+    """The CRC32C of the bytes, or of the file read in chunks, as GCS writes it (base64 of the
+    big-endian 4 bytes)."""
     checksum = google_crc32c.Checksum()
-    with open(path, "rb") as source:
-        while chunk := source.read(READ_CHUNK):
-            checksum.update(chunk)
+    if isinstance(source, bytes):
+        checksum.update(source)
+    else:
+        with open(source, "rb") as file:
+            while chunk := file.read(READ_CHUNK):
+                checksum.update(chunk)
     return base64.b64encode(checksum.digest()).decode()
 
 
@@ -262,24 +266,28 @@ class GcsObjectStore:
         self._retry = DEFAULT_RETRY.with_timeout(timeout_secs or 60.0)
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
         checked = check_metadata(metadata)
 
         def upload() -> None:
-            expected = file_crc32c(path)
+            expected = crc32c_of(source)
             blob = self._bucket.blob(key, chunk_size=self.part_size)
             blob.metadata = checked
+            options: dict[str, Any] = {
+                "content_type": content_type,
+                "timeout": self._timeout,
+                "retry": self._retry,
+                "checksum": "crc32c",
+                # a resumable upload sends it at the start: GCS checks it at the end
+                "crc32c_checksum_value": expected,
+            }
             try:
-                blob.upload_from_filename(
-                    str(path),
-                    content_type=content_type,
-                    timeout=self._timeout,
-                    retry=self._retry,
-                    checksum="crc32c",
-                    # a resumable upload sends it at the start: GCS checks it at the end
-                    crc32c_checksum_value=expected,
-                )
+                # both go through upload_from_file: one request up to 8 MiB, resumable above
+                if isinstance(source, bytes):
+                    blob.upload_from_string(source, **options)
+                else:
+                    blob.upload_from_filename(str(source), **options)
             except DataCorruption as exc:
                 # a resumable upload the library found corrupted: GCS already kept it
                 self._discard(key, _generation_of(exc))
@@ -288,8 +296,8 @@ class GcsObjectStore:
                 self._discard(key, blob.generation)
                 raise Corrupted
 
-        if not await asyncio.to_thread(Path(path).is_file):
-            raise FileNotFoundError(path)
+        if not isinstance(source, bytes) and not await asyncio.to_thread(Path(source).is_file):
+            raise FileNotFoundError(source)
         await self._call(upload, operation="put")
 
     def _discard(self, key: str, generation: int | None) -> None:

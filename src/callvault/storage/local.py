@@ -1,8 +1,8 @@
 """The embedded default store: a directory on this machine, links signed by callvault itself.
 
-- Durable puts: the file is copied to a temp file (same filesystem), fsynced, renamed into
-  place and the directory fsynced, so a crash leaves either the whole object or none
-  (ingest answers 202 only after this).
+- Durable puts: the file (or the bytes given) is copied to a temp file (same filesystem),
+  fsynced, renamed into place and the directory fsynced, so a crash leaves either the whole
+  object or none (ingest answers 202 only after this).
 - Temp files are written in `{root}/.callvault-tmp/`, named after their process, so the temp
   file of a put cut short by kill -9 is removed by the next process (callvault/scratch.py).
 - Content type and metadata live with the object, in an extended attribute (`user.callvault`,
@@ -85,9 +85,9 @@ class LocalStore:
         return self.root / META_DIR / f"{key}.json"
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
-        await self._place(key, path, content_type, metadata, move=False)
+        await self._place(key, source, content_type, metadata, move=False)
 
     async def move_file(
         self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
@@ -99,7 +99,7 @@ class LocalStore:
     async def _place(
         self,
         key: str,
-        path: Path,
+        source: Path | bytes,
         content_type: str,
         metadata: Mapping[str, str],
         *,
@@ -109,27 +109,34 @@ class LocalStore:
         attributes = json.dumps(
             {"content_type": content_type, "metadata": check_metadata(metadata)}
         ).encode()
-        if not await asyncio.to_thread(Path(path).is_file):
-            raise FileNotFoundError(path)
+        if not isinstance(source, bytes):
+            source = Path(source)
+            if not await asyncio.to_thread(source.is_file):
+                raise FileNotFoundError(source)
         try:
-            await asyncio.to_thread(self._put_durably, Path(path), target, attributes, key, move)
+            await asyncio.to_thread(self._put_durably, source, target, attributes, key, move)
         except OSError as exc:
             raise self._error(exc) from None
 
     def _put_durably(
-        self, source: Path, target: Path, attributes: bytes, key: str, move: bool
+        self, source: Path | bytes, target: Path, attributes: bytes, key: str, move: bool
     ) -> None:
         _make_dirs_durably(target.parent)
 
         def copy(out: BinaryIO) -> None:
-            with source.open("rb") as src:
-                shutil.copyfileobj(src, out, _COPY_BUFFER)
+            if isinstance(source, bytes):
+                out.write(source)
+            else:
+                with source.open("rb") as src:
+                    shutil.copyfileobj(src, out, _COPY_BUFFER)
             out.flush()
             self._describe(out.fileno(), key, attributes)
 
         try:
             describe = lambda fd: self._describe(fd, key, attributes)  # noqa: E731
-            if not (move and _move_durably(source, target, describe)):
+            moved = move and isinstance(source, Path) and _move_durably(source, target, describe)
+            if not moved:
+                # bytes, or a copy: written to a temp file, fsynced, renamed into place
                 _write_durably(target, copy, self._temp_dir)
         except BaseException:
             # e.g. the disk filled up: no sidecar without its object (nothing partial is left)

@@ -95,21 +95,23 @@ class ObstoreObjectStore:
         self._secrets = tuple(s for s in secrets if s)
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
         attributes: dict[str, str] = {"Content-Type": content_type, **check_metadata(metadata)}
+        body = source if isinstance(source, bytes) else Path(source)
         try:
-            # a Path is read part by part: multipart above part_size, constant memory
+            # a Path is read part by part: multipart above part_size, constant memory; bytes
+            # are split the same way. The store's checksum_algorithm (s3.py) applies to both.
             await obstore.put_async(
                 self._store,
                 key,
-                Path(path),
+                body,
                 attributes=attributes,
                 chunk_size=self.part_size,
                 max_concurrency=self.max_concurrency,
             )
         except FileNotFoundError as exc:
-            if not await asyncio.to_thread(Path(path).exists):
+            if isinstance(body, Path) and not await asyncio.to_thread(body.exists):
                 raise  # our own source file is gone: a bug, not a storage failure
             raise self.error(exc, missing="no such bucket") from None
         except Exception as exc:

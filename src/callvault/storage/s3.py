@@ -12,7 +12,8 @@ Quirks kept here:
 - `s3-generic`: the configured endpoint, path style, and nothing optional that S3-compatible
   stores reject: no tagging header, single-object DELETE instead of the bulk DeleteObjects
   call (it needs Content-MD5, which several of them do not implement).
-- Uploads carry `x-amz-checksum-sha256` (every part of a multipart upload too): the store
+- Uploads carry `x-amz-checksum-sha256` (every part of a multipart upload too, from a file or
+  from bytes alike: it is the store's `checksum_algorithm`, not a put option): the store
   computes the checksum of what it received and refuses a mismatch (BadDigest), so a body
   corrupted on the way is never kept (issue 14; `tests/storage/test_upload_integrity.py`
   proves it through a byte-flipping proxy). The worker then needs no HEAD after the put
@@ -485,11 +486,11 @@ class RoleS3ObjectStore(S3ObjectStore):
         return await operation()
 
     async def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+        self, key: str, source: Path | bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
         async def put() -> None:
             await S3ObjectStore.put_file(
-                self, key, path, content_type=content_type, metadata=metadata
+                self, key, source, content_type=content_type, metadata=metadata
             )
 
         await self._with_session(put)

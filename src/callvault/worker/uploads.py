@@ -50,6 +50,9 @@ from callvault.worker import repository as jobs
 log = structlog.get_logger("callvault.worker")
 
 STORE_CACHE_SIZE = 64
+# A remote default store's copy up to this size is uploaded from memory (default_store_copy).
+# Held once per upload slot (64 MiB at the default 8): below a multipart put's 4 x 5 MiB parts.
+IN_MEMORY_LIMIT = 8 * 1024 * 1024
 
 
 @dataclass
@@ -176,10 +179,12 @@ async def _upload_to_custom(
         )
         if recording.default_store_key is None:
             raise RuntimeError("the recording has no default-store copy to upload")
-        async with staged_file(ctx.runtime, recording.default_store_key) as path:
+        async with default_store_copy(
+            ctx.runtime, recording.default_store_key, recording.size_bytes
+        ) as source:
             await store.put_file(
                 key,
-                path,
+                source,
                 content_type=encryption.stored_content_type(
                     layout.content_type_for(recording.format), recording.encryption_details
                 ),
@@ -403,9 +408,12 @@ async def record_crash(ctx: UploadContext, recording_id: str, exc: Exception) ->
 
 
 @asynccontextmanager
-async def staged_file(runtime: Runtime, key: str) -> AsyncIterator[Path]:
-    """A local file with the default-store copy's bytes: the store's own file when it is a
-    local directory, else a temp copy in the data dir (removed afterwards)."""
+async def default_store_copy(
+    runtime: Runtime, key: str, size_bytes: int
+) -> AsyncIterator[Path | bytes]:
+    """The default-store copy as put_file takes it: the store's own file when it is a local
+    directory; else its bytes in memory up to IN_MEMORY_LIMIT (`size_bytes`, the row's, decides
+    before the GET), or a temp copy in the data dir above (removed afterwards)."""
     store = runtime.default_store
     if isinstance(store, LocalStore):
         path = store.path_for(key)
@@ -413,12 +421,29 @@ async def staged_file(runtime: Runtime, key: str) -> AsyncIterator[Path]:
             raise RuntimeError("the recording's default-store copy is missing")
         yield path
         return
+    stream = store.get_stream(key)
+    held: list[bytes] = []
+    if size_bytes <= IN_MEMORY_LIMIT:
+        held_bytes = 0
+        async for chunk in stream:
+            held.append(chunk)
+            held_bytes += len(chunk)
+            if held_bytes > IN_MEMORY_LIMIT:
+                break  # larger than its row says: the rest goes to a temp file, below
+        else:
+            body = b"".join(held)
+            held.clear()  # the chunks go: one copy is held during the upload, not two
+            yield body
+            return
     # named after this process: what a kill -9 leaves is removed by the next one (scratch.py)
     path = await asyncio.to_thread(temp_path, runtime.settings.data_dir / "staging")
     try:
         handle = await asyncio.to_thread(path.open, "wb")
         try:
-            async for chunk in store.get_stream(key):
+            for chunk in held:
+                await asyncio.to_thread(handle.write, chunk)
+            held.clear()
+            async for chunk in stream:
                 await asyncio.to_thread(handle.write, chunk)
         finally:
             await asyncio.to_thread(handle.close)
