@@ -39,8 +39,7 @@ async def test_put_lands_atomically_with_its_metadata(
     assert info is not None
     assert (info.size, info.content_type, info.metadata) == (3004, "audio/wav", {"sha256": "ab"})
     # no temp files left next to the object
-    leftovers = [p.name for p in local_store.root.rglob(".callvault-tmp-*")]
-    assert leftovers == []
+    assert list((local_store.root / TEMP_DIR).iterdir()) == []
 
 
 async def test_bytes_put_lands_atomically_with_its_metadata(local_store: LocalStore) -> None:
@@ -128,7 +127,7 @@ async def test_failed_copy_leaves_nothing(
     assert caught.value.kind is StorageErrorKind.TRANSIENT
     assert str(caught.value).endswith("No space left on device")
     assert not local_store.path_for(KEY).exists()
-    assert list(local_store.root.rglob(".callvault-tmp-*")) == []
+    assert list((local_store.root / TEMP_DIR).iterdir()) == []
 
 
 async def test_head_without_sidecar_still_reports_the_object(
