@@ -2,7 +2,7 @@
 `callvault serve --no-worker` and 1, then 2, `callvault worker` processes.
 
     .venv/bin/python bench/scale_out.py [--recordings 200] [--concurrency 8] [--workers 1,2]
-                                        [--storage custom|default] [--json]
+                                        [--storage custom|default] [--json] [--src DIR]
 
 For each worker count: K recordings (30 s mono 8 kHz WAVs, ~480 KB) ingested at concurrency C
 until the last `call.recording.saved` webhook arrives (after a warm-up of 10 recordings);
@@ -170,10 +170,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "CALLVAULT_ALLOW_PRIVATE_NETWORKS": "true",
             }
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+            if args.src is not None:  # an older tree, for a before/after pair
+                base_env["PYTHONPATH"] = str(args.src.resolve())
             api_dir = tmp / "api"
             api_dir.mkdir()
             results: dict[str, Any] = {"storage": args.storage, "rounds": []}
-            with ServeProcess(api_dir, extra_env=env, serve_args=("--no-worker",)) as serve:
+            with ServeProcess(
+                api_dir, extra_env=env, src=args.src, serve_args=("--no-worker",)
+            ) as serve:
                 account = serve.create_account(receiver.url())
                 if args.storage == "custom":
                     serve.set_credentials(
@@ -234,6 +238,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts, in turn")
     parser.add_argument("--storage", choices=["custom", "default"], default="custom")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--src", type=Path, help="run callvault from this src/ dir")
     args = parser.parse_args()
     args.workers = [int(n) for n in args.workers.split(",") if n.strip()]
     results = asyncio.run(run(args))
