@@ -5,7 +5,9 @@ adapter, on uvloop like `callvault serve`.
     .venv/bin/python bench/db_roundtrip.py [--stock] [--n 2000]
 
 Prints per operation: a read session with one primary-key `get`, a SELECT inside an open
-session, and a write transaction (UPDATE + COMMIT, fsynced: synchronous=FULL).
+session, a write transaction (UPDATE + COMMIT, fsynced: synchronous=FULL) with one and with two
+UPDATEs, and the one-UPDATE transaction through `sqlite3` itself (no statement layer), in a
+thread and on the event loop: what the statement layer costs per transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import sqlite3
 import sys
 import tempfile
 import time
@@ -87,8 +90,39 @@ async def main(stock: bool, n: int) -> None:
             async with db.transaction(sessions) as session:
                 await session.execute(text("UPDATE accounts SET name = 'b' WHERE id = 'a1'"))
 
-        await measure("write transaction (UPDATE + COMMIT)", max(1, n // 4), write_transaction)
+        async def two_updates() -> None:
+            async with db.transaction(sessions) as session:
+                await session.execute(text("UPDATE accounts SET name = 'b' WHERE id = 'a1'"))
+                await session.execute(text("UPDATE accounts SET name = 'c' WHERE id = 'a1'"))
+
+        writes = max(1, n // 4)
+        await measure("write transaction (UPDATE + COMMIT)", writes, write_transaction)
+        await measure("write transaction, two UPDATEs", writes, two_updates)
         await engine.dispose()
+        await plain_sqlite(url, writes)
+
+
+async def plain_sqlite(url: str, n: int) -> None:
+    """The same UPDATE + COMMIT through sqlite3 with callvault's pragmas, no SQLAlchemy."""
+    connection = sqlite3.connect(
+        url.split(":///", 1)[1], isolation_level=None, check_same_thread=False
+    )
+    db._sqlite_pragmas(connection, None)
+
+    def update() -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("UPDATE accounts SET name = 'd' WHERE id = 'a1'")
+        connection.execute("COMMIT")
+
+    async def in_thread() -> None:
+        await asyncio.to_thread(update)
+
+    async def on_loop() -> None:
+        update()  # blocks the loop for the commit's fsync: a measurement, not a design
+
+    await measure("sqlite3 UPDATE + COMMIT, in a thread", n, in_thread)
+    await measure("sqlite3 UPDATE + COMMIT, on the loop", n, on_loop)
+    connection.close()
 
 
 if __name__ == "__main__":
