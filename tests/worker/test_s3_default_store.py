@@ -104,6 +104,24 @@ async def upload_through_the_worker(
     return row.object_key
 
 
+async def lands_intact(
+    runtime: Runtime,
+    receiver: WebhookReceiver,
+    name: str,
+    audio: bytes,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`audio` through the worker into a new bucket of backend `name`, read back unchanged."""
+    backend = backend_for(name, request, monkeypatch)
+    bucket = backend.new_bucket()
+    key = await upload_through_the_worker(
+        runtime, receiver, name, backend.configuration(bucket), audio
+    )
+    custom = backend.open(bucket)
+    assert b"".join([c async for c in custom.get_stream(key)]) == audio
+
+
 @pytest.mark.parametrize("name", CUSTOM_BACKENDS)
 async def test_a_small_recording_is_uploaded_from_memory(
     name: str,
@@ -113,15 +131,9 @@ async def test_a_small_recording_is_uploaded_from_memory(
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    backend = backend_for(name, request, monkeypatch)
-    bucket = backend.new_bucket()
     audio = make_wav(0.5)
     assert len(audio) <= uploads.IN_MEMORY_LIMIT
-    key = await upload_through_the_worker(
-        s3_runtime, webhook_receiver, name, backend.configuration(bucket), audio
-    )
-    custom = backend.open(bucket)
-    assert b"".join([c async for c in custom.get_stream(key)]) == audio
+    await lands_intact(s3_runtime, webhook_receiver, name, audio, request, monkeypatch)
     assert staging_files == []  # no temp file named, none written
     assert not (s3_runtime.settings.data_dir / "staging").exists()
 
@@ -134,15 +146,9 @@ async def test_a_recording_above_the_limit_goes_through_a_temp_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(uploads, "IN_MEMORY_LIMIT", 4096)
-    backend = backend_for("s3-generic", request, monkeypatch)
-    bucket = backend.new_bucket()
     audio = make_wav(0.5)
     assert len(audio) > uploads.IN_MEMORY_LIMIT
-    key = await upload_through_the_worker(
-        s3_runtime, webhook_receiver, "s3-generic", backend.configuration(bucket), audio
-    )
-    custom = backend.open(bucket)
-    assert b"".join([c async for c in custom.get_stream(key)]) == audio
+    await lands_intact(s3_runtime, webhook_receiver, "s3-generic", audio, request, monkeypatch)
     [staged] = staging_files
     assert staged.parent == s3_runtime.settings.data_dir / "staging"
     assert not staged.exists()  # removed after the upload
