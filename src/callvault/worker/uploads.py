@@ -30,7 +30,8 @@ from pathlib import Path
 
 import structlog
 
-from callvault.credentials.service import StoredCredentials, load_configuration
+from callvault.credentials.held import HeldCredentials
+from callvault.credentials.service import StoredCredentials
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
@@ -67,6 +68,13 @@ class UploadContext:
     # are reused, and a changed configuration is never served from the cache (revisions alone
     # restart when credentials are deleted and created again)
     stores: OrderedDict[tuple[str, str], ObjectStore] = field(default_factory=OrderedDict)
+    # the decrypted settings per connection while the credentials generation is unchanged
+    credentials: HeldCredentials = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.credentials = HeldCredentials(
+            self.runtime.credential_generation, self.runtime.settings.keyring
+        )
 
     def lease_until(self) -> datetime:
         return utcnow() + timedelta(seconds=self.lease_seconds)
@@ -128,9 +136,7 @@ async def process_recording(
                 or recording.lease_owner != ctx.owner
             ):
                 return Outcome()
-            credentials = await load_configuration(
-                session, runtime.settings.keyring, recording.connection_id
-            )
+            credentials = await ctx.credentials.load(session, recording.connection_id)
     except Exception as exc:  # e.g. a sealed configuration no active key opens
         log.error("loading credentials failed", recording_id=recording_id, error=type(exc).__name__)
         return await _retry_later(ctx, recording_id, None, f"internal error: {type(exc).__name__}")
