@@ -81,7 +81,8 @@ class Runtime:
     accounts: AccountCache = field(default_factory=AccountCache)
     # rendered credentials GET answers (credentials/answers.py)
     credential_answers: AnswerCache = field(default_factory=AnswerCache)
-    # what the answers are checked against (credentials/generation.py); set by build()
+    # what the answers and the worker's held credentials are checked against
+    # (credentials/generation.py); made from the database settings (__post_init__)
     credential_generation: GenerationReader = field(init=False)
     # default-store keys ingest is writing right now (recordings/ingest.py): two recordings
     # of one leaf in one second never share a key, even before either row is committed
@@ -93,7 +94,7 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
-        runtime = cls(
+        return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
@@ -104,10 +105,13 @@ class Runtime:
                 link_secret=settings.link_secret,
             ),
         )
-        runtime.credential_generation = GenerationReader(
-            LoopReader.for_url(settings.database_url), session_read(sessions)
+
+    def __post_init__(self) -> None:
+        # here rather than in build(): a copy (dataclasses.replace, as tests make with other
+        # settings) gets its own reader too
+        self.credential_generation = GenerationReader(
+            LoopReader.for_url(self.settings.database_url), session_read(self.sessions)
         )
-        return runtime
 
     async def close(self) -> None:
         self.credential_generation.close()
