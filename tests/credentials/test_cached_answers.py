@@ -5,71 +5,21 @@ change — by this process, another process or a cascade — is ever answered st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import text
 
 from callvault.accounts.service import NewAccount
-from callvault.app import create_app
 from callvault.credentials import service
 from callvault.credentials.answers import AnswerCache
 from callvault.credentials.schemas import CredentialsResponse
-from callvault.db import make_engine
 from callvault.runtime import Runtime
-from tests.applications.helpers import create_application
 from tests.conftest import auth
+from tests.credentials.helpers import BASE, counting, other_process_engine, saved
 from tests.credentials.samples import body
 from tests.servers import ServiceAccount
-
-BASE = "/v2/custom_storage_credentials"
-
-
-@pytest.fixture
-async def connection_id(api: httpx.AsyncClient, account: NewAccount) -> str:
-    return str((await create_application(api, account))["id"])
-
-
-@pytest.fixture
-async def other_process(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    """The API of a second process on the same database: its own runtime, engine, connections
-    and caches (what a second `serve` behind the load balancer is)."""
-    other = Runtime.build(runtime.settings)
-    transport = httpx.ASGITransport(app=create_app(other), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://other.test") as client:
-        yield client
-    await other.close()
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.statements.append(statement)
-
-
-@contextmanager
-def counting(runtime: Runtime) -> Iterator[StatementCounter]:
-    counter = StatementCounter()
-    event.listen(runtime.engine.sync_engine, "before_cursor_execute", counter)
-    try:
-        yield counter
-    finally:
-        event.remove(runtime.engine.sync_engine, "before_cursor_execute", counter)
-
-
-async def saved(
-    api: httpx.AsyncClient, account: NewAccount, connection_id: str, sa: ServiceAccount
-) -> dict[str, Any]:
-    sent = body("s3", sa)
-    response = await api.post(f"{BASE}/{connection_id}", json=sent, headers=auth(account))
-    assert response.status_code == 200, response.text  # Telnyx answers a create with 200
-    return sent
 
 
 def bucket_of(response: httpx.Response) -> str:
@@ -138,17 +88,6 @@ async def test_changes_by_another_process_and_cascades_are_seen(
         )
     gone = await api.get(url, headers=headers)
     assert gone.status_code == 404, gone.text
-
-
-@asynccontextmanager
-async def other_process_engine(runtime: Runtime) -> AsyncIterator[AsyncConnection]:
-    """A write transaction on a fresh engine of the same database (not this runtime's pool)."""
-    engine = make_engine(runtime.settings.database_url)
-    try:
-        async with engine.begin() as connection:
-            yield connection
-    finally:
-        await engine.dispose()
 
 
 async def test_a_change_while_rendering_is_not_served_afterwards(

@@ -17,18 +17,9 @@ from callvault.credentials.held import HeldCredentials
 from callvault.credentials.service import StoredCredentials
 from callvault.runtime import Runtime
 from tests.conftest import auth
+from tests.credentials.helpers import BASE, counting, other_process_engine, saved
 from tests.credentials.samples import body
-from tests.credentials.test_cached_answers import (
-    BASE,
-    connection_id,
-    counting,
-    other_process,
-    other_process_engine,
-    saved,
-)
 from tests.servers import ServiceAccount
-
-__all__ = ["connection_id", "other_process"]  # fixtures, used by name
 
 
 async def load(runtime: Runtime, held: HeldCredentials, connection_id: str) -> Any:
