@@ -74,6 +74,8 @@ class _Rule:
 class WebhookReceiver:
     host: str = "127.0.0.1"
     deliveries: list[Delivery] = field(default_factory=list)
+    # extra headers of every answer (what a delivery record may or may not keep of them)
+    answer_headers: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -105,6 +107,8 @@ class WebhookReceiver:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(answer)))
+                    for name, value in receiver.answer_headers:
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(answer)
                 except OSError:  # the client gave up (timeout tests)

@@ -53,6 +53,11 @@ async def test_delivery_record_shows_every_attempt_and_every_filter_filters(
     start_worker: Callable[..., Worker],
 ) -> None:
     webhook_receiver.answer(503, times=1, path="/primary")
+    webhook_receiver.answer_headers = [
+        ("Set-Cookie", "session=receiver-secret"),
+        ("Authorization", "Bearer receiver-secret"),
+        ("X-Receiver", "kept"),
+    ]
     primary, failover = webhook_receiver.url("/primary"), webhook_receiver.url("/failover")
     ok_app = await create_application(api, account.api_key, primary, failover_url=failover)
     dead_url = f"http://127.0.0.1:{free_port()}/nobody"
@@ -78,7 +83,13 @@ async def test_delivery_record_shows_every_attempt_and_every_filter_filters(
     assert ["Content-Type", "application/json"] in second["http"]["response"]["headers"]
     request_headers = dict(second["http"]["request"]["headers"])
     assert request_headers["User-Agent"] == "telnyx-webhooks"
-    assert "telnyx-signature-ed25519" in request_headers
+    # a signature over a deterministic body is replayable for 300 s: never shown
+    assert request_headers["telnyx-signature-ed25519"] == "[redacted]"
+    assert request_headers["telnyx-timestamp"].isdigit()
+    # the receiver's cookies and credentials are not kept, its other headers are
+    kept = second["http"]["response"]["headers"]
+    assert ["X-Receiver", "kept"] in kept
+    assert "receiver-secret" not in str(delivered)
     assert delivered["started_at"] == first["started_at"]
     assert delivered["finished_at"] == second["finished_at"]
     assert delivered["next_attempt_at"] is None

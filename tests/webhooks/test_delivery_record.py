@@ -8,6 +8,11 @@ from callvault.outbound.transport import refused_detail
 from callvault.webhooks.deliveries import attempt_errors, parse_event_types, to_delivery
 from callvault.webhooks.delivery import RECORDED_BODY_BYTES, header_pairs, recorded_body
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
+from callvault.webhooks.recorded_headers import (
+    REDACTED,
+    recorded_request_headers,
+    recorded_response_headers,
+)
 
 
 def test_the_first_4_kb_of_an_answer_are_kept_without_nul() -> None:
@@ -77,3 +82,22 @@ def test_a_pending_event_with_failed_attempts_is_failed_with_its_next_attempt() 
     }
     assert record.attempts[0].http.response is not None
     assert record.attempts[0].http.response.status == 503
+
+
+def test_the_signature_is_recorded_redacted_and_answer_credentials_are_dropped() -> None:
+    sent = header_pairs(
+        recorded_request_headers(
+            [("Content-Type", "application/json"), ("telnyx-signature-ed25519", "c2ln")]
+        )
+    )
+    assert sent == [["Content-Type", "application/json"], ["telnyx-signature-ed25519", REDACTED]]
+    answer = [
+        ("Content-Type", "text/plain"),
+        ("Set-Cookie", "a=1"),
+        ("set-cookie", "b=2"),
+        ("Authorization", "Bearer x"),
+        ("Proxy-Authorization", "Basic x"),
+        ("Cookie", "c=3"),
+        ("X-Api-Key", "k"),
+    ]
+    assert header_pairs(recorded_response_headers(answer)) == [["Content-Type", "text/plain"]]

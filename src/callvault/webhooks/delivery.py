@@ -39,6 +39,7 @@ from callvault.outbound.transport import AddressRefused, outbound_client
 from callvault.runtime import Runtime
 from callvault.webhooks import payloads, repository
 from callvault.webhooks.models import EventStatus, WebhookAttempt
+from callvault.webhooks.recorded_headers import recorded_request_headers, recorded_response_headers
 from callvault.webhooks.schedule import DEFAULT_SCHEDULE, next_delay, schedule_from_env
 from callvault.webhooks.service import default_store_link, in_default_store
 from callvault.webhooks.signing import signed_headers
@@ -421,8 +422,10 @@ class Deliverer:
                 ) as response:
                     status_code = response.status_code
                     response_headers = header_pairs(
-                        (name.decode("latin-1"), value.decode("latin-1"))
-                        for name, value in response.headers.raw  # as the receiver wrote them
+                        recorded_response_headers(
+                            (name.decode("latin-1"), value.decode("latin-1"))
+                            for name, value in response.headers.raw  # as the receiver wrote them
+                        )
                     )
                     await _drain(response, deadline, kept)
             verdict = verdict_for_status(status_code)
@@ -446,7 +449,7 @@ class Deliverer:
             error=error[:MAX_ERROR_CHARS] if error else None,
             started_at=started_at,
             finished_at=utcnow(),
-            request_headers=header_pairs(headers.items()),
+            request_headers=header_pairs(recorded_request_headers(headers.items())),
             response_headers=response_headers,
             response_body=recorded_body(kept) if status_code is not None else None,
         )
