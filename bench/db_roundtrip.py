@@ -67,7 +67,6 @@ async def main(stock: bool, n: int) -> None:
                 Account(
                     id="a1",
                     name="bench",
-                    api_key_hash="h",
                     webhook_public_key="p",
                     webhook_private_key_sealed="s",
                 )

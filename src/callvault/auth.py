@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hmac
 
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from callvault.accounts import repository as accounts_repository
 from callvault.accounts import service as accounts
 from callvault.accounts.keys import hash_api_key
-from callvault.accounts.models import Account
+from callvault.accounts.models import Account, KeyHolder
+from callvault.db import transaction, utcnow
 from callvault.errors import unauthorized
 from callvault.runtime import Runtime
 
+log = structlog.get_logger()
 ingest_bearer = HTTPBearer(auto_error=False, description="The ingest token", scheme_name="ingest")
 
 
@@ -27,14 +31,25 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime_of(request)
 
 
-def cached_account(runtime: Runtime, api_key: str) -> Account | None:
-    """The account of `api_key` from this process's cache (accounts/cache.py), or None."""
-    key_hash = hash_api_key(api_key)
-    account = runtime.accounts.get(key_hash)
-    # still compared in constant time, like a hash read from the database
-    if account is not None and hmac.compare_digest(key_hash, account.api_key_hash):
-        return account
-    return None
+def cached_key(runtime: Runtime, api_key: str, generation: int) -> KeyHolder | None:
+    """The account and key id of `api_key` from this process's cache (accounts/cache.py), or
+    None. A key cached at another credentials generation is looked up again (it may have been
+    revoked)."""
+    # the stored hash is not compared again: the cache is keyed by the full hash itself
+    return runtime.accounts.get(hash_api_key(api_key), generation)
+
+
+async def mark_used(runtime: Runtime, key_id: str) -> None:
+    """Write the key's last_used_at, at most once a minute per key in this process. Awaited,
+    not left running: it costs a write once a minute and keeps nothing in flight after the
+    answer. A failure is logged and does not fail the request."""
+    if not runtime.accounts.use_mark_due(key_id):
+        return
+    try:
+        async with transaction(runtime.sessions) as session:
+            await accounts_repository.mark_used(session, key_id, utcnow())
+    except Exception as exc:  # the database being away is answered by the route itself
+        log.warning("api key last use not recorded", error=type(exc).__name__)
 
 
 class AccountBearer(HTTPBearer):
@@ -48,16 +63,20 @@ class AccountBearer(HTTPBearer):
         if credentials is None or not credentials.credentials:
             raise unauthorized("Authentication failed: send 'Authorization: Bearer <API key>'.")
         runtime = runtime_of(request)
-        account = cached_account(runtime, credentials.credentials)
-        if account is not None:
-            return account
-        key_hash = hash_api_key(credentials.credentials)
-        async with runtime.sessions() as session:
-            account = await accounts.authenticate(session, credentials.credentials)
-        if account is None:
-            raise unauthorized("Authentication failed: the API key is not valid.")
-        runtime.accounts.put(key_hash, account)
-        return account
+        api_key = credentials.credentials
+        # read before the key: a revocation committed in between leaves the entry labelled
+        # with the older generation, so it is looked up again next time
+        generation = await runtime.credential_generation.current()
+        key_hash = hash_api_key(api_key)
+        holder = runtime.accounts.get(key_hash, generation)
+        if holder is None:
+            async with runtime.sessions() as session:
+                holder = await accounts.authenticate_key(session, api_key)
+            if holder is None:
+                raise unauthorized("Authentication failed: the API key is not valid.")
+            runtime.accounts.put(key_hash, holder, generation)
+        await mark_used(runtime, holder.key_id)
+        return holder.account
 
 
 current_account = AccountBearer(

@@ -1,11 +1,16 @@
-"""Accounts by API-key hash, kept for a short time: every /v2 request authenticates, and
-looking the key up in the database was a third of the CPU of a simple GET (bench/README in
+"""API keys looked up, kept for a short time: every /v2 request authenticates, and looking the
+key up in the database was a third of the CPU of a simple GET (bench/README in
 docs/performance.md).
 
 Entries live `ttl_secs` (60 s) and at most `max_entries` are kept (oldest out first), so memory
-stays bounded whatever keys are tried; failed lookups are never cached. API keys cannot be
-revoked or rotated today; whatever revokes one must call `forget` (or `clear`) in every
-process, or accept that a revoked key keeps working for up to `ttl_secs`.
+stays bounded whatever keys are tried; failed lookups are never cached. Each entry carries the
+credentials generation read *before* the key was looked up, and counts only while the
+generation is still that one: revoking a key deletes its row, and a database trigger moves the
+generation (migration 0008_review), so every process stops taking a revoked key at its next
+request — the same read the cached credentials GET makes (credentials/generation.py).
+
+It also remembers when this process last wrote a key's `last_used_at`, so that the column is
+written at most once per `USE_MARK_SECS` per key and process, not on every request.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from callvault.accounts.models import Account
+from callvault.accounts.models import KeyHolder
 
 DEFAULT_TTL_SECS = 60.0
 DEFAULT_MAX_ENTRIES = 1024
+USE_MARK_SECS = 60.0
 
 
 class AccountCache:
@@ -30,20 +36,21 @@ class AccountCache:
         self.ttl_secs = ttl_secs
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Account]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, int, KeyHolder]] = OrderedDict()
+        self._marked: OrderedDict[str, float] = OrderedDict()
 
-    def get(self, api_key_hash: str) -> Account | None:
+    def get(self, api_key_hash: str, generation: int) -> KeyHolder | None:
         entry = self._entries.get(api_key_hash)
         if entry is None:
             return None
-        expires, account = entry
-        if self._clock() >= expires:
+        expires, cached_generation, holder = entry
+        if self._clock() >= expires or cached_generation != generation:
             del self._entries[api_key_hash]
             return None
-        return account
+        return holder
 
-    def put(self, api_key_hash: str, account: Account) -> None:
-        self._entries[api_key_hash] = (self._clock() + self.ttl_secs, account)
+    def put(self, api_key_hash: str, holder: KeyHolder, generation: int) -> None:
+        self._entries[api_key_hash] = (self._clock() + self.ttl_secs, generation, holder)
         self._entries.move_to_end(api_key_hash)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -53,6 +60,18 @@ class AccountCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def use_mark_due(self, key_id: str) -> bool:
+        """True (and noted) when this process has not written the key's last use for a minute."""
+        now = self._clock()
+        last = self._marked.get(key_id)
+        if last is not None and now - last < USE_MARK_SECS:
+            return False
+        self._marked[key_id] = now
+        self._marked.move_to_end(key_id)
+        while len(self._marked) > self.max_entries:
+            self._marked.popitem(last=False)
+        return True
 
     def __len__(self) -> int:
         return len(self._entries)

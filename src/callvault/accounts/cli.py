@@ -2,15 +2,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from callvault.accounts.service import NewAccount, create_account
+from callvault.accounts import repository
+from callvault.accounts.service import (
+    KeyNameRefused,
+    NewAccount,
+    NewApiKey,
+    create_account,
+    create_api_key,
+    revoke_api_key,
+)
 from callvault.config import load_settings
 from callvault.db import make_engine, make_sessionmaker, migrate, transaction
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+# not to be confused with `callvault keys`: the keys of the secrets at rest
+api_keys_app = typer.Typer(
+    help="An account's API keys: create, list, revoke (rotation).", no_args_is_help=True
+)
+app.add_typer(api_keys_app, name="api-keys")
+err = Console(stderr=True)
 
 
 async def _create(name: str) -> NewAccount:
@@ -45,3 +62,109 @@ def create(
     for key, value in fields.items():
         console.print(f"[bold]{key}[/bold]: {value}")
     console.print("[yellow]The API key is shown only now; store it safely.[/yellow]")
+
+
+# ---- api keys
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def _new_key(account_id: str, name: str | None) -> NewApiKey | None:
+    engine = make_engine(load_settings().database_url)
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            if await repository.by_id(session, account_id) is None:
+                return None
+            return await create_api_key(session, account_id, name)
+    finally:
+        await engine.dispose()
+
+
+async def _listed(account_id: str) -> list[dict[str, Any]] | None:
+    engine = make_engine(load_settings().database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            if await repository.by_id(session, account_id) is None:
+                return None
+            return [
+                {
+                    "id": key.id,
+                    "name": key.name,
+                    "created_at": _when(key.created_at),
+                    "last_used_at": _when(key.last_used_at),
+                }
+                for key in await repository.keys_of(session, account_id)
+            ]
+    finally:
+        await engine.dispose()
+
+
+async def _revoke(key_id: str) -> bool:
+    engine = make_engine(load_settings().database_url)
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            return await revoke_api_key(session, key_id)
+    finally:
+        await engine.dispose()
+
+
+def _no_account(account_id: str) -> typer.Exit:
+    err.print(f"no account {account_id}")
+    return typer.Exit(1)
+
+
+@api_keys_app.command("create")
+def create_key(
+    account_id: str = typer.Argument(..., help="The account's id."),
+    name: str | None = typer.Option(None, "--name", help="What the key is for (max 200)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Add an API key to an account: prints its id, the key (shown once) and its name."""
+    try:
+        created = asyncio.run(_new_key(account_id, name))
+    except KeyNameRefused as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    if created is None:
+        raise _no_account(account_id)
+    fields = {"id": created.id, "api_key": created.api_key, "name": created.name}
+    if as_json:
+        typer.echo(json.dumps(fields))
+        return
+    console = Console()
+    for key, value in fields.items():
+        console.print(f"[bold]{key}[/bold]: {value if value is not None else ''}")
+    console.print("[yellow]The API key is shown only now; store it safely.[/yellow]")
+
+
+@api_keys_app.command("list")
+def list_keys(
+    account_id: str = typer.Argument(..., help="The account's id."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """List an account's API keys (never the keys themselves)."""
+    listed = asyncio.run(_listed(account_id))
+    if listed is None:
+        raise _no_account(account_id)
+    if as_json:
+        typer.echo(json.dumps({"account_id": account_id, "api_keys": listed}))
+        return
+    table = Table(title=f"API keys of {account_id}")
+    for column in ("id", "name", "created_at", "last_used_at"):
+        table.add_column(column)
+    for item in listed:
+        table.add_row(
+            *(str(item[column] or "") for column in ("id", "name", "created_at", "last_used_at"))
+        )
+    Console().print(table)
+
+
+@api_keys_app.command("revoke")
+def revoke_key(key_id: str = typer.Argument(..., help="The API key's id.")) -> None:
+    """Revoke an API key: it answers 401 from now on, and its console sessions end."""
+    if not asyncio.run(_revoke(key_id)):
+        err.print(f"no API key {key_id}")
+        raise typer.Exit(1)
+    err.print(f"API key {key_id} revoked")

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.accounts.models import Account
+from callvault.accounts.models import Account, ApiKey
 
 
 async def add(session: AsyncSession, account: Account) -> None:
@@ -11,9 +13,22 @@ async def add(session: AsyncSession, account: Account) -> None:
     await session.flush()
 
 
-async def by_api_key_hash(session: AsyncSession, api_key_hash: str) -> Account | None:
-    result = await session.execute(select(Account).where(Account.api_key_hash == api_key_hash))
-    return result.scalar_one_or_none()
+async def add_key(session: AsyncSession, key: ApiKey) -> None:
+    session.add(key)
+    await session.flush()
+
+
+async def by_api_key_hash(
+    session: AsyncSession, api_key_hash: str
+) -> tuple[Account, ApiKey] | None:
+    row = (
+        await session.execute(
+            select(Account, ApiKey)
+            .join(ApiKey, ApiKey.account_id == Account.id)
+            .where(ApiKey.key_hash == api_key_hash)
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 async def by_id(session: AsyncSession, account_id: str) -> Account | None:
@@ -22,3 +37,22 @@ async def by_id(session: AsyncSession, account_id: str) -> Account | None:
 
 async def all_accounts(session: AsyncSession) -> list[Account]:
     return list((await session.execute(select(Account))).scalars())
+
+
+async def keys_of(session: AsyncSession, account_id: str) -> list[ApiKey]:
+    result = await session.execute(
+        select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return list(result.scalars())
+
+
+async def key_by_id(session: AsyncSession, key_id: str) -> ApiKey | None:
+    return await session.get(ApiKey, key_id)
+
+
+async def delete_key(session: AsyncSession, key_id: str) -> None:
+    await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+
+
+async def mark_used(session: AsyncSession, key_id: str, moment: datetime) -> None:
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=moment))

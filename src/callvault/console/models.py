@@ -19,5 +19,11 @@ class ConsoleSession(Base):
     account_id: Mapped[str] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
+    # the API key the visitor signed in with: revoking it ends the session (ON DELETE
+    # CASCADE, and account_of_session joins it); null only for rows of before 0008_review
+    # that had no key to point at
+    api_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.accounts.models import Account
+from callvault.accounts.models import Account, ApiKey
 from callvault.console.models import ConsoleSession
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.webhooks.models import WebhookAttempt, WebhookEvent
@@ -24,12 +24,18 @@ async def add_session(session: AsyncSession, row: ConsoleSession) -> None:
 
 async def account_of_session(
     session: AsyncSession, token_hash: str, now: datetime
-) -> Account | None:
-    return await session.scalar(
-        select(Account)
-        .join(ConsoleSession, ConsoleSession.account_id == Account.id)
-        .where(ConsoleSession.token_hash == token_hash, ConsoleSession.expires_at > now)
-    )
+) -> tuple[Account, str] | None:
+    """The account and the API key id of a live session."""
+    row = (
+        await session.execute(
+            select(Account, ApiKey.id)
+            .join(ConsoleSession, ConsoleSession.account_id == Account.id)
+            # a session lives only as long as the key it was signed in with
+            .join(ApiKey, ApiKey.id == ConsoleSession.api_key_id)
+            .where(ConsoleSession.token_hash == token_hash, ConsoleSession.expires_at > now)
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 async def delete_session(session: AsyncSession, token_hash: str) -> None:

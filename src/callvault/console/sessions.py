@@ -46,8 +46,8 @@ async def sign_in(runtime: Runtime, api_key: str) -> str | None:
     if not api_key:
         return None
     async with runtime.sessions() as session:
-        account = await accounts.authenticate(session, api_key)
-    if account is None:
+        holder = await accounts.authenticate_key(session, api_key)
+    if holder is None:
         return None
     token = new_token()
     now = utcnow()
@@ -57,7 +57,8 @@ async def sign_in(runtime: Runtime, api_key: str) -> str | None:
             session,
             ConsoleSession(
                 token_hash=token_hash(token),
-                account_id=account.id,
+                account_id=holder.account.id,
+                api_key_id=holder.key_id,
                 created_at=now,
                 expires_at=now + SESSION_LIFETIME,
             ),
@@ -65,8 +66,9 @@ async def sign_in(runtime: Runtime, api_key: str) -> str | None:
     return token
 
 
-async def account_for(runtime: Runtime, token: str) -> Account | None:
-    """The signed-in account, or None for an unknown, ended or expired session."""
+async def account_for(runtime: Runtime, token: str) -> tuple[Account, str] | None:
+    """The signed-in account and the id of the API key it signed in with, or None for an
+    unknown, ended or expired session (or one whose key was revoked)."""
     if not token:
         return None
     async with runtime.sessions() as session:

@@ -85,6 +85,7 @@ class CsrfRefused(Exception):
 class Visitor:
     account: Account
     token: str
+    key_id: str  # the API key this session signed in with
 
     @property
     def csrf_token(self) -> str:
@@ -139,10 +140,10 @@ def is_https(request: Request) -> bool:
 async def current_visitor(request: Request) -> Visitor:
     """The dependency of every signed-in page."""
     token = request.cookies.get(sessions.COOKIE_NAME, "")
-    account = await sessions.account_for(runtime_of(request), token)
-    if account is None:
+    found = await sessions.account_for(runtime_of(request), token)
+    if found is None:
         raise NotSignedIn()
-    return Visitor(account=account, token=token)
+    return Visitor(account=found[0], token=token, key_id=found[1])
 
 
 async def checked_visitor(request: Request) -> Visitor:

@@ -4,10 +4,10 @@ routes the request: a pure ASGI middleware.
 Why: with the answer cached (credentials/answers.py), routing and dependency solving were
 most of what the GET still cost — ~0.1 ms of CPU, 0.56 x the requests/s of `GET /health`
 where issue 14 asks for 0.6 x (docs/performance.md). It answers only what it can answer
-exactly as the route would: a GET without a query string, a Bearer key of an account this
-process has cached, an answer rendered for that account at the current credentials
-generation. Everything else — a first GET, an unknown key, a query parameter (refused by the
-route with its 400), a changed row, a database that does not answer within
+exactly as the route would: a GET without a query string, a Bearer key this process has
+cached and nobody revoked since (accounts/cache.py), an answer rendered for that account at
+the current credentials generation. Everything else — a first GET, an unknown key, a query
+parameter (refused by the route with its 400), a changed row, a database that does not answer within
 `GENERATION_WAIT_SECS` — goes on to the route, which renders, fills the cache and answers
 errors in the Telnyx format (a 503 when the database is away).
 """
@@ -18,8 +18,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from callvault.auth import cached_account
-from callvault.credentials import service
+from callvault.auth import cached_key, mark_used
 from callvault.runtime import Runtime
 
 PREFIX = "/v2/custom_storage_credentials/"
@@ -60,14 +59,19 @@ class CachedCredentialsGet:
         api_key = bearer_key(scope["headers"])
         if api_key is None:
             return None
-        account = cached_account(self.runtime, api_key)
-        if account is None:
-            return None
         try:
             async with asyncio.timeout(GENERATION_WAIT_SECS):
-                return await service.cached_answer(self.runtime, account.id, connection_id)
+                # one read serves both checks: the key not revoked, the answer not stale
+                generation = await self.runtime.credential_generation.current()
         except Exception:  # slow or away: the route meets it too and answers it properly
             return None
+        holder = cached_key(self.runtime, api_key, generation)
+        if holder is None:
+            return None
+        answer = self.runtime.credential_answers.get(connection_id, holder.account.id, generation)
+        if answer is not None:
+            await mark_used(self.runtime, holder.key_id)
+        return answer
 
 
 def bearer_key(headers: list[tuple[bytes, bytes]]) -> str | None:

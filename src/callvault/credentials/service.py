@@ -243,12 +243,6 @@ async def retrieve_rendered(runtime: Runtime, account_id: str, connection_id: st
     return body
 
 
-async def cached_answer(runtime: Runtime, account_id: str, connection_id: str) -> bytes | None:
-    """The cached body of `retrieve_rendered`, or None when it would have to be rendered."""
-    generation = await runtime.credential_generation.current()
-    return runtime.credential_answers.get(connection_id, account_id, generation)
-
-
 async def replace(
     runtime: Runtime, account_id: str, connection_id: str, request: CredentialsRequest
 ) -> CredentialsResponse:

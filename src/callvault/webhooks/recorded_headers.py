@@ -41,4 +41,6 @@ def recorded_request_headers(headers: Iterable[tuple[str, str]]) -> Iterable[tup
 
 
 def recorded_response_headers(headers: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
-    return ((name, value) for name, value in headers if name.lower() not in DROPPED_RESPONSE_HEADERS)
+    return (
+        (name, value) for name, value in headers if name.lower() not in DROPPED_RESPONSE_HEADERS
+    )
