@@ -55,6 +55,13 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     no_worker: bool = typer.Option(False, "--no-worker", help="API only; run workers apart."),
+    forwarded_allow_ips: str | None = typer.Option(
+        None,
+        "--forwarded-allow-ips",
+        envvar="CALLVAULT_FORWARDED_ALLOW_IPS",
+        help="Comma-separated addresses or networks of the reverse proxies whose "
+        "X-Forwarded-Proto/-For are trusted ('*': any). Default: 127.0.0.1 only.",
+    ),
 ) -> None:
     """Run the API (and, unless --no-worker, the worker) in this process."""
     from callvault.app import create_app
@@ -81,6 +88,11 @@ def serve(
         # client never reuses a connection the server is closing at that very moment
         timeout_keep_alive=75,
         timeout_graceful_shutdown=30,
+        # behind a proxy: the visitor's scheme (Secure cookies, HSTS) and address (sign-in
+        # throttling) come from the proxy's X-Forwarded-* headers, from these addresses only;
+        # None keeps uvicorn's default (FORWARDED_ALLOW_IPS, else 127.0.0.1)
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
 

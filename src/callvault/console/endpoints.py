@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from callvault.accounts import repository as account_rows
+from callvault.accounts.service import KeyNameRefused, create_api_key, revoke_api_key
 from callvault.applications import service as applications
 from callvault.applications.schemas import (
     CreateCallControlApplicationRequest,
@@ -29,18 +31,20 @@ from callvault.console.forms import (
     stored_values,
 )
 from callvault.console.overview import HEIGHT, WIDTH, overview
+from callvault.console.throttle import LoginThrottle
 from callvault.console.web import (
     ConsoleRoute,
     Visitor,
     checked_visitor,
+    cookie_policy,
     current_visitor,
     error_page,
-    is_https,
     redirect,
     render,
 )
 from callvault.credentials import service as credentials
 from callvault.credentials.schemas import CredentialsRequest
+from callvault.db import transaction
 from callvault.errors import ApiError, not_found
 from callvault.recordings import repository as recording_rows
 from callvault.recordings import service as recordings
@@ -97,23 +101,45 @@ async def login_page(request: Request) -> Response:
 
 
 def _set_login_cookie(request: Request, response: Response, token: str) -> None:
+    policy = cookie_policy(request)
     response.set_cookie(
-        sessions.LOGIN_CSRF_COOKIE,
+        policy.login_name,
         token,
         max_age=3600,
-        path="/console/login",
+        path=policy.login_path,
         httponly=True,
         samesite="strict",
-        secure=is_https(request),
+        secure=policy.secure,
     )
+
+
+def _throttle(request: Request) -> LoginThrottle:
+    """The app's login throttle (console/throttle.py), made on first use."""
+    throttle: LoginThrottle | None = getattr(request.app.state, "login_throttle", None)
+    if throttle is None:
+        throttle = request.app.state.login_throttle = LoginThrottle()
+    return throttle
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    throttle = _throttle(request)
+    address = request.client.host if request.client else ""
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        refused = error_page(
+            request,
+            429,
+            f"Too many refused sign-ins from your address: try again in {wait} s.",
+            back="/console/login",
+        )
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     form = await request.form()
     api_key = form.get("api_key")
     submitted = form.get(sessions.CSRF_FIELD)
-    expected = request.cookies.get(sessions.LOGIN_CSRF_COOKIE, "")
+    policy = cookie_policy(request)
+    expected = request.cookies.get(policy.login_name, "")
     if not (
         isinstance(submitted, str)
         and expected
@@ -127,6 +153,7 @@ async def login(request: Request) -> Response:
         )
     token = await sessions.sign_in(runtime_of(request), api_key if isinstance(api_key, str) else "")
     if token is None:
+        throttle.failed(address)
         fresh = secrets.token_urlsafe(24)
         refused = render(
             request,
@@ -139,15 +166,21 @@ async def login(request: Request) -> Response:
         return refused
     response = redirect("/console")
     response.set_cookie(
-        sessions.COOKIE_NAME,
+        policy.session_name,
         token,
         max_age=int(sessions.SESSION_LIFETIME.total_seconds()),
-        path="/console",
+        path=policy.session_path,
         httponly=True,
         samesite="strict",
-        secure=is_https(request),
+        secure=policy.secure,
     )
-    response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path="/console/login")
+    response.delete_cookie(
+        policy.login_name,
+        path=policy.login_path,
+        httponly=True,
+        samesite="strict",
+        secure=policy.secure,
+    )
     return response
 
 
@@ -155,14 +188,81 @@ async def login(request: Request) -> Response:
 async def logout(request: Request, visitor: Checked) -> Response:
     await sessions.sign_out(runtime_of(request), visitor.token)
     response = redirect("/console/login")
+    _forget_session_cookie(request, response)
+    return response
+
+
+def _forget_session_cookie(request: Request, response: Response) -> None:
+    policy = cookie_policy(request)
     response.delete_cookie(
-        sessions.COOKIE_NAME,
-        path="/console",
+        policy.session_name,
+        path=policy.session_path,
         httponly=True,
         samesite="strict",
-        secure=is_https(request),
+        secure=policy.secure,
     )
-    return response
+
+
+# ---- API keys
+
+
+async def _api_keys_page(
+    request: Request,
+    visitor: Visitor,
+    *,
+    created: Any = None,
+    problems: list[Problem] | None = None,
+    name: str = "",
+    flash: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    async with runtime_of(request).sessions() as session:
+        keys = await account_rows.keys_of(session, visitor.account.id)
+    return render(
+        request,
+        "api_keys.html",
+        visitor,
+        status_code=status_code,
+        keys=keys,
+        created=created,
+        problems=problems or [],
+        name=name,
+        flash=flash,
+    )
+
+
+@router.get("/api-keys")
+async def api_keys_page(request: Request, visitor: Signed, flash: Flash = None) -> Response:
+    return await _api_keys_page(request, visitor, flash=flash)
+
+
+@router.post("/api-keys")
+async def create_key(
+    request: Request, visitor: Checked, name: Annotated[str, Form(max_length=1000)] = ""
+) -> Response:
+    try:
+        async with transaction(runtime_of(request).sessions) as session:
+            created = await create_api_key(session, visitor.account.id, name)
+    except KeyNameRefused as exc:
+        return await _api_keys_page(
+            request, visitor, problems=[Problem("name", str(exc))], name=name, status_code=422
+        )
+    # the key is on this answer only (no redirect: it is not kept anywhere to show again);
+    # the console's answers are Cache-Control: no-store
+    return await _api_keys_page(request, visitor, created=created, status_code=201)
+
+
+@router.post("/api-keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str, visitor: Checked) -> Response:
+    async with transaction(runtime_of(request).sessions) as session:
+        revoked = await revoke_api_key(session, key_id, visitor.account.id)
+    if not revoked:
+        raise not_found()
+    if key_id == visitor.key_id:  # this very session ended with its key
+        response = redirect("/console/login")
+        _forget_session_cookie(request, response)
+        return response
+    return redirect("/console/api-keys", flash="api-key-revoked")
 
 
 # ---- overview

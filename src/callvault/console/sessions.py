@@ -20,8 +20,13 @@ from callvault.db import transaction, utcnow
 from callvault.runtime import Runtime
 
 SESSION_LIFETIME = timedelta(hours=12)
+# over plain http (a local console): scoped to the console's paths
 COOKIE_NAME = "callvault_console"
 LOGIN_CSRF_COOKIE = "callvault_console_login"
+# over https: the `__Host-` prefix makes the browser take the cookie only when it is Secure,
+# for path=/ and without Domain, so a sibling subdomain cannot plant or widen it
+SECURE_COOKIE_NAME = "__Host-callvault_console"
+SECURE_LOGIN_CSRF_COOKIE = "__Host-callvault_console_login"
 CSRF_FIELD = "csrf_token"
 
 

@@ -30,6 +30,9 @@ CONTENT_SECURITY_POLICY = (
     "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
+# sent when the visitor talks https to us (is_https): browsers then refuse plain http to this
+# host for a year; no includeSubDomains, the operator's other hosts are not ours to decide
+HSTS = "max-age=31536000"
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -103,6 +106,7 @@ FLASHES = {
     "recording-deleted": "Recording deleted.",
     "redelivery-queued": "Queued for redelivery.",
     "delivery-queued": "Delivery queued again.",
+    "api-key-revoked": "API key revoked.",
 }
 
 
@@ -134,12 +138,37 @@ def redirect(path: str, *, flash: str | None = None) -> RedirectResponse:
 
 
 def is_https(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the visitor's browser talks https to us: the public URL says so (behind a proxy
+    that ends TLS, the request itself arrives as http), or the request came over https (directly,
+    or through a proxy trusted with --forwarded-allow-ips)."""
+    public_url: str = runtime_of(request).settings.public_url
+    return public_url.lower().startswith("https://") or request.url.scheme == "https"
+
+
+@dataclass(frozen=True)
+class CookiePolicy:
+    secure: bool
+    session_name: str
+    session_path: str
+    login_name: str
+    login_path: str
+
+
+SECURE_COOKIES = CookiePolicy(
+    True, sessions.SECURE_COOKIE_NAME, "/", sessions.SECURE_LOGIN_CSRF_COOKIE, "/"
+)
+PLAIN_COOKIES = CookiePolicy(
+    False, sessions.COOKIE_NAME, "/console", sessions.LOGIN_CSRF_COOKIE, "/console/login"
+)
+
+
+def cookie_policy(request: Request) -> CookiePolicy:
+    return SECURE_COOKIES if is_https(request) else PLAIN_COOKIES
 
 
 async def current_visitor(request: Request) -> Visitor:
     """The dependency of every signed-in page."""
-    token = request.cookies.get(sessions.COOKIE_NAME, "")
+    token = request.cookies.get(cookie_policy(request).session_name, "")
     found = await sessions.account_for(runtime_of(request), token)
     if found is None:
         raise NotSignedIn()
@@ -159,7 +188,13 @@ async def checked_visitor(request: Request) -> Visitor:
 def error_page(
     request: Request, status_code: int, message: str, *, back: str = "/console"
 ) -> HTMLResponse:
-    titles = {404: "Not found", 403: "Refused", 422: "Invalid value", 409: "Conflict"}
+    titles = {
+        404: "Not found",
+        403: "Refused",
+        422: "Invalid value",
+        409: "Conflict",
+        429: "Too many tries",
+    }
     return render(
         request,
         "error.html",
@@ -168,6 +203,13 @@ def error_page(
         message=message,
         back=back,
     )
+
+
+def add_security_headers(request: Request, response: Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if is_https(request):
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
 
 
 class ConsoleRoute(APIRoute):
@@ -192,8 +234,7 @@ class ConsoleRoute(APIRoute):
                 response = error_page(request, exc.status, message)
             except RequestValidationError:
                 response = error_page(request, 422, "The request is not valid.")
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
+            add_security_headers(request, response)
             return response
 
         return handler
