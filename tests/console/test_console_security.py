@@ -199,3 +199,63 @@ async def test_every_console_path_parameter_refuses_traversal_and_junk(
         api.cookies.clear()
     assert failures == []
     assert pages_404 > len(routes)
+
+
+async def test_a_refused_storage_save_never_echoes_a_secret(
+    api: httpx.AsyncClient, account: NewAccount
+) -> None:
+    from tests.worker.flow import create_application
+
+    connection_id = await create_application(api, account.api_key, "https://example.com/hooks")
+    stored_secret = "wJalrXUtnFEMI/K7MDENG/" + "s" * 24
+    answer = await api.post(
+        f"/v2/custom_storage_credentials/{connection_id}",
+        json={
+            "backend": "s3",
+            "configuration": {
+                "bucket": "recordings-kept",
+                "region": "us-east-1",
+                "aws_access_key_id": "AKIAEXAMPLEKEPT",
+                "aws_secret_access_key": stored_secret,
+            },
+        },
+        headers={"Authorization": f"Bearer {account.api_key}"},
+    )
+    assert answer.status_code == 200, answer.text
+    login = await api.get("/console/login")
+    token = CSRF.search(login.text)
+    assert token is not None
+    signed = await api.post(
+        "/console/login", data={"api_key": account.api_key, "csrf_token": token[1]}
+    )
+    assert signed.status_code == 303
+    page = await api.get(f"/console/applications/{connection_id}")
+    csrf = CSRF.search(page.text)
+    assert csrf is not None
+    # every secret input is a password input
+    for name in ("s3.aws_secret_access_key", "azure.account_key", "azure.sas_token"):
+        tag = re.search(rf'<input [^>]*name="{re.escape(name)}"[^>]*>', page.text)
+        assert tag is not None and 'type="password"' in tag[0], name
+
+    typed = {
+        "s3": ("aws_secret_access_key", "typed-s3-secret-" + "x" * 20),
+        "s3-generic": ("aws_secret_access_key", "typed-generic-secret-" + "y" * 20),
+        "azure": ("account_key", "dHlwZWQtYXp1cmUta2V5" * 3),
+    }
+    for backend, (field, secret) in typed.items():
+        refused = await api.post(
+            f"/console/applications/{connection_id}/storage",
+            data={
+                "csrf_token": csrf[1],
+                "backend": backend,
+                f"{backend}.bucket": "Not_A_Bucket",
+                f"{backend}.{field}": secret,
+                f"{backend}.region": "us-east-1",
+            },
+        )
+        assert refused.status_code == 422, refused.text
+        assert secret not in refused.text, backend
+        assert "Not_A_Bucket" in refused.text  # what is not secret comes back for correction
+    # the stored secret stands in, masked as GET shows it
+    assert stored_secret[-4:] in refused.text and stored_secret not in refused.text
+    api.cookies.clear()

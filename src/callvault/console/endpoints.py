@@ -27,6 +27,7 @@ from callvault.console.forms import (
     Problem,
     application_body,
     problems_of,
+    refused_values,
     storage_body,
     stored_values,
 )
@@ -355,9 +356,15 @@ async def _application_page(
     except ApiError as exc:
         if exc.status != 404:
             raise
-    if storage_values is None and stored is not None:
-        configuration = stored.data.configuration.model_dump()
-        storage_values = stored_values(stored.data.backend, configuration)
+    masked = (
+        stored_values(stored.data.backend, stored.data.configuration.model_dump())
+        if stored is not None
+        else None
+    )
+    if storage_values is None:
+        storage_values = masked
+    else:  # a refused save
+        storage_values = refused_values(storage_values, masked)
     if chosen_backend is None:
         chosen_backend = stored.data.backend if stored is not None else "s3"
     return render(

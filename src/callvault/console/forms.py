@@ -81,6 +81,24 @@ def storage_forms() -> tuple[BackendForm, ...]:
 
 
 STORAGE_FORMS = storage_forms()
+# input names of every secret field: never rendered back as submitted
+SECRET_INPUTS = frozenset(
+    spec.input_name for form in STORAGE_FORMS for spec in form.fields if spec.secret
+)
+
+
+def refused_values(
+    submitted: Mapping[str, str], stored: Mapping[str, str] | None
+) -> dict[str, str]:
+    """What a refused storage form shows again: what was typed, except secrets — those are
+    never echoed (a page, a cache or a screenshot would carry them); the stored ones, masked
+    as GET shows them, stand in where there are any, so a masked value sent back still keeps
+    the stored secret."""
+    kept = {name: value for name, value in submitted.items() if name not in SECRET_INPUTS}
+    for name, value in (stored or {}).items():
+        if name in SECRET_INPUTS:
+            kept[name] = value
+    return kept
 
 
 def storage_body(form: Mapping[str, Any]) -> dict[str, Any]:
