@@ -37,7 +37,8 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
         version=__version__,
         description="Call recordings stored where their owner chooses (Telnyx-compatible API).",
         openapi_url="/v2/openapi.json",
-        docs_url="/v2/docs",
+        # /v2/docs is ours, self-hosted and off unless CALLVAULT_API_DOCS (console/api_docs.py)
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
         # every /v2 operation refuses query parameters it does not declare (query.py)

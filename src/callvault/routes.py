@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from callvault.accounts.endpoints import router as accounts_router
 from callvault.applications.endpoints import router as applications_router
+from callvault.console.api_docs import router as api_docs_router
 from callvault.console.endpoints import router as console_router
 from callvault.credentials.endpoints import router as credentials_router
 from callvault.encryption_keys.endpoints import router as encryption_keys_router
@@ -33,3 +34,4 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(redelivery_router)
     app.include_router(metrics_router)
     app.include_router(console_router)
+    app.include_router(api_docs_router)

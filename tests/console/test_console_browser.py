@@ -16,12 +16,10 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Request, Response, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Request, Response
 from sqlalchemy import select
 
 from callvault.accounts.service import NewAccount
@@ -33,22 +31,11 @@ from tests.recordings.conftest import add_application, metadata_for, post_record
 from tests.recordings.samples import make_wav
 from tests.servers import SeaweedFS
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(
     os.environ.get("CALLVAULT_CONSOLE_SCREENSHOTS")
     or Path(tempfile.gettempdir()) / "callvault-console-screenshots"
 ).resolve()
 WAIT_MS = 60_000  # generous: the machine is shared
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (one stat, before any I/O)
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium package")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield browser
-        await browser.close()
 
 
 class Traffic:
