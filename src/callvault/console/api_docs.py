@@ -17,10 +17,11 @@ from fastapi import APIRouter, Request, Response
 
 from callvault.auth import runtime_of
 from callvault.config import TRUE_WORDS
-from callvault.console.web import ConsoleRoute, render
+from callvault.console.web import add_security_headers, render
 from callvault.errors import not_found
 
-router = APIRouter(prefix="/v2/docs", route_class=ConsoleRoute, include_in_schema=False)
+# a plain route class: under /v2, a refusal is the API's JSON error, not a console page
+router = APIRouter(prefix="/v2/docs", include_in_schema=False)
 
 # name -> (package, path inside it, media type)
 ASSETS = {
@@ -39,7 +40,9 @@ def docs_enabled(request: Request) -> bool:
 async def docs_page(request: Request) -> Response:
     if not docs_enabled(request):
         raise not_found()
-    return render(request, "api_docs.html", openapi_url="/v2/openapi.json")
+    response = render(request, "api_docs.html", openapi_url="/v2/openapi.json")
+    add_security_headers(request, response)
+    return response
 
 
 @router.get("/static/{name}")
@@ -48,6 +51,8 @@ async def docs_asset(request: Request, name: str) -> Response:
         raise not_found()
     package, path, media_type = ASSETS[name]
     content = resources.files(package).joinpath(path).read_bytes()
-    return Response(
+    response = Response(
         content, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"}
     )
+    add_security_headers(request, response)
+    return response
