@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callvault.accounts import repository as accounts_repository
 from callvault.accounts import service as accounts
+from callvault.accounts.cache import REVOCATION_LAG_SECS
 from callvault.accounts.keys import hash_api_key
 from callvault.accounts.models import Account, KeyHolder
 from callvault.db import transaction, utcnow
@@ -65,8 +66,11 @@ class AccountBearer(HTTPBearer):
         runtime = runtime_of(request)
         api_key = credentials.credentials
         # read before the key: a revocation committed in between leaves the entry labelled
-        # with the older generation, so it is looked up again next time
-        generation = await runtime.credential_generation.current()
+        # with the older generation, so it is looked up again next time; a read up to
+        # REVOCATION_LAG_SECS old will do (revocations wait that long: accounts/cache.py)
+        generation = runtime.credential_generation.recent(REVOCATION_LAG_SECS)
+        if generation is None:
+            generation = await runtime.credential_generation.current()
         key_hash = hash_api_key(api_key)
         holder = runtime.accounts.get(key_hash, generation)
         if holder is None:

@@ -84,3 +84,27 @@ async def test_a_cancelled_waiter_does_not_cancel_the_read_of_the_others() -> No
     await read.release(1)
     assert await staying == 3
     assert leaving.cancelled()
+
+
+async def test_recent_is_a_read_that_started_at_most_that_long_ago() -> None:
+    now = [100.0]
+    read = GatedRead()
+    reader = GenerationReader(None, read, clock=lambda: now[0])
+    assert reader.recent(1.0) is None  # nothing read yet
+    read.value = 7
+    pending = asyncio.create_task(reader.current())
+    await read.started_at_least(1)
+    now[0] = 100.5  # the read takes a while: its age counts from its start
+    await read.release(1)
+    assert await pending == 7
+    assert reader.recent(1.0) == 7
+    now[0] = 101.0
+    assert reader.recent(1.0) == 7
+    now[0] = 101.01
+    assert reader.recent(1.0) is None  # older than allowed: the caller reads again
+    read.failure = RuntimeError("database away")
+    failing = asyncio.create_task(reader.current())
+    await read.release(2)
+    with pytest.raises(RuntimeError):
+        await failing
+    assert reader.recent(1.0) is None  # a failed read is no newer value

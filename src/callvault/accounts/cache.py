@@ -6,8 +6,11 @@ Entries live `ttl_secs` (60 s) and at most `max_entries` are kept (oldest out fi
 stays bounded whatever keys are tried; failed lookups are never cached. Each entry carries the
 credentials generation read *before* the key was looked up, and counts only while the
 generation is still that one: revoking a key deletes its row, and a database trigger moves the
-generation (migration 0008_review), so every process stops taking a revoked key at its next
-request — the same read the cached credentials GET makes (credentials/generation.py).
+generation (migration 0008_review). A request checks against a generation read that started at
+most `REVOCATION_LAG_SECS` before it (credentials/generation.py `recent`: on SQLite read on the
+loop every time, on PostgreSQL one shared round trip per second at most, not one per request),
+and whatever revokes a key waits that long before it says "revoked" — so from then on every
+process refuses the key.
 
 It also remembers when this process last wrote a key's `last_used_at`, so that the column is
 written at most once per `USE_MARK_SECS` per key and process, not on every request.
@@ -24,6 +27,8 @@ from callvault.accounts.models import KeyHolder
 DEFAULT_TTL_SECS = 60.0
 DEFAULT_MAX_ENTRIES = 1024
 USE_MARK_SECS = 60.0
+# how old the generation a cached key is checked against may be; revocations wait this long
+REVOCATION_LAG_SECS = 1.0
 
 
 class AccountCache:

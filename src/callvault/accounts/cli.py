@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callvault.accounts import repository
+from callvault.accounts.cache import REVOCATION_LAG_SECS
 from callvault.accounts.service import (
     KeyNameRefused,
     NewAccount,
@@ -105,9 +106,12 @@ async def _revoke(key_id: str) -> bool:
     engine = make_engine(load_settings().database_url)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
-            return await revoke_api_key(session, key_id)
+            revoked = await revoke_api_key(session, key_id)
     finally:
         await engine.dispose()
+    if revoked:  # until then a process may still take it from its cache (accounts/cache.py)
+        await asyncio.sleep(REVOCATION_LAG_SECS)
+    return revoked
 
 
 def _no_account(account_id: str) -> typer.Exit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from callvault.accounts import repository as account_rows
+from callvault.accounts.cache import REVOCATION_LAG_SECS
 from callvault.accounts.service import KeyNameRefused, create_api_key, revoke_api_key
 from callvault.applications import service as applications
 from callvault.applications.schemas import (
@@ -259,6 +261,8 @@ async def revoke_key(request: Request, key_id: str, visitor: Checked) -> Respons
         revoked = await revoke_api_key(session, key_id, visitor.account.id)
     if not revoked:
         raise not_found()
+    # "revoked" is said once no process takes the key from its cache any more
+    await asyncio.sleep(REVOCATION_LAG_SECS)
     if key_id == visitor.key_id:  # this very session ended with its key
         response = redirect("/console/login")
         _forget_session_cookie(request, response)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,13 +31,21 @@ def session_read(sessions: async_sessionmaker[AsyncSession]) -> Callable[[], Awa
 
 
 class GenerationReader:
-    def __init__(self, loop_reader: LoopReader | None, read: Callable[[], Awaitable[int]]) -> None:
+    def __init__(
+        self,
+        loop_reader: LoopReader | None,
+        read: Callable[[], Awaitable[int]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """`read`: one read through a session (the shared one); `loop_reader` first if any."""
         self.loop_reader = loop_reader
         self._read = read
         self._next: asyncio.Future[int] | None = None  # the read not started yet: join it
         self._reading = False
         self._driver: asyncio.Task[None] | None = None  # held: the loop keeps tasks weakly
+        # (monotonic time the last successful read started, its value), for `recent`
+        self._last: tuple[float, int] | None = None
+        self._clock = clock
 
     def now(self) -> int | None:
         """The generation without waiting for anything, or None (PostgreSQL; SQLite busy)."""
@@ -46,6 +55,17 @@ class GenerationReader:
             return repository.generation_on_loop(self.loop_reader)
         except sqlite3.Error:
             return None  # e.g. busy during recovery: a session waits where the loop must not
+
+    def recent(self, max_age_secs: float) -> int | None:
+        """The generation as of a read that started at most `max_age_secs` ago, without waiting
+        (SQLite: read now), or None. For checks that may lag a change by `max_age_secs` (the
+        API-key cache: accounts/cache.py) and so need no read per request on PostgreSQL."""
+        generation = self.now()
+        if generation is not None:
+            return generation
+        if self._last is not None and self._clock() - self._last[0] <= max_age_secs:
+            return self._last[1]
+        return None
 
     async def current(self) -> int:
         generation = self.now()
@@ -67,7 +87,10 @@ class GenerationReader:
             while self._next is not None:
                 asked, self._next = self._next, None
                 try:
-                    asked.set_result(await self._read())
+                    started = self._clock()
+                    value = await self._read()
+                    self._last = (started, value)
+                    asked.set_result(value)
                 except asyncio.CancelledError:
                     asked.cancel()
                     raise
