@@ -1,7 +1,8 @@
 """Migrations 0007_review and 0008_review on data written before them, on SQLite and
 PostgreSQL: an account's existing API key keeps working (and its open console sessions with
-it), delivery records lose their stored signatures and the receivers' cookies, and no row of
-any table that points at `accounts` is lost when SQLite rebuilds it."""
+it), delivery records lose their stored signatures and the receivers' cookies, no row of any
+table that points at `accounts` is lost when SQLite rebuilds it, and down and up again keeps
+the key."""
 
 from __future__ import annotations
 
@@ -133,6 +134,17 @@ async def test_old_rows_survive_and_lose_their_secrets(empty_database: str) -> N
     assert _pairs(response_headers) == [["X-Kept", "yes"]]
     if url.startswith("sqlite"):
         assert await _rows(url, "PRAGMA foreign_key_check") == []
+
+    # down again: each account gets its (oldest) key back; and up once more
+    await asyncio.to_thread(command.downgrade, alembic_config(url), "0006")
+    assert await _rows(url, "SELECT api_key_hash FROM accounts") == [(keys.hash_api_key(api_key),)]
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            assert await authenticate(session, api_key) is not None
+    finally:
+        await engine.dispose()
 
 
 def _json(value: object) -> str:

@@ -116,8 +116,13 @@ def upgrade() -> None:
 
     if _is_sqlite():
         _refuse_foreign_keys_on()
+        inspector = sa.inspect(bind)
+        if "uq_accounts_api_key_hash" in {i["name"] for i in inspector.get_indexes("accounts")}:
+            op.drop_index("uq_accounts_api_key_hash", table_name="accounts")  # our downgrade's
+        unique = {c["name"] for c in inspector.get_unique_constraints("accounts")}
         with op.batch_alter_table("accounts") as batch_op:
-            batch_op.drop_constraint("uq_accounts_api_key_hash", type_="unique")
+            if "uq_accounts_api_key_hash" in unique:  # 0001's
+                batch_op.drop_constraint("uq_accounts_api_key_hash", type_="unique")
             batch_op.drop_column("api_key_hash")
         op.execute(
             f"CREATE TRIGGER api_keys_generation_delete AFTER DELETE ON api_keys BEGIN {BUMP}; END"
