@@ -53,6 +53,30 @@ def only_error(response: httpx.Response) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def principal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLVAULT_AWS_PRINCIPAL_ARN", PRINCIPAL)
+    # the s3-generic endpoint's STS may be called with this server's identity
+    monkeypatch.setenv(
+        "CALLVAULT_STS_ENDPOINTS", "https://other.example.com,https://s3.example.com"
+    )
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+
+
+async def test_an_s3_generic_role_needs_an_sts_endpoint_the_operator_allows(
+    api: httpx.AsyncClient, account: NewAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AssumeRole is signed with callvault's own AWS identity: a customer's endpoint must never
+    see it, so s3-generic + role_arn is refused unless the operator allows that STS."""
+    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", "https://other.example.com")
+    connection_id = (await create_application(api, account))["id"]
+    response = await api.post(
+        f"{BASE}/{connection_id}",
+        json={"backend": "s3-generic", "configuration": role_configuration("s3-generic")},
+        headers=auth(account),
+    )
+    assert response.status_code == 422, response.text
+    error = only_error(response)
+    assert error["source"] == {"pointer": "/configuration/role_arn"}
+    assert "CALLVAULT_STS_ENDPOINTS" in error["detail"]
+    assert "https://s3.example.com" in error["detail"]
 
 
 @pytest.mark.parametrize("backend", ["s3", "s3-generic"])
