@@ -200,3 +200,38 @@ def test_memory_stays_flat_for_a_large_file(tmp_path: Path) -> None:
     assert peak < 8 * 1024 * 1024, peak  # 1 MiB chunks, never the file
     with open(tmp_path / "big.wav", "rb") as handle:
         assert handle.read(len(block)) == block
+
+
+def test_plaintext_is_written_0600_and_no_planted_symlink_is_followed(
+    files: dict[str, Any],
+) -> None:
+    """Issue 21 item 5: the temp file was a predictable `.OUT.PID.partial` opened with
+    open("wb"): a symlink planted there (or at OUT) received the plaintext, and the file
+    was left with the umask's mode (0644)."""
+    d: Path = files["dir"]
+    victim = d / "victim"
+    victim.write_bytes(b"not yours")
+    # the old predictable names, for this process and the CLI runner's
+    (d / f".out.wav.{os.getpid()}.partial").symlink_to(victim)
+    (d / "link.wav").symlink_to(victim)
+    old_umask = os.umask(0o022)
+    try:
+        for out in ("out.wav", "link.wav"):
+            result = run(
+                "decrypt",
+                str(d / "rec.enc"),
+                "--private-key",
+                str(d / "key.pem"),
+                "--details",
+                json.dumps(files["details"]),
+                "-o",
+                str(d / out),
+            )
+            assert result.exit_code == 0, result.output
+            assert not (d / out).is_symlink()
+            assert (d / out).read_bytes() == files["audio"]
+            assert (d / out).stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_umask)
+    assert victim.read_bytes() == b"not yours"
+    assert not any(p.name.endswith(".partial") and not p.is_symlink() for p in d.iterdir())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,16 @@ def _load_private_key(path: Path, passphrase: str | None) -> Any:
 def decrypt_file(source: Path, target: Path, private_key: Any, details: dict[str, Any]) -> None:
     """Decrypt `source` into `target`, atomically: `target` appears only when it verified."""
     cek, iv = unwrap_cek(private_key, details)
-    target = target.resolve()
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    # not resolve(): an OUT that is a symlink is replaced, never followed
+    target = Path(os.path.abspath(target))
+    # plaintext audio: a name no one can have planted (mkstemp: O_CREAT|O_EXCL, so no symlink
+    # is followed), mode 0600, next to OUT so that the rename is atomic
+    descriptor, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".partial", dir=target.parent
+    )
+    partial = Path(name)
     try:
-        with open(source, "rb") as src, open(partial, "wb") as dst:
+        with os.fdopen(descriptor, "wb") as dst, open(source, "rb") as src:
             decrypt_stream(src, os.fstat(src.fileno()).st_size, dst, cek, iv)
             dst.flush()
             os.fsync(dst.fileno())
