@@ -156,6 +156,7 @@ async def test_gcs_key_of_another_universe_is_refused_at_save(
     assert "universe_domain" in error["detail"]
     assert key.private_key.splitlines()[1] not in response.text
     # the default universe, said explicitly, is fine
-    sent["configuration"]["credentials"] = json.dumps({**key.info, "universe_domain": "googleapis.com"})
+    default = {**key.info, "universe_domain": "googleapis.com"}
+    sent["configuration"]["credentials"] = json.dumps(default)
     response = await api.post(f"{BASE}/{connection_id}", json=sent, headers=auth(account))
     assert response.status_code == 200, response.text

@@ -49,7 +49,7 @@ def is_public_address(ip: IPAddress | str) -> bool:
     """True when `ip` is a publicly routable unicast address.
 
     Refused: loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16,
-    fe80::/10), site-local (fec0::/10), unspecified, multicast, carrier-grade NAT, reserved and documentation ranges (3fff::/20 too),
+    fe80::/10), unspecified, multicast, carrier-grade NAT, reserved and documentation ranges,
     and IPv6 forms that embed one of those IPv4 addresses (::ffff:10.0.0.1, 6to4, NAT64).
     """
     address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
