@@ -1180,6 +1180,66 @@ class ByteFlipProxy:
             _close_both(source, target)
 
 
+class StallingServer:
+    """A TCP server that speaks just enough HTTP to stall a client mid-transfer (issue 21):
+    a GET is answered with its headers and the first `sent` bytes of a `size`-byte body, then
+    nothing more; any other request has its headers read and is never answered (nor its body
+    read). The connections stay open until `close()`. `requests` counts what arrived."""
+
+    def __init__(self, *, size: int = 1_000_000, sent: int = 1000) -> None:
+        self.size = size
+        self.sent = sent
+        self.requests = 0
+        self._held: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        _close_both(*self._held)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(client)
+            threading.Thread(target=self._stall, args=(client,), daemon=True).start()
+
+    def _stall(self, client: socket.socket) -> None:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            self.requests += 1
+            if head.startswith(b"GET "):
+                client.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    b'ETag: "stall"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n'
+                    + f"Content-Length: {self.size}\r\n\r\n".encode()
+                    + b"a" * self.sent
+                )
+        except OSError:
+            return
+
+
 def _close_both(*sockets: socket.socket) -> None:
     for sock in sockets:
         try:

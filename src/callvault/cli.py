@@ -59,6 +59,7 @@ def serve(
     """Run the API (and, unless --no-worker, the worker) in this process."""
     from callvault.app import create_app
     from callvault.runtime import Runtime
+    from callvault.serving import server_options
 
     configure_logging()
     settings = settings_for_server(host, port)
@@ -72,15 +73,8 @@ def serve(
         application,
         host=host,
         port=port,
-        # explicit: "auto" would fall back silently to the slower pure-Python loop and parser
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        # longer than load balancers' idle timeouts (60 s) and clients' pools (httpx: 5 s), so a
-        # client never reuses a connection the server is closing at that very moment
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=30,
+        # uvloop, httptools with a header deadline, keep-alive and shutdown timeouts
+        **server_options(settings.environ),
     )
 
 

@@ -285,6 +285,8 @@ async def test_a_container_sas_instead_of_the_account_key(
         ("sv=2020-12-06&sp=rcw&sr=c", "sas_token must be a SAS token"),
         ("sv=2020-12-06&sp=rcw&sr=b&se=2099-01-01&sig=abc", "container SAS (sr=c)"),
         ("sv=2020-12-06&sp=rcw&sr=c&sig=abc", "no expiry"),
+        # an account SAS: every container of the account (issue 21)
+        ("sv=2020-12-06&ss=b&srt=sco&sp=rwdlac&se=2099-01-01&sig=abc", "an account SAS (ss/srt)"),
     ],
 )
 async def test_an_unusable_sas_is_refused_with_the_problem(

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ class ReceivedUpload:
     size: int
     sha256: str
     encryption_details: dict[str, str] | None = None
+    # chosen before the first byte is encrypted: format 2 binds it (scheme.py)
+    recording_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 # whom a recording's audio is encrypted for (None: stored in clear), from its metadata
@@ -297,10 +300,11 @@ class _AudioSink:
         self.started = False
         self.encryptor: ContentEncryptor | None = None
 
-    def start(self, *, encrypt: bool) -> None:
-        """Decided before the first byte is written: encrypted or clear."""
+    def start(self, *, encrypt: bool, recipient: Recipient | None, recording_id: str) -> None:
+        """Decided before the first byte is written: encrypted or clear, and for whom (unknown
+        yet: unbound, re-encrypted for the key at the end)."""
         self.started = True
-        self.encryptor = ContentEncryptor() if encrypt else None
+        self.encryptor = ContentEncryptor(recipient, recording_id) if encrypt else None
 
     def absorb(self, data: bytes) -> None:
         self.sniffer.feed(data)
@@ -330,6 +334,35 @@ class _HashingWriter:
         self.written += len(data)
 
 
+class _EncryptingWriter:
+    """Encrypts what it is given into `handle`, hashing the ciphertext."""
+
+    def __init__(self, handle: IO[bytes], encryptor: ContentEncryptor) -> None:
+        self.inner = _HashingWriter(handle)
+        self.encryptor = encryptor
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(self.encryptor.update(data))
+
+
+def _reencrypt(
+    path: Path, placeholder: ContentEncryptor, bound: ContentEncryptor
+) -> tuple[int, str]:
+    """Replace `path` (encrypted unbound, the key unknown when the audio arrived) by the same
+    audio encrypted with `bound`, in one streaming pass: no plaintext touches the disk.
+    (size, sha256) of the new file."""
+    fresh = temp_path(path.parent)
+    try:
+        with open(path, "rb") as source, open(fresh, "wb") as target:
+            writer = _EncryptingWriter(target, bound)
+            decrypt_stream(source, path.stat().st_size, writer, placeholder.cek, placeholder.iv)
+            writer.inner.write(bound.finish())
+        os.replace(fresh, path)
+    finally:
+        fresh.unlink(missing_ok=True)
+    return writer.inner.written, writer.inner.hash.hexdigest()
+
+
 def _decrypt_back(path: Path, cek: bytes, iv: bytes) -> tuple[int, str]:
     """Replace the encrypted `path` by its plaintext; (size, sha256) of the plaintext."""
     plain = temp_path(path.parent)
@@ -349,12 +382,16 @@ async def receive_upload(
     max_audio_bytes: int,
     encryption_for: EncryptionResolver | None = None,
     pace: BodyPace | None = None,
+    recording_id: str | None = None,
 ) -> ReceivedUpload:
     """Read the whole request into `path` (audio) and the validated metadata, or raise ApiError.
 
     The caller owns `path` (see `incoming_file`): it is written here and removed there.
-    `encryption_for` says whom the audio is encrypted for (None: never encrypted).
+    `encryption_for` says whom the audio is encrypted for (None: never encrypted);
+    `recording_id` is the id the recording will have (default: a fresh one, answered in the
+    result), which encryption binds.
     """
+    recording_id = recording_id or str(uuid.uuid4())
     early = declared_length_error(request.headers.get("content-length"), max_audio_bytes)
     if early is not None:
         raise early
@@ -387,7 +424,11 @@ async def receive_upload(
     def start_sink() -> None:
         # unknown yet (audio before metadata): encrypted, so that no plaintext is written
         if not sink.started and state.pending:
-            sink.start(encrypt=recipient is not None or not resolved)
+            sink.start(
+                encrypt=recipient is not None or not resolved,
+                recipient=recipient,
+                recording_id=recording_id,
+            )
 
     body_bytes = 0
     try:
@@ -439,7 +480,12 @@ async def receive_upload(
     await resolve()
     details: dict[str, str] | None = None
     if sink.encryptor is not None and recipient is not None:
-        details = await asyncio.to_thread(sink.encryptor.details_for, recipient)
+        encryptor = sink.encryptor
+        if encryptor.bound_to is None:
+            # the audio came before the metadata: encrypted for no one yet
+            encryptor = ContentEncryptor(recipient, recording_id)
+            size, sha256 = await asyncio.to_thread(_reencrypt, path, sink.encryptor, encryptor)
+        details = await asyncio.to_thread(encryptor.details_for, recipient)
     elif sink.encryptor is not None:
         # encrypted only because the audio came before the metadata: the application stores
         # its recordings in clear
@@ -454,6 +500,7 @@ async def receive_upload(
         size=size,
         sha256=sha256,
         encryption_details=details,
+        recording_id=recording_id,
     )
 
 

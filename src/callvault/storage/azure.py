@@ -164,6 +164,12 @@ def parse_sas(token: str) -> Sas | str:
     values = dict(pairs)
     if not pairs or "sig" not in values:
         return "sas_token must be a SAS token (the query string of a SAS URL, with sig=...)"
+    if "ss" in values or "srt" in values:
+        # an account SAS reaches every container (and queue, table, file share) of the account
+        return (
+            "sas_token is an account SAS (ss/srt): give a container SAS (sr=c), which reaches "
+            "only the container"
+        )
     if values.get("sr", "c") != "c":
         return "sas_token must be a container SAS (sr=c)"
     if not values.get("se"):

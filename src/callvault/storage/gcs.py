@@ -120,6 +120,9 @@ def bucket_name_error(name: str) -> str | None:
     return None
 
 
+GOOGLE_UNIVERSE = "googleapis.com"
+
+
 def service_account_error(value: str | Mapping[str, Any]) -> str | None:
     """Why `value` is not a GCS service-account key JSON, or None. Never repeats the key."""
     if isinstance(value, Mapping):
@@ -137,6 +140,11 @@ def service_account_error(value: str | Mapping[str, Any]) -> str | None:
         field = info.get(name)
         if not isinstance(field, str) or not field.strip():
             return f"credentials must contain a non-empty string {name!r}"
+    # another universe (a sovereign cloud) has other endpoints than the ones callvault talks to:
+    # the client refuses it at the first request, so refuse it here
+    universe = info.get("universe_domain", GOOGLE_UNIVERSE)
+    if universe != GOOGLE_UNIVERSE:
+        return f'credentials must be for the {GOOGLE_UNIVERSE} universe ("universe_domain")'
     return None
 
 
