@@ -70,9 +70,10 @@ class Runner:
     scan: Callable[[], Iterable[SpoolItem]]
     concurrency: int = 2
     poll_seconds: float = 1.0
-    once_attempts: int = 3  # --once: tries per item while the server says "later"
+    once_attempts: int = 2  # --once: tries while the server says "later", then the run stops
     stats: RunStats = field(default_factory=RunStats)
     _pause_until: float = 0.0
+    _gave_up: bool = False  # --once: the server said "later" too often, leave the rest
     _pause_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _pause(self, seconds: float) -> None:
@@ -93,7 +94,9 @@ class Runner:
         attempts: int | None,
         stop: threading.Event | None = None,
     ) -> str:
-        """One item, start to end: "stored", "failed" or "waiting"."""
+        """One item, start to end: "stored", "repeat", "failed", "waiting" or "gone"."""
+        if self._gave_up:
+            return "waiting"
         with tempfile.TemporaryDirectory(prefix="callvault-handoff-") as work:
             try:
                 audio, metadata = item.prepare(Path(work))
@@ -130,6 +133,7 @@ class Runner:
                 )
                 self._pause(answer.retry_after)
                 if attempts is not None and tries >= attempts:
+                    self._gave_up = True
                     return "waiting"
             return "waiting"
 

@@ -44,9 +44,10 @@ class RtpengineCall:
         return [self.metadata_path, *([pcap] if pcap is not None else [])]
 
     def remove(self) -> None:
-        # the pcap first: a metadata file without its pcap would be parked as unusable, a
-        # pcap without metadata is only an orphan
-        for path in reversed(self.files()):
+        # the metadata file first: killed in between, a pcap is left alone (an orphan, its
+        # call stored); the other order would leave a metadata file without its pcap, which
+        # the next run would park in failed/
+        for path in self.files():
             path.unlink(missing_ok=True)
 
 
