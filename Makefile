@@ -22,12 +22,13 @@ node_modules/.bin/azurite-blob: package.json package-lock.json
 	apt-get update && apt-get install -y chromium
 
 # the hand-off's SIP test (tests/handoff/test_sip_call.py): a real call through kamailio and
-# rtpengine between baresip user agents, from the Debian mirror when missing
-SIP_TOOLS := /usr/sbin/kamailio /usr/bin/rtpengine /usr/bin/baresip
+# rtpengine between baresip user agents; curl posts as rtpengine's recording daemon does
+# (libcurl's multipart); from the Debian mirror when missing
+SIP_TOOLS := /usr/sbin/kamailio /usr/bin/rtpengine /usr/bin/baresip /usr/bin/curl
 $(SIP_TOOLS):
 	apt-get -o DPkg::Lock::Timeout=600 update && DEBIAN_FRONTEND=noninteractive \
 	apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends \
-		kamailio rtpengine-daemon baresip-core
+		kamailio rtpengine-daemon baresip-core curl
 
 sip-tools: $(SIP_TOOLS)
 

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from callvault.errors import ApiError, invalid, too_large
 
 INGEST_PATH = "/internal/v1/recordings"
+RTPENGINE_INGEST_PATH = "/internal/v1/rtpengine/recordings"  # rtpengine's notify (handoff/)
 NUL_DETAIL = "The request contains a NUL character (U+0000), which no value may contain."
 # how far back a JSON escape is looked at across chunk boundaries
 _TAIL_BYTES = 4096
@@ -64,7 +65,11 @@ class JsonNulScanner:
 
 class InputLimits:
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, exempt_paths: Collection[str] = (INGEST_PATH,)
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        exempt_paths: Collection[str] = (INGEST_PATH, RTPENGINE_INGEST_PATH),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
