@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 
 from callvault.handoff import spool, watch
 from callvault.handoff.client import post_recording
+from callvault.handoff.encode import Mp3Writer
 from callvault.handoff.runner import Runner
 from tests.conftest import LiveServer
 from tests.handoff.conftest import Connection
@@ -105,6 +107,8 @@ async def test_the_watch_directory_takes_a_file_once_its_json_is_there(
     (directory / "call-7.wav").write_bytes(wav_bytes(0.5, channels=2))
     (directory / "waiting.wav").write_bytes(wav_bytes(0.5))  # its JSON is not there yet
     (directory / "orphan.json").write_text(json.dumps({"connection_id": connection.id}))
+    (directory / "bare.mp3").write_bytes(mp3_bytes())  # times and layout from the file itself
+    (directory / "bare.json").write_text(json.dumps({"connection_id": connection.id}))
     metadata = {
         "connection_id": connection.id,
         "recording_started_at": "2026-12-06T03:00:00Z",
@@ -120,11 +124,22 @@ async def test_the_watch_directory_takes_a_file_once_its_json_is_there(
         scan=lambda: watch.scan_watch_dir(directory),
     )
     stats = await asyncio.to_thread(runner.run_once)
-    assert (stats.stored, stats.failed) == (1, 1)
+    assert (stats.stored, stats.failed) == (2, 1)
     assert sorted(p.name for p in directory.iterdir()) == ["failed", "waiting.wav"]
     assert "no orphan.wav or orphan.mp3" in (directory / "failed" / "orphan.reason").read_text()
-    [recording] = await recordings_of(callvault, connection)
-    assert recording["channels"] == "dual" and recording["from"] == "+15550001111"
+    recordings = {r["format"]: r for r in await recordings_of(callvault, connection)}
+    assert recordings["wav"]["channels"] == "dual"
+    assert recordings["wav"]["from"] == "+15550001111"
+    assert recordings["mp3"]["channels"] == "single"
+
+
+def mp3_bytes() -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.mp3"
+        writer = Mp3Writer(path, 8000, 1)
+        writer.write(b"\x00\x10" * 8000)
+        writer.close()
+        return path.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,17 @@
 
 The media server writes the audio first, then writes the JSON elsewhere (or under a dot name)
 and renames it into DIR: a `NAME.json` in DIR means the pair is complete. The JSON holds the
-ingest endpoint's metadata (docs/api.md); `format` defaults to the file's extension and
-`channels` to the file's channel count; without call ids the ids are derived from NAME
-(handoff/ids.py), so the same pair posted twice is one recording.
+ingest endpoint's metadata (docs/api.md); `format` defaults to the file's extension,
+`channels` to the file's channel count, the times to the file's last write minus its duration;
+without call ids the ids are derived from `sip_call_id`, else NAME (handoff/ids.py), so the
+same pair posted twice is one recording.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +51,18 @@ class WatchedFile:
             raise UnusableCall(f"no {self.name}.wav or {self.name}.mp3 beside {self.name}.json")
         metadata: dict[str, Any] = dict(document)
         metadata.setdefault("format", audio.suffix[1:])
-        if "channels" not in metadata:
+        times = ("recording_started_at", "recording_ended_at")
+        if "channels" not in metadata or not all(k in metadata for k in times):
             info = inspect_file(audio)
             if info is None:
                 raise UnusableCall(f"{audio.name} is not a WAV or MP3 file")
-            metadata["channels"] = "dual" if info.channels == 2 else "single"
+            metadata.setdefault("channels", "dual" if info.channels == 2 else "single")
+            # without times: the file was finished when it was last written (stable, so a
+            # second pass is the same recording)
+            ended = datetime.fromtimestamp(audio.stat().st_mtime, UTC)
+            started = ended - timedelta(milliseconds=info.duration_millis)
+            metadata.setdefault("recording_ended_at", ended.isoformat())
+            metadata.setdefault("recording_started_at", started.isoformat())
         ids = call_ids(str(metadata.get("sip_call_id") or self.name))
         metadata.setdefault("call_leg_id", ids.call_leg_id)
         metadata.setdefault("call_session_id", ids.call_session_id)
