@@ -21,6 +21,7 @@ from tests.handoff.crafted import (
     power,
     read_wav,
     rms,
+    tone,
 )
 
 CALLER_HZ, CALLEE_HZ = 440, 1000
@@ -211,3 +212,21 @@ def test_single_mp3_holds_both_parties(tmp_path: Path) -> None:
     assert 1.9 < len(pcm) / 2 / 8000 < 2.3
     assert power(pcm, CALLER_HZ) > 50 * power(pcm, 700)
     assert power(pcm, CALLEE_HZ) > 50 * power(pcm, 700)
+
+
+def test_g722_is_decoded_by_ffmpeg_into_a_16_khz_recording(tmp_path: Path) -> None:
+    encoder = av.CodecContext.create("g722", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "s16"  # type: ignore[attr-defined]
+    encoder.open()
+    call = CraftedCall(offer_codecs="9", rtpmaps=("9 G722/8000",))
+    for n in range(50):  # 20 ms packets: 320 samples at 16 kHz, 160 RTP ticks (RFC 3551)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=320)
+        frame.planes[0].update(tone(440, 320, n * 320, rate=16000))
+        frame.sample_rate, frame.pts = 16000, n * 320
+        payload = b"".join(bytes(p) for p in encoder.encode(frame))  # type: ignore[attr-defined]
+        call.send(CALLER, T0_US + n * 20_000, build_rtp(9, n, n * 160, 1111, payload))
+    channels, rate, frames, _ = convert(call, tmp_path)
+    assert rate == 16000
+    left = channel(frames, channels, 0)
+    assert abs(len(left) / 2 / rate - 1.0) < 0.01
+    assert power(left[3200:], 440, rate=16000) > 100 * power(left[3200:], 1000, rate=16000)
