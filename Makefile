@@ -61,7 +61,8 @@ bench: setup
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk
 	$(BIN)/python bench/pipeline.py --mode all; p=$$?; \
 	$(BIN)/python bench/credentials_load.py; c=$$?; \
-	exit $$((p || c))
+	$(BIN)/python bench/handoff.py; h=$$?; \
+	exit $$((p || c || h))
 
 clean:
 	rm -rf $(VENV) node_modules .callvault
