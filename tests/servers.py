@@ -1366,26 +1366,33 @@ class PrivatePostgres:
 # user agents; installed from Debian by the Makefile (`sip-tools`). docs/media-servers.md.
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# below Linux's ephemeral range (32768-60999), where the kernel's own picks for outgoing
+# connections would race with these
+_SIP_PORTS = (10000, 32000)
 
 
-def free_udp_range(size: int) -> int:
-    """The first of `size` consecutive UDP ports that are free now (media ports)."""
+def free_udp_range(size: int, *, tcp: bool = False) -> int:
+    """The first of `size` consecutive ports free now for UDP (and TCP: baresip listens for SIP
+    on both). Random, so that concurrent suites rarely pick the same ones."""
+    low, high = _SIP_PORTS
     for _ in range(200):
-        first = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+        first = low + int.from_bytes(os.urandom(2), "big") % (high - low - size)
         first -= first % 2  # RTP on even ports
+        kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
         try:
             with contextlib.ExitStack() as stack:
                 for port in range(first, first + size):
-                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-                    sock.bind(("127.0.0.1", port))
+                    for kind in kinds:
+                        sock = stack.enter_context(socket.socket(socket.AF_INET, kind))
+                        sock.bind(("127.0.0.1", port))
             return first
         except OSError:
             continue
-    raise ServerStartError("no free UDP port range")
+    raise ServerStartError("no free port range")
+
+
+def free_udp_port(*, tcp: bool = False) -> int:
+    return free_udp_range(1, tcp=tcp)
 
 
 def udp_bound(port: int) -> bool:
@@ -1570,7 +1577,7 @@ class BaresipCallee(ManagedServer):
         self.allocate_ports()
 
     def allocate_ports(self) -> None:
-        self.port = free_udp_port()
+        self.port = free_udp_port(tcp=True)
         self.rtp_first = free_udp_range(40)
 
     def command(self) -> list[str]:
@@ -1599,7 +1606,7 @@ class SipStack:
         """A caller user agent that dials `dialled` through kamailio, talks for about
         `seconds` (baresip's -t) and hangs up."""
         directory = self.base_dir / f"caller-{user}-{os.urandom(3).hex()}"
-        baresip_config(directory, free_udp_port(), free_udp_range(40), tone)
+        baresip_config(directory, free_udp_port(tcp=True), free_udp_range(40), tone)
         (directory / "accounts").write_text(
             f'<sip:{user}@127.0.0.1>;regint=0;outbound="sip:127.0.0.1:{self.kamailio.port};lr";'
             "audio_codecs=PCMU\n"

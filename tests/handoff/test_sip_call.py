@@ -93,8 +93,14 @@ async def test_real_calls_become_recordings_in_the_customer_bucket(
         sip_stack.call(user, f"{connection.id}_{fmt}_{channels}", tone, CALL_SECONDS)
         for user, (fmt, channels) in calls.items()
     ]
-    for agent in agents:
-        assert await asyncio.to_thread(agent.wait, 30) == 0
+    try:
+        for agent in agents:
+            assert await asyncio.to_thread(agent.wait, 30) == 0, "a user agent failed"
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
     await asyncio.to_thread(
         wait_until, lambda: len(spool_files(spool, "metadata")) == 3, 10, "three finished calls"
     )

@@ -174,6 +174,10 @@ def convert_call(metadata_path: Path, work_dir: Path) -> Converted:
             if codec is None:
                 unknown.add(packet.payload_type)
                 continue
+            if not codecs.is_audio(codec):
+                timeline.note(datagram.time_us)
+                timeline.stats.not_audio += 1
+                continue
             timeline.add(
                 sender,
                 datagram.time_us,
@@ -181,8 +185,7 @@ def convert_call(metadata_path: Path, work_dir: Path) -> Converted:
                 codec.clock_rate,
                 partial(codecs.decoder_for, codec, rate),
             )
-            if codecs.is_audio(codec):
-                last_samples = len(packet.payload) and _packet_samples(packet, codec, rate)
+            last_samples = _packet_samples(packet, codec, rate)
         samples = timeline.finish(last_samples)
     finally:
         writer.close()

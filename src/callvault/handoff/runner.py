@@ -137,6 +137,21 @@ class Runner:
                     return "waiting"
             return "waiting"
 
+    def _safe(
+        self,
+        client: httpx.Client,
+        item: SpoolItem,
+        attempts: int | None,
+        stop: threading.Event | None = None,
+    ) -> str:
+        """`handle`, but a surprise (a file that cannot be removed, a disk error) is one log
+        line and the item stays for the next look, never the end of the hand-off."""
+        try:
+            return self.handle(client, item, attempts, stop)
+        except Exception as exc:
+            log.error("hand-off error", item=item.name, error=f"{type(exc).__name__}: {exc}")
+            return "waiting"
+
     def _count(self, result: str) -> None:
         with self.stats.lock:
             if result == "stored":
@@ -155,7 +170,7 @@ class Runner:
             httpx.Client(timeout=TIMEOUT) as client,
             ThreadPoolExecutor(max_workers=self.concurrency) as pool,
         ):
-            for result in pool.map(lambda i: self.handle(client, i, self.once_attempts), items):
+            for result in pool.map(lambda i: self._safe(client, i, self.once_attempts), items):
                 self._count(result)
         return self.stats
 
@@ -176,7 +191,7 @@ class Runner:
                     if len(busy) >= self.concurrency:
                         break
                     if item.name not in busy:
-                        busy[item.name] = pool.submit(self.handle, client, item, None, stop)
+                        busy[item.name] = pool.submit(self._safe, client, item, None, stop)
                 stop.wait(self.poll_seconds)
             for future in busy.values():
                 future.cancel()

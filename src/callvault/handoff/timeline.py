@@ -105,10 +105,8 @@ class Timeline:
     ) -> None:
         """One RTP packet of `party`, captured at `time_us`; `decoder` makes the stream's
         decoder for the packet's payload type the first time it is seen (None: not audio)."""
-        if self.first_us is None:
-            self.first_us = time_us
-        self.last_us = time_us if self.last_us is None else max(self.last_us, time_us)
-        self.stats.packets += 1
+        self.note(time_us)
+        assert self.first_us is not None
         arrival = (time_us - self.first_us) * self.rate / 1_000_000
         key = (party, packet.ssrc)
         stream = self.streams.get(key)
@@ -136,6 +134,8 @@ class Timeline:
             pcm = codec.decode(packet.payload)
             if stream.offset is None:
                 # held until the least-delayed of the first packets says where the stream starts
+                if not stream.pending:
+                    stream.first_arrival = arrival
                 stream.best = min(stream.best, arrival - extended * scale)
                 stream.pending.append((extended, pcm))
             else:
@@ -146,6 +146,14 @@ class Timeline:
         ready = int(arrival) - self._lag - self.emitted
         if ready >= self._window:
             self._emit(ready)
+
+    def note(self, time_us: int) -> None:
+        """A packet of the call that carries no audio (DTMF event, comfort noise): it counts
+        for the call's span only; streams are made of audio packets."""
+        if self.first_us is None:
+            self.first_us = time_us
+        self.last_us = time_us if self.last_us is None else max(self.last_us, time_us)
+        self.stats.packets += 1
 
     def _settle(self, party: int, stream: _Stream) -> None:
         stream.offset = stream.best if stream.pending else 0.0
