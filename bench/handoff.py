@@ -22,11 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callvault.handoff import pcap  # noqa: E402
-from callvault.handoff.convert import convert_call  # noqa: E402
-from callvault.handoff.pcm import audioop  # noqa: E402
-from callvault.handoff.rtp import build_rtp  # noqa: E402
-from tests.handoff.crafted import (  # noqa: E402
+from tests.handoff.crafted import (
     CALLEE_ADDR,
     CALLER_ADDR,
     RELAY_TO_CALLEE,
@@ -35,6 +31,11 @@ from tests.handoff.crafted import (  # noqa: E402
     CraftedCall,
     tone,
 )
+
+from callvault.handoff import pcap
+from callvault.handoff.convert import convert_call
+from callvault.handoff.pcm import audioop
+from callvault.handoff.rtp import build_rtp
 
 WAV_GOAL, MP3_GOAL = 300.0, 50.0
 FLAT_MB = 10.0
