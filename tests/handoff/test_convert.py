@@ -230,3 +230,15 @@ def test_g722_is_decoded_by_ffmpeg_into_a_16_khz_recording(tmp_path: Path) -> No
     left = channel(frames, channels, 0)
     assert abs(len(left) / 2 / rate - 1.0) < 0.01
     assert power(left[3200:], 440, rate=16000) > 100 * power(left[3200:], 1000, rate=16000)
+
+
+def test_a_long_pause_without_packets_is_silence_of_its_length(tmp_path: Path) -> None:
+    call = CraftedCall()
+    call.talk(CALLER, CALLER_HZ, 1.0, ssrc=1111)
+    # on hold for two minutes: no RTP at all, then the same stream goes on
+    call.talk(CALLER, CALLER_HZ, 1.0, ssrc=1111, start_s=121.0, ts0=121 * 8000, seq0=50)
+    channels, rate, frames, _ = convert(call, tmp_path)
+    left = channel(frames, channels, 0)
+    assert abs(len(left) / 2 / rate - 122.0) < 0.001
+    assert rms(left[2 * rate * 2 : 120 * rate * 2]) == 0
+    assert rms(left[121 * rate * 2 :]) > 5000

@@ -8,6 +8,7 @@ import asyncio
 import json
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -182,3 +183,64 @@ def test_a_server_that_cannot_be_reached_means_later(tmp_path: Path) -> None:
     with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
         result = post_recording(client, "http://callvault", "t0ken", audio, {"format": "wav"})
     assert result.outcome == "retry" and "t0ken" not in result.detail
+
+
+def scripted_runner(spool_dir: Path, answers: list[httpx.Response]) -> tuple[Runner, list[float]]:
+    """A runner whose server answers `answers` in turn (then 202s); the times it was asked."""
+    asked: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(time.monotonic())
+        if answers:
+            return answers.pop(0)
+        return httpx.Response(202, json={"data": {"id": "rec-1", "status": "received"}})
+
+    runner = Runner(
+        server="http://callvault.test",
+        token="t0ken",
+        failed_dir=spool.failed_dir(spool_dir),
+        scan=lambda: spool.scan_spool(spool_dir),
+        transport=httpx.MockTransport(answer),
+    )
+    return runner, asked
+
+
+def test_503_with_retry_after_is_waited_for_then_the_call_goes(tmp_path: Path) -> None:
+    crafted("connection_id=1").write(tmp_path)
+    busy = httpx.Response(503, headers={"Retry-After": "1"}, json={"errors": []})
+    runner, asked = scripted_runner(tmp_path, [busy])
+    stats = runner.run_once()
+    assert (stats.stored, stats.waiting) == (1, 0)
+    assert len(asked) == 2 and asked[1] - asked[0] >= 0.95  # Retry-After: 1 honoured
+    assert not list((tmp_path / "metadata").iterdir())
+
+
+def test_507_that_persists_keeps_the_spool_and_stops_the_run(tmp_path: Path) -> None:
+    crafted("connection_id=1").write(tmp_path, "first")
+    crafted("connection_id=1").write(tmp_path, "second")
+    full = [httpx.Response(507, headers={"Retry-After": "0"}, json={"errors": []})] * 9
+    runner, asked = scripted_runner(tmp_path, list(full))
+    runner.concurrency = 1
+    stats = runner.run_once()
+    assert (stats.stored, stats.waiting, stats.failed) == (0, 2, 0)
+    assert len(asked) == runner.once_attempts  # the second call was not even tried
+    assert len(list((tmp_path / "metadata").iterdir())) == 2
+    assert len(list((tmp_path / "pcaps").iterdir())) == 2
+
+
+def test_the_cli_needs_a_directory_and_a_token(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from callvault.cli import app
+
+    monkeypatch.delenv("CALLVAULT_INGEST_TOKEN", raising=False)
+    monkeypatch.setenv("CALLVAULT_DATA_DIR", str(tmp_path / "no-data-dir"))
+    cli = CliRunner()
+    missing = cli.invoke(app, ["handoff", "watch", str(tmp_path / "nowhere"), "--once"])
+    assert missing.exit_code == 1 and "no directory" in missing.output
+    no_token = cli.invoke(app, ["handoff", "rtpengine", "--spool-dir", str(tmp_path), "--once"])
+    assert no_token.exit_code == 1 and "no ingest token" in no_token.output
+    empty = cli.invoke(
+        app, ["handoff", "rtpengine", "--spool-dir", str(tmp_path), "--once", "--token", "x"]
+    )
+    assert empty.exit_code == 0 and "stored 0" in empty.output

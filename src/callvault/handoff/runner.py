@@ -71,6 +71,7 @@ class Runner:
     concurrency: int = 2
     poll_seconds: float = 1.0
     once_attempts: int = 2  # --once: tries while the server says "later", then the run stops
+    transport: httpx.BaseTransport | None = None  # tests: the HTTP answers, scripted
     stats: RunStats = field(default_factory=RunStats)
     _pause_until: float = 0.0
     _gave_up: bool = False  # --once: the server said "later" too often, leave the rest
@@ -167,7 +168,7 @@ class Runner:
         """Everything ready now, in order, then return."""
         items = list(self.scan())
         with (
-            httpx.Client(timeout=TIMEOUT) as client,
+            httpx.Client(timeout=TIMEOUT, transport=self.transport) as client,
             ThreadPoolExecutor(max_workers=self.concurrency) as pool,
         ):
             for result in pool.map(lambda i: self._safe(client, i, self.once_attempts), items):
@@ -178,7 +179,7 @@ class Runner:
         """Until `stop`: new items as they become ready, `concurrency` at a time."""
         busy: dict[str, Future[str]] = {}
         with (
-            httpx.Client(timeout=TIMEOUT) as client,
+            httpx.Client(timeout=TIMEOUT, transport=self.transport) as client,
             ThreadPoolExecutor(max_workers=self.concurrency) as pool,
         ):
             while not stop.is_set():

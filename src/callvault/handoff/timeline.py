@@ -143,9 +143,10 @@ class Timeline:
         for (held_party, _), held in self.streams.items():
             if held.offset is None and arrival - held.first_arrival >= self._lag:
                 self._settle(held_party, held)
-        ready = int(arrival) - self._lag - self.emitted
-        if ready >= self._window:
-            self._emit(ready)
+        # window by window: after a long pause without packets (a call on hold) the gap is
+        # written out a second at a time, never built whole
+        while int(arrival) - self._lag - self.emitted >= self._window:
+            self._emit(self._window)
 
     def note(self, time_us: int) -> None:
         """A packet of the call that carries no audio (DTMF event, comfort noise): it counts
