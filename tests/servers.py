@@ -1460,7 +1460,6 @@ log_stderror=yes
 children=1
 disable_tcp=yes
 listen=udp:127.0.0.1:{port}
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"

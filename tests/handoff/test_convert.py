@@ -242,3 +242,22 @@ def test_a_long_pause_without_packets_is_silence_of_its_length(tmp_path: Path) -
     assert abs(len(left) / 2 / rate - 122.0) < 0.001
     assert rms(left[2 * rate * 2 : 120 * rate * 2]) == 0
     assert rms(left[121 * rate * 2 :]) > 5000
+
+
+def test_opus_is_decoded_by_ffmpeg(tmp_path: Path) -> None:
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 48000, "mono", "s16"  # type: ignore[attr-defined]
+    encoder.open()
+    call = CraftedCall(offer_codecs="111", rtpmaps=("111 opus/48000/2",))
+    packets = []
+    for n in range(50):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(tone(440, 960, n * 960, rate=48000))
+        frame.sample_rate, frame.pts = 48000, n * 960
+        packets += [bytes(p) for p in encoder.encode(frame)]  # type: ignore[attr-defined]
+    for n, payload in enumerate(packets):
+        call.send(CALLER, T0_US + n * 20_000, build_rtp(111, n, n * 960, 1111, payload))
+    channels, rate, frames, _ = convert(call, tmp_path)
+    assert rate == 16000
+    left = channel(frames, channels, 0)
+    assert power(left[6400:], 440, rate=16000) > 100 * power(left[6400:], 1000, rate=16000)
