@@ -144,6 +144,18 @@ async def test_headers_without_the_settings_answer_422(
     for headers, words in cases:
         status, body = await asyncio.to_thread(curl_notify, url, headers, audio)
         assert status == 422 and words in body["errors"][0]["detail"], body
+    # odd values end in a 422, never a 500
+    base = notify_headers(f"connection_id={connection.id}")
+    for name, value in [
+        ("X-Recording-Stream-Start-Time", "nan"),
+        ("X-Recording-Stream-End-Time", "1e300"),
+        ("X-Recording-Stream-Start-Time", "-99999999999999"),
+        ("X-Recording-Call-ID", "has space"),
+        ("X-Recording-Call-Metadata", f"connection_id={connection.id}|from=a b|to=c"),
+        ("X-Recording-Call-Metadata", "connection_id=" + "9" * 40),
+    ]:
+        status, body = await asyncio.to_thread(curl_notify, url, {**base, name: value}, audio)
+        assert status == 422, (name, value, body)
     # audio that is not what the headers say
     (tmp_path / "junk.wav").write_bytes(b"not audio" * 100)
     status, body = await asyncio.to_thread(
