@@ -233,6 +233,8 @@ def test_the_cli_needs_a_directory_and_a_token(tmp_path: Path, monkeypatch) -> N
 
     from callvault.cli import app
 
+    # the process's logging stays as the suite set it (CliRunner's streams close after each run)
+    monkeypatch.setattr("callvault.handoff.cli.configure_logging", lambda: None)
     monkeypatch.delenv("CALLVAULT_INGEST_TOKEN", raising=False)
     monkeypatch.setenv("CALLVAULT_DATA_DIR", str(tmp_path / "no-data-dir"))
     cli = CliRunner()

@@ -194,6 +194,9 @@ def convert_call(metadata_path: Path, work_dir: Path) -> Converted:
         if unknown:
             types = ", ".join(str(t) for t in sorted(unknown))
             raise UnusableCall(f"no decodable audio: payload type(s) {types} not in the call's SDP")
+        if timeline.stats.undecodable:
+            count = timeline.stats.undecodable
+            raise UnusableCall(f"the audio could not be decoded ({count} damaged packets)")
         raise UnusableCall("no RTP audio of the call's parties in the pcap")
     assert timeline.first_us is not None
     started = datetime.fromtimestamp(timeline.first_us / 1_000_000, UTC)

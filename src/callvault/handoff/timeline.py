@@ -78,6 +78,7 @@ class TimelineStats:
     late: int = 0  # beyond the reorder window
     not_audio: int = 0  # DTMF events, comfort noise
     resyncs: int = 0
+    undecodable: int = 0
     streams: int = 0
 
 
@@ -109,11 +110,11 @@ class Timeline:
         assert self.first_us is not None
         arrival = (time_us - self.first_us) * self.rate / 1_000_000
         key = (party, packet.ssrc)
-        stream = self.streams.get(key)
+        previous = stream = self.streams.get(key)
         if stream is None or stream.clock_rate != clock_rate:
             stream = _Stream(clock_rate, arrival, packet.timestamp)
-            if stream is not None and key in self.streams:
-                stream.decoders = self.streams[key].decoders
+            if previous is not None:
+                stream.decoders = previous.decoders  # a decoder's state outlives the switch
             self.streams[key] = stream
             self.stats.streams += 1
         extended = unwrap(packet.timestamp, stream.last_ts)
@@ -130,8 +131,13 @@ class Timeline:
         codec = stream.decoders[packet.payload_type]
         if codec is None:
             self.stats.not_audio += 1
-        else:
+            return
+        try:
             pcm = codec.decode(packet.payload)
+        except Exception:  # one damaged packet of a codec FFmpeg decodes: silence there
+            self.stats.undecodable += 1
+            pcm = b""
+        if pcm:
             if stream.offset is None:
                 # held until the least-delayed of the first packets says where the stream starts
                 if not stream.pending:
@@ -141,7 +147,7 @@ class Timeline:
             else:
                 self._place(party, stream, extended, pcm)
         for (held_party, _), held in self.streams.items():
-            if held.offset is None and arrival - held.first_arrival >= self._lag:
+            if held.pending and arrival - held.first_arrival >= self._lag:
                 self._settle(held_party, held)
         # window by window: after a long pause without packets (a call on hold) the gap is
         # written out a second at a time, never built whole
@@ -157,11 +163,7 @@ class Timeline:
         self.stats.packets += 1
 
     def _settle(self, party: int, stream: _Stream) -> None:
-        stream.offset = stream.best if stream.pending else 0.0
-        if not stream.pending:
-            stream.offset = None  # no audio yet (events only): settle on the first audio
-            stream.first_arrival = float("inf")
-            return
+        stream.offset = stream.best
         for extended, pcm in stream.pending:
             self._place(party, stream, extended, pcm)
         stream.pending = []
@@ -188,7 +190,7 @@ class Timeline:
         if self.first_us is None or self.last_us is None:
             return 0
         for (party, _), stream in self.streams.items():
-            if stream.offset is None and stream.pending:
+            if stream.pending:
                 self._settle(party, stream)
         span = int((self.last_us - self.first_us) * self.rate / 1_000_000) + tail_samples
         end = max(span, *(track.end for track in self.tracks))
