@@ -159,7 +159,7 @@ async def test_real_calls_become_recordings_in_the_customer_bucket(
     assert not spool_files(spool, "failed")
 
     deliveries = await webhook_receiver.wait_for(3, within=30)
-    await asyncio.sleep(0.5)  # nothing stored twice: no fourth webhook either
+    # nothing stored twice: three recordings on the API below, and no fourth webhook
     assert len(webhook_receiver.received()) == 3
     payloads = {}
     for delivery in deliveries:
