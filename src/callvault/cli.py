@@ -15,6 +15,7 @@ from callvault.accounts.cli import app as accounts_app
 from callvault.config import Settings, load_settings
 from callvault.db import migrate as apply_migrations
 from callvault.encryption_keys.cli import decrypt as decrypt_command
+from callvault.handoff.cli import app as handoff_app
 from callvault.keys_cli import app as keys_app
 from callvault.logs import configure_logging
 from callvault.operations.cli import status as status_command
@@ -31,6 +32,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(keys_app, name="keys")
 app.add_typer(recordings_app, name="recordings")
+app.add_typer(handoff_app, name="handoff")
 app.command("status")(status_command)
 app.command("ingest")(ingest_command)
 app.command("decrypt")(decrypt_command)

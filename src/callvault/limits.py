@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from callvault.errors import ApiError, Code, ErrorItem, invalid, too_large
 
 INGEST_PATH = "/internal/v1/recordings"
+RTPENGINE_INGEST_PATH = "/internal/v1/rtpengine/recordings"  # rtpengine's notify (handoff/)
 NUL_DETAIL = "The request contains a NUL character (U+0000), which no value may contain."
 # how far back a JSON escape is looked at across chunk boundaries
 _TAIL_BYTES = 4096
@@ -94,7 +95,7 @@ class InputLimits:
         app: ASGIApp,
         *,
         max_bytes: int,
-        exempt_paths: Collection[str] = (INGEST_PATH,),
+        exempt_paths: Collection[str] = (INGEST_PATH, RTPENGINE_INGEST_PATH),
         body_timeout_secs: float = DEFAULT_BODY_TIMEOUT_SECS,
     ) -> None:
         self.app = app

@@ -221,6 +221,8 @@ class _FormState:
     """What the parser's callbacks collect; errors are raised after `write` returns."""
 
     max_audio_bytes: int
+    audio_name: str = "audio"  # the audio part's form field name
+    metadata_name: str | None = "metadata"  # None: the metadata comes from elsewhere
     header_name: bytearray = field(default_factory=bytearray)
     header_value: bytearray = field(default_factory=bytearray)
     disposition: bytes = b""
@@ -252,6 +254,12 @@ class _FormState:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.disposition)
         name = options.get(b"name", b"").decode("latin-1")
+        if name == self.audio_name:
+            name = "audio"
+        elif name == "audio" or name != self.metadata_name:
+            name = ""  # a part this request does not use
+        else:
+            name = "metadata"
         if name == "audio":
             self.audio_parts += 1
             if self.audio_parts > 1:
@@ -383,6 +391,10 @@ async def receive_upload(
     encryption_for: EncryptionResolver | None = None,
     pace: BodyPace | None = None,
     recording_id: str | None = None,
+    *,
+    audio_part: str = "audio",
+    given_metadata: IngestMetadata | None = None,
+    channels_from_audio: bool = False,
 ) -> ReceivedUpload:
     """Read the whole request into `path` (audio) and the validated metadata, or raise ApiError.
 
@@ -390,12 +402,19 @@ async def receive_upload(
     `encryption_for` says whom the audio is encrypted for (None: never encrypted);
     `recording_id` is the id the recording will have (default: a fresh one, answered in the
     result), which encryption binds.
+    `given_metadata`: the metadata is not in the body (rtpengine's notification carries it in
+    headers), the audio is the part named `audio_part`; `channels_from_audio` then takes the
+    channel layout from the file itself.
     """
     recording_id = recording_id or str(uuid.uuid4())
     early = declared_length_error(request.headers.get("content-length"), max_audio_bytes)
     if early is not None:
         raise early
-    state = _FormState(max_audio_bytes=max_audio_bytes)
+    state = _FormState(
+        max_audio_bytes=max_audio_bytes,
+        audio_name=audio_part,
+        metadata_name=None if given_metadata is not None else "metadata",
+    )
     parser = MultipartParser(
         boundary_of(request.headers.get("content-type")),
         {
@@ -411,7 +430,7 @@ async def receive_upload(
     )
     handle = await asyncio.to_thread(open, path, "wb")  # closed in the finally below
     sink = _AudioSink(handle)
-    metadata: IngestMetadata | None = None
+    metadata: IngestMetadata | None = given_metadata
     recipient: Recipient | None = None
     resolved = encryption_for is None
 
@@ -432,6 +451,7 @@ async def receive_upload(
 
     body_bytes = 0
     try:
+        await resolve()  # metadata given up front: the key is known before the first byte
         async for chunk in paced(request.stream(), pace or BodyPace()):
             body_bytes += len(chunk)
             if body_bytes > max_audio_bytes + BODY_OVERHEAD:
@@ -473,6 +493,10 @@ async def receive_upload(
         raise audio_invalid(reason)
     try:
         audio = sink.sniffer.finish_as(metadata.format)
+        if channels_from_audio and audio.channels in (1, 2):
+            metadata = metadata.model_copy(
+                update={"channels": "dual" if audio.channels == 2 else "single"}
+            )
         check_audio(audio, metadata.format, metadata.channels)
     except AudioError as exc:
         raise audio_invalid(str(exc)) from None
