@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint bench clean image image-tools
+.PHONY: run test setup lint bench clean image image-tools sip-tools
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,18 @@ node_modules/.bin/azurite-blob: package.json package-lock.json
 /usr/bin/chromium:
 	apt-get update && apt-get install -y chromium
 
-setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium
+# the hand-off's SIP test (tests/handoff/test_sip_call.py): a real call through kamailio and
+# rtpengine between baresip user agents; curl posts as rtpengine's recording daemon does
+# (libcurl's multipart); from the Debian mirror when missing
+SIP_TOOLS := /usr/sbin/kamailio /usr/bin/rtpengine /usr/bin/baresip /usr/bin/curl
+$(SIP_TOOLS):
+	apt-get -o DPkg::Lock::Timeout=600 update && DEBIAN_FRONTEND=noninteractive \
+	apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends \
+		kamailio rtpengine-daemon baresip-core curl
+
+sip-tools: $(SIP_TOOLS)
+
+setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium sip-tools
 
 run: $(STAMP)
 	$(BIN)/callvault serve
@@ -50,7 +61,8 @@ bench: setup
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk
 	$(BIN)/python bench/pipeline.py --mode all; p=$$?; \
 	$(BIN)/python bench/credentials_load.py; c=$$?; \
-	exit $$((p || c))
+	$(BIN)/python bench/handoff.py; h=$$?; \
+	exit $$((p || c || h))
 
 clean:
 	rm -rf $(VENV) node_modules .callvault

@@ -1180,6 +1180,66 @@ class ByteFlipProxy:
             _close_both(source, target)
 
 
+class StallingServer:
+    """A TCP server that speaks just enough HTTP to stall a client mid-transfer (issue 21):
+    a GET is answered with its headers and the first `sent` bytes of a `size`-byte body, then
+    nothing more; any other request has its headers read and is never answered (nor its body
+    read). The connections stay open until `close()`. `requests` counts what arrived."""
+
+    def __init__(self, *, size: int = 1_000_000, sent: int = 1000) -> None:
+        self.size = size
+        self.sent = sent
+        self.requests = 0
+        self._held: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        _close_both(*self._held)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(client)
+            threading.Thread(target=self._stall, args=(client,), daemon=True).start()
+
+    def _stall(self, client: socket.socket) -> None:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            self.requests += 1
+            if head.startswith(b"GET "):
+                client.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    b'ETag: "stall"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n'
+                    + f"Content-Length: {self.size}\r\n\r\n".encode()
+                    + b"a" * self.sent
+                )
+        except OSError:
+            return
+
+
 def _close_both(*sockets: socket.socket) -> None:
     for sock in sockets:
         try:
@@ -1359,3 +1419,305 @@ class PrivatePostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+
+# --------------------------------------------------------------------------------------------
+# A SIP call on 127.0.0.1 (issue 22): kamailio + rtpengine recording to a pcap spool, baresip
+# user agents; installed from Debian by the Makefile (`sip-tools`). docs/media-servers.md.
+
+
+# below Linux's ephemeral range (32768-60999), where the kernel's own picks for outgoing
+# connections would race with these
+_SIP_PORTS = (10000, 32000)
+
+
+def free_udp_range(size: int, *, tcp: bool = False) -> int:
+    """The first of `size` consecutive ports free now for UDP (and TCP: baresip listens for SIP
+    on both). Random, so that concurrent suites rarely pick the same ones."""
+    low, high = _SIP_PORTS
+    for _ in range(200):
+        first = low + int.from_bytes(os.urandom(2), "big") % (high - low - size)
+        first -= first % 2  # RTP on even ports
+        kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(first, first + size):
+                    for kind in kinds:
+                        sock = stack.enter_context(socket.socket(socket.AF_INET, kind))
+                        sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise ServerStartError("no free port range")
+
+
+def free_udp_port(*, tcp: bool = False) -> int:
+    return free_udp_range(1, tcp=tcp)
+
+
+def udp_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _require(binary: str) -> str:
+    path = shutil.which(binary) or (
+        f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
+    )
+    if path is None:
+        raise ServerStartError(f"{binary} is not installed (make setup installs it)")
+    return path
+
+
+class Rtpengine(ManagedServer):
+    """rtpengine without its kernel module: `--table=-1 --recording-method=pcap`."""
+
+    name = "rtpengine"
+
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(base_dir)
+        self.spool = self.dir / "spool"
+        self.spool.mkdir(exist_ok=True)
+        self.allocate_ports()
+
+    def allocate_ports(self) -> None:
+        self.ng_port = free_udp_port()
+        self.media_first = free_udp_range(200)
+
+    def command(self) -> list[str]:
+        return [
+            _require("rtpengine"),
+            "--table=-1",
+            "--interface=127.0.0.1",
+            f"--listen-ng=127.0.0.1:{self.ng_port}",
+            f"--port-min={self.media_first}",
+            f"--port-max={self.media_first + 199}",
+            f"--recording-dir={self.spool}",
+            "--recording-method=pcap",
+            "--delete-delay=0",
+            "--foreground",
+            "--log-stderr",
+            "--config-file=none",
+        ]
+
+    def is_ready(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
+            try:
+                sock.sendto(b"ready d7:command4:pinge", ("127.0.0.1", self.ng_port))
+                return b"pong" in sock.recv(200)
+            except OSError:
+                return False
+
+
+KAMAILIO_CFG = """#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+disable_tcp=yes
+listen=udp:127.0.0.1:{port}
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "maxfwd.so"
+loadmodule "rtpengine.so"
+modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{ng_port}")
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            if (is_method("BYE")) {{ rtpengine_delete(); }}
+            t_relay(); exit;
+        }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not here"); exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    remove_hf("Route");
+    if (is_method("INVITE")) {{
+        record_route();
+        # the dialled user says the recording's settings: CONNECTION_FORMAT_CHANNELS
+        $var(conn) = $(rU{{s.select,0,_}});
+        $var(fmt) = $(rU{{s.select,1,_}});
+        $var(ch) = $(rU{{s.select,2,_}});
+        rtpengine_manage("replace-origin replace-session-connection record-call=on metadata=connection_id=$var(conn)|from=$fU|to=$tU|sip_call_id=$ci|format=$var(fmt)|channels=$var(ch)");
+        t_on_reply("MEDIA");
+        $rU = "{callee}";
+        $rp = {callee_port};
+    }}
+    t_relay();
+    exit;
+}}
+onreply_route[MEDIA] {{
+    if (has_body("application/sdp")) {{ rtpengine_manage("replace-origin replace-session-connection"); }}
+}}
+"""  # noqa: E501
+
+
+class Kamailio(ManagedServer):
+    """A stateful proxy that has rtpengine relay and record every call, and sends every INVITE
+    to the answering user agent, whatever was dialled (the dialled user carries the settings)."""
+
+    name = "kamailio"
+
+    def __init__(self, base_dir: Path, rtpengine: Rtpengine, callee_port: int) -> None:
+        super().__init__(base_dir)
+        self.rtpengine = rtpengine
+        self.callee_port = callee_port
+        self.allocate_ports()
+
+    def allocate_ports(self) -> None:
+        self.port = free_udp_port()
+
+    def command(self) -> list[str]:
+        config = self.dir / "kamailio.cfg"
+        config.write_text(
+            KAMAILIO_CFG.format(
+                port=self.port,
+                ng_port=self.rtpengine.ng_port,
+                callee="b",
+                callee_port=self.callee_port,
+            )
+        )
+        return [
+            _require("kamailio"),
+            "-f",
+            str(config),
+            "-DD",
+            "-E",
+            "-n",
+            "1",
+            "-Y",
+            str(self.dir),
+        ]
+
+    def is_ready(self) -> bool:
+        return udp_bound(self.port)
+
+
+def baresip_config(directory: Path, sip_port: int, rtp_first: int, tone: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config").write_text(
+        "\n".join(
+            [
+                f"sip_listen 127.0.0.1:{sip_port}",
+                f"audio_source aufile,{tone}",
+                "audio_player alsa,null",
+                "audio_srate 8000",
+                "audio_channels 1",
+                f"rtp_ports {rtp_first}-{rtp_first + 39}",
+                "module_path /usr/lib/baresip/modules",
+                *(
+                    f"module {m}.so"
+                    for m in ("g711", "aufile", "alsa", "account", "contact", "menu")
+                ),
+                "",
+            ]
+        )
+    )
+    (directory / "contacts").write_text("")
+
+
+class BaresipCallee(ManagedServer):
+    """The answering user agent: `sip:b@127.0.0.1:PORT`, auto-answer, PCMU, plays `tone`."""
+
+    name = "baresip-callee"
+
+    def __init__(self, base_dir: Path, tone: Path) -> None:
+        super().__init__(base_dir)
+        self.tone = tone
+        self.allocate_ports()
+
+    def allocate_ports(self) -> None:
+        self.port = free_udp_port(tcp=True)
+        self.rtp_first = free_udp_range(40)
+
+    def command(self) -> list[str]:
+        baresip_config(self.dir, self.port, self.rtp_first, self.tone)
+        (self.dir / "accounts").write_text(
+            f"<sip:b@127.0.0.1:{self.port}>;regint=0;answermode=auto;audio_codecs=PCMU\n"
+        )
+        return [_require("baresip"), "-f", str(self.dir)]
+
+    def is_ready(self) -> bool:
+        return udp_bound(self.port)
+
+
+@dataclass
+class SipStack:
+    rtpengine: Rtpengine
+    kamailio: Kamailio
+    callee: BaresipCallee
+    base_dir: Path
+
+    @property
+    def spool(self) -> Path:
+        return self.rtpengine.spool
+
+    def call(self, user: str, dialled: str, tone: Path, seconds: int) -> subprocess.Popen[bytes]:
+        """A caller user agent that dials `dialled` through kamailio, talks for about
+        `seconds` (baresip's -t) and hangs up."""
+        directory = self.base_dir / f"caller-{user}-{os.urandom(3).hex()}"
+        baresip_config(directory, free_udp_port(tcp=True), free_udp_range(40), tone)
+        (directory / "accounts").write_text(
+            f'<sip:{user}@127.0.0.1>;regint=0;outbound="sip:127.0.0.1:{self.kamailio.port};lr";'
+            "audio_codecs=PCMU\n"
+        )
+        log = (directory / "baresip.log").open("wb")
+        return subprocess.Popen(
+            [
+                _require("baresip"),
+                "-f",
+                str(directory),
+                "-e",
+                f"/dial sip:{dialled}@127.0.0.1:{self.kamailio.port}",
+                "-t",
+                str(seconds),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        for server in (self.callee, self.kamailio, self.rtpengine):
+            server.stop()
+
+
+def make_tone(path: Path, frequency: float, seconds: float = 30.0) -> Path:
+    """An 8 kHz mono 16-bit WAV of a sine: what a user agent plays as its microphone."""
+    import math
+    import wave
+
+    frames = b"".join(
+        int(12000 * math.sin(2 * math.pi * frequency * i / 8000)).to_bytes(2, "little", signed=True)
+        for i in range(int(8000 * seconds))
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(frames)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sip_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipStack]:
+    """rtpengine (started first: kamailio disables an rtpengine that misses its first ping),
+    the answering user agent playing 1000 Hz, kamailio in front."""
+    base = tmp_path_factory.mktemp("sip")
+    tone = make_tone(base / "callee-1000hz.wav", 1000)
+    rtpengine = _started(Rtpengine(base / "rtpengine"))
+    callee = _started(BaresipCallee(base / "callee", tone))
+    kamailio = _started(Kamailio(base / "kamailio", rtpengine, callee.port))
+    stack = SipStack(rtpengine, kamailio, callee, base)
+    yield stack
+    stack.stop()

@@ -64,6 +64,13 @@ async def scrape(api: httpx.AsyncClient) -> str:
     return response.text
 
 
+@pytest.fixture(autouse=True)
+def fresh_backlog(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests compare the backlog gauges before and after their own work: no caching
+    (tests/test_metrics_access.py tests the cache)."""
+    monkeypatch.setitem(runtime.settings.environ, "CALLVAULT_METRICS_CACHE_SECS", "0")  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
     worker = Worker(runtime, poll_seconds=0.1, webhook_schedule=(0.2, 0.4))

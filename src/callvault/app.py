@@ -9,8 +9,8 @@ from fastapi import Depends, FastAPI
 
 from callvault import __version__
 from callvault.credentials.cached_get import CachedCredentialsGet
-from callvault.errors import install_error_handlers
-from callvault.limits import InputLimits
+from callvault.errors import DatabaseOutageAnswer, install_error_handlers
+from callvault.limits import InputLimits, body_timeout_secs
 from callvault.query import document_unknown_parameters, reject_unknown_query
 from callvault.routes import include_routers
 from callvault.runtime import Runtime
@@ -48,7 +48,13 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     install_error_handlers(app)
     # the hot credentials GET from its cache, inside the input limits (credentials/cached_get.py)
     app.add_middleware(CachedCredentialsGet, runtime=runtime)
-    app.add_middleware(InputLimits, max_bytes=runtime.settings.max_json_bytes)
+    app.add_middleware(
+        InputLimits,
+        max_bytes=runtime.settings.max_json_bytes,
+        body_timeout_secs=body_timeout_secs(runtime.settings.environ),
+    )
+    # outermost: a database outage is a 503 and one log line, wherever it surfaces (errors.py)
+    app.add_middleware(DatabaseOutageAnswer)
     include_routers(app)
     document_unknown_parameters(app)
     return app

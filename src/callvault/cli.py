@@ -15,6 +15,7 @@ from callvault.accounts.cli import app as accounts_app
 from callvault.config import Settings, load_settings
 from callvault.db import migrate as apply_migrations
 from callvault.encryption_keys.cli import decrypt as decrypt_command
+from callvault.handoff.cli import app as handoff_app
 from callvault.keys_cli import app as keys_app
 from callvault.logs import configure_logging
 from callvault.operations.cli import status as status_command
@@ -31,6 +32,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(keys_app, name="keys")
 app.add_typer(recordings_app, name="recordings")
+app.add_typer(handoff_app, name="handoff")
 app.command("status")(status_command)
 app.command("ingest")(ingest_command)
 app.command("decrypt")(decrypt_command)
@@ -66,6 +68,7 @@ def serve(
     """Run the API (and, unless --no-worker, the worker) in this process."""
     from callvault.app import create_app
     from callvault.runtime import Runtime
+    from callvault.serving import server_options
 
     configure_logging()
     settings = settings_for_server(host, port)
@@ -79,15 +82,8 @@ def serve(
         application,
         host=host,
         port=port,
-        # explicit: "auto" would fall back silently to the slower pure-Python loop and parser
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        # longer than load balancers' idle timeouts (60 s) and clients' pools (httpx: 5 s), so a
-        # client never reuses a connection the server is closing at that very moment
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=30,
+        # uvloop, httptools with a header deadline, keep-alive and shutdown timeouts
+        **server_options(settings.environ),
         # behind a proxy: the visitor's scheme (Secure cookies, HSTS) and address (sign-in
         # throttling) come from the proxy's X-Forwarded-* headers, from these addresses only;
         # None keeps uvicorn's default (FORWARDED_ALLOW_IPS, else 127.0.0.1)

@@ -298,6 +298,35 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class DatabaseOutageAnswer:
+    """A pure ASGI middleware (the outermost) that answers an unavailable database with the
+    503 and logs one warning line. The handler for `Exception` alone is not enough: Starlette's
+    ServerErrorMiddleware answers with it and then re-raises, so the server logged a whole
+    traceback ("Exception in ASGI application") for every 503 of an outage."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started or not database_unavailable(exc):
+                raise  # a bug (500 and its traceback), or an answer already under way
+            log.warning("database unavailable", path=scope["path"], error_type=type(exc).__name__)
+            await database_unavailable_error().response()(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _handle_api_error)
     app.add_exception_handler(RequestValidationError, _handle_validation)

@@ -5,6 +5,9 @@ streaming stays streaming).
   with a Telnyx 413: at once when Content-Length says so, else as soon as the streamed (chunked)
   body passes the limit. The ingest endpoint carries whole recordings and enforces its own,
   much larger, limit, so its body is exempt here.
+- Body time: the whole body must arrive within `body_timeout_secs` (CALLVAULT_BODY_TIMEOUT_SECS,
+  default 30 s; a /v2 body is at most `max_bytes`), else a Telnyx 408: a client trickling a
+  body cannot hold a request open (the header deadline is serving.py's; ingest has its pace).
 - NUL characters: PostgreSQL cannot store U+0000 in text, so a NUL in any value would end in a
   database error (a 500) deep inside whichever service passed it on. They are refused here, in
   the path, the query string and JSON bodies (`\\u0000`), with a Telnyx 422, the same on SQLite
@@ -16,16 +19,40 @@ responses (recording downloads).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+from collections.abc import Collection, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from callvault.errors import ApiError, invalid, too_large
+from callvault.errors import ApiError, Code, ErrorItem, invalid, too_large
 
 INGEST_PATH = "/internal/v1/recordings"
+RTPENGINE_INGEST_PATH = "/internal/v1/rtpengine/recordings"  # rtpengine's notify (handoff/)
 NUL_DETAIL = "The request contains a NUL character (U+0000), which no value may contain."
 # how far back a JSON escape is looked at across chunk boundaries
 _TAIL_BYTES = 4096
+BODY_TIMEOUT_ENV = "CALLVAULT_BODY_TIMEOUT_SECS"
+DEFAULT_BODY_TIMEOUT_SECS = 30.0
+
+
+def body_timeout_secs(environ: Mapping[str, str]) -> float:
+    value = float(environ.get(BODY_TIMEOUT_ENV) or DEFAULT_BODY_TIMEOUT_SECS)
+    if not value > 0:
+        raise ValueError(f"{BODY_TIMEOUT_ENV} must be a positive number of seconds")
+    return value
+
+
+def body_too_slow(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        [
+            ErrorItem(
+                Code.REQUEST_TIMEOUT,
+                "Request timeout",
+                f"The request body did not arrive within {seconds:g} s; send it again.",
+            )
+        ],
+    )
 
 
 class RefusedBody(Exception):
@@ -64,10 +91,16 @@ class JsonNulScanner:
 
 class InputLimits:
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, exempt_paths: Collection[str] = (INGEST_PATH,)
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        exempt_paths: Collection[str] = (INGEST_PATH, RTPENGINE_INGEST_PATH),
+        body_timeout_secs: float = DEFAULT_BODY_TIMEOUT_SECS,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_secs = body_timeout_secs
         self.exempt_paths = frozenset(path.rstrip("/") for path in exempt_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,11 +122,24 @@ class InputLimits:
         scanner = JsonNulScanner()
         refused: ApiError | None = None
         response_started = False
+        body_complete = False
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received, refused
-            message = await receive()
+            nonlocal received, refused, body_complete, deadline
+            if body_complete:
+                # after the body, receive() waits for a disconnect (streaming answers): no limit
+                return await receive()
+            deadline = deadline or loop.time() + self.body_timeout_secs
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = body_too_slow(self.body_timeout_secs)
+                raise RefusedBody(refused) from None
             if message["type"] == "http.request":
+                body_complete = not message.get("more_body", False)
                 body = message.get("body", b"")
                 received += len(body)
                 if received > self.max_bytes:

@@ -2,15 +2,28 @@
 
 Counters are per process (scrape every process); the backlog gauges come from the database,
 so any one process shows the whole deployment's backlog.
+
+`CALLVAULT_METRICS_TOKEN` set: a scrape must send `Authorization: Bearer <token>` (compared in
+constant time), else 401. The backlog's queries run at most once per
+`CALLVAULT_METRICS_CACHE_SECS` (default 5) per process, however many scrapers ask: a burst of
+scrapes cannot become a burst of aggregate queries on the database.
 """
 
 from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from callvault.db import utcnow
-from callvault.operations.backlog import read_backlog
+from callvault.errors import unauthorized
+from callvault.operations.backlog import Backlog, read_backlog
 
 RECORDINGS_INGESTED = Counter(
     "callvault_recordings_ingested_total", "Recordings accepted by ingest (new, not repeats)"
@@ -67,14 +80,62 @@ OLDEST_PENDING_AGE = Gauge(
     "callvault_oldest_pending_age_seconds", "Age of the oldest recording or event still waiting"
 )
 
+TOKEN_ENV = "CALLVAULT_METRICS_TOKEN"
+CACHE_ENV = "CALLVAULT_METRICS_CACHE_SECS"
+DEFAULT_CACHE_SECS = 5.0
+
 router = APIRouter()
+
+
+def token_refused(environ: Mapping[str, str], authorization: str | None) -> bool:
+    """Whether a scrape with this Authorization header is refused (pure)."""
+    expected = environ.get(TOKEN_ENV, "")
+    if not expected:
+        return False  # unset: open, as before (a scraper inside the private network)
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return True
+    return not hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+def cache_seconds(environ: Mapping[str, str]) -> float:
+    value = float(environ.get(CACHE_ENV) or DEFAULT_CACHE_SECS)
+    if not value >= 0:
+        raise ValueError(f"{CACHE_ENV} must be a number of seconds, 0 or more")
+    return value
+
+
+@dataclass
+class BacklogCache:
+    """The last backlog read and when (monotonic); one reader at a time, the others wait for
+    its answer instead of querying too."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    read_at: float = -math.inf
+    backlog: Backlog | None = None
+
+    async def get(self, request: Request, max_age: float) -> Backlog:
+        async with self.lock:
+            if self.backlog is None or time.monotonic() - self.read_at >= max_age:
+                async with request.app.state.runtime.sessions() as session:
+                    self.backlog = await read_backlog(session)
+                self.read_at = time.monotonic()
+            return self.backlog
+
+
+def _cache_of(request: Request) -> BacklogCache:
+    cache = getattr(request.app.state, "metrics_backlog", None)
+    if cache is None:
+        cache = request.app.state.metrics_backlog = BacklogCache()
+    return cache
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    runtime = request.app.state.runtime
-    async with runtime.sessions() as session:
-        backlog = await read_backlog(session)
+    environ = request.app.state.runtime.settings.environ
+    if token_refused(environ, request.headers.get("authorization")):
+        raise unauthorized(f"/metrics needs Authorization: Bearer <{TOKEN_ENV}>.")
+    backlog = await _cache_of(request).get(request, cache_seconds(environ))
     for state, count in backlog.recordings_by_state.items():
         RECORDINGS_BY_STATE.labels(state=state).set(count)
     EVENTS_PENDING.set(backlog.events_pending)

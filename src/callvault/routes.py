@@ -10,6 +10,7 @@ from callvault.console.api_docs import router as api_docs_router
 from callvault.console.endpoints import router as console_router
 from callvault.credentials.endpoints import router as credentials_router
 from callvault.encryption_keys.endpoints import router as encryption_keys_router
+from callvault.handoff.endpoints import router as rtpengine_router
 from callvault.health import router as health_router
 from callvault.metrics import router as metrics_router
 from callvault.operations.endpoints import router as operations_router
@@ -29,6 +30,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(operations_router)
     app.include_router(webhook_deliveries_router)
     app.include_router(recordings_ingest_router)
+    app.include_router(rtpengine_router)
     app.include_router(recordings_router)
     app.include_router(recording_files_router)
     app.include_router(redelivery_router)

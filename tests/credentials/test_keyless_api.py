@@ -53,6 +53,30 @@ def only_error(response: httpx.Response) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def principal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLVAULT_AWS_PRINCIPAL_ARN", PRINCIPAL)
+    # the s3-generic endpoint's STS may be called with this server's identity
+    monkeypatch.setenv(
+        "CALLVAULT_STS_ENDPOINTS", "https://other.example.com,https://s3.example.com"
+    )
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+
+
+async def test_an_s3_generic_role_needs_an_sts_endpoint_the_operator_allows(
+    api: httpx.AsyncClient, account: NewAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AssumeRole is signed with callvault's own AWS identity: a customer's endpoint must never
+    see it, so s3-generic + role_arn is refused unless the operator allows that STS."""
+    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", "https://other.example.com")
+    connection_id = (await create_application(api, account))["id"]
+    response = await api.post(
+        f"{BASE}/{connection_id}",
+        json={"backend": "s3-generic", "configuration": role_configuration("s3-generic")},
+        headers=auth(account),
+    )
+    assert response.status_code == 422, response.text
+    error = only_error(response)
+    assert error["source"] == {"pointer": "/configuration/role_arn"}
+    assert "CALLVAULT_STS_ENDPOINTS" in error["detail"]
+    assert "https://s3.example.com" in error["detail"]
 
 
 @pytest.mark.parametrize("backend", ["s3", "s3-generic"])
@@ -261,6 +285,8 @@ async def test_a_container_sas_instead_of_the_account_key(
         ("sv=2020-12-06&sp=rcw&sr=c", "sas_token must be a SAS token"),
         ("sv=2020-12-06&sp=rcw&sr=b&se=2099-01-01&sig=abc", "container SAS (sr=c)"),
         ("sv=2020-12-06&sp=rcw&sr=c&sig=abc", "no expiry"),
+        # an account SAS: every container of the account (issue 21)
+        ("sv=2020-12-06&ss=b&srt=sco&sp=rwdlac&se=2099-01-01&sig=abc", "an account SAS (ss/srt)"),
     ],
 )
 async def test_an_unusable_sas_is_refused_with_the_problem(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -131,3 +132,31 @@ async def test_gcs_ok_and_unknown_key(
     result = await configure_and_validate(api, account, sent)
     assert result["data"]["status"] == "failed"
     assert stranger.private_key.splitlines()[1] not in result["data"]["detail"]
+
+
+@pytest.mark.parametrize("universe", ["example.com", "", 7])
+async def test_gcs_key_of_another_universe_is_refused_at_save(
+    api: httpx.AsyncClient, account: NewAccount, universe: Any
+) -> None:
+    """Saved, such a key made validate answer 500 (the client refuses the universe at its
+    first request): it is refused with 422 at save (issue 21)."""
+    connection_id = (await create_application(api, account))["id"]
+    key = make_service_account()
+    sent = {
+        "backend": "gcs",
+        "configuration": {
+            "bucket": "recordings",
+            "credentials": json.dumps({**key.info, "universe_domain": universe}),
+        },
+    }
+    response = await api.post(f"{BASE}/{connection_id}", json=sent, headers=auth(account))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["source"]["pointer"] == "/configuration/credentials"
+    assert "universe_domain" in error["detail"]
+    assert key.private_key.splitlines()[1] not in response.text
+    # the default universe, said explicitly, is fine
+    default = {**key.info, "universe_domain": "googleapis.com"}
+    sent["configuration"]["credentials"] = json.dumps(default)
+    response = await api.post(f"{BASE}/{connection_id}", json=sent, headers=auth(account))
+    assert response.status_code == 200, response.text

@@ -15,7 +15,12 @@ from typer.testing import CliRunner
 
 from callvault.cli import app
 from callvault.encryption_keys.cli import decrypt_file
-from callvault.encryption_keys.scheme import ContentEncryptor, Recipient, fingerprint_of
+from callvault.encryption_keys.scheme import (
+    ContentEncryptor,
+    Recipient,
+    fingerprint_of,
+    object_metadata,
+)
 from tests.encryption.keys import private_pem, public_pem, rsa_private
 
 runner = CliRunner()
@@ -200,3 +205,105 @@ def test_memory_stays_flat_for_a_large_file(tmp_path: Path) -> None:
     assert peak < 8 * 1024 * 1024, peak  # 1 MiB chunks, never the file
     with open(tmp_path / "big.wav", "rb") as handle:
         assert handle.read(len(block)) == block
+
+
+def test_plaintext_is_written_0600_and_no_planted_symlink_is_followed(
+    files: dict[str, Any],
+) -> None:
+    """Issue 21 item 5: the temp file was a predictable `.OUT.PID.partial` opened with
+    open("wb"): a symlink planted there (or at OUT) received the plaintext, and the file
+    was left with the umask's mode (0644)."""
+    d: Path = files["dir"]
+    victim = d / "victim"
+    victim.write_bytes(b"not yours")
+    # the old predictable names, for this process and the CLI runner's
+    (d / f".out.wav.{os.getpid()}.partial").symlink_to(victim)
+    (d / "link.wav").symlink_to(victim)
+    old_umask = os.umask(0o022)
+    try:
+        for out in ("out.wav", "link.wav"):
+            result = run(
+                "decrypt",
+                str(d / "rec.enc"),
+                "--private-key",
+                str(d / "key.pem"),
+                "--details",
+                json.dumps(files["details"]),
+                "-o",
+                str(d / out),
+            )
+            assert result.exit_code == 0, result.output
+            assert not (d / out).is_symlink()
+            assert (d / out).read_bytes() == files["audio"]
+            assert (d / out).stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_umask)
+    assert victim.read_bytes() == b"not yours"
+    assert not any(p.name.endswith(".partial") and not p.is_symlink() for p in d.iterdir())
+
+
+def test_format_2_is_bound_to_its_recording_and_format_1_still_decrypts(
+    files: dict[str, Any],
+) -> None:
+    """Issue 21 item 7: format 2 authenticates the recording id, key id and algorithm."""
+    d: Path = files["dir"]
+    key = rsa_private()
+    recipient = Recipient("key-id", fingerprint_of(key.public_key()), public_pem(key))
+    audio = os.urandom(70_000)
+    encryptor = ContentEncryptor(recipient, "recording-b")
+    (d / "b.enc").write_bytes(encryptor.update(audio) + encryptor.finish())
+    details = encryptor.details_for(recipient)
+    assert details["version"] == "2" and details["recording_id"] == "recording-b"
+    metadata = {**object_metadata(details), "recording_id": "recording-b"}
+
+    def decrypt(given: dict[str, Any], *extra: str) -> Any:
+        return run(
+            "decrypt",
+            str(d / "b.enc"),
+            "--private-key",
+            str(d / "key.pem"),
+            "--details",
+            json.dumps(given),
+            "-o",
+            str(d / "out.wav"),
+            *extra,
+        )
+
+    def said(result: Any) -> str:
+        return " ".join(result.output.split())  # rich wraps long lines
+
+    result = decrypt(metadata, "--recording-id", "recording-b")
+    assert result.exit_code == 0, result.output
+    assert "decrypted recording recording-b" in said(result)
+    assert (d / "out.wav").read_bytes() == audio
+    (d / "out.wav").unlink()
+
+    # B's object and metadata, found where recording A was
+    result = decrypt(metadata, "--recording-id", "recording-a")
+    assert result.exit_code == 1 and "details of recording recording-b" in said(result)
+    for changed in ({"recording_id": "recording-a"}, {"public_key_id": "another-key"}):
+        result = decrypt({**metadata, **changed})
+        assert result.exit_code == 1, changed
+        assert "authentication tag does not verify" in said(result)
+    result = decrypt({k: v for k, v in details.items() if k != "recording_id"})
+    assert result.exit_code == 1 and "pass --recording-id" in said(result)
+    result = decrypt({**details, "version": "3"})
+    assert result.exit_code == 1 and "unknown format version '3'" in said(result)
+    assert leftovers(d) == ["b.enc"]
+
+    # format 1 (the fixture's file: no associated data) still decrypts, --recording-id or not
+    result = run(
+        "decrypt",
+        str(d / "rec.enc"),
+        "--private-key",
+        str(d / "key.pem"),
+        "--details",
+        json.dumps(files["details"]),
+        "-o",
+        str(d / "old.wav"),
+        "--recording-id",
+        "recording-a",
+    )
+    assert result.exit_code == 0, result.output
+    assert "format 1: not bound" in said(result)
+    assert (d / "old.wav").read_bytes() == files["audio"]

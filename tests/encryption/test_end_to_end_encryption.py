@@ -30,7 +30,16 @@ from tests.test_end_to_end import storage_for
 from tests.worker.flow import create_application, ingest, set_credentials
 
 BACKENDS = ["default", "s3-generic", "azure", "gcs"]
-DETAIL_FIELDS = {"algorithm", "public_key_id", "fingerprint", "encrypted_cek", "iv"}
+DETAIL_FIELDS = {
+    "algorithm",
+    "public_key_id",
+    "fingerprint",
+    "encrypted_cek",
+    "iv",
+    # format 2 (issue 21): the object is bound to its recording
+    "version",
+    "recording_id",
+}
 
 
 @pytest.fixture
@@ -82,6 +91,7 @@ async def test_encrypted_recording_end_to_end(
     assert details["algorithm"] == ALGORITHM
     assert details["public_key_id"] == key["id"]
     assert details["fingerprint"] == key["fingerprint"]
+    assert details["version"] == "2" and details["recording_id"] == recording_id
 
     [(fmt, url)] = payload["recording_urls"].items()
     assert fmt == "wav"
@@ -115,6 +125,7 @@ async def test_encrypted_recording_end_to_end(
     # ...and, separately, with nothing but the object's own metadata
     meta = info.metadata
     assert meta["public_key_id"] == key["id"]
+    assert meta["encryption_version"] == "2" and meta["recording_id"] == recording_id
     assert customer_decrypt(rsa_private(), meta, stored) == audio
 
     with pytest.raises(ValueError):

@@ -52,6 +52,8 @@ async def test_stored_bytes_are_ciphertext_that_the_customer_decrypts(
     assert details["algorithm"] == ALGORITHM
     assert details["public_key_id"] == key["id"]
     assert details["fingerprint"] == key["fingerprint"]
+    # format 2, bound to the recording, in both part orders (issue 21)
+    assert details["version"] == "2" and details["recording_id"] == row.id
     assert len(base64.b64decode(details["iv"])) == 12
     assert len(base64.b64decode(details["encrypted_cek"])) == 256  # RSA-2048 block
     assert row.duration_millis == 150000  # checked on the plaintext
@@ -72,6 +74,7 @@ async def test_stored_bytes_are_ciphertext_that_the_customer_decrypts(
     meta = info.metadata
     assert meta["public_key_id"] == key["id"]
     assert meta["sha256"] == row.sha256
+    assert meta["encryption_version"] == "2" and meta["recording_id"] == row.id
     assert customer_decrypt(rsa_private(), meta, stored) == audio
 
     # the Recordings API shows the same details
@@ -145,3 +148,37 @@ async def test_switching_keys_affects_only_later_recordings(
         customer_decrypt(rsa_private(2048, 1), rows[1].encryption_details, stored[1]) == audio_two
     )
     assert stored[2] == audio_three
+
+
+async def test_an_object_moved_to_another_recording_of_the_same_key_does_not_decrypt(
+    api: httpx.AsyncClient, runtime: Runtime, account: NewAccount
+) -> None:
+    """Issue 21 item 7: with format 1, recording B's object (and its metadata) put where
+    recording A's was decrypted without complaint as A. Format 2 binds the recording id."""
+    connection_id, _ = await encrypted_connection(api, runtime, account)
+    rows = []
+    for seconds in (0.5, 0.6):
+        response = await post_recording(
+            api, runtime, metadata_for(connection_id), noisy_wav(seconds)
+        )
+        assert response.status_code == 202, response.text
+        rows.append(await recording_row(runtime, response.json()["data"]["id"]))
+    a, b = rows
+    store = local_store(runtime)
+    assert a.default_store_key and b.default_store_key
+    b_bytes = store.path_for(b.default_store_key).read_bytes()
+    b_info = await store.head(b.default_store_key)
+    assert b_info is not None
+    # what the customer finds at A's place: B's bytes and B's metadata; it opens A
+    with pytest.raises(InvalidTag):
+        customer_decrypt(rsa_private(), b_info.metadata, b_bytes, recording_id=a.id)
+    # the metadata's recording_id cannot be relabelled either: it is authenticated
+    relabelled = {**b_info.metadata, "recording_id": a.id}
+    with pytest.raises(InvalidTag):
+        customer_decrypt(rsa_private(), relabelled, b_bytes)
+    # nor the key id
+    other_key = {**b_info.metadata, "public_key_id": "5c1c8d44-0b0e-4b5e-9d53-6a3f0c2f0e11"}
+    with pytest.raises(InvalidTag):
+        customer_decrypt(rsa_private(), other_key, b_bytes)
+    # B's object opens as B
+    assert customer_decrypt(rsa_private(), b_info.metadata, b_bytes, recording_id=b.id)

@@ -40,6 +40,10 @@ from callvault.outbound.addresses import is_public_address, refuse_reason, url_s
         "::ffff:10.0.0.1",
         "2002:a00:1::",  # 6to4 of 10.0.0.1
         "64:ff9b::c0a8:101",  # NAT64 of 192.168.1.1
+        "fec0::1",  # deprecated site-local (issue 21)
+        "feff:ffff::1",  # its last /10
+        "3fff::1",  # IPv6 documentation, RFC 9637 (issue 21)
+        "3fff:fff:ffff::1",  # the end of 3fff::/20
     ],
 )
 def test_non_public_addresses(address: str) -> None:
@@ -57,6 +61,7 @@ def test_non_public_addresses(address: str) -> None:
         "2606:4700:4700::1111",
         "::ffff:8.8.8.8",
         "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+        "3fff:1000::1",  # just outside 3fff::/20
     ],
 )
 def test_public_addresses(address: str) -> None:

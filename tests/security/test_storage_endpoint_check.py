@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from callvault.storage import StorageError, StorageErrorKind, layout, open_custo
 from callvault.storage.checked_endpoint import EndpointCheckedStore
 from callvault.worker.runner import Worker
 from tests.recordings.samples import make_wav
-from tests.security.receiver import Receiver, Reply
 from tests.security.test_outbound_transport import ScriptedResolver
 from tests.servers import SeaweedFS
 from tests.worker.flow import (
@@ -131,44 +129,5 @@ async def test_the_worker_keeps_the_recording_when_the_endpoint_turns_private(
     assert await unchecked.head(key) is None  # nothing was written to the endpoint
 
 
-@pytest.fixture
-async def redirecting_endpoint() -> AsyncIterator[tuple[Receiver, Receiver]]:
-    """An "S3" endpoint that answers every request with a redirect to another host."""
-    target = await Receiver().start()
-    endpoint = await Receiver().start()
-    yield endpoint, target
-    await endpoint.stop()
-    await target.stop()
-
-
-async def test_a_redirect_to_another_host_is_not_followed(redirecting_endpoint, probe_file):
-    endpoint, target = redirecting_endpoint
-    # the endpoint by name, the redirect to an address: another host for the HTTP client
-    url = f"http://localhost:{endpoint.port}"
-    for path in ("/bkt/k", "/bkt/k?x-id=PutObject"):
-        endpoint.replies[path] = Reply(307, {"Location": f"{target.url}/internal"})
-    store = open_custom_store(
-        "s3-generic",
-        {
-            "bucket": "bkt",
-            "region": "us-east-1",
-            "endpoint": url,
-            "aws_access_key_id": "AKIAREDIRECT",
-            "aws_secret_access_key": "redirect-secret-0123456789",
-        },
-        timeout_secs=5,
-        allow_private_networks=True,  # the endpoint itself is on loopback here
-    )
-    operations = {
-        "put": lambda: store.put_file("k", probe_file, content_type="text/plain", metadata={}),
-        "head": lambda: store.head("k"),
-        "delete": lambda: store.delete("k"),
-    }
-    for name, operation in operations.items():
-        with pytest.raises(StorageError):
-            await operation()
-        assert target.received == [], name
-    with pytest.raises(StorageError):
-        [chunk async for chunk in store.get_stream("k")]
-    assert target.received == []
-    assert {r.method for r in endpoint.received} >= {"PUT", "HEAD", "DELETE", "GET"}
+# Redirects, subdomains and rebinding under the egress guard: test_egress_guard.py (a private
+# network namespace, so that a public address and an internal one both exist on this machine).

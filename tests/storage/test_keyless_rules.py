@@ -58,9 +58,14 @@ def test_sts_endpoint_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert aws_roles.sts_endpoint(generic_endpoint=None, region="cn-north-1") == (
         "https://sts.cn-north-1.amazonaws.com.cn"
     )
+    # a customer's endpoint is an STS endpoint only when the operator allows it
+    monkeypatch.delenv("CALLVAULT_STS_ENDPOINTS", raising=False)
+    assert aws_roles.sts_endpoint(generic_endpoint="https://minio.example/", region="x") is None
+    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", "https://a.example, https://minio.example/")
     assert aws_roles.sts_endpoint(generic_endpoint="https://minio.example/", region="x") == (
         "https://minio.example"
     )
+    assert aws_roles.sts_endpoint(generic_endpoint="https://minio.example.evil", region="x") is None
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9/")
     assert aws_roles.sts_endpoint(generic_endpoint="https://minio.example", region="x") == (
         "http://127.0.0.1:9"

@@ -54,6 +54,12 @@ def operator_identity(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], N
     return use
 
 
+@pytest.fixture(autouse=True)
+def seaweed_sts_allowed(monkeypatch: pytest.MonkeyPatch, seaweedfs_sts: SeaweedFSWithSTS) -> None:
+    """The operator allows SeaweedFS's STS (CALLVAULT_STS_ENDPOINTS): AssumeRole goes there."""
+    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", seaweedfs_sts.endpoint)
+
+
 def seaweed_role(server: SeaweedFSWithSTS, **overrides: Any) -> dict[str, Any]:
     return {
         "bucket": server.bucket,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from callvault.credentials.service import load_configuration
 from callvault.errors import ApiError, Code, ErrorItem, not_found
 from callvault.recordings import repository
+from callvault.recordings.audio import SNIFF_BYTES, looks_like_stored_audio
 from callvault.recordings.models import Recording
 from callvault.recordings.schemas import RecordingData
 from callvault.recordings.service import get_recording, in_custom_storage
@@ -70,6 +71,17 @@ def _unavailable(reason: str) -> ApiError:
     )
 
 
+async def _leading(stream: AsyncIterator[bytes]) -> bytes:
+    """At least SNIFF_BYTES from the start of `stream` (fewer only when it is that short)."""
+    first = b""
+    while len(first) < SNIFF_BYTES:
+        chunk = await anext(stream, b"")
+        if not chunk:
+            break
+        first += chunk
+    return first
+
+
 async def audio(runtime: Runtime, account_id: str, recording_id: str) -> Audio:
     """The recording's bytes from wherever they are (default store or the customer's bucket,
     read with the stored credentials); a store failure answers 502 with its reason."""
@@ -77,9 +89,12 @@ async def audio(runtime: Runtime, account_id: str, recording_id: str) -> Audio:
     try:
         store, key = await _store_and_key(runtime, detail.row)
         stream = store.get_stream(key)
-        first = await anext(stream, b"")  # a failure shows before the answer starts
+        first = await _leading(stream)  # a failure shows before the answer starts
     except StorageError as exc:
         raise _unavailable(exc.reason) from None
+    encrypted = detail.row.encryption_details is not None
+    if not looks_like_stored_audio(first, detail.row.format, encrypted=encrypted):
+        raise _unavailable("the stored object is not this recording's audio")
 
     async def chunks() -> AsyncIterator[bytes]:
         if first:

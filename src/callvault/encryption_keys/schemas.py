@@ -79,3 +79,12 @@ class EncryptionDetails(BaseModel):
         description="The AES-256 content key, wrapped RSA-OAEP SHA-256/MGF1-SHA-256 (base64)."
     )
     iv: str = Field(description="The 96-bit AES-GCM IV (base64). The 16-byte tag ends the file.")
+    version: Literal["1", "2"] = Field(
+        default="1",
+        description="The format: 2 authenticates `callvault-recording-v2|{algorithm}|"
+        "{public_key_id}|{recording_id}` as AES-GCM associated data (every recording encrypted "
+        "since issue 21); 1, no associated data (docs/encryption.md).",
+    )
+    recording_id: str | None = Field(
+        default=None, description="The recording the object is bound to (format 2; null for 1)."
+    )

@@ -2,10 +2,17 @@
 
 - A fresh random 256-bit content key (CEK) and 96-bit IV per recording.
 - The audio is encrypted with AES-256-GCM as a stream; the stored object is the ciphertext
-  followed by the 16-byte GCM tag (no associated data).
+  followed by the 16-byte GCM tag.
 - The CEK is wrapped with RSA-OAEP, SHA-256, MGF1-SHA-256 under the customer's public key.
 - `encryption_details` = {"algorithm", "public_key_id", "fingerprint", "encrypted_cek", "iv"}
-  (base64, standard alphabet with padding).
+  (base64, standard alphabet with padding), plus, from format version 2, "version" and
+  "recording_id".
+
+Format versions (docs/encryption.md): 1 had no associated data, so a genuine object of one
+recording, moved with its metadata to another recording of the same key, decrypted without
+complaint. 2 (everything encrypted since) authenticates
+`callvault-recording-v2|{algorithm}|{public_key_id}|{recording_id}` as GCM associated data.
+Both decrypt.
 
 Public keys: PEM, RSA, 2048 to 4096 bits. The fingerprint is the hex sha256 of the DER
 SubjectPublicKeyInfo (`openssl pkey -pubin -outform DER | sha256sum`).
@@ -39,8 +46,14 @@ MAX_PEM_CHARS = 16 * 1024
 CHUNK = 1024 * 1024
 # what an encrypted object is served as (its bytes are not playable audio)
 ENCRYPTED_CONTENT_TYPE = "application/octet-stream"
-# the object-metadata names of the details (every store: one line of ASCII each)
+# the object-metadata names of the details (every store: one line of ASCII each); the
+# object's metadata also carries `recording_id` (recordings/ingest.py)
 METADATA_FIELDS = ("encrypted_cek", "iv", "public_key_id")
+# the format version: "version" in the details, "encryption_version" in the object's metadata
+# (beside its other metadata); absent = 1
+FORMAT_V1 = "1"
+FORMAT_V2 = "2"
+VERSION_METADATA = "encryption_version"
 
 
 class KeyRefused(ValueError):
@@ -128,15 +141,30 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def details(recipient: Recipient, encrypted_cek: bytes, iv: bytes) -> dict[str, str]:
-    """`encryption_details` as the webhook, the Recordings API and the row carry them."""
-    return {
+def associated_data(public_key_id: str, recording_id: str) -> bytes:
+    """Format 2's GCM associated data: what the object is (whose recording, for which key,
+    how encrypted), authenticated by the tag."""
+    for name, value in (("public_key_id", public_key_id), ("recording_id", recording_id)):
+        if not value or "|" in value:
+            raise DecryptionFailed(f"encryption details: {name} is empty or holds '|'")
+    return f"callvault-recording-v{FORMAT_V2}|{ALGORITHM}|{public_key_id}|{recording_id}".encode()
+
+
+def details(
+    recipient: Recipient, encrypted_cek: bytes, iv: bytes, recording_id: str | None = None
+) -> dict[str, str]:
+    """`encryption_details` as the webhook, the Recordings API and the row carry them
+    (format 2 when bound to a recording id, else the old format 1)."""
+    found = {
         "algorithm": ALGORITHM,
         "public_key_id": recipient.key_id,
         "fingerprint": recipient.fingerprint,
         "encrypted_cek": b64(encrypted_cek),
         "iv": b64(iv),
     }
+    if recording_id is not None:
+        found |= {"version": FORMAT_V2, "recording_id": recording_id}
+    return found
 
 
 def stored_content_type(audio_type: str, encryption_details: Mapping[str, Any] | None) -> str:
@@ -147,16 +175,31 @@ def object_metadata(encryption_details: Mapping[str, Any] | None) -> dict[str, s
     """What the stored object carries so that it alone suffices to decrypt it."""
     if not encryption_details:
         return {}
-    return {name: str(encryption_details[name]) for name in METADATA_FIELDS}
+    found = {name: str(encryption_details[name]) for name in METADATA_FIELDS}
+    version = str(encryption_details.get("version") or FORMAT_V1)
+    if version != FORMAT_V1:
+        found[VERSION_METADATA] = version
+    return found
 
 
 class ContentEncryptor:
-    """AES-256-GCM over a stream with a fresh CEK and IV; `finish()` returns the tag."""
+    """AES-256-GCM over a stream with a fresh CEK and IV; `finish()` returns the tag.
 
-    def __init__(self) -> None:
+    Bound (`recipient` and `recording_id` given): format 2, with the associated data.
+    Unbound: format 1, no associated data (ingest's placeholder while it does not know the
+    key yet, and old objects in tests).
+    """
+
+    def __init__(self, recipient: Recipient | None = None, recording_id: str | None = None) -> None:
         self.cek = os.urandom(CEK_BYTES)
         self.iv = os.urandom(IV_BYTES)
         self._context: CipherContext = Cipher(AES(self.cek), GCM(self.iv)).encryptor()
+        self.bound_to: tuple[str, str] | None = None
+        if recipient is not None and recording_id is not None:
+            self._context.authenticate_additional_data(
+                associated_data(recipient.key_id, recording_id)
+            )
+            self.bound_to = (recipient.key_id, recording_id)
 
     def update(self, data: bytes) -> bytes:
         return self._context.update(data)
@@ -168,7 +211,12 @@ class ContentEncryptor:
         return tail + tag
 
     def details_for(self, recipient: Recipient) -> dict[str, str]:
-        return details(recipient, recipient.wrap(self.cek), self.iv)
+        if self.bound_to is None:
+            return details(recipient, recipient.wrap(self.cek), self.iv)
+        key_id, recording_id = self.bound_to
+        if key_id != recipient.key_id:
+            raise ValueError("the content was bound to another key")
+        return details(recipient, recipient.wrap(self.cek), self.iv, recording_id)
 
 
 def _b64decode(value: Any, name: str) -> bytes:
@@ -197,6 +245,40 @@ def find_details(document: Any) -> dict[str, Any]:
             except DecryptionFailed:
                 continue
     raise DecryptionFailed("no encryption details (encrypted_cek and iv) found")
+
+
+def format_version(encryption_details: Mapping[str, Any]) -> str:
+    return str(
+        encryption_details.get("version") or encryption_details.get(VERSION_METADATA) or FORMAT_V1
+    )
+
+
+def associated_data_of(
+    encryption_details: Mapping[str, Any], expected_recording_id: str | None = None
+) -> bytes | None:
+    """The associated data to decrypt with (None: format 1, which has none), or
+    DecryptionFailed. `expected_recording_id`: the recording the caller means to open (from
+    its own records, not from the object): details of another recording are refused."""
+    version = format_version(encryption_details)
+    if version == FORMAT_V1:
+        return None
+    if version != FORMAT_V2:
+        raise DecryptionFailed(
+            f"encryption details: unknown format version {version!r} (this callvault reads "
+            f"{FORMAT_V1} and {FORMAT_V2}; a newer callvault decrypts it)"
+        )
+    recording_id = str(encryption_details.get("recording_id") or "") or expected_recording_id
+    if not recording_id:
+        raise DecryptionFailed(
+            "encryption details of format 2 name no recording_id: pass --recording-id"
+        )
+    if expected_recording_id is not None and recording_id != expected_recording_id:
+        raise DecryptionFailed(
+            f"these are the details of recording {recording_id}, not of "
+            f"{expected_recording_id}: the object is another recording's"
+        )
+    key_id = str(encryption_details.get("public_key_id") or "")
+    return associated_data(key_id, recording_id)
 
 
 def unwrap_cek(private_key: Any, encryption_details: Mapping[str, Any]) -> tuple[bytes, bytes]:
@@ -232,8 +314,16 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> Any: ...
 
 
-def decrypt_stream(source: IO[bytes], size: int, target: Writable, cek: bytes, iv: bytes) -> None:
-    """Decrypt `size` bytes of `source` (ciphertext + tag) into `target`, CHUNK at a time.
+def decrypt_stream(
+    source: IO[bytes],
+    size: int,
+    target: Writable,
+    cek: bytes,
+    iv: bytes,
+    aad: bytes | None = None,
+) -> None:
+    """Decrypt `size` bytes of `source` (ciphertext + tag) into `target`, CHUNK at a time,
+    with the associated data `aad` (format 2; None for format 1).
 
     Raises DecryptionFailed when the tag does not verify (tampered, truncated or another
     key's file); the caller must then discard what was written to `target`.
@@ -245,6 +335,8 @@ def decrypt_stream(source: IO[bytes], size: int, target: Writable, cek: bytes, i
     tag = source.read(TAG_BYTES)
     source.seek(start)
     context = Cipher(AES(cek), GCM(iv, tag)).decryptor()
+    if aad is not None:
+        context.authenticate_additional_data(aad)
     remaining = size - TAG_BYTES
     while remaining:
         chunk = source.read(min(CHUNK, remaining))
@@ -257,5 +349,5 @@ def decrypt_stream(source: IO[bytes], size: int, target: Writable, cek: bytes, i
     except InvalidTag:
         raise DecryptionFailed(
             "the authentication tag does not verify: the file was modified or truncated, "
-            "or the details belong to another recording"
+            "or it or its details belong to another recording"
         ) from None

@@ -29,6 +29,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (cloud providers put internal services there, e.g. 100.100.100.200)
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# ranges Python 3.11's is_global misses: deprecated site-local (RFC 3879), still routed inside
+# some sites, and the IPv6 documentation range of RFC 9637 (2024)
+_NOT_GLOBAL_V6 = (ipaddress.IPv6Network("fec0::/10"), ipaddress.IPv6Network("3fff::/20"))
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -56,6 +59,8 @@ def is_public_address(ip: IPAddress | str) -> bool:
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             return is_public_address(embedded)
+        if any(address in network for network in _NOT_GLOBAL_V6):
+            return False
     if isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE:
         return False
     return not (

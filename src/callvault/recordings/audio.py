@@ -391,3 +391,20 @@ def inspect_audio(data: bytes) -> AudioInfo:
     sniffer = AudioSniffer()
     sniffer.feed(data)
     return sniffer.finish()
+
+
+# how many leading bytes `looks_like_stored_audio` needs
+SNIFF_BYTES = 64
+
+
+def looks_like_stored_audio(first: bytes, format: str, *, encrypted: bool) -> bool:
+    """Whether the first bytes read back from a store can be this recording: a WAV or MP3
+    header, or, for an encrypted recording, bytes that are not printable text (ciphertext is
+    random; an error page, JSON or a metadata service's answer is text). A second layer behind
+    the egress guard: what a store streams back never reaches the console unless it fits."""
+    head = first[:SNIFF_BYTES]
+    if encrypted:
+        return bool(head) and not all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head)
+    if format == "wav":
+        return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+    return head[:3] == b"ID3" or parse_frame_header(head[:4]) is not None

@@ -20,7 +20,6 @@ is what is handed over.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,7 +150,7 @@ ACCOUNT_PLACEHOLDER = "account"
 async def ingest(
     runtime: Runtime, upload: ReceivedUpload, plan: IngestPlan | None = None
 ) -> IngestOutcome:
-    recording_id = str(uuid.uuid4())
+    recording_id = upload.recording_id  # chosen before the audio was encrypted (it binds it)
     # every log line of this ingest names the recording and its connection
     with structlog.contextvars.bound_contextvars(
         recording_id=recording_id, connection_id=upload.metadata.connection_id

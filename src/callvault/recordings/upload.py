@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ class ReceivedUpload:
     size: int
     sha256: str
     encryption_details: dict[str, str] | None = None
+    # chosen before the first byte is encrypted: format 2 binds it (scheme.py)
+    recording_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 # whom a recording's audio is encrypted for (None: stored in clear), from its metadata
@@ -218,6 +221,8 @@ class _FormState:
     """What the parser's callbacks collect; errors are raised after `write` returns."""
 
     max_audio_bytes: int
+    audio_name: str = "audio"  # the audio part's form field name
+    metadata_name: str | None = "metadata"  # None: the metadata comes from elsewhere
     header_name: bytearray = field(default_factory=bytearray)
     header_value: bytearray = field(default_factory=bytearray)
     disposition: bytes = b""
@@ -249,6 +254,12 @@ class _FormState:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.disposition)
         name = options.get(b"name", b"").decode("latin-1")
+        if name == self.audio_name:
+            name = "audio"
+        elif name == "audio" or name != self.metadata_name:
+            name = ""  # a part this request does not use
+        else:
+            name = "metadata"
         if name == "audio":
             self.audio_parts += 1
             if self.audio_parts > 1:
@@ -297,10 +308,11 @@ class _AudioSink:
         self.started = False
         self.encryptor: ContentEncryptor | None = None
 
-    def start(self, *, encrypt: bool) -> None:
-        """Decided before the first byte is written: encrypted or clear."""
+    def start(self, *, encrypt: bool, recipient: Recipient | None, recording_id: str) -> None:
+        """Decided before the first byte is written: encrypted or clear, and for whom (unknown
+        yet: unbound, re-encrypted for the key at the end)."""
         self.started = True
-        self.encryptor = ContentEncryptor() if encrypt else None
+        self.encryptor = ContentEncryptor(recipient, recording_id) if encrypt else None
 
     def absorb(self, data: bytes) -> None:
         self.sniffer.feed(data)
@@ -330,6 +342,35 @@ class _HashingWriter:
         self.written += len(data)
 
 
+class _EncryptingWriter:
+    """Encrypts what it is given into `handle`, hashing the ciphertext."""
+
+    def __init__(self, handle: IO[bytes], encryptor: ContentEncryptor) -> None:
+        self.inner = _HashingWriter(handle)
+        self.encryptor = encryptor
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(self.encryptor.update(data))
+
+
+def _reencrypt(
+    path: Path, placeholder: ContentEncryptor, bound: ContentEncryptor
+) -> tuple[int, str]:
+    """Replace `path` (encrypted unbound, the key unknown when the audio arrived) by the same
+    audio encrypted with `bound`, in one streaming pass: no plaintext touches the disk.
+    (size, sha256) of the new file."""
+    fresh = temp_path(path.parent)
+    try:
+        with open(path, "rb") as source, open(fresh, "wb") as target:
+            writer = _EncryptingWriter(target, bound)
+            decrypt_stream(source, path.stat().st_size, writer, placeholder.cek, placeholder.iv)
+            writer.inner.write(bound.finish())
+        os.replace(fresh, path)
+    finally:
+        fresh.unlink(missing_ok=True)
+    return writer.inner.written, writer.inner.hash.hexdigest()
+
+
 def _decrypt_back(path: Path, cek: bytes, iv: bytes) -> tuple[int, str]:
     """Replace the encrypted `path` by its plaintext; (size, sha256) of the plaintext."""
     plain = temp_path(path.parent)
@@ -349,16 +390,31 @@ async def receive_upload(
     max_audio_bytes: int,
     encryption_for: EncryptionResolver | None = None,
     pace: BodyPace | None = None,
+    recording_id: str | None = None,
+    *,
+    audio_part: str = "audio",
+    given_metadata: IngestMetadata | None = None,
+    channels_from_audio: bool = False,
 ) -> ReceivedUpload:
     """Read the whole request into `path` (audio) and the validated metadata, or raise ApiError.
 
     The caller owns `path` (see `incoming_file`): it is written here and removed there.
-    `encryption_for` says whom the audio is encrypted for (None: never encrypted).
+    `encryption_for` says whom the audio is encrypted for (None: never encrypted);
+    `recording_id` is the id the recording will have (default: a fresh one, answered in the
+    result), which encryption binds.
+    `given_metadata`: the metadata is not in the body (rtpengine's notification carries it in
+    headers), the audio is the part named `audio_part`; `channels_from_audio` then takes the
+    channel layout from the file itself.
     """
+    recording_id = recording_id or str(uuid.uuid4())
     early = declared_length_error(request.headers.get("content-length"), max_audio_bytes)
     if early is not None:
         raise early
-    state = _FormState(max_audio_bytes=max_audio_bytes)
+    state = _FormState(
+        max_audio_bytes=max_audio_bytes,
+        audio_name=audio_part,
+        metadata_name=None if given_metadata is not None else "metadata",
+    )
     parser = MultipartParser(
         boundary_of(request.headers.get("content-type")),
         {
@@ -374,7 +430,7 @@ async def receive_upload(
     )
     handle = await asyncio.to_thread(open, path, "wb")  # closed in the finally below
     sink = _AudioSink(handle)
-    metadata: IngestMetadata | None = None
+    metadata: IngestMetadata | None = given_metadata
     recipient: Recipient | None = None
     resolved = encryption_for is None
 
@@ -387,10 +443,15 @@ async def receive_upload(
     def start_sink() -> None:
         # unknown yet (audio before metadata): encrypted, so that no plaintext is written
         if not sink.started and state.pending:
-            sink.start(encrypt=recipient is not None or not resolved)
+            sink.start(
+                encrypt=recipient is not None or not resolved,
+                recipient=recipient,
+                recording_id=recording_id,
+            )
 
     body_bytes = 0
     try:
+        await resolve()  # metadata given up front: the key is known before the first byte
         async for chunk in paced(request.stream(), pace or BodyPace()):
             body_bytes += len(chunk)
             if body_bytes > max_audio_bytes + BODY_OVERHEAD:
@@ -432,6 +493,10 @@ async def receive_upload(
         raise audio_invalid(reason)
     try:
         audio = sink.sniffer.finish_as(metadata.format)
+        if channels_from_audio and audio.channels in (1, 2):
+            metadata = metadata.model_copy(
+                update={"channels": "dual" if audio.channels == 2 else "single"}
+            )
         check_audio(audio, metadata.format, metadata.channels)
     except AudioError as exc:
         raise audio_invalid(str(exc)) from None
@@ -439,7 +504,12 @@ async def receive_upload(
     await resolve()
     details: dict[str, str] | None = None
     if sink.encryptor is not None and recipient is not None:
-        details = await asyncio.to_thread(sink.encryptor.details_for, recipient)
+        encryptor = sink.encryptor
+        if encryptor.bound_to is None:
+            # the audio came before the metadata: encrypted for no one yet
+            encryptor = ContentEncryptor(recipient, recording_id)
+            size, sha256 = await asyncio.to_thread(_reencrypt, path, sink.encryptor, encryptor)
+        details = await asyncio.to_thread(encryptor.details_for, recipient)
     elif sink.encryptor is not None:
         # encrypted only because the audio came before the metadata: the application stores
         # its recordings in clear
@@ -454,6 +524,7 @@ async def receive_upload(
         size=size,
         sha256=sha256,
         encryption_details=details,
+        recording_id=recording_id,
     )
 
 

@@ -9,7 +9,11 @@ Part of the s3 provider (s3.py uses it for `s3` and `s3-generic` configurations 
   (never the customer's choice: the "confused deputy" guard), `RoleSessionName` names the
   connection, so the customer's CloudTrail shows which connection wrote.
 - The STS endpoint: `AWS_ENDPOINT_URL_STS` when set, else AWS's regional one (`s3`) or the
-  configured endpoint (`s3-generic`: S3-compatible stores that have STS serve it there).
+  configured endpoint (`s3-generic`: S3-compatible stores that have STS serve it there) — but
+  only an endpoint the operator allows in `CALLVAULT_STS_ENDPOINTS`: an AssumeRole request is
+  signed with callvault's own AWS identity, and a customer's host must never see it (its access
+  key id names the operator's account, and the signed request could be replayed to real STS).
+  The STS client ignores proxies from the environment and connects through the egress guard.
 - Sessions last `SESSION_SECONDS` and are cached per process (never stored anywhere), keyed by
   (endpoint, role, external id, session name); a session is renewed once less than
   `REFRESH_BEFORE_SECONDS` remain, so a download link signed with it (600 s) never outlives it.
@@ -43,6 +47,7 @@ for _name in ("botocore", "boto3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 STS_ENDPOINT_ENV = "AWS_ENDPOINT_URL_STS"
+STS_ENDPOINTS_ENV = "CALLVAULT_STS_ENDPOINTS"
 PRINCIPAL_ENV = "CALLVAULT_AWS_PRINCIPAL_ARN"
 SESSION_SECONDS = 3600  # AWS's default MaxSessionDuration of a role: always allowed
 REFRESH_BEFORE_SECONDS = 15 * 60  # > the 600 s of a signed download link
@@ -119,17 +124,42 @@ class RoleTarget:
     session_name: str
     sts_endpoint: str | None  # None: AWS's own for the region
     region: str
+    # the egress guard STS requests go through (None: private networks allowed, no proxy)
+    egress_proxy: str | None = None
 
 
-def sts_endpoint(*, generic_endpoint: str | None, region: str) -> str:
-    """AWS_ENDPOINT_URL_STS, else the s3-generic endpoint, else AWS's regional STS endpoint."""
+def allowed_sts_endpoints() -> frozenset[str]:
+    """The STS endpoints the operator allows besides AWS's own (CALLVAULT_STS_ENDPOINTS)."""
+    raw = os.environ.get(STS_ENDPOINTS_ENV, "")
+    return frozenset(value.strip().rstrip("/") for value in raw.split(",") if value.strip())
+
+
+def sts_endpoint(*, generic_endpoint: str | None, region: str) -> str | None:
+    """AWS_ENDPOINT_URL_STS, else the s3-generic endpoint when the operator allows it (None when
+    not: the configuration cannot assume a role), else AWS's regional STS endpoint."""
+    override = os.environ.get(STS_ENDPOINT_ENV)
+    if generic_endpoint and not override:
+        endpoint = generic_endpoint.rstrip("/")
+        return endpoint if endpoint in allowed_sts_endpoints() else None
+    return aws_sts_endpoint(region)
+
+
+def aws_sts_endpoint(region: str) -> str:
+    """AWS_ENDPOINT_URL_STS, else AWS's regional STS endpoint."""
     override = os.environ.get(STS_ENDPOINT_ENV)
     if override:
         return override.rstrip("/")
-    if generic_endpoint:
-        return generic_endpoint.rstrip("/")
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"https://sts.{region}.{suffix}"
+
+
+def sts_refusal(endpoint: str) -> str:
+    """Why an s3-generic `role_arn` cannot be used with `endpoint`."""
+    return (
+        f"role_arn needs an STS endpoint this server allows: {endpoint} is not one of them "
+        f"(operator: add it to {STS_ENDPOINTS_ENV} if its STS may be called with this server's "
+        "own AWS identity)"
+    )
 
 
 def session_name_for(connection_id: str) -> str:
@@ -146,7 +176,7 @@ class RoleSessions:
         self.session_seconds = session_seconds
         self._sessions: dict[RoleTarget, Session] = {}
         self._lock = threading.Lock()
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str | None], Any] = {}
         self.assumed = 0  # how many AssumeRole calls succeeded (tests and metrics)
 
     def get(self, target: RoleTarget) -> Session:
@@ -188,30 +218,18 @@ class RoleSessions:
         # a session shorter than twice the margin would be renewed at once: keep half of it
         return min(REFRESH_BEFORE_SECONDS, self.session_seconds / 2)
 
-    def _client(self, endpoint: str, region: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
+    def _client(self, endpoint: str, region: str, egress_proxy: str | None = None) -> Any:
         with self._lock:
-            client = self._clients.get((endpoint, region))
+            client = self._clients.get((endpoint, region, egress_proxy))
             if client is None:
-                client = boto3.session.Session().client(
-                    "sts",
-                    endpoint_url=endpoint,
-                    region_name=region,
-                    config=Config(
-                        connect_timeout=5,
-                        read_timeout=15,
-                        retries={"max_attempts": 2, "mode": "standard"},
-                    ),
-                )
-                self._clients[(endpoint, region)] = client
+                client = sts_client(endpoint, region, egress_proxy)
+                self._clients[(endpoint, region, egress_proxy)] = client
             return client
 
     def _assume(self, target: RoleTarget) -> Session:
-        endpoint = target.sts_endpoint or sts_endpoint(generic_endpoint=None, region=target.region)
+        endpoint = target.sts_endpoint or aws_sts_endpoint(target.region)
         try:
-            client = self._client(endpoint, target.region)
+            client = self._client(endpoint, target.region, target.egress_proxy)
             answer = client.assume_role(
                 RoleArn=target.role_arn,
                 RoleSessionName=target.session_name,
@@ -235,6 +253,27 @@ class RoleSessions:
             token=credentials["SessionToken"],
             expires_at=expiration,
         )
+
+
+def sts_client(endpoint: str, region: str, egress_proxy: str | None) -> Any:
+    """A boto3 STS client for `endpoint` that never takes a proxy from the environment: the
+    egress guard when given, else none (an explicit mapping, even empty, replaces botocore's
+    reading of HTTP(S)_PROXY; its NO_PROXY check applies to environment proxies only)."""
+    import boto3
+    from botocore.config import Config
+
+    proxies = {"http": egress_proxy, "https": egress_proxy} if egress_proxy else {}
+    return boto3.session.Session().client(
+        "sts",
+        endpoint_url=endpoint,
+        region_name=region,
+        config=Config(
+            connect_timeout=5,
+            read_timeout=15,
+            retries={"max_attempts": 2, "mode": "standard"},
+            proxies=proxies,
+        ),
+    )
 
 
 def role_error(exc: BaseException, target: RoleTarget) -> RoleError:
@@ -289,7 +328,7 @@ def principal_arn(*, region: str = "us-east-1") -> str:
     configured = os.environ.get(PRINCIPAL_ENV)
     if configured:
         return configured
-    endpoint = sts_endpoint(generic_endpoint=None, region=region)
+    endpoint = aws_sts_endpoint(region)
     if endpoint in _principals:
         return _principals[endpoint]
     target = RoleTarget("callvault's principal", "", "", endpoint, region)

@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl
 from obstore.store import AzureStore
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from callvault.outbound.egress import REFUSED_PREFIX, proxy_url_for
 from callvault.storage.base import (
     ObjectInfo,
     ObjectStore,
@@ -71,6 +72,7 @@ from callvault.storage.configuration import (
 from callvault.storage.error_mapping import (
     AUTH,
     CORRUPTED_UPLOAD,
+    EGRESS_REFUSED,
     NOT_FOUND,
     TRANSIENT,
     Cause,
@@ -162,6 +164,12 @@ def parse_sas(token: str) -> Sas | str:
     values = dict(pairs)
     if not pairs or "sig" not in values:
         return "sas_token must be a SAS token (the query string of a SAS URL, with sig=...)"
+    if "ss" in values or "srt" in values:
+        # an account SAS reaches every container (and queue, table, file share) of the account
+        return (
+            "sas_token is an account SAS (ss/srt): give a container SAS (sr=c), which reaches "
+            "only the container"
+        )
     if values.get("sr", "c") != "c":
         return "sas_token must be a container SAS (sr=c)"
     if not values.get("se"):
@@ -342,6 +350,8 @@ def sdk_cause(exc: BaseException) -> Cause:
     status, or the transport failure; never from the exception's own text beyond that."""
     from azure.core.exceptions import HttpResponseError
 
+    if REFUSED_PREFIX in str(exc):
+        return Cause(AUTH, EGRESS_REFUSED)
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         # the storage SDK sets error_code (a StorageErrorCode, or the raw code it does not know)
         raw = getattr(exc, "error_code", None)
@@ -368,12 +378,15 @@ def upload_client(
     *,
     timeout_secs: float | None,
     part_size: int,
+    egress_proxy: str | None = None,
 ) -> ContainerClient:
     """The SDK client put_file uploads with (Content-MD5 on every request that carries data):
     one request up to `part_size`, blocks of `part_size` above; timeouts and few, short
-    retries as obstore's (the worker retries transient failures itself)."""
+    retries as obstore's (the worker retries transient failures itself). Proxies from the
+    environment are never used; `egress_proxy` is the egress guard (None: no proxy)."""
     from azure.storage.blob import ContainerClient, ExponentialRetry
 
+    proxies = {"http": egress_proxy, "https": egress_proxy} if egress_proxy else None
     return ContainerClient(
         endpoint,
         container,
@@ -391,6 +404,8 @@ def upload_client(
         ),
         connection_timeout=min(5.0, timeout_secs or 5.0),
         read_timeout=timeout_secs or 300.0,
+        use_env_settings=False,
+        proxies=proxies,
     )
 
 
@@ -515,7 +530,10 @@ def open_azure(
     timeout_secs: float | None = None,
     part_size: int = DEFAULT_PART_SIZE,
     max_concurrency: int = DEFAULT_CONCURRENCY,
+    egress_proxy: str | None = None,
 ) -> AzureObjectStore:
+    """A customer's container; `egress_proxy` is the egress guard every connection goes
+    through (None: private networks are allowed)."""
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 
     container = str(configuration.get("bucket") or "")
@@ -569,16 +587,24 @@ def open_azure(
         "use_emulator": False,
         "skip_signature": False,
     }
+    options = client_options(endpoint, timeout_secs)
+    if egress_proxy:
+        options["proxy_url"] = egress_proxy
     try:
         store = AzureStore(
             container,
             config=config,
-            client_options=client_options(endpoint, timeout_secs),
+            client_options=options,
             retry_config=retry_config(timeout_secs),
             credential_provider=provide,
         )
         uploader = upload_client(
-            endpoint, container, signer, timeout_secs=timeout_secs, part_size=part_size
+            endpoint,
+            container,
+            signer,
+            timeout_secs=timeout_secs,
+            part_size=part_size,
+            egress_proxy=egress_proxy,
         )
     except Exception as exc:
         raise refused(f"invalid configuration — {type(exc).__name__}") from None
@@ -601,7 +627,11 @@ def _open(
     timeout_secs: float | None = None,
     allow_private_networks: bool = False,
 ) -> ObjectStore:
-    return open_azure(configuration, timeout_secs=timeout_secs)
+    return open_azure(
+        configuration,
+        timeout_secs=timeout_secs,
+        egress_proxy=None if allow_private_networks else proxy_url_for(allow_private_networks),
+    )
 
 
 AZURE = Provider(

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from callvault.outbound.egress import REFUSED_PREFIX
 from callvault.storage.base import StorageErrorKind
 
 AUTH = StorageErrorKind.PERMANENT_AUTH
@@ -22,6 +23,11 @@ TRANSIENT = StorageErrorKind.TRANSIENT
 # a body refused (or caught) because its checksum did not match what the store received:
 # corrupted on the way, so sending it again is right (issue 14; every provider says it so)
 CORRUPTED_UPLOAD = "the upload arrived corrupted (checksum mismatch)"
+# the egress guard refused a connection (a redirect or a name that now resolves elsewhere)
+EGRESS_REFUSED = (
+    "endpoint refused — a connection would have gone to a private, loopback or otherwise "
+    "non-public address (a policy of this server: CALLVAULT_ALLOW_PRIVATE_NETWORKS)"
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ def cause_from_text(
     text: str, *, codes: Codes, phrases: Phrases | None = None, missing: str = "no such object"
 ) -> Cause | None:
     """Read a code, a status or a transport failure out of an obstore error's text."""
+    if REFUSED_PREFIX in text:
+        return Cause(AUTH, EGRESS_REFUSED)
     match = _XML_CODE.search(text)
     if match and (cause := cause_for_code(match.group(1), codes)):
         return cause

@@ -52,6 +52,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 from pydantic import Field, field_validator
 
+from callvault.outbound.egress import REFUSED_PREFIX, proxy_url_for
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, check_metadata
 from callvault.storage.blocking import run_blocking
 from callvault.storage.configuration import (
@@ -69,6 +70,7 @@ from callvault.storage.configuration import Text as _Text
 from callvault.storage.error_mapping import (
     AUTH,
     CORRUPTED_UPLOAD,
+    EGRESS_REFUSED,
     NOT_FOUND,
     TRANSIENT,
     Cause,
@@ -118,6 +120,9 @@ def bucket_name_error(name: str) -> str | None:
     return None
 
 
+GOOGLE_UNIVERSE = "googleapis.com"
+
+
 def service_account_error(value: str | Mapping[str, Any]) -> str | None:
     """Why `value` is not a GCS service-account key JSON, or None. Never repeats the key."""
     if isinstance(value, Mapping):
@@ -135,6 +140,11 @@ def service_account_error(value: str | Mapping[str, Any]) -> str | None:
         field = info.get(name)
         if not isinstance(field, str) or not field.strip():
             return f"credentials must contain a non-empty string {name!r}"
+    # another universe (a sovereign cloud) has other endpoints than the ones callvault talks to:
+    # the client refuses it at the first request, so refuse it here
+    universe = info.get("universe_domain", GOOGLE_UNIVERSE)
+    if universe != GOOGLE_UNIVERSE:
+        return f'credentials must be for the {GOOGLE_UNIVERSE} universe ("universe_domain")'
     return None
 
 
@@ -242,6 +252,7 @@ class GcsObjectStore:
         *,
         timeout_secs: float | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        egress_proxy: str | None = None,
     ) -> None:
         self.bucket = bucket
         self._secrets = _secrets_of(credentials_json)
@@ -259,6 +270,7 @@ class GcsObjectStore:
             project=project,
             credentials=self._credentials,
             client_options={"api_endpoint": emulator} if emulator else None,
+            _http=http_session(self._credentials, egress_proxy),
         )
         self._bucket = self._client.bucket(bucket)
         # (connect, read) per HTTP request, and a deadline for the client's own retries
@@ -410,6 +422,8 @@ def gcs_cause(exc: BaseException, *, operation: str) -> Cause:
 
     if isinstance(exc, Corrupted):
         return CORRUPTED
+    if REFUSED_PREFIX in str(exc):
+        return Cause(AUTH, EGRESS_REFUSED)
     if isinstance(exc, api_exceptions.RetryError):
         # the client's retries ran out; what matters is the last failure
         if exc.cause is not None:
@@ -445,17 +459,33 @@ def gcs_cause(exc: BaseException, *, operation: str) -> Cause:
     return Cause(TRANSIENT, f"unexpected {type(exc).__name__}")
 
 
+def http_session(credentials: Any, egress_proxy: str | None) -> Any:
+    """The client's HTTP session: no proxy from the environment; every connection through the
+    egress guard when `egress_proxy` is given."""
+    from google.auth.transport.requests import AuthorizedSession
+
+    session = AuthorizedSession(credentials)
+    session.trust_env = False
+    if egress_proxy:
+        session.proxies = {"http": egress_proxy, "https": egress_proxy}
+    return session
+
+
 def open_gcs(
     configuration: Mapping[str, Any],
     *,
     timeout_secs: float | None = None,
     part_size: int = DEFAULT_PART_SIZE,
+    egress_proxy: str | None = None,
 ) -> GcsObjectStore:
+    """A customer's bucket; `egress_proxy` is the egress guard every connection goes through
+    (None: private networks are allowed)."""
     return GcsObjectStore(
         str(configuration.get("bucket") or ""),
         configuration.get("credentials") or "",
         timeout_secs=timeout_secs,
         part_size=part_size,
+        egress_proxy=egress_proxy,
     )
 
 
@@ -465,7 +495,11 @@ def _open(
     timeout_secs: float | None = None,
     allow_private_networks: bool = False,
 ) -> ObjectStore:
-    return open_gcs(configuration, timeout_secs=timeout_secs)
+    return open_gcs(
+        configuration,
+        timeout_secs=timeout_secs,
+        egress_proxy=None if allow_private_networks else proxy_url_for(allow_private_networks),
+    )
 
 
 GCS = Provider(

@@ -22,8 +22,10 @@ Quirks kept here:
   additional checksums (MinIO, SeaweedFS, Ceph RGW, R2...) check it; one that ignored it would
   be no worse off than before: the HEAD never saw a flipped byte either (it compared the size
   and the sha256 metadata callvault itself had sent).
-- A customer-chosen endpoint is checked against private networks before every request
-  (checked_endpoint.py).
+- Unless private networks are allowed, every connection of a customer's store (redirects and
+  STS included) goes through the egress guard (outbound/egress.py), which connects only to
+  addresses the policy allows; a customer-chosen endpoint is also checked before each request,
+  for a clear refusal (checked_endpoint.py).
 - Bucket naming (AWS "General purpose bucket naming rules"): AWS reserves some prefixes and
   suffixes that other S3-compatible stores do not.
 """
@@ -40,9 +42,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from obstore.store import S3Store
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 from callvault.outbound.addresses import URL_PATTERN, url_shape_error
+from callvault.outbound.egress import proxy_url_for
 from callvault.storage.aws_roles import (
     ROLE_ARN,
     ROLE_ARN_PATTERN,
@@ -53,9 +57,10 @@ from callvault.storage.aws_roles import (
     Session,
     session_name_for,
     sts_endpoint,
+    sts_refusal,
 )
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
-from callvault.storage.checked_endpoint import EndpointCheckedStore, without_cross_host_redirects
+from callvault.storage.checked_endpoint import EndpointCheckedStore
 from callvault.storage.configuration import (
     CONNECTION_ID_KEY,
     EXTERNAL_ID_KEY,
@@ -327,6 +332,28 @@ class S3GenericConfiguration(_S3Fields):
         # a trailing slash would double the slash in {endpoint}/{bucket}/{key}
         return value.rstrip("/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sts_allowed(cls, data: Any) -> Any:
+        # AssumeRole is signed with this server's own identity: only to STS it allows
+        if not isinstance(data, dict) or not isinstance(data.get("role_arn"), str):
+            return data
+        endpoint = data.get("endpoint")
+        if not isinstance(endpoint, str) or endpoint_error(endpoint) is not None:
+            return data  # the endpoint's own error says more
+        if sts_endpoint(generic_endpoint=endpoint, region="us-east-1") is None:
+            raise ValidationError.from_exception_data(
+                cls.__name__,
+                [
+                    InitErrorDetails(
+                        type=invalid("sts_endpoint", sts_refusal(endpoint.rstrip("/"))),
+                        loc=("role_arn",),
+                        input=data["role_arn"],
+                    )
+                ],
+            )
+        return data
+
 
 class S3ConfigurationData(AnswerModel):
     backend: Literal["s3"] = "s3"
@@ -411,18 +438,27 @@ def uses_role(configuration: Mapping[str, Any]) -> bool:
 
 
 def _role_target(
-    configuration: Mapping[str, Any], *, generic: bool, endpoint: str, region: str
+    configuration: Mapping[str, Any],
+    *,
+    generic: bool,
+    endpoint: str,
+    region: str,
+    egress_proxy: str | None,
 ) -> RoleTarget | str:
     external_id = str(configuration.get(EXTERNAL_ID_KEY) or "")
     connection_id = str(configuration.get(CONNECTION_ID_KEY) or "")
     if not external_id or not connection_id:
         return "no ExternalId was generated for this connection"
+    sts = sts_endpoint(generic_endpoint=endpoint if generic else None, region=region)
+    if generic and sts is None:
+        return sts_refusal(endpoint)
     return RoleTarget(
         role_arn=str(configuration["role_arn"]),
         external_id=external_id,
         session_name=session_name_for(connection_id),
-        sts_endpoint=sts_endpoint(generic_endpoint=endpoint if generic else None, region=region),
+        sts_endpoint=sts,
         region=region or "us-east-1",
+        egress_proxy=egress_proxy,
     )
 
 
@@ -551,8 +587,10 @@ def open_s3(
     timeout_secs: float | None = None,
     part_size: int = DEFAULT_PART_SIZE,
     max_concurrency: int = DEFAULT_CONCURRENCY,
+    egress_proxy: str | None = None,
 ) -> S3ObjectStore:
-    """A customer's bucket from its Telnyx-shaped configuration."""
+    """A customer's bucket from its Telnyx-shaped configuration; `egress_proxy` is the egress
+    guard every connection goes through (None: private networks are allowed)."""
     backend = "s3-generic" if generic else "s3"
     bucket = str(configuration.get("bucket") or "")
     secret = str(configuration.get("aws_secret_access_key") or "")
@@ -587,13 +625,20 @@ def open_s3(
         "checksum_algorithm": UPLOAD_CHECKSUM,
     }
     options = client_options(endpoint, timeout_secs)
+    if egress_proxy:
+        # an explicit proxy also switches off proxies from the environment (HTTP_PROXY and co.)
+        options["proxy_url"] = egress_proxy
     if generic:
         config["disable_tagging"] = True
         config["disable_bulk_delete"] = True
-        # a redirect to another host would reach an address nobody checked
-        options = without_cross_host_redirects(options, endpoint)
     if role_arn:
-        target = _role_target(configuration, generic=generic, endpoint=endpoint, region=region)
+        target = _role_target(
+            configuration,
+            generic=generic,
+            endpoint=endpoint,
+            region=region,
+            egress_proxy=egress_proxy,
+        )
         if isinstance(target, str):
             raise refused(f"invalid configuration — {target}")
         sessions = SESSIONS
@@ -684,7 +729,12 @@ def _open_aws(
     timeout_secs: float | None = None,
     allow_private_networks: bool = False,
 ) -> ObjectStore:
-    return open_s3(configuration, generic=False, timeout_secs=timeout_secs)
+    return open_s3(
+        configuration,
+        generic=False,
+        timeout_secs=timeout_secs,
+        egress_proxy=None if allow_private_networks else proxy_url_for(allow_private_networks),
+    )
 
 
 def _open_generic(
@@ -693,11 +743,17 @@ def _open_generic(
     timeout_secs: float | None = None,
     allow_private_networks: bool = False,
 ) -> ObjectStore:
-    store = open_s3(configuration, generic=True, timeout_secs=timeout_secs)
-    if not allow_private_networks and store.endpoint:
-        # the customer chose this endpoint: its address is checked before every request
-        return EndpointCheckedStore(store, store.endpoint)
-    return store
+    if allow_private_networks:
+        return open_s3(configuration, generic=True, timeout_secs=timeout_secs)
+    store = open_s3(
+        configuration,
+        generic=True,
+        timeout_secs=timeout_secs,
+        egress_proxy=proxy_url_for(allow_private_networks),
+    )
+    # the customer chose this endpoint: a refusal before each request names it (the guard
+    # enforces the policy on every connection either way)
+    return EndpointCheckedStore(store, store.endpoint or "")
 
 
 S3 = Provider(

@@ -1,0 +1,371 @@
+"""The egress guard: one loopback proxy that every storage client connects through.
+
+The storage SDKs (obstore in Rust, azure-storage-blob and google-cloud-storage on requests, boto3
+for STS) resolve names and follow redirects on their own, with no hook between resolution and
+connect. Checking a host before a request leaves them free to connect elsewhere afterwards: to a
+redirect's target, to a subdomain, or to a name that resolves differently the second time (DNS
+rebinding). So none of them connects by itself: each is pointed at this proxy, which
+
+- takes `CONNECT host:port` (https) and absolute-form requests (`GET http://host/path`, plain
+  http), for every connection the client opens, redirects included;
+- resolves the name itself, checks every address with the policy of `addresses.py` (the same as
+  webhooks: `transport.checked_addresses`), and connects to exactly the address it checked;
+- answers a refused connection with 403 and a body naming the policy, so the client fails
+  instead of reaching the address.
+
+Plain-http requests are forwarded one per connection (`Connection: close` both ways), which keeps
+the proxy a byte pipe that never parses a body. TLS goes end to end through CONNECT, so the
+client still checks the certificate of the name it asked for.
+
+The proxy listens on 127.0.0.1 with a random port and asks for no password: it lets nobody reach
+anything they could not reach without it (a local process can connect to public addresses and to
+the operator's endpoints on its own), and HTTP clients drop Proxy-Authorization when they follow
+a redirect to another host. It runs its own event loop in a daemon thread: clients that block a
+thread (the Azure and GCS SDKs) and the service's loop alike reach it, and a busy service loop
+does not stall it.
+
+Hosts the operator configured (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_STS, CALLVAULT_STS_ENDPOINTS,
+CALLVAULT_AZURE_BLOB_ENDPOINT, STORAGE_EMULATOR_HOST) are `trusted`: they may be on a private
+network, by the operator's choice. Only the exact host and port: a redirect elsewhere, a
+subdomain, is checked as any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpcore
+
+from callvault.outbound.transport import (
+    PolicyRefusal,
+    Resolver,
+    checked_addresses,
+    system_resolver,
+)
+
+HEAD_LIMIT = 64 * 1024
+HEAD_TIMEOUT_SECS = 30.0
+CONNECT_TIMEOUT_SECS = 5.0
+PIPE_CHUNK = 256 * 1024
+# a body that names the policy: it reaches logs and errors through the client's message
+REFUSED_PREFIX = "callvault egress policy"
+# operator settings whose hosts may be private (see the module docstring)
+TRUSTED_ENDPOINT_ENVS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "CALLVAULT_STS_ENDPOINTS",
+    "CALLVAULT_AZURE_BLOB_ENDPOINT",
+    "STORAGE_EMULATOR_HOST",
+)
+
+
+class BadRequest(Exception):
+    """The client sent something the proxy does not forward."""
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def trusted_endpoints(env: Mapping[str, str]) -> frozenset[tuple[str, int]]:
+    """(host, port) of every endpoint the operator configured (comma-separated values too)."""
+    trusted: set[tuple[str, int]] = set()
+    for name in TRUSTED_ENDPOINT_ENVS:
+        for raw in (env.get(name) or "").split(","):
+            value = raw.strip()
+            if not value:
+                continue
+            if "://" not in value:  # STORAGE_EMULATOR_HOST may be host:port
+                value = "http://" + value
+            try:
+                parts = urlsplit(value)
+                port = parts.port or _default_port(parts.scheme)
+            except ValueError:
+                continue
+            # a template such as https://{account_name}.blob... trusts nothing by name
+            if parts.hostname and "{" not in parts.hostname:
+                trusted.add((parts.hostname.lower(), port))
+    return frozenset(trusted)
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((value for key, value in self.headers if key.lower() == lowered), None)
+
+
+def parse_head(raw: bytes) -> RequestHead:
+    """The request line and headers of `raw` (up to and including the blank line)."""
+    try:
+        text = raw.decode("latin-1")
+    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes every byte
+        raise BadRequest("undecodable request") from exc
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest("malformed request line")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest("malformed header")
+        headers.append((name, value.strip()))
+    return RequestHead(parts[0], parts[1], parts[2], headers)
+
+
+# hop-by-hop headers a forward proxy must not pass on (RFC 9110 7.6.1), and our own credentials
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
+
+
+def origin_form(head: RequestHead) -> tuple[str, int, bytes]:
+    """(host, port, the request head to send upstream) for an absolute-form http request."""
+    try:
+        parts = urlsplit(head.target)
+        port = parts.port or _default_port(parts.scheme)
+    except ValueError as exc:
+        raise BadRequest("malformed request target") from exc
+    if parts.scheme != "http" or not parts.hostname:
+        raise BadRequest("only absolute http:// targets are forwarded (https goes by CONNECT)")
+    if parts.username is not None or parts.password is not None:
+        raise BadRequest("credentials in the request target")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    lines = [f"{head.method} {path} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in head.headers if k.lower() not in _HOP_BY_HOP]
+    lines.append("Connection: close")
+    return parts.hostname, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def connect_target(head: RequestHead) -> tuple[str, int]:
+    """(host, port) of a CONNECT request."""
+    host, sep, port_text = head.target.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise BadRequest("CONNECT needs host:port")
+    return host.strip("[]"), int(port_text)
+
+
+def with_connection_close(raw: bytes) -> bytes:
+    """A response head with its Connection header replaced by `Connection: close`."""
+    lines = raw.decode("latin-1").split("\r\n")
+    kept = [line for line in lines[1:] if line and not line.lower().startswith("connection:")]
+    return ("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
+
+
+def _answer(status: str, body: str) -> bytes:
+    data = body.encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode() + data
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(PIPE_CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
+
+
+@dataclass
+class EgressProxy:
+    """The guard. `start()` it once; `url` is what clients take as their proxy."""
+
+    allow_private: bool
+    resolver: Resolver = system_resolver
+    trusted: frozenset[tuple[str, int]] = frozenset()
+    port: int = 0
+    refused: int = 0  # connections refused by the policy (for tests and metrics)
+    connected: int = 0  # connections made to a checked address
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._handle, "127.0.0.1", 0, limit=HEAD_LIMIT)
+                )
+                self.port = int(self._server.sockets[0].getsockname()[1])
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+
+        threading.Thread(target=run, name="callvault-egress", daemon=True).start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+
+    def stop(self) -> None:
+        loop, server = self._loop, self._server
+        if loop is None or server is None:
+            return
+
+        async def shut() -> None:
+            server.close()
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shut(), loop)
+
+    async def open_checked(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to `host:port` at an address the policy allows (PolicyRefusal if none)."""
+        allow = self.allow_private or (host.lower(), port) in self.trusted
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECS):
+            addresses = await checked_addresses(
+                host, port, allow_private=allow, resolver=self.resolver
+            )
+        last: OSError | None = None
+        for address in addresses:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECS):
+                    return await asyncio.open_connection(address, port, limit=HEAD_LIMIT)
+            except (OSError, TimeoutError) as exc:
+                last = exc if isinstance(exc, OSError) else OSError(str(exc))
+        raise last or OSError(f"cannot connect to {host}")
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_SECS):
+                raw = await client_r.readuntil(b"\r\n\r\n")
+            head = parse_head(raw)
+            if head.method == "CONNECT":
+                await self._tunnel(head, client_r, client_w)
+            else:
+                await self._forward(head, client_r, client_w)
+        except (BadRequest, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            client_w.write(_answer("400 Bad Request", f"{REFUSED_PREFIX}: {exc}"))
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(ConnectionError, OSError):
+                await client_w.drain()
+            await _close(client_w)
+
+    async def _upstream(
+        self, host: str, port: int, client_w: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        try:
+            return await self.open_checked(host, port)
+        except PolicyRefusal as exc:
+            self.refused += 1
+            # the reason phrase names the policy too: a client that reports a refused CONNECT
+            # shows the status line, not the body
+            client_w.write(
+                _answer(f"403 Forbidden by {REFUSED_PREFIX}", f"{REFUSED_PREFIX}: {exc}")
+            )
+        except (httpcore.ConnectError, OSError, TimeoutError) as exc:
+            client_w.write(_answer("502 Bad Gateway", f"cannot connect to {host}: {exc}"))
+        return None
+
+    async def _tunnel(
+        self, head: RequestHead, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        host, port = connect_target(head)
+        upstream = await self._upstream(host, port, client_w)
+        if upstream is None:
+            return
+        self.connected += 1
+        up_r, up_w = upstream
+        client_w.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await client_w.drain()
+        try:
+            await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
+        finally:
+            await _close(up_w)
+
+    async def _forward(
+        self, head: RequestHead, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        host, port, request = origin_form(head)
+        upstream = await self._upstream(host, port, client_w)
+        if upstream is None:
+            return
+        self.connected += 1
+        up_r, up_w = upstream
+        up_w.write(request)
+        sending = asyncio.ensure_future(_pipe(client_r, up_w))
+        try:
+            while True:  # interim 1xx answers pass as they are; the final one closes
+                answer = await up_r.readuntil(b"\r\n\r\n")
+                if not answer.startswith(b"HTTP/1.1 1") and not answer.startswith(b"HTTP/1.0 1"):
+                    client_w.write(with_connection_close(answer))
+                    break
+                client_w.write(answer)
+            await _pipe(up_r, client_w)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            sending.cancel()
+            await _close(up_w)
+
+
+_shared: dict[bool, EgressProxy] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_proxy(*, allow_private: bool, env: Mapping[str, str] | None = None) -> EgressProxy:
+    """This process's guard for the policy `allow_private` (started on first use); the trusted
+    endpoints are read again at each call, as a store opens."""
+    trusted = trusted_endpoints(os.environ if env is None else env)
+    with _shared_lock:
+        proxy = _shared.get(allow_private)
+        if proxy is None:
+            proxy = EgressProxy(allow_private=allow_private, trusted=trusted)
+            proxy.start()
+            _shared[allow_private] = proxy
+        proxy.trusted = trusted
+        return proxy
+
+
+def proxy_url_for(allow_private_networks: bool) -> str:
+    """The proxy URL a customer store's client must use."""
+    return shared_proxy(allow_private=allow_private_networks).url

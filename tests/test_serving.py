@@ -1,0 +1,170 @@
+"""`callvault serve`'s uvicorn (serving.py `server_options`) against slow clients, and a database
+outage answered with one log line per 503 (issue 21 item 9). A real uvicorn in a thread of
+this process, on a free port, raw sockets for the slow clients; its database is a PostgreSQL
+address nothing listens on (an outage from the first request)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import structlog
+import uvicorn
+
+from callvault.app import create_app
+from callvault.runtime import Runtime
+from callvault.serving import server_options
+from tests.conftest import make_settings
+from tests.servers import closed_port, free_port
+
+DEADLINE_SECS = 1.0
+# the slow client keeps sending for this long; cut off at about DEADLINE_SECS
+TRICKLE_SECS = 8.0
+
+
+@dataclasses.dataclass
+class Served:
+    url: str
+    port: int
+    server_errors: list[logging.LogRecord]
+
+
+class _Records(logging.Handler):
+    def __init__(self, into: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    dead_database = f"postgresql://postgres@127.0.0.1:{closed_port()}/callvault"
+    settings = make_settings(tmp_path_factory.mktemp("serving"), dead_database)
+    environ = {
+        **settings.environ,
+        "CALLVAULT_HEADER_TIMEOUT_SECS": str(DEADLINE_SECS),
+        "CALLVAULT_BODY_TIMEOUT_SECS": str(DEADLINE_SECS),
+    }
+    settings = dataclasses.replace(settings, environ=environ)
+    options = server_options(environ)
+    options["loop"] = "asyncio"  # uvloop would set this test process's event loop policy
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(Runtime.build(settings)), host="127.0.0.1", port=port, **options
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    errors: list[logging.LogRecord] = []
+    handler = _Records(errors)
+    # uvicorn logs "Exception in ASGI application" (with the traceback) here
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", port, errors)
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def trickle(port: int, first: bytes, then: bytes) -> tuple[float, bytes]:
+    """Send `first`, then `then` a byte every 0.2 s; (seconds until the server closed the
+    connection, what it answered). Fails if the server still listens after TRICKLE_SECS."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TRICKLE_SECS + 5) as sock:
+        started = time.monotonic()
+        sock.sendall(first)
+        sock.settimeout(0.2)
+        answer = b""
+        for byte in then:
+            try:
+                data = sock.recv(65536)
+                if not data:
+                    return time.monotonic() - started, answer
+                answer += data
+            except TimeoutError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                return time.monotonic() - started, answer
+            if time.monotonic() - started > TRICKLE_SECS:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+            except (ConnectionResetError, BrokenPipeError):
+                return time.monotonic() - started, answer
+    pytest.fail(f"still connected after {TRICKLE_SECS} s of trickling (answered {answer!r})")
+
+
+def test_headers_trickled_are_cut_off_at_the_deadline(served: Served) -> None:
+    slow_header = b"X-Slow: " + b"a" * 200
+    elapsed, answer = trickle(served.port, b"GET /health HTTP/1.1\r\nHost: x\r\n", slow_header)
+    assert DEADLINE_SECS * 0.9 <= elapsed < DEADLINE_SECS + 2, elapsed
+    assert answer == b""  # closed, nothing answered
+    # a connection that sends nothing at all is closed too
+    with socket.create_connection(("127.0.0.1", served.port), timeout=TRICKLE_SECS) as sock:
+        started = time.monotonic()
+        assert sock.recv(1024) == b""
+        assert time.monotonic() - started < DEADLINE_SECS + 2
+
+
+def test_oversized_headers_are_cut_off(served: Served) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(100):  # 100 x 1 KiB > 64 KiB
+                sock.sendall(b"a" * 1024)
+                time.sleep(0.001)
+            assert sock.recv(1024) == b""
+            raise ConnectionResetError  # closed cleanly: counts as cut off
+
+
+def test_ordinary_and_kept_alive_requests_are_untouched(served: Served) -> None:
+    with httpx.Client(base_url=served.url) as client:
+        assert client.get("/health").status_code == 200
+        # idle between requests longer than the header deadline: the keep-alive's business
+        time.sleep(DEADLINE_SECS * 1.5)
+        assert client.get("/health").status_code == 200
+
+
+def test_a_body_trickled_is_answered_408(served: Served) -> None:
+    head = (
+        b"POST /v2/call_control_applications HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{"
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(head)
+        answer = sock.recv(65536)  # nothing more is sent: the body stalls
+        elapsed = time.monotonic() - started
+        while b"}" not in answer and (more := sock.recv(65536)):
+            answer += more
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"code":"10008"' in answer
+    assert DEADLINE_SECS * 0.9 <= elapsed < DEADLINE_SECS + 3, elapsed
+
+
+def test_a_database_outage_503_logs_one_line_and_no_traceback(served: Served) -> None:
+    served.server_errors.clear()
+    with structlog.testing.capture_logs() as logs, httpx.Client(base_url=served.url) as client:
+        answers = [
+            client.get("/v2/call_control_applications", headers={"Authorization": "Bearer k"})
+            for _ in range(3)
+        ]
+    assert [a.status_code for a in answers] == [503] * 3
+    assert all(a.headers.get("retry-after") for a in answers)
+    assert all(a.json()["errors"][0]["code"] == "190003" for a in answers)
+    outage = [line for line in logs if line["event"] == "database unavailable"]
+    assert len(outage) == 3, logs  # one line per 503
+    assert all(line["log_level"] == "warning" for line in outage)
+    assert [r.getMessage() for r in served.server_errors] == []  # no traceback from uvicorn
