@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from callvault.credentials.encryption import KeyRing
 
@@ -36,6 +37,70 @@ def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
     return path.read_text().strip()
 
 
+class ConfigurationError(Exception):
+    """A setting is missing or wrong: the command refuses to run. The message is one line that
+    names the setting or the command that fixes it (printed without a traceback, cli.py)."""
+
+    exit_code = 1
+
+
+class NoDataDir(ConfigurationError):
+    """A command that only uses a data dir was run where there is none (it never makes one)."""
+
+    exit_code = 2
+
+
+NO_KEYS = (
+    "CALLVAULT_ENCRYPTION_KEYS is not set: on PostgreSQL every process needs the same keys "
+    "(make one with `callvault keys generate`)"
+)
+# what a data dir holds once `serve`, `migrate` or `accounts create` made it
+DATA_DIR_MARKERS = ("callvault.db", "encryption.key", "ingest.token", "recordings")
+# how load_settings treats the data dir: "make" creates it silently (library use, tests);
+# "create" (serve, migrate, accounts create) creates an absent or empty one, refusing a
+# directory that holds something else; "require" (every other command) never creates one
+DataDirRule = Literal["make", "create", "require"]
+
+
+def looks_like_data_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in DATA_DIR_MARKERS)
+
+
+def prepare_data_dir(data_dir: Path, rule: DataDirRule) -> bool:
+    """Apply `rule` to the data dir; True when this call created it."""
+    if rule == "make":
+        existed = data_dir.is_dir()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        return not existed
+    if rule == "require":
+        if not looks_like_data_dir(data_dir):
+            raise NoDataDir(f"no data dir at {data_dir} (set CALLVAULT_DATA_DIR)")
+        return False
+    if data_dir.is_dir():
+        if any(data_dir.iterdir()) and not looks_like_data_dir(data_dir):
+            raise ConfigurationError(
+                f"{data_dir} holds other files and is not a callvault data dir: "
+                "set CALLVAULT_DATA_DIR to a new or empty directory"
+            )
+        os.chmod(data_dir, 0o700)
+        return False
+    parent = data_dir.parent
+    if not parent.is_dir():
+        # no chain of directories from a typo: the parent must be there already
+        raise ConfigurationError(
+            f"cannot create the data dir {data_dir}: {parent} does not exist "
+            "(set CALLVAULT_DATA_DIR)"
+        )
+    if looks_like_data_dir(parent):
+        raise ConfigurationError(
+            f"{parent} is a data dir itself: refusing to create another inside it at "
+            f"{data_dir} (set CALLVAULT_DATA_DIR={parent})"
+        )
+    data_dir.mkdir(mode=0o700)
+    return True
+
+
 @dataclass
 class Settings:
     data_dir: Path
@@ -53,6 +118,11 @@ class Settings:
     upload_backoff_cap_secs: float = 300.0
     upload_give_up_secs: float = 24 * 3600.0
     worker_drain_secs: float = 10.0  # on SIGTERM: how long running jobs may finish
+    log_level: str = "info"
+    # `callvault worker --metrics-port`: the worker's own Prometheus endpoint (None: none)
+    metrics_port: int | None = None
+    # the data dir was created by this load (serve/migrate/accounts create say where)
+    data_dir_created: bool = False
     generated_files: dict[str, Path] = field(default_factory=dict)
     # the environment the settings came from: each domain parses its own knobs from it
     # (recordings.upload.BodyPace, webhooks/recordings retention) instead of this module
@@ -64,6 +134,8 @@ class Settings:
 
     @cached_property
     def keyring(self) -> KeyRing:
+        if not self.encryption_keys_b64:
+            raise ConfigurationError(NO_KEYS)
         return KeyRing.from_b64(self.encryption_keys_b64)
 
     @cached_property
@@ -81,15 +153,25 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, data_dir_rule: DataDirRule = "make"
+) -> Settings:
     env = os.environ if environ is None else environ
     data_dir = Path(env.get("CALLVAULT_DATA_DIR", "./.callvault")).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
     generated: dict[str, Path] = {}
-
+    embedded = not env.get("CALLVAULT_DATABASE_URL", "sqlite").startswith(
+        ("postgresql:", "postgres:")
+    )
     keys = [k.strip() for k in env.get("CALLVAULT_ENCRYPTION_KEYS", "").split(",") if k.strip()]
-    if not keys:
+    # the data dir matters only for what lives in it: a scaled-out process configured wholly
+    # by its environment needs none
+    needs_data_dir = (
+        embedded or not env.get("CALLVAULT_DEFAULT_STORE") or not env.get("CALLVAULT_INGEST_TOKEN")
+    )
+    created = prepare_data_dir(data_dir, data_dir_rule) if needs_data_dir else False
+    # a key is generated only for an embedded data dir that has none; on PostgreSQL every
+    # process must share the same keys, so none is invented (serve/worker refuse to start)
+    if not keys and embedded:
         key_file = data_dir / "encryption.key"
         generated["encryption key"] = key_file
         keys = [
@@ -120,7 +202,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
         upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
         worker_drain_secs=_positive(env, "CALLVAULT_WORKER_DRAIN_SECS", 10.0),
+        log_level=env.get("CALLVAULT_LOG_LEVEL", "info").strip().lower() or "info",
+        metrics_port=_port(env, "CALLVAULT_METRICS_PORT"),
         generated_files=generated,
+        data_dir_created=created,
         environ={k: v for k, v in env.items() if k.startswith("CALLVAULT_")},
     )
 
@@ -130,3 +215,12 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds")
     return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigurationError(f"{name} must be a port number (1-65535), not {raw!r}")
+    return int(raw)

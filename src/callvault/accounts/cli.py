@@ -7,14 +7,13 @@ import typer
 from rich.console import Console
 
 from callvault.accounts.service import NewAccount, create_account
-from callvault.config import load_settings
+from callvault.config import Settings, load_settings
 from callvault.db import make_engine, make_sessionmaker, migrate, transaction
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 
 
-async def _create(name: str) -> NewAccount:
-    settings = load_settings()
+async def _create(settings: Settings, name: str) -> NewAccount:
     engine = make_engine(settings.database_url)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
@@ -29,10 +28,12 @@ def create(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Create an account: prints its id, its API key (shown once) and webhook public key."""
-    settings = load_settings()
+    settings = load_settings(data_dir_rule="create")
+    if settings.data_dir_created:
+        Console(stderr=True).print(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)")
     if settings.is_embedded_database:
         migrate(settings.database_url)
-    created = asyncio.run(_create(name))
+    created = asyncio.run(_create(settings, name))
     fields = {
         "account_id": created.account_id,
         "api_key": created.api_key,
