@@ -65,7 +65,7 @@ def settings_for_server(host: str, port: int) -> Settings:
 
 def announce_generated(settings: Settings) -> None:
     if settings.data_dir_created:
-        err.print(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)")
+        typer.echo(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)", err=True)
     for what, path in settings.generated_files.items():
         err.print(f"[dim]{what}: {path} (mode 0600)[/dim]")
 
@@ -178,7 +178,7 @@ def migrate() -> None:
     """Apply database migrations; prints the revisions applied and the one the database is at."""
     settings = load_settings(data_dir_rule="create")
     if settings.data_dir_created:
-        err.print(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)")
+        typer.echo(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)", err=True)
     applied = apply_migrations(settings.database_url)
     for revision in applied:
         typer.echo(f"applied {revision}")

@@ -30,7 +30,7 @@ def create(
     """Create an account: prints its id, its API key (shown once) and webhook public key."""
     settings = load_settings(data_dir_rule="create")
     if settings.data_dir_created:
-        Console(stderr=True).print(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)")
+        typer.echo(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)", err=True)
     if settings.is_embedded_database:
         migrate(settings.database_url)
     created = asyncio.run(_create(settings, name))
