@@ -7,6 +7,7 @@ import gc
 import sys
 from typing import Any
 
+import structlog
 import typer
 import uvicorn
 import uvloop
@@ -53,6 +54,7 @@ app.command("status")(status_command)
 app.command("ingest")(ingest_command)
 app.command("decrypt")(decrypt_command)
 err = Console(stderr=True)
+log = structlog.get_logger("callvault.cli")
 
 
 def settings_for_server(host: str, port: int) -> Settings:
@@ -64,10 +66,12 @@ def settings_for_server(host: str, port: int) -> Settings:
 
 
 def announce_generated(settings: Settings) -> None:
+    """Where the data dir and its generated secrets are: log lines (JSON, as every line of a
+    server process), after configure_logging."""
     if settings.data_dir_created:
-        typer.echo(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)", err=True)
+        log.info("created the data dir", data_dir=str(settings.data_dir))
     for what, path in settings.generated_files.items():
-        err.print(f"[dim]{what}: {path} (mode 0600)[/dim]")
+        log.info(f"{what} file", path=str(path), mode="0600")
 
 
 @app.command()
@@ -84,7 +88,7 @@ def serve(
     configure_logging(settings.log_level)
     check_before_start(settings)
     announce_generated(settings)
-    err.print(f"callvault on http://{host}:{port}  data dir {settings.data_dir}")
+    log.info("callvault serving", url=f"http://{host}:{port}", data_dir=str(settings.data_dir))
     application = create_app(Runtime.build(settings), run_worker=not no_worker)
     freeze_startup_objects()
     uvicorn.run(
@@ -170,7 +174,7 @@ def serve_worker_metrics(host: str, port: int) -> None:
         start_http_server(port, addr=host)
     except OSError as exc:
         raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
-    err.print(f"worker metrics on http://{host}:{port}/metrics")
+    log.info("worker metrics", url=f"http://{host}:{port}/metrics")
 
 
 @app.command()

@@ -202,7 +202,7 @@ def load_settings(
         upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
         upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
         worker_drain_secs=_positive(env, "CALLVAULT_WORKER_DRAIN_SECS", 10.0),
-        log_level=env.get("CALLVAULT_LOG_LEVEL", "info").strip().lower() or "info",
+        log_level=_log_level(env),
         metrics_port=_port(env, "CALLVAULT_METRICS_PORT"),
         generated_files=generated,
         data_dir_created=created,
@@ -224,3 +224,15 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigurationError(f"{name} must be a port number (1-65535), not {raw!r}")
     return int(raw)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = env.get("CALLVAULT_LOG_LEVEL", "").strip().lower() or "info"
+    if level not in LOG_LEVELS:
+        raise ConfigurationError(
+            f"CALLVAULT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}"
+        )
+    return level
