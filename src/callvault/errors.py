@@ -236,12 +236,19 @@ def _validation_items(exc: RequestValidationError) -> list[ErrorItem]:
         if error.get("type") == "json_invalid":
             raise bad_request("The body is not valid JSON.")
         pointer, parameter = pointer_for(loc)
-        message = str(error.get("msg", "Invalid value"))
-        if error.get("type") == "string_pattern_mismatch":
-            # "should match pattern '^[!-.0-\\[\\]-~]{1,128}$'" helps no one: say it in words
-            message = pattern_in_words(str((error.get("ctx") or {}).get("pattern", ""))) or message
+        message = error_message(error)
         items.append(ErrorItem(Code.BAD_REQUEST, "Invalid value", message, pointer, parameter))
     return items or [ErrorItem(Code.BAD_REQUEST, "Invalid value", "The request is not valid.")]
+
+
+def error_message(error: Mapping[str, Any]) -> str:
+    """One Pydantic error in words: a pattern mismatch says which characters are allowed
+    ("should match pattern '^[!-.0-\\[\\]-~]{1,128}$'" helps no one)."""
+    message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
+    if error.get("type") == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        return pattern_in_words(pattern) or message
+    return message
 
 
 _SIMPLE_PATTERN = re.compile(r"\^\[(?P<chars>.+)\](?P<count>\{\d+(?:,\d+)?\}|\+)\$")
