@@ -14,7 +14,7 @@ import uvloop
 from rich.console import Console
 
 from callvault.accounts.cli import app as accounts_app
-from callvault.config import ConfigurationError, Settings, load_settings
+from callvault.config import ConfigurationError, Settings, load_settings, unknown_settings
 from callvault.db import head_revision
 from callvault.db import migrate as apply_migrations
 from callvault.encryption_keys.cli import decrypt as decrypt_command
@@ -68,6 +68,8 @@ def settings_for_server(host: str, port: int) -> Settings:
 def announce_generated(settings: Settings) -> None:
     """Where the data dir and its generated secrets are: log lines (JSON, as every line of a
     server process), after configure_logging."""
+    for name, meant in unknown_settings(settings.environ).items():
+        log.warning("not a callvault setting (docs/configuration.md)", name=name, meant=meant)
     if settings.data_dir_created:
         log.info("created the data dir", data_dir=str(settings.data_dir))
     for what, path in settings.generated_files.items():
@@ -145,6 +147,7 @@ def worker(
     settings = load_settings(data_dir_rule="require")
     configure_logging(settings.log_level)
     check_before_start(settings)
+    announce_generated(settings)
     port = metrics_port or settings.metrics_port
     if port is not None:
         serve_worker_metrics(metrics_host, port)

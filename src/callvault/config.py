@@ -7,6 +7,7 @@ Embedded mode generates its secrets (encryption key, ingest token) into the data
 from __future__ import annotations
 
 import base64
+import difflib
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -236,3 +237,267 @@ def _log_level(env: Mapping[str, str]) -> str:
             f"CALLVAULT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}"
         )
     return level
+
+
+# ---- every environment variable callvault reads, in one place --------------------------------
+# docs/configuration.md is generated from this list (tests/test_configuration_doc.py checks that
+# it matches, and that the code reads exactly these names). Most are parsed above; a few are
+# parsed by the part they tune, from `Settings.environ` or the process environment (named in
+# `read_by`), so that the storage providers stay standalone (shared/layers.json).
+
+
+@dataclass(frozen=True)
+class EnvSetting:
+    name: str
+    default: str
+    meaning: str
+    processes: str  # which commands read it
+    read_by: str = "config.py"
+
+
+SERVER = "serve, worker"
+ENVIRONMENT: tuple[EnvSetting, ...] = (
+    EnvSetting(
+        "CALLVAULT_DATA_DIR",
+        "`./.callvault`",
+        "The data dir: the SQLite database, the local default store, generated keys and "
+        "tokens, scratch files. Only `serve`, `migrate` and `accounts create` create it.",
+        "all",
+    ),
+    EnvSetting(
+        "CALLVAULT_DATABASE_URL",
+        "SQLite in the data dir",
+        "`postgresql://user:password@host/db` for the scaled-out mode.",
+        "all but `ingest`, `decrypt`, `handoff`",
+    ),
+    EnvSetting(
+        "CALLVAULT_DEFAULT_STORE",
+        "`file://` + data dir",
+        "The platform's store: `file:///dir` or `s3://bucket?region=…&endpoint=…` "
+        "(credentials from the standard AWS variables).",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_PUBLIC_URL",
+        "`http://{--host}:{--port}`",
+        "Base of self-signed download links; https makes the console cookie `Secure`.",
+        "serve",
+    ),
+    EnvSetting(
+        "CALLVAULT_ENCRYPTION_KEYS",
+        "embedded: generated into the data dir (0600); PostgreSQL: required",
+        "Comma-separated base64 32-byte keys, the first active (`callvault keys generate`). "
+        "Checked at start against the stored data.",
+        "serve, worker, accounts, keys rotate",
+    ),
+    EnvSetting(
+        "CALLVAULT_INGEST_TOKEN",
+        "generated into the data dir (0600)",
+        "Bearer token of `POST /internal/v1/recordings`; `ingest` and `handoff` send it.",
+        "serve, ingest, handoff",
+    ),
+    EnvSetting(
+        "CALLVAULT_ALLOW_PRIVATE_NETWORKS",
+        "`false`",
+        "`true` lets webhook URLs and storage endpoints be on loopback/private/link-local "
+        "addresses (local tries, private clouds).",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_LOG_LEVEL",
+        "`info`",
+        "`debug`, `info`, `warning` or `error`; every log line is one JSON object on stderr.",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_METRICS_PORT",
+        "unset: none",
+        "The worker's own Prometheus port (as `worker --metrics-port`).",
+        "worker",
+    ),
+    EnvSetting(
+        "CALLVAULT_METRICS_TOKEN",
+        "unset: `/metrics` open",
+        "Bearer token `GET /metrics` requires.",
+        "serve",
+        read_by="operations (pinned in DESIGN.md)",
+    ),
+    EnvSetting(
+        "CALLVAULT_API_DOCS",
+        "see docs/api.md",
+        "Serve the interactive API docs at `/v2/docs` (no third-party script either way).",
+        "serve",
+        read_by="app (pinned in DESIGN.md)",
+    ),
+    EnvSetting(
+        "CALLVAULT_FORWARDED_ALLOW_IPS",
+        "unset: no proxy trusted",
+        "Proxies whose `X-Forwarded-*` headers are trusted (as `serve --forwarded-allow-ips`).",
+        "serve",
+        read_by="cli (pinned in DESIGN.md)",
+    ),
+    EnvSetting(
+        "CALLVAULT_STS_ENDPOINTS",
+        "unset: none",
+        "Comma-separated STS endpoints allowed besides `AWS_ENDPOINT_URL_STS` and AWS's own "
+        "(s3-generic `role_arn` needs one).",
+        SERVER,
+        read_by="storage/aws_roles.py (pinned in DESIGN.md)",
+    ),
+    EnvSetting(
+        "CALLVAULT_AWS_PRINCIPAL_ARN",
+        "STS GetCallerIdentity",
+        "callvault's own AWS principal, shown in `aws_role_setup` trust policies.",
+        "serve",
+        read_by="storage/aws_roles.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_AZURE_BLOB_ENDPOINT",
+        "`https://{account_name}.blob.core.windows.net`",
+        "Template of Azure blob endpoints (Azurite, sovereign clouds).",
+        SERVER,
+        read_by="storage/azure.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_STORAGE_THREADS",
+        "`16`",
+        "Threads for blocking storage clients (Azure, GCS, STS).",
+        SERVER,
+        read_by="storage/blocking.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_MAX_RECORDING_BYTES",
+        "`2147483648` (2 GiB)",
+        "Largest recording ingest accepts (413 above).",
+        "serve",
+    ),
+    EnvSetting(
+        "CALLVAULT_INGEST_IDLE_SECS",
+        "`30`",
+        "Ingest gives up on a body that sends nothing this long (408).",
+        "serve",
+        read_by="recordings/upload.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_INGEST_MIN_BYTES_PER_SEC",
+        "`65536`",
+        "After the first idle period, an ingest body must average at least this rate (408).",
+        "serve",
+        read_by="recordings/upload.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_WORKER_CONCURRENCY",
+        "`8`",
+        "Uploads one worker runs at a time.",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_DELIVERY_CONCURRENCY",
+        "`16`",
+        "Webhook deliveries one worker runs at a time.",
+        SERVER,
+        read_by="worker/runner.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_WORKER_LEASE_SECS",
+        "`60`",
+        "How long a claimed job is a worker's; a dead worker's jobs wait this long.",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_WORKER_DRAIN_SECS",
+        "`10` (`8` in the image)",
+        "On SIGTERM, how long running jobs may finish before they are released.",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS",
+        "`300`",
+        "Longest wait between upload retries (1 s, 2 s, 4 s … ±20 %).",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_UPLOAD_GIVE_UP_SECS",
+        "`86400`",
+        "Transient upload failures become permanent after this long.",
+        SERVER,
+    ),
+    EnvSetting(
+        "CALLVAULT_WEBHOOK_SCHEDULE",
+        "`5,30,120,600,1800,3600,10800,21600,43200`",
+        "Seconds between webhook attempts (±20 % jitter), comma-separated.",
+        SERVER,
+        read_by="webhooks/schedule.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_WEBHOOK_RETENTION_DAYS",
+        "`30`",
+        "Finished webhook events and attempts older than this are deleted.",
+        SERVER,
+        read_by="webhooks/retention.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_RECORDING_RETENTION_DAYS",
+        "unset: keep forever",
+        "Default-store recordings older than this are deleted (customer buckets never).",
+        SERVER,
+        read_by="recordings/retention.py",
+    ),
+    EnvSetting(
+        "CALLVAULT_SERVER",
+        "`http://127.0.0.1:8000`",
+        "The server `handoff` posts to (as `--server`).",
+        "handoff",
+        read_by="handoff (pinned in DESIGN.md)",
+    ),
+    EnvSetting(
+        "CALLVAULT_KEY_PASSPHRASE",
+        "unset",
+        "Passphrase of the private key `callvault decrypt --private-key` reads.",
+        "decrypt",
+        read_by="encryption_keys/cli.py",
+    ),
+)
+# read by the libraries callvault uses, documented with the settings (docs/configuration.md)
+OTHER_ENVIRONMENT: tuple[EnvSetting, ...] = (
+    EnvSetting(
+        "AWS_ACCESS_KEY_ID",
+        "the AWS credential chain",
+        "With `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`): callvault's own identity, "
+        "for an s3 default store and STS AssumeRole; never used for customers' buckets.",
+        SERVER,
+        read_by="storage/s3.py, storage/aws_roles.py",
+    ),
+    EnvSetting(
+        "AWS_ENDPOINT_URL",
+        "AWS",
+        "Endpoint of the `s3` backend (tests, S3-compatible clouds).",
+        SERVER,
+        read_by="storage/s3.py",
+    ),
+    EnvSetting(
+        "AWS_ENDPOINT_URL_STS",
+        "AWS",
+        "STS endpoint for `role_arn` credentials.",
+        SERVER,
+        read_by="storage/aws_roles.py",
+    ),
+    EnvSetting(
+        "STORAGE_EMULATOR_HOST",
+        "Google",
+        "Endpoint of the `gcs` backend (fake-gcs-server).",
+        SERVER,
+        read_by="storage/gcs.py",
+    ),
+)
+
+
+def unknown_settings(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """CALLVAULT_* variables that are no setting (a typo, a missing S), each with
+    the setting it most likely meant (None: no close one)."""
+    known = [setting.name for setting in ENVIRONMENT]
+    return {
+        name: next(iter(difflib.get_close_matches(name, known, n=1)), None)
+        for name in sorted(environ)
+        if name.startswith("CALLVAULT_") and name not in known
+    }

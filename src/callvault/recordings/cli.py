@@ -200,7 +200,7 @@ def ingest(
         help="A .wav/.mp3 file, or a directory: every .wav and .mp3 in it, with a progress bar.",
     ),
     connection_id: str = typer.Option(..., "--connection-id", help="The application id."),
-    call_control_id: str = typer.Option(..., "--call-control-id"),
+    call_control_id: str = typer.Option(..., "--call-control-id", help="The call's id."),
     call_leg_id: str | None = typer.Option(
         None,
         "--call-leg-id",
@@ -225,7 +225,9 @@ def ingest(
         None, "--ended-at", help="ISO 8601. Default: the file's modification time."
     ),
     client_state: str | None = typer.Option(None, "--client-state", help="Base64."),
-    custom_file_name: str | None = typer.Option(None, "--custom-file-name"),
+    custom_file_name: str | None = typer.Option(
+        None, "--custom-file-name", help="The object's name instead of the call leg id."
+    ),
     from_: str | None = typer.Option(None, "--from", help="The caller (E.164 or SIP URI)."),
     to: str | None = typer.Option(None, "--to", help="The callee (E.164 or SIP URI)."),
     sip_call_id: str | None = typer.Option(None, "--sip-call-id", help="The SIP Call-ID."),
