@@ -110,9 +110,7 @@ GENERATED = {
 
 
 def section(name: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"(<!-- generated: {name} -->\n)(.*?)(<!-- end: {name} -->)", re.DOTALL
-    )
+    return re.compile(rf"(<!-- generated: {name} -->\n)(.*?)(<!-- end: {name} -->)", re.DOTALL)
 
 
 def test_the_generated_tables_are_current() -> None:
