@@ -3,9 +3,9 @@ orchestrators and the image's health check — 200 only when
 
 - `database`: the database answers and is at the migrations' head;
 - `default_store`: the default store's bucket exists and can be written (a small object put
-  and deleted; the answer cached for STORE_CHECK_SECS, so probes do not write on every call);
+  and deleted; a pass cached for STORE_CHECK_SECS, so probes do not write on every call);
 - `keys`: the encryption keys open the stored data (the check app.py registers: this module
-  is plumbing and knows no domain; cached for KEYS_CHECK_SECS).
+  is plumbing and knows no domain; a pass cached for KEYS_CHECK_SECS).
 
 No auth; a failing check names itself with a short fixed phrase, never error text (it could
 name hosts): the log line says more."""
@@ -101,7 +101,12 @@ async def _cached(
     if hit is not None and hit[0] > now:
         return name, hit[1]
     verdict = await _run(name, check, runtime)
-    readiness.cached[name] = (now + secs, verdict)
+    if verdict == "ok":
+        # only a pass is cached: a failing check is asked again at the next probe, so /ready
+        # turns 200 as soon as the cause is gone (a database back after an outage)
+        readiness.cached[name] = (now + secs, verdict)
+    else:
+        readiness.cached.pop(name, None)
     return name, verdict
 
 
