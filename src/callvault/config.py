@@ -154,11 +154,16 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def data_dir_from(env: Mapping[str, str]) -> Path:
+    """CALLVAULT_DATA_DIR, default `./.callvault`, absolute (also for clients: `ingest`)."""
+    return Path(env.get("CALLVAULT_DATA_DIR") or "./.callvault").resolve()
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, data_dir_rule: DataDirRule = "make"
 ) -> Settings:
     env = os.environ if environ is None else environ
-    data_dir = Path(env.get("CALLVAULT_DATA_DIR", "./.callvault")).resolve()
+    data_dir = data_dir_from(env)
     generated: dict[str, Path] = {}
     embedded = not env.get("CALLVAULT_DATABASE_URL", "sqlite").startswith(
         ("postgresql:", "postgres:")

@@ -30,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from callvault.config import NoDataDir, looks_like_data_dir
+from callvault.config import NoDataDir, data_dir_from, looks_like_data_dir
 from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer
 
 err = Console(stderr=True)
@@ -68,7 +68,7 @@ def ingest_token(explicit: str | None) -> str | None:
         return explicit
     if token := os.environ.get("CALLVAULT_INGEST_TOKEN"):
         return token
-    data_dir = Path(os.environ.get("CALLVAULT_DATA_DIR", "./.callvault")).resolve()
+    data_dir = data_dir_from(os.environ)
     if not looks_like_data_dir(data_dir):
         raise NoDataDir(
             f"no data dir at {data_dir} (set CALLVAULT_DATA_DIR, or pass --token or "
