@@ -21,7 +21,11 @@ node_modules/.bin/azurite-blob: package.json package-lock.json
 /usr/bin/chromium:
 	apt-get update && apt-get install -y chromium
 
-setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium
+# the README's commands (tests/test_readme.py) use curl, in a network namespace (iproute2's ip)
+/usr/bin/curl /usr/sbin/ip:
+	apt-get update && apt-get install -y curl iproute2
+
+setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium /usr/bin/curl /usr/sbin/ip
 
 run: $(STAMP)
 	$(BIN)/callvault serve
