@@ -14,6 +14,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import structlog
+import structlog.testing
 
 from callvault.accounts.service import create_account
 from callvault.app import create_app
@@ -118,19 +120,29 @@ async def test_a_missing_default_store_bucket_fails_ready_and_ingest_says_config
         async with transaction(runtime.sessions) as session:
             account = await create_account(session, runtime.settings.keyring, "missing bucket")
         connection_id = await create_application(client, account.api_key, "https://example.com/h")
-        ingest = await client.post(
-            "/internal/v1/recordings",
-            headers={"Authorization": f"Bearer {settings.ingest_token}"},
-            files={
-                "metadata": (None, json.dumps(ingest_metadata(connection_id)), "application/json"),
-                "audio": ("a.wav", make_wav(), "audio/wav"),
-            },
-        )
-        assert ingest.status_code == 500, ingest.text
-        error = ingest.json()["errors"][0]
-        assert error["code"] == "190008"
-        assert "try again" not in error["detail"]
-        assert "retry-after" not in ingest.headers
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(2):
+                ingest = await client.post(
+                    "/internal/v1/recordings",
+                    headers={"Authorization": f"Bearer {settings.ingest_token}"},
+                    files={
+                        "metadata": (
+                            None,
+                            json.dumps(ingest_metadata(connection_id)),
+                            "application/json",
+                        ),
+                        "audio": ("a.wav", make_wav(), "audio/wav"),
+                    },
+                )
+                assert ingest.status_code == 500, ingest.text
+                error = ingest.json()["errors"][0]
+                assert error["code"] == "190008"
+                assert "try again" not in error["detail"] and "NoSuchBucket" in error["detail"]
+                assert "retry-after" not in ingest.headers
+        # logged once per process, not once per refused recording
+        assert [log["event"] for log in logs if log["log_level"] == "error"] == [
+            "default store misconfigured"
+        ]
 
 
 async def test_keys_that_do_not_open_the_data_fail_ready(tmp_path: Path) -> None:
