@@ -11,7 +11,6 @@ import structlog
 import typer
 import uvicorn
 import uvloop
-from rich.console import Console
 
 from callvault.accounts.cli import app as accounts_app
 from callvault.config import ConfigurationError, Settings, load_settings, unknown_settings
@@ -53,7 +52,6 @@ app.add_typer(recordings_app, name="recordings")
 app.command("status")(status_command)
 app.command("ingest")(ingest_command)
 app.command("decrypt")(decrypt_command)
-err = Console(stderr=True)
 log = structlog.get_logger("callvault.cli")
 
 
