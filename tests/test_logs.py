@@ -88,3 +88,6 @@ def test_a_library_record_is_one_json_line_with_its_traceback_as_a_field() -> No
     assert logging_config(logging.DEBUG)["root"]["level"] == "DEBUG"
     assert logging_config(logging.INFO)["root"]["level"] == "WARNING"
     assert logging_config(logging.INFO)["loggers"]["uvicorn.error"]["level"] == "INFO"
+    # never opened, debug included: their request logs hold STS keys and SAS signatures
+    for name in ("botocore", "azure", "urllib3"):
+        assert logging_config(logging.DEBUG)["loggers"][name]["level"] == "WARNING"

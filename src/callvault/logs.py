@@ -19,9 +19,13 @@ LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
-# libraries that log every request at INFO (httpx, azure's pipeline): kept at WARNING unless
-# the level asked for is debug, so a busy worker's log is its own
-QUIET_LIBRARIES = ("httpx", "httpcore", "azure", "botocore", "urllib3", "google")
+# libraries that log every request at INFO: kept at WARNING unless the level asked for is
+# debug, so a busy worker's log is its own
+CHATTY_LIBRARIES = ("httpx", "httpcore", "google")
+# libraries whose request logs hold secrets (botocore: STS answers with session keys; azure and
+# urllib3: SAS signatures in URLs): WARNING at every level, debug included (storage/aws_roles.py
+# and storage/azure.py set the same when imported; this keeps a logging config from undoing it)
+SECRET_BEARING_LIBRARIES = ("botocore", "boto3", "azure", "urllib3")
 
 
 def log_level(name: str) -> int:
@@ -58,7 +62,7 @@ def logging_config(level: int = logging.INFO) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the standard library, also handed to uvicorn as its
     `log_config` (else it installs its own plain-text handlers)."""
     debug = level <= logging.DEBUG
-    library_level = "DEBUG" if debug else "WARNING"
+    quiet = SECRET_BEARING_LIBRARIES if debug else SECRET_BEARING_LIBRARIES + CHATTY_LIBRARIES
     root_level = logging.getLevelName(level if debug else max(level, logging.WARNING))
     ours = logging.getLevelName(level)
     return {
@@ -84,7 +88,7 @@ def logging_config(level: int = logging.INFO) -> dict[str, Any]:
                 "filters": ["logged_by_callvault"],
             },
             "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
-            **{name: {"level": library_level, "propagate": True} for name in QUIET_LIBRARIES},
+            **{name: {"level": "WARNING", "propagate": True} for name in quiet},
         },
     }
 
