@@ -32,7 +32,11 @@ $(SIP_TOOLS):
 
 sip-tools: $(SIP_TOOLS)
 
-setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium sip-tools
+# the README's commands (tests/test_readme.py) use curl, in a network namespace (iproute2's ip)
+/usr/sbin/ip:
+	apt-get -o DPkg::Lock::Timeout=600 update && apt-get -o DPkg::Lock::Timeout=600 install -y iproute2
+
+setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium sip-tools /usr/sbin/ip
 
 run: $(STAMP)
 	$(BIN)/callvault serve

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -131,7 +133,10 @@ def main() -> int:
 
         async def on_postgresql() -> int:
             async with fresh_postgres_database() as url:
-                return await asyncio.to_thread(run, args, {"CALLVAULT_DATABASE_URL": url})
+                # on PostgreSQL serve refuses to start without keys (none is generated)
+                key = base64.b64encode(secrets.token_bytes(32)).decode()
+                env = {"CALLVAULT_DATABASE_URL": url, "CALLVAULT_ENCRYPTION_KEYS": key}
+                return await asyncio.to_thread(run, args, env)
 
         return asyncio.run(on_postgresql())
     return run(args, {})

@@ -1,21 +1,22 @@
-"""The image's HEALTHCHECK: GET /health of the `callvault serve` running in this container.
+"""The image's HEALTHCHECK: GET /ready of the `callvault serve` running in this container —
+200 only when the database answers at head, the default store is writable and the keys open
+the data (docs/deploy.md); /health would only say that the process answers.
 
 It finds the server's address in its command line (`--host`, `--port`, as given to
 `podman run … callvault serve …`), so a changed port needs no second setting. A container
-running `callvault worker` has no HTTP server: it is healthy while the worker process runs.
+running `callvault worker` is checked on its metrics port when it has one (`--metrics-port`
+or CALLVAULT_METRICS_PORT: GET /metrics), else it is healthy while the worker process runs.
 Exit 0 healthy, 1 unhealthy (the HEALTHCHECK contract). Standard library only.
-
-Once `GET /ready` exists (database and default store answer), point PATH at it: it is what a
-load balancer should follow; /health only says the process answers.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.request
 from pathlib import Path
 
-PATH = "/health"
+PATH = "/ready"
 TIMEOUT_SECS = 4.0
 
 
@@ -52,14 +53,36 @@ def health_url(args: list[str]) -> str:
     return f"http://{host}:{option(args, '--port', '8000')}{PATH}"
 
 
+def worker_metrics_url(args: list[str], environ: dict[str, str]) -> str | None:
+    """The worker's own /metrics (its --metrics-port, else CALLVAULT_METRICS_PORT), or None."""
+    port = option(args, "--metrics-port", environ.get("CALLVAULT_METRICS_PORT", ""))
+    if not port:
+        return None
+    host = option(args, "--metrics-host", "127.0.0.1")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/metrics"
+
+
 def main() -> int:
     commands = callvault_commands()
     servers = [args for args in commands if args[:1] == ["serve"]]
-    if not servers:
-        workers = [args for args in commands if args[:1] == ["worker"]]
-        print("worker running" if workers else "no callvault serve or worker running")
-        return 0 if workers else 1
-    url = health_url(servers[0])
+    if servers:
+        return check(health_url(servers[0]))
+    workers = [args for args in commands if args[:1] == ["worker"]]
+    if not workers:
+        print("no callvault serve or worker running")
+        return 1
+    url = worker_metrics_url(workers[0], dict(os.environ))
+    if url is None:
+        print("worker running")
+        return 0
+    return check(url)
+
+
+def check(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECS) as response:  # noqa: S310
             ok = response.status == 200

@@ -51,3 +51,41 @@ async def test_sqlite_file_is_private(tmp_path):
         await conn.exec_driver_sql("create table t (x int)")
     await engine.dispose()
     assert mode(tmp_path / "x.db") == 0o600
+
+
+def test_a_typo_in_a_setting_is_named_with_what_it_likely_meant(tmp_path):
+    from callvault.config import unknown_settings
+
+    settings = load_settings(
+        {"CALLVAULT_DATA_DIR": str(tmp_path), "CALLVAULT_ENCRYPTION_KEY": "x", "OTHER": "1"}
+    )
+    assert unknown_settings(settings.environ) == {
+        "CALLVAULT_ENCRYPTION_KEY": "CALLVAULT_ENCRYPTION_KEYS"
+    }
+
+
+def test_a_bad_log_level_or_metrics_port_is_a_configuration_error(tmp_path):
+    import pytest
+
+    from callvault.config import ConfigurationError
+
+    base = {"CALLVAULT_DATA_DIR": str(tmp_path)}
+    assert load_settings({**base, "CALLVAULT_LOG_LEVEL": "DEBUG"}).log_level == "debug"
+    with pytest.raises(ConfigurationError, match="CALLVAULT_LOG_LEVEL must be one of"):
+        load_settings({**base, "CALLVAULT_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigurationError, match="CALLVAULT_METRICS_PORT must be a port"):
+        load_settings({**base, "CALLVAULT_METRICS_PORT": "99999"})
+
+
+def test_postgresql_never_gets_a_generated_key(tmp_path):
+    import pytest
+
+    from callvault.config import ConfigurationError
+
+    settings = load_settings(
+        {"CALLVAULT_DATA_DIR": str(tmp_path), "CALLVAULT_DATABASE_URL": "postgresql://h/db"}
+    )
+    assert settings.encryption_keys_b64 == []
+    assert not (tmp_path / "encryption.key").exists()
+    with pytest.raises(ConfigurationError, match="CALLVAULT_ENCRYPTION_KEYS is not set"):
+        settings.keyring  # noqa: B018

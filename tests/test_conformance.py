@@ -37,7 +37,13 @@ RECORDING: dict[str, Any] = {
     "format": "wav",
     "size_bytes": 10,
     "sha256": "0" * 64,
-    "storage": {"state": "stored", "location": "default", "backend": None, "error": None},
+    "storage": {
+        "state": "stored",
+        "location": "default",
+        "backend": None,
+        "error": None,
+        "detail": None,
+    },
 }
 
 

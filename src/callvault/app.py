@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import Depends, FastAPI
 
 from callvault import __version__
 from callvault.credentials.cached_get import CachedCredentialsGet
+from callvault.credentials.keycheck import KeysDoNotOpenData, check_keys
 from callvault.errors import DatabaseOutageAnswer, install_error_handlers
+from callvault.health import KEYS_CHECK_SECS, Readiness
 from callvault.limits import InputLimits, body_timeout_secs
 from callvault.query import document_unknown_parameters, reject_unknown_query
 from callvault.routes import include_routers
@@ -45,6 +48,8 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
         dependencies=[Depends(reject_unknown_query)],
     )
     app.state.runtime = runtime
+    app.state.readiness = Readiness()
+    app.state.readiness.add("keys", _keys_open_the_data, KEYS_CHECK_SECS)
     install_error_handlers(app)
     # the hot credentials GET from its cache, inside the input limits (credentials/cached_get.py)
     app.add_middleware(CachedCredentialsGet, runtime=runtime)
@@ -58,3 +63,14 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     include_routers(app)
     document_unknown_parameters(app)
     return app
+
+
+async def _keys_open_the_data(runtime: Runtime) -> str | None:
+    """/ready's `keys` check: another process may have written with other keys since start."""
+    async with runtime.sessions() as session:
+        try:
+            await check_keys(session, runtime.settings.keyring)
+        except KeysDoNotOpenData as exc:
+            structlog.get_logger("callvault.app").error("keys check failed", reason=str(exc))
+            return "do not open the stored data"
+    return None

@@ -4,29 +4,47 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import os
+import sys
+from typing import Any
 
+import structlog
 import typer
 import uvicorn
 import uvloop
-from rich.console import Console
 
 from callvault.accounts.cli import app as accounts_app
-from callvault.config import Settings, load_settings
+from callvault.config import ConfigurationError, Settings, load_settings, unknown_settings
+from callvault.db import head_revision
 from callvault.db import migrate as apply_migrations
 from callvault.encryption_keys.cli import decrypt as decrypt_command
 from callvault.handoff.cli import app as handoff_app
 from callvault.keys_cli import app as keys_app
-from callvault.logs import configure_logging
+from callvault.logs import configure_logging, log_level, logging_config
 from callvault.operations.cli import status as status_command
 from callvault.operations.cli import webhooks_app
 from callvault.recordings.cli import ingest as ingest_command
 from callvault.worker.cli import recordings_app
 
-app = typer.Typer(
+
+class CallvaultTyper(typer.Typer):
+    """A configuration mistake (ConfigurationError, config.py) ends any command with its one
+    line on stderr and its exit code (2: no data dir, 1: anything else), never a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ConfigurationError as exc:
+            # plain write: a rich console would wrap the line at the terminal's width
+            sys.stderr.write(f"callvault: {exc}\n")
+            sys.exit(exc.exit_code)
+
+
+app = CallvaultTyper(
     help="callvault: call recordings stored where their owner chooses.",
     no_args_is_help=True,
     add_completion=False,
+    # a traceback must never print local variables: they can hold keys and tokens
+    pretty_exceptions_show_locals=False,
 )
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(webhooks_app, name="webhooks")
@@ -36,20 +54,26 @@ app.add_typer(handoff_app, name="handoff")
 app.command("status")(status_command)
 app.command("ingest")(ingest_command)
 app.command("decrypt")(decrypt_command)
-err = Console(stderr=True)
+log = structlog.get_logger("callvault.cli")
 
 
 def settings_for_server(host: str, port: int) -> Settings:
-    settings = load_settings()
-    if not os.environ.get("CALLVAULT_PUBLIC_URL"):
+    settings = load_settings(data_dir_rule="create")
+    if not settings.environ.get("CALLVAULT_PUBLIC_URL"):
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         settings = dataclasses.replace(settings, public_url=f"http://{shown_host}:{port}")
     return settings
 
 
 def announce_generated(settings: Settings) -> None:
+    """Where the data dir and its generated secrets are: log lines (JSON, as every line of a
+    server process), after configure_logging."""
+    for name, meant in unknown_settings(settings.environ).items():
+        log.warning("not a callvault setting (docs/configuration.md)", name=name, meant=meant)
+    if settings.data_dir_created:
+        log.info("created the data dir", data_dir=str(settings.data_dir))
     for what, path in settings.generated_files.items():
-        err.print(f"[dim]{what}: {path} (mode 0600)[/dim]")
+        log.info(f"{what} file", path=str(path), mode="0600")
 
 
 @app.command()
@@ -70,26 +94,36 @@ def serve(
     from callvault.runtime import Runtime
     from callvault.serving import server_options
 
-    configure_logging()
     settings = settings_for_server(host, port)
-    if settings.is_embedded_database:
-        apply_migrations(settings.database_url)
+    configure_logging(settings.log_level)
+    check_before_start(settings)
     announce_generated(settings)
-    err.print(f"callvault on http://{host}:{port}  data dir {settings.data_dir}")
+    log.info("callvault serving", url=f"http://{host}:{port}", data_dir=str(settings.data_dir))
     application = create_app(Runtime.build(settings), run_worker=not no_worker)
     freeze_startup_objects()
     uvicorn.run(
         application,
         host=host,
         port=port,
-        # uvloop, httptools with a header deadline, keep-alive and shutdown timeouts
-        **server_options(settings.environ),
+        # uvloop, httptools with a header deadline, keep-alive and shutdown timeouts; uvicorn's
+        # own lines as JSON too, at CALLVAULT_LOG_LEVEL (logs.py)
+        **{
+            **server_options(settings.environ),
+            "log_config": logging_config(log_level(settings.log_level)),
+            "log_level": None,
+        },
         # behind a proxy: the visitor's scheme (Secure cookies, HSTS) and address (sign-in
         # throttling) come from the proxy's X-Forwarded-* headers, from these addresses only;
         # None keeps uvicorn's default (FORWARDED_ALLOW_IPS, else 127.0.0.1)
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
     )
+
+
+def check_before_start(settings: Settings) -> None:
+    from callvault.startup import check_before_start as check
+
+    check(settings)
 
 
 def freeze_startup_objects() -> None:
@@ -104,15 +138,29 @@ def freeze_startup_objects() -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve this worker's Prometheus metrics on this port (also CALLVAULT_METRICS_PORT).",
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", "--metrics-host", help="Address of the metrics port (0.0.0.0: all)."
+    ),
+) -> None:
     """Run the worker only (uploads and webhook deliveries)."""
     from callvault.runtime import Runtime
     from callvault.worker.runner import run_until_signalled
 
-    configure_logging()
-    settings = load_settings()
-    if settings.is_embedded_database:
-        apply_migrations(settings.database_url)
+    settings = load_settings(data_dir_rule="require")
+    configure_logging(settings.log_level)
+    check_before_start(settings)
+    announce_generated(settings)
+    port = metrics_port or settings.metrics_port
+    if port is not None:
+        serve_worker_metrics(metrics_host, port)
     runtime = Runtime.build(settings)
     freeze_startup_objects()
     # uvloop, like `serve`: less CPU per database round trip and per upload
@@ -130,12 +178,28 @@ def demo(
     raise typer.Exit(run_demo(timeout=timeout, keep=keep))
 
 
+def serve_worker_metrics(host: str, port: int) -> None:
+    """The worker's own /metrics (its upload and webhook counters; the backlog gauges are the
+    API's /metrics), from a thread of prometheus_client's: the worker has no HTTP server."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+    log.info("worker metrics", url=f"http://{host}:{port}/metrics")
+
+
 @app.command()
 def migrate() -> None:
-    """Apply database migrations."""
-    settings = load_settings()
-    apply_migrations(settings.database_url)
-    err.print("database is up to date")
+    """Apply database migrations; prints the revisions applied and the one the database is at."""
+    settings = load_settings(data_dir_rule="create")
+    if settings.data_dir_created:
+        typer.echo(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)", err=True)
+    applied = apply_migrations(settings.database_url)
+    for revision in applied:
+        typer.echo(f"applied {revision}")
+    typer.echo(f"database at {head_revision()}" + ("" if applied else " (nothing to apply)"))
 
 
 def main() -> None:

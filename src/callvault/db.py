@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import sqlite3
 import weakref
@@ -16,6 +17,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
@@ -286,10 +289,50 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def migrate(database_url: str) -> None:
-    """Apply all migrations (blocking; call from a thread when inside an event loop)."""
+def migrate(database_url: str) -> list[str]:
+    """Apply all migrations (blocking; call from a thread when inside an event loop); the
+    revisions applied, oldest first."""
     private_sqlite_file(sqlalchemy_url(database_url))
+    before = current_revision(database_url)
     command.upgrade(alembic_config(database_url), "head")
+    return revisions_between(before, head_revision())
+
+
+@functools.cache
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None, "the package ships its migrations"
+    return head
+
+
+def revisions_between(current: str | None, target: str) -> list[str]:
+    """The revisions after `current` up to `target`, oldest first (pure: the scripts only)."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return [
+        revision.revision
+        for revision in reversed(list(script.iterate_revisions(target, current or "base")))
+    ]
+
+
+def current_revision(database_url: str) -> str | None:
+    """The database's revision (None: not migrated at all); raises if it does not answer."""
+    return asyncio.run(current_revision_async(database_url))
+
+
+async def current_revision_async(database_url: str) -> str | None:
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await session_revision(session)
+    finally:
+        await engine.dispose()
+
+
+async def session_revision(session: AsyncSession) -> str | None:
+    connection = await session.connection()
+    return await connection.run_sync(
+        lambda sync: MigrationContext.configure(sync).get_current_revision()
+    )
 
 
 async def migrate_async(database_url: str) -> None:

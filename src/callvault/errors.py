@@ -7,6 +7,7 @@ into this body, so no client ever sees a stack trace.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,9 @@ class Code:
     UNKNOWN_PARAMETER = "190005"  # a query parameter the operation does not know
     INSUFFICIENT_STORAGE = "190006"  # the disk or the default store is full: try again later
     UPSTREAM_FAILED = "190007"  # a customer's store did not answer a read the console asked for
+    # the platform's own setup is wrong (the default store's bucket is missing or refuses
+    # callvault's credentials): the operator must fix it, retrying does not help
+    MISCONFIGURED = "190008"
 
 
 @dataclass
@@ -200,6 +204,11 @@ def database_unavailable_error() -> ApiError:
     return unavailable("The database is not available right now; try again shortly.")
 
 
+def misconfigured(detail: str) -> ApiError:
+    """500 without Retry-After: a configuration error of the platform, not a passing outage."""
+    return ApiError(500, [ErrorItem(Code.MISCONFIGURED, "Server misconfigured", detail)])
+
+
 def insufficient_storage(detail: str) -> ApiError:
     """507: the disk or the store is full; the request can succeed once space returns."""
     return ApiError(
@@ -227,9 +236,66 @@ def _validation_items(exc: RequestValidationError) -> list[ErrorItem]:
         if error.get("type") == "json_invalid":
             raise bad_request("The body is not valid JSON.")
         pointer, parameter = pointer_for(loc)
-        message = str(error.get("msg", "Invalid value"))
+        message = error_message(error)
         items.append(ErrorItem(Code.BAD_REQUEST, "Invalid value", message, pointer, parameter))
     return items or [ErrorItem(Code.BAD_REQUEST, "Invalid value", "The request is not valid.")]
+
+
+def error_message(error: Mapping[str, Any]) -> str:
+    """One Pydantic error in words: a pattern mismatch says which characters are allowed
+    ("should match pattern '^[!-.0-\\[\\]-~]{1,128}$'" helps no one)."""
+    message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
+    if error.get("type") == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        return pattern_in_words(pattern) or message
+    return message
+
+
+_SIMPLE_PATTERN = re.compile(r"\^\[(?P<chars>.+)\](?P<count>\{\d+(?:,\d+)?\}|\+)\$")
+_VISIBLE = [chr(code) for code in range(0x21, 0x7F)]
+_GROUPS = (  # in this order: hexadecimal only when not all letters are allowed
+    ("letters", set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")),
+    ("capital letters", set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
+    ("small letters", set("abcdefghijklmnopqrstuvwxyz")),
+    ("hexadecimal digits", set("0123456789abcdefABCDEF")),
+    ("digits", set("0123456789")),
+)
+
+
+def pattern_in_words(pattern: str) -> str | None:
+    """'^[A-Za-z0-9._-]{1,40}$' -> "must be 1 to 40 characters: letters, digits, '.', '_' or
+    '-'" (pure). None for a pattern that is not one character class with a length."""
+    match = _SIMPLE_PATTERN.fullmatch(pattern)
+    if match is None:
+        return None
+    try:
+        allowed = {c for c in [*_VISIBLE, " "] if re.fullmatch(f"[{match['chars']}]", c)}
+    except re.error:
+        return None
+    count = match["count"]
+    if count == "+":
+        length = "at least 1 character"
+    else:
+        low, _, high = count.strip("{}").partition(",")
+        length = f"{low} to {high} characters" if high else f"exactly {low} characters"
+    missing = [c for c in _VISIBLE if c not in allowed]
+    if " " not in allowed and len(missing) <= 4:
+        kinds = "printable ASCII characters except space"
+        if missing:
+            kinds += ", " + _listed(missing, "and")
+        return f"must be {length}: {kinds}"
+    words, rest = [], set(allowed)
+    for name, group in _GROUPS:
+        if group <= rest:
+            words.append(name)
+            rest -= group
+    words += sorted(rest)
+    return f"must be {length}: {_listed(words, 'or')}"
+
+
+def _listed(items: Sequence[str], last: str) -> str:
+    items = [item if len(item) > 1 else f"'{item}'" for item in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -292,7 +358,8 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # not a bug: the database is away (down, restarting, unreachable); clients retry
         log.warning("database unavailable", path=request.url.path, error_type=type(exc).__name__)
         return database_unavailable_error().response()
-    log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
+    # one line, the traceback in its `exception` field (logs.py)
+    log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
     return error_response(
         500, [ErrorItem(Code.UNEXPECTED, "Unexpected error", "An unexpected error occurred.")]
     )
@@ -367,6 +434,8 @@ ERROR_DESCRIPTIONS = {
     409: "Conflict with the resource's current state (code 10012 or 190001).",
     413: "The request is too large (code 190002).",
     422: "Invalid value (code 10015); `source.pointer` names the offending field.",
+    500: "Server misconfigured (code 190008: e.g. the default store's bucket is missing; "
+    "the operator must fix it, `GET /ready` names the check) or an unexpected error (10007).",
     503: "Service unavailable (code 190003): try again after `Retry-After` seconds.",
     507: "Insufficient storage (code 190006): the disk or the store is full.",
 }

@@ -31,7 +31,7 @@ def generate() -> None:
 
 
 async def _rotate(batch_size: int) -> RotationReport:
-    settings = load_settings()
+    settings = load_settings(data_dir_rule="require")
     engine = make_engine(settings.database_url)
     try:
         sessions = make_sessionmaker(engine)
@@ -64,7 +64,7 @@ def rotate(
 
     Afterwards the other keys can be removed from CALLVAULT_ENCRYPTION_KEYS.
     """
-    settings = load_settings()
+    settings = load_settings(data_dir_rule="require")
     if settings.is_embedded_database:
         apply_migrations(settings.database_url)
     report = asyncio.run(_rotate(batch_size))

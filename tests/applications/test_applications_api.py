@@ -436,6 +436,9 @@ async def test_private_webhook_urls_are_refused_unless_allowed(
     response = await strict_api.post(BASE, json=body, headers=auth(account))
     assert response.status_code == 422, response.text
     assert only_error(response)["source"]["pointer"] == f"/{field}"
+    # the refusal points at the fix: a policy of this server, and the setting that changes it
+    assert "this server's policy" in only_error(response)["detail"]
+    assert "CALLVAULT_ALLOW_PRIVATE_NETWORKS" in only_error(response)["detail"]
     assert await count_rows(runtime, account) == 0
     # the same URL is fine where the operator allows private networks
     assert (await api.post(BASE, json=body, headers=auth(account))).status_code == 201

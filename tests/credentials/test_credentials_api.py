@@ -498,6 +498,7 @@ async def test_private_s3_endpoints_are_refused_unless_allowed(
     response = await strict_api.post(url, json=sent, headers=headers)
     assert response.status_code == 422
     assert only_error(response)["source"]["pointer"] == "/configuration/endpoint"
+    assert "CALLVAULT_ALLOW_PRIVATE_NETWORKS" in only_error(response)["detail"]
     assert await stored(runtime, connection_id) is None
 
     public = body("s3-generic", gcs_service_account, endpoint="https://8.8.8.8")

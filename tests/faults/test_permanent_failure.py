@@ -19,6 +19,7 @@ webhook API versions and both databases, and the customer's view at every step (
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -102,6 +103,10 @@ async def embedded(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             )
             if database == "postgresql":
                 env["CALLVAULT_DATABASE_URL"] = await stack.enter_async_context(fresh_database())
+                # on PostgreSQL no process invents a key: serve refuses to start without one
+                env.setdefault(
+                    "CALLVAULT_ENCRYPTION_KEYS", base64.b64encode(secrets.token_bytes(32)).decode()
+                )
                 run_cli(env, "migrate")  # serve migrates only the embedded SQLite database
             account = json.loads(run_cli(env, "accounts", "create", "permanent", "--json"))
             processes = stack.enter_context(Processes(data_dir.with_name(data_dir.name + "-logs")))
@@ -202,7 +207,10 @@ async def test_wrong_secret_fails_then_fixed_credentials_deliver(
             "location": "default",
             "backend": None,
             "error": AUTH_REASON,
+            # the precise reason, as the webhook's `detail` says it (issue 26)
+            "detail": recording["storage"]["detail"],
         }
+        assert recording["storage"]["detail"], recording["storage"]
         download = await cv.client.get(recording["download_urls"]["wav"])
         assert download.status_code == 200
         assert sha256(download.content) == sha256(by_id[recording_id].audio)

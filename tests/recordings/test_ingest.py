@@ -192,6 +192,21 @@ async def test_bad_metadata_is_422_at_its_field_and_changes_nothing(
     await assert_nothing_left(runtime, account, connection_id)
 
 
+async def test_an_id_pattern_error_says_the_allowed_characters_in_words(
+    api: httpx.AsyncClient, runtime: Runtime, connection_id: str
+) -> None:
+    metadata = metadata_for(connection_id, call_leg_id="leg one", custom_file_name="a+b")
+    response = await post_recording(api, runtime, metadata, make_wav(seconds=0.1))
+    assert response.status_code == 422, response.text
+    details = {e["source"]["pointer"]: e["detail"] for e in response.json()["errors"]}
+    assert details["/metadata/call_leg_id"] == (
+        "must be 1 to 128 characters: printable ASCII characters except space, '/' and '\\'"
+    )
+    assert details["/metadata/custom_file_name"] == (
+        "must be 1 to 40 characters: letters, digits, '-', '.' or '_'"
+    )
+
+
 async def assert_nothing_left(runtime: Runtime, account: NewAccount, connection_id: str) -> None:
     assert await rows_for_connection(runtime, connection_id) == 0
     assert objects_of(runtime, account.account_id) == []

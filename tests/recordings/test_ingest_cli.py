@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from callvault.accounts.service import NewAccount
 from callvault.cli import app
+from callvault.config import NoDataDir
 from callvault.recordings.cli import error_lines, ingest_token
 from callvault.runtime import Runtime
 from tests.conftest import LiveServer, auth
@@ -97,6 +98,45 @@ async def test_ingest_posts_the_file_and_prints_the_id(
     assert code == 0, err
     assert out_again.strip() == recording_id
     assert "already received" in err
+
+
+async def test_the_same_command_twice_is_one_recording(
+    live_server: LiveServer, runtime: Runtime, connection_id: str, tmp_path: Path
+) -> None:
+    """Without --started-at/--ended-at the times come from the file (its modification time
+    and duration), so a repeat of the command is a repeat of the recording (issue 26)."""
+    path = tmp_path / "call.wav"
+    path.write_bytes(make_wav(seconds=0.5))
+    command = [
+        "ingest",
+        str(path),
+        "--connection-id",
+        connection_id,
+        "--call-control-id",
+        "v3:cli-repeat",
+        "--from",
+        "+15551230001",
+        "--to",
+        "sip:bob@example.com",
+        "--sip-call-id",
+        "a84b4c76e66710@pc33.example.com",
+        "--server",
+        live_server.url,
+        "--token",
+        live_server.settings.ingest_token,
+    ]
+    code, first, err = run_cli(*command)
+    assert code == 0, err
+    code, again, err = run_cli(*command)
+    assert code == 0, err
+    assert again == first and UUID.fullmatch(first)
+    assert "already received" in err
+    row = await recording_row(runtime, first)
+    assert row.from_number == "+15551230001" and row.to_number == "sip:bob@example.com"
+    assert row.sip_call_id == "a84b4c76e66710@pc33.example.com"
+    modified = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
+    assert row.recording_ended_at == modified
+    assert row.recording_ended_at - row.recording_started_at == timedelta(milliseconds=500)
 
 
 async def test_ingest_mp3_with_every_option(
@@ -199,7 +239,8 @@ def test_token_comes_from_option_env_or_data_dir(
 ) -> None:
     monkeypatch.delenv("CALLVAULT_INGEST_TOKEN", raising=False)
     monkeypatch.setenv("CALLVAULT_DATA_DIR", str(tmp_path))
-    assert ingest_token(None) is None
+    with pytest.raises(NoDataDir, match=f"no data dir at {tmp_path}"):
+        ingest_token(None)
     assert not list(tmp_path.iterdir())  # a client never invents a token
     (tmp_path / "ingest.token").write_text("from-file\n")
     assert ingest_token(None) == "from-file"

@@ -61,6 +61,7 @@ async def test_get_returns_telnyx_shape_with_a_fresh_download_link(
         "location": "default",
         "backend": None,
         "error": None,
+        "detail": None,
     }
     assert data["recording_started_at"].endswith("Z")
     assert set(data["download_urls"]) == {"wav"}
@@ -331,7 +332,13 @@ async def test_custom_storage_and_failed_states(
     )
     assert stored_key is not None
     await local_store(runtime).delete(stored_key)
-    await set_row(runtime, failed, status=RecordingStatus.FAILED, error_reason="bad credentials")
+    await set_row(
+        runtime,
+        failed,
+        status=RecordingStatus.FAILED,
+        error_reason="bad credentials",
+        error_detail="s3 bucket b: SignatureDoesNotMatch — the secret key is wrong",
+    )
 
     got = (await api.get(f"/v2/recordings/{stored}", headers=auth(account))).json()["data"]
     # the connection has no credentials to presign with: no link rather than an s3:// URI
@@ -342,6 +349,7 @@ async def test_custom_storage_and_failed_states(
         "location": "custom",
         "backend": "s3",
         "error": None,
+        "detail": None,
     }
     row = await recording_row(runtime, stored)
     assert row.recording_url == canonical
@@ -351,6 +359,10 @@ async def test_custom_storage_and_failed_states(
     assert got["storage"]["state"] == "failed"
     assert got["storage"]["location"] == "default"
     assert got["storage"]["error"] == "bad credentials"
+    # the precise reason too, as the call.recording.error webhook's `detail` (issue 26)
+    assert (
+        got["storage"]["detail"] == "s3 bucket b: SignatureDoesNotMatch — the secret key is wrong"
+    )
     assert (await api.get(local_path(got["download_urls"]["wav"]))).status_code == 200
 
     # deleting a recording in the customer's bucket only marks it: their bucket is theirs

@@ -19,7 +19,7 @@ from callvault.accounts.service import (
     create_api_key,
     revoke_api_key,
 )
-from callvault.config import load_settings
+from callvault.config import Settings, load_settings
 from callvault.db import make_engine, make_sessionmaker, migrate, transaction
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -31,8 +31,7 @@ app.add_typer(api_keys_app, name="api-keys")
 err = Console(stderr=True)
 
 
-async def _create(name: str) -> NewAccount:
-    settings = load_settings()
+async def _create(settings: Settings, name: str) -> NewAccount:
     engine = make_engine(settings.database_url)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
@@ -47,10 +46,12 @@ def create(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Create an account: prints its id, its API key (shown once) and webhook public key."""
-    settings = load_settings()
+    settings = load_settings(data_dir_rule="create")
+    if settings.data_dir_created:
+        typer.echo(f"created the data dir {settings.data_dir} (CALLVAULT_DATA_DIR)", err=True)
     if settings.is_embedded_database:
         migrate(settings.database_url)
-    created = asyncio.run(_create(name))
+    created = asyncio.run(_create(settings, name))
     fields = {
         "account_id": created.account_id,
         "api_key": created.api_key,
@@ -73,7 +74,7 @@ def _when(value: datetime | None) -> str | None:
 
 
 async def _new_key(account_id: str, name: str | None) -> NewApiKey | None:
-    engine = make_engine(load_settings().database_url)
+    engine = make_engine(load_settings(data_dir_rule="require").database_url)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
             if await repository.by_id(session, account_id) is None:
@@ -84,7 +85,7 @@ async def _new_key(account_id: str, name: str | None) -> NewApiKey | None:
 
 
 async def _listed(account_id: str) -> list[dict[str, Any]] | None:
-    engine = make_engine(load_settings().database_url)
+    engine = make_engine(load_settings(data_dir_rule="require").database_url)
     try:
         async with make_sessionmaker(engine)() as session:
             if await repository.by_id(session, account_id) is None:
@@ -103,7 +104,7 @@ async def _listed(account_id: str) -> list[dict[str, Any]] | None:
 
 
 async def _revoke(key_id: str) -> bool:
-    engine = make_engine(load_settings().database_url)
+    engine = make_engine(load_settings(data_dir_rule="require").database_url)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
             revoked = await revoke_api_key(session, key_id)

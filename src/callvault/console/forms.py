@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from callvault.errors import UNION_TAGS
+from callvault.errors import UNION_TAGS, error_message
 from callvault.storage.registry import PROVIDERS
 
 # the field that picks the shape; not an input of its own
@@ -171,6 +171,6 @@ def problems_of(exc: ValidationError) -> list[Problem]:
             if not (isinstance(part, str) and (part.startswith("function-") or part in UNION_TAGS))
         ]
         field = parts[-1] if parts else None
-        message = str(error.get("msg", "Invalid value"))
+        message = error_message(error)  # a pattern in words, as the API says it
         found.append(Problem(field, f"{field}: {message}" if field else message))
     return found

@@ -19,7 +19,7 @@ webhooks_app = typer.Typer(help="Webhook deliveries.", no_args_is_help=True)
 
 
 async def _backlog() -> Backlog:
-    engine = make_engine(load_settings().database_url)
+    engine = make_engine(load_settings(data_dir_rule="require").database_url)
     try:
         async with make_sessionmaker(engine)() as session:
             return await read_backlog(session)
@@ -46,7 +46,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
 
 
 async def _retry(event_ids: list[str], all_failed: bool) -> int:
-    sessions = make_sessionmaker(engine := make_engine(load_settings().database_url))
+    sessions = make_sessionmaker(
+        engine := make_engine(load_settings(data_dir_rule="require").database_url)
+    )
     try:
         if all_failed:
             async with sessions() as session:

@@ -122,6 +122,13 @@ async def _resolve(host: str, port: int) -> list[IPAddress] | None:
     return addresses
 
 
+# appended to a refusal: whose rule it is and the setting that changes it
+POLICY = (
+    ", which this server's policy refuses (its operator can allow private networks with "
+    "CALLVAULT_ALLOW_PRIVATE_NETWORKS=true)"
+)
+
+
 async def refuse_reason(url: str, *, allow_private: bool) -> str | None:
     """Why callvault must not send requests to `url`, or None when it may.
 
@@ -138,11 +145,14 @@ async def refuse_reason(url: str, *, allow_private: bool) -> str | None:
     literal = _host_address(parts)
     if literal is not None:
         if not is_public_address(literal):
-            return "the URL's host is a private, loopback or otherwise non-public address"
+            return "the URL's host is a private, loopback or otherwise non-public address" + POLICY
         return None
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     resolved = await _resolve(host, port)
     if resolved and not all(is_public_address(address) for address in resolved):
-        return "the URL's host resolves to a private, loopback or otherwise non-public address"
+        return (
+            "the URL's host resolves to a private, loopback or otherwise non-public address"
+            + POLICY
+        )
     return None

@@ -2,6 +2,11 @@
 
 The file is streamed to the server (httpx reads it in chunks; never whole into memory). Only
 the recording id goes to stdout, so scripts can do `id=$(callvault ingest …)`.
+
+Without --started-at / --ended-at the times come from the file itself: it ended at its
+modification time (a recorder writes the file until the call ends) and started its duration
+earlier. The same command twice therefore sends the same (connection, leg, start) and the
+server answers the first recording's id instead of storing a second one.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from callvault.config import NoDataDir, data_dir_from, looks_like_data_dir
 from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer
 
 err = Console(stderr=True)
 READ_CHUNK = 1024 * 1024
+# the leg ids of a directory's files: uuid5(this, "{call control id}/{file name}")
+LEG_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-4f0b-9a57-0c1e5d2b7a10")
 # connecting is quick; answering may take a while after a large upload (the server stores the
 # file durably before it answers)
 TIMEOUT = httpx.Timeout(60.0, connect=10.0, read=600.0)
@@ -52,16 +60,22 @@ def inspect_file(path: Path) -> AudioInfo | None:
 def ingest_token(explicit: str | None) -> str | None:
     """--token, else CALLVAULT_INGEST_TOKEN, else the embedded server's `ingest.token` file.
 
-    Read directly rather than through load_settings, which would create a data dir and a new
-    token when none exists: a client must not invent a token.
+    Read directly rather than through load_settings, which would make a new token when none
+    exists: a client must not invent a token. Without a data dir there, ConfigurationError
+    says so (exit 2, as every command that needs one).
     """
     if explicit:
         return explicit
     if token := os.environ.get("CALLVAULT_INGEST_TOKEN"):
         return token
-    token_file = Path(os.environ.get("CALLVAULT_DATA_DIR", "./.callvault")) / "ingest.token"
+    data_dir = data_dir_from(os.environ)
+    if not looks_like_data_dir(data_dir):
+        raise NoDataDir(
+            f"no data dir at {data_dir} (set CALLVAULT_DATA_DIR, or pass --token or "
+            "CALLVAULT_INGEST_TOKEN)"
+        )
     try:
-        return token_file.read_text().strip() or None
+        return (data_dir / "ingest.token").read_text().strip() or None
     except OSError:
         return None
 
@@ -114,11 +128,14 @@ def metadata_for(
     ended_at: str | None,
     client_state: str | None,
     custom_file_name: str | None,
+    parties: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """The metadata part for one file: times and channels from the file where not given."""
+    """The metadata part for one file: times and channels from the file where not given
+    (`parties`: the optional `from`, `to`, `sip_call_id`)."""
     info = inspect_file(file) if channels is None or started_at is None else None
-    now = datetime.now(UTC)
-    ended = ended_at or now.isoformat()
+    # stable: the file's modification time, so a repeat is the same recording (module doc)
+    modified = datetime.fromtimestamp(file.stat().st_mtime, UTC).replace(microsecond=0)
+    ended = ended_at or modified.isoformat()
     if started_at is None:
         duration = timedelta(milliseconds=info.duration_millis if info else 0)
         try:
@@ -139,6 +156,7 @@ def metadata_for(
         "recording_ended_at": ended,
         "client_state": client_state,
         "custom_file_name": custom_file_name,
+        **{key: value for key, value in (parties or {}).items() if value is not None},
     }
 
 
@@ -182,11 +200,11 @@ def ingest(
         help="A .wav/.mp3 file, or a directory: every .wav and .mp3 in it, with a progress bar.",
     ),
     connection_id: str = typer.Option(..., "--connection-id", help="The application id."),
-    call_control_id: str = typer.Option(..., "--call-control-id"),
+    call_control_id: str = typer.Option(..., "--call-control-id", help="The call's id."),
     call_leg_id: str | None = typer.Option(
         None,
         "--call-leg-id",
-        help="Default: the call control id (a directory: a new UUID per file).",
+        help="Default: the call control id (a directory: a UUID made from it and the file name).",
     ),
     call_session_id: str | None = typer.Option(
         None, "--call-session-id", help="Default: a new UUID."
@@ -198,11 +216,21 @@ def ingest(
         None, "--channels", help="single or dual. Default: from the file (mono: single)."
     ),
     started_at: str | None = typer.Option(
-        None, "--started-at", help="ISO 8601. Default: now minus the audio's duration."
+        None,
+        "--started-at",
+        help="ISO 8601. Default: the end minus the audio's duration (stable: a repeat of the "
+        "same command is the same recording).",
     ),
-    ended_at: str | None = typer.Option(None, "--ended-at", help="ISO 8601. Default: now."),
+    ended_at: str | None = typer.Option(
+        None, "--ended-at", help="ISO 8601. Default: the file's modification time."
+    ),
     client_state: str | None = typer.Option(None, "--client-state", help="Base64."),
-    custom_file_name: str | None = typer.Option(None, "--custom-file-name"),
+    custom_file_name: str | None = typer.Option(
+        None, "--custom-file-name", help="The object's name instead of the call leg id."
+    ),
+    from_: str | None = typer.Option(None, "--from", help="The caller (E.164 or SIP URI)."),
+    to: str | None = typer.Option(None, "--to", help="The callee (E.164 or SIP URI)."),
+    sip_call_id: str | None = typer.Option(None, "--sip-call-id", help="The SIP Call-ID."),
     server: str = typer.Option("http://127.0.0.1:8000", "--server", help="callvault's URL."),
     token: str | None = typer.Option(
         None, "--token", help="Ingest token. Default: $CALLVAULT_INGEST_TOKEN or the data dir's."
@@ -211,6 +239,7 @@ def ingest(
     """Post a recording to the ingest endpoint; prints the recording id.
 
     Given a directory: every .wav/.mp3 in it, one line `<recording id><TAB><file name>` each."""
+    parties = {"from": from_, "to": to, "sip_call_id": sip_call_id}
     if file.is_dir():
         if call_leg_id is not None or custom_file_name is not None:
             # one leg id (or object name) for many recordings would name them all alike
@@ -229,6 +258,7 @@ def ingest(
             client_state=client_state,
             server=server,
             token=token,
+            parties=parties,
         )
         return
     try:
@@ -254,6 +284,7 @@ def ingest(
             ended_at=ended_at,
             client_state=client_state,
             custom_file_name=custom_file_name,
+            parties=parties,
         )
         with httpx.Client(timeout=TIMEOUT) as client:
             recording_id, created = post_recording(client, url, secret, file, metadata)
@@ -277,6 +308,7 @@ def ingest_directory(
     client_state: str | None,
     server: str,
     token: str | None,
+    parties: dict[str, str | None] | None = None,
 ) -> None:
     """Every .wav/.mp3 of `directory`, one after the other, over one connection; a file that
     fails is reported and the others go on (exit code 1 if any failed)."""
@@ -311,13 +343,15 @@ def ingest_directory(
                     format_of(path, format),
                     connection_id=connection_id,
                     call_control_id=call_control_id,
-                    call_leg_id=str(uuid.uuid4()),
+                    # stable per file, so a repeat of the command is no new recording
+                    call_leg_id=str(uuid.uuid5(LEG_NAMESPACE, f"{call_control_id}/{path.name}")),
                     call_session_id=call_session_id or str(uuid.uuid4()),
                     channels=channels,
                     started_at=started_at,
                     ended_at=ended_at,
                     client_state=client_state,
                     custom_file_name=None,
+                    parties=parties,
                 )
                 recording_id, created = post_recording(client, url, secret, path, metadata)
             except IngestFailed as exc:

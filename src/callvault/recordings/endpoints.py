@@ -71,7 +71,7 @@ _INGEST_BODY = {
     dependencies=[Depends(require_ingest_token)],
     responses={
         200: {"model": IngestResponse, "description": "Already received: the same recording."},
-        **error_responses(400, 401, 408, 413, 415, 422, 503, 507),
+        **error_responses(400, 401, 408, 413, 415, 422, 500, 503, 507),
     },
 )
 async def ingest_recording(

@@ -39,6 +39,7 @@ from callvault.errors import (
     database_unavailable_error,
     insufficient_storage,
     invalid,
+    misconfigured,
     unavailable,
 )
 from callvault.recordings import repository
@@ -87,9 +88,24 @@ def no_space(what: str) -> ApiError:
     )
 
 
+# reasons of a misconfigured default store logged already by this process: logged once,
+# not once per refused recording
+_misconfigured_logged: set[str] = set()
+
+
 def store_unavailable(error: StorageError) -> ApiError:
     if storage_full(error.reason):
         return no_space("the default store")
+    if error.kind.permanent:
+        # a missing bucket or refused credentials do not pass: a configuration error for the
+        # operator (GET /ready names it), not "try again"
+        if error.reason not in _misconfigured_logged:
+            _misconfigured_logged.add(error.reason)
+            log.error("default store misconfigured", reason=error.reason, kind=error.kind.value)
+        return misconfigured(
+            "The platform's default store is misconfigured (the operator must fix it; "
+            f"GET /ready names the check): {error.reason}. Nothing was kept."
+        )
     return unavailable(f"The recording could not be stored, try again: {error.reason}")
 
 
@@ -224,7 +240,8 @@ async def _store(
                 metadata=object_metadata(recording_id, upload),
             )
     except StorageError as exc:
-        log.warning("default store refused a recording", reason=exc.reason)
+        if not exc.kind.permanent:
+            log.warning("default store refused a recording", reason=exc.reason)
         raise store_unavailable(exc) from None
 
     now = utcnow()

@@ -113,6 +113,12 @@ class StorageState(BaseModel):
     error: str | None = Field(
         default=None, description="Why custom storage failed (state failed), else null."
     )
+    detail: str | None = Field(
+        default=None,
+        description="What failed precisely, as the `call.recording.error` webhook's `detail` "
+        'says it (e.g. "s3 bucket b: SignatureDoesNotMatch — the secret key is wrong"); '
+        "null unless state is failed.",
+    )
 
 
 class RecordingData(BaseModel):

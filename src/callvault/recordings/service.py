@@ -115,6 +115,7 @@ def storage_state(recording: Recording) -> StorageState:
         location="custom" if custom else "default",
         backend=recording.backend if custom else None,
         error=recording.error_reason if recording.status == RecordingStatus.FAILED else None,
+        detail=recording.error_detail if recording.status == RecordingStatus.FAILED else None,
     )
 
 

@@ -40,6 +40,7 @@ from callvault.errors import (
     Code,
     ErrorItem,
     bad_request,
+    error_message,
     invalid,
     too_large,
     unsupported_media,
@@ -181,8 +182,9 @@ def metadata_error(exc: ValidationError) -> ApiError:
     for error in exc.errors():
         loc = "/".join(str(part) for part in error.get("loc", ()))
         pointer = f"/metadata/{loc}" if loc else "/metadata"
-        message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
-        items.append(ErrorItem(Code.BAD_REQUEST, "Invalid value", message, pointer=pointer))
+        items.append(
+            ErrorItem(Code.BAD_REQUEST, "Invalid value", error_message(error), pointer=pointer)
+        )
     return ApiError(422, items)
 
 

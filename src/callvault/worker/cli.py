@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 async def _redeliver(recording_ids: list[str], failed: bool, connection_id: str | None) -> int:
-    engine = make_engine(load_settings().database_url)
+    engine = make_engine(load_settings(data_dir_rule="require").database_url)
     sessions = make_sessionmaker(engine)
     try:
         if failed:
