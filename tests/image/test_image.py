@@ -148,7 +148,8 @@ def test_image_runs_as_non_root_and_carries_no_secret(callvault_image: BuiltImag
     )  # fmt: skip
     assert found.split() == []
     assert run_once(callvault_image.ref, "id", "-u", network="none").strip() == "10001"
-    assert callvault_image.size_bytes < 350e6, "the image grew: check what the last change added"
+    # 436 MB with PyAV's FFmpeg (104 MB, the media-server hand-off): docs/deploy.md
+    assert callvault_image.size_bytes < 450e6, "the image grew: check what the last change added"
 
 
 async def test_one_container_on_embedded_defaults(
