@@ -155,6 +155,11 @@ class WebhookReceiver:
         with self._lock:
             self._rules.append(_Rule(status, path, times, until))
 
+    def recover(self) -> None:
+        """Forget every rule given so far: 200 for every request from now on."""
+        with self._lock:
+            self._rules.clear()
+
     def stall(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
         """Hold the next `times` requests for `seconds` before answering 200."""
         with self._lock:

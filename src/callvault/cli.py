@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+from pathlib import Path
 
 import typer
 import uvicorn
@@ -35,6 +36,35 @@ app.command("status")(status_command)
 app.command("ingest")(ingest_command)
 app.command("decrypt")(decrypt_command)
 err = Console(stderr=True)
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml), as `callvault --version` prints it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("callvault")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"callvault {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """callvault: call recordings stored where their owner chooses."""
 
 
 def settings_for_server(host: str, port: int) -> Settings:
@@ -120,6 +150,64 @@ def demo(
     from callvault.demo import run_demo
 
     raise typer.Exit(run_demo(timeout=timeout, keep=keep))
+
+
+@app.command()
+def backup(
+    destination: Path = typer.Argument(..., help="A new (or empty) directory for the backup."),
+) -> None:
+    """Back up the embedded mode while it serves: database, default store, generated keys."""
+    from callvault.operations.backup import BackupError
+    from callvault.operations.backup import backup as make_backup
+
+    settings = load_settings(_existing_data_dir())
+    try:
+        result = make_backup(
+            settings.data_dir,
+            settings.database_url,
+            settings.default_store_url,
+            destination.resolve(),
+            installed_version(),
+        )
+    except BackupError as exc:
+        err.print(f"backup refused: {exc}")
+        raise typer.Exit(2) from None
+    err.print(
+        f"backup in {result.path}: {result.recordings} recordings, {result.objects} objects, "
+        f"{result.bytes} bytes in {result.seconds:.1f} s"
+    )
+    if result.missing:
+        err.print(f"{len(result.missing)} recording(s) moved on during the backup (manifest.json)")
+
+
+@app.command()
+def restore(
+    source: Path = typer.Argument(..., help="A directory made by `callvault backup`."),
+    data_dir: Path = typer.Option(..., "--data-dir", help="A new (or empty) data dir."),
+) -> None:
+    """Restore a backup into a new data dir; start `callvault serve` on it afterwards."""
+    from callvault.operations.backup import BackupError
+    from callvault.operations.backup import restore as restore_backup
+
+    try:
+        manifest = restore_backup(source.resolve(), data_dir.resolve())
+    except BackupError as exc:
+        err.print(f"restore refused: {exc}")
+        raise typer.Exit(2) from None
+    err.print(
+        f"restored {manifest.get('recordings')} recordings into {data_dir.resolve()}; "
+        f"start it with CALLVAULT_DATA_DIR={data_dir.resolve()} callvault serve"
+    )
+
+
+def _existing_data_dir() -> dict[str, str]:
+    """The environment, after checking the data dir exists (a backup never creates one)."""
+    environ = dict(os.environ)
+    data_dir = Path(environ.get("CALLVAULT_DATA_DIR", "./.callvault")).resolve()
+    if not data_dir.is_dir():
+        err.print(f"no data dir at {data_dir}")
+        raise typer.Exit(2)
+    return environ
 
 
 @app.command()
