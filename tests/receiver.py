@@ -74,6 +74,8 @@ class _Rule:
 class WebhookReceiver:
     host: str = "127.0.0.1"
     deliveries: list[Delivery] = field(default_factory=list)
+    # 0: a free port; a fixed one when stored URLs name it (tests/operations/fixtures/v1)
+    bind_port: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -113,7 +115,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.bind_port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
