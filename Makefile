@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint bench clean image image-tools ops-tools
+.PHONY: run test setup lint bench clean image image-tools ops-tools compose-images
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: setup image-tools ops-tools
 # the container image, offline: localhost/callvault:<version> and :latest (docs/deploy.md)
 image: $(STAMP) image-tools
 	$(BIN)/python image/build.py
+
+# compose.yaml's other images, offline: localhost/callvault-postgres:15 (Debian's postgresql-15)
+# and localhost/callvault-seaweedfs (the S3 default store); image/services.py
+compose-images: $(STAMP) image-tools
+	$(BIN)/python -m image.services
 
 # what `make image` and the image test (tests/image/) need, from the Debian mirror when missing
 IMAGE_TOOLS := podman runc buildah debootstrap
