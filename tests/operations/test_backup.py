@@ -131,6 +131,13 @@ async def test_backup_under_ingest_restores_every_acknowledged_recording(
         )
         run_cli(restore_env, "restore", str(backup_dir), "--data-dir", str(restored_dir))
         assert stat.S_IMODE((restored_dir / "encryption.key").stat().st_mode) == 0o600
+        restored_db = sqlite3.connect(restored_dir / "callvault.db")
+        leased = restored_db.execute(
+            "SELECT (SELECT count(*) FROM recordings WHERE lease_owner IS NOT NULL)"
+            " + (SELECT count(*) FROM webhook_events WHERE lease_owner IS NOT NULL)"
+        ).fetchone()[0]
+        restored_db.close()
+        assert leased == 0  # the original's leases released: the restored one starts at once
         assert (restored_dir / "ingest.token").read_text() == (
             data_dir / "ingest.token"
         ).read_text()

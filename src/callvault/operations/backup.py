@@ -253,6 +253,25 @@ def backup(
     return result
 
 
+# the job tables (the database is the queue): their leases
+RELEASE_LEASES = (
+    "UPDATE recordings SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
+    "UPDATE webhook_events SET lease_owner = NULL, lease_until = NULL "
+    "WHERE lease_owner IS NOT NULL",
+)
+
+
+def release_leases(database: Path) -> int:
+    """Jobs leased when the backup was taken belong to a process that will never come back:
+    released, the restored instance takes them at once instead of after the lease (60 s)."""
+    connection = sqlite3.connect(database)
+    try:
+        with connection:
+            return sum(connection.execute(sql).rowcount for sql in RELEASE_LEASES)
+    finally:
+        connection.close()
+
+
 def restore(source: Path, data_dir: Path) -> dict[str, object]:
     """Copy a backup into a new data dir (refused when it exists and is not empty)."""
     manifest_path = source / MANIFEST
@@ -269,6 +288,7 @@ def restore(source: Path, data_dir: Path) -> dict[str, object]:
     secrets = manifest.get("secrets", [])
     for name in secrets if isinstance(secrets, list) else []:
         shutil.copy2(source / str(name), data_dir / str(name))
+    release_leases(data_dir / DATABASE_FILE)
     store = source / STORE_DIR
     target_store = data_dir / STORE_DIR
     target_store.mkdir(mode=0o700, exist_ok=True)
