@@ -178,6 +178,9 @@ def backup(
     )
     if result.missing:
         err.print(f"{len(result.missing)} recording(s) moved on during the backup (manifest.json)")
+    if "encryption key" not in settings.generated_files:
+        # a restored instance without them would make a new key that opens nothing stored
+        err.print("the encryption keys come from CALLVAULT_ENCRYPTION_KEYS: keep them with it")
 
 
 @app.command()
