@@ -37,10 +37,12 @@ MANIFEST = "manifest.json"
 SECRET_FILES = ("encryption.key", "ingest.token")
 FORMAT = 1
 ROUNDS = 3
-# rows whose object is still in the default store (deleted rows have none)
+# rows that need their default-store object: waiting for the worker, kept after a failure, or
+# stored for good in the default store (a recording in a customer's bucket keeps its staging
+# key a moment after the staging copy is gone: not needed, and not waited for)
 NEEDS_OBJECT = (
-    "SELECT id, default_store_key FROM recordings "
-    "WHERE default_store_key IS NOT NULL AND status != 'deleted'"
+    "SELECT id, default_store_key FROM recordings WHERE default_store_key IS NOT NULL "
+    "AND (status IN ('received', 'failed') OR (status = 'stored' AND backend IS NULL))"
 )
 
 
