@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint bench clean image image-tools sip-tools
+.PHONY: run test setup lint bench clean image image-tools sip-tools ops-tools compose-images
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ setup: $(STAMP) node_modules/.bin/azurite-blob /usr/bin/chromium sip-tools /usr/
 run: $(STAMP)
 	$(BIN)/callvault serve
 
-test: setup image-tools
+test: setup image-tools ops-tools
 	$(BIN)/ruff check src tests bench image
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -50,10 +50,26 @@ test: setup image-tools
 image: $(STAMP) image-tools
 	$(BIN)/python image/build.py
 
+# compose.yaml's other images, offline: localhost/callvault-postgres:15 (Debian's postgresql-15)
+# and localhost/callvault-seaweedfs (the S3 default store); image/services.py
+compose-images: $(STAMP) image-tools
+	$(BIN)/python -m image.services
+
 # what `make image` and the image test (tests/image/) need, from the Debian mirror when missing
 IMAGE_TOOLS := podman runc buildah debootstrap
 image-tools:
 	@missing=$$(for tool in $(IMAGE_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done); \
+	if [ -n "$$missing" ]; then \
+		apt-get -o DPkg::Lock::Timeout=600 update && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $$missing; \
+	fi
+
+# what the day-two tests need (tests/operations/, deploy/): psql loads the 0.1.0 PostgreSQL
+# fixture, promtool checks the alert rules, prometheus scrapes callvault, podman-compose runs
+# compose.yaml; from the Debian mirror when missing
+OPS_TOOLS := psql:postgresql-client promtool:prometheus prometheus:prometheus podman-compose:podman-compose
+ops-tools:
+	@missing=$$(for pair in $(OPS_TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done | sort -u); \
 	if [ -n "$$missing" ]; then \
 		apt-get -o DPkg::Lock::Timeout=600 update && DEBIAN_FRONTEND=noninteractive \
 		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $$missing; \

@@ -76,6 +76,8 @@ class WebhookReceiver:
     deliveries: list[Delivery] = field(default_factory=list)
     # extra headers of every answer (what a delivery record may or may not keep of them)
     answer_headers: list[tuple[str, str]] = field(default_factory=list)
+    # 0: a free port; a fixed one when stored URLs name it (tests/operations/fixtures/v1)
+    bind_port: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -117,7 +119,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.bind_port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -158,6 +160,11 @@ class WebhookReceiver:
         until = time.monotonic() + seconds if seconds is not None else None
         with self._lock:
             self._rules.append(_Rule(status, path, times, until))
+
+    def recover(self) -> None:
+        """Forget every rule given so far: 200 for every request from now on."""
+        with self._lock:
+            self._rules.clear()
 
     def stall(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
         """Hold the next `times` requests for `seconds` before answering 200."""

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +22,13 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from callvault.accounts.service import NewAccount
+from callvault.app import create_app
 from callvault.logs import configure_logging
 from callvault.runtime import Runtime
 from callvault.worker.runner import Worker
+from tests.conftest import make_settings
 from tests.receiver import WebhookReceiver
-from tests.servers import SeaweedFS
+from tests.servers import SeaweedFS, closed_port
 from tests.worker.flow import (
     bearer,
     create_application,
@@ -252,3 +255,28 @@ async def test_ingest_and_upload_log_json_lines_naming_the_recording_and_connect
         account.api_key,
     ):
         assert secret not in text
+
+
+async def test_metrics_answer_without_the_database_and_say_not_ready(tmp_path: Path) -> None:
+    """The alert rules' inputs (deploy/prometheus/alerts.yml): /ready's verdict and the data
+    dir's disk are on /metrics, and /metrics still answers while the database is away."""
+    away = f"postgresql://postgres@127.0.0.1:{closed_port()}/callvault"
+    runtime = Runtime.build(make_settings(tmp_path, away))
+    transport = httpx.ASGITransport(app=create_app(runtime), raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://cv.test") as client:
+            scraped = await client.get("/metrics")
+        assert scraped.status_code == 200, scraped.text
+        assert sample(scraped.text, "callvault_ready") == 0
+        assert sample(scraped.text, "callvault_ready_check", check="database") == 0
+        assert sample(scraped.text, "callvault_ready_check", check="default_store") == 1
+        free = sample(scraped.text, "callvault_data_dir_free_bytes")
+        assert 0 < free <= sample(scraped.text, "callvault_data_dir_size_bytes")
+    finally:
+        await runtime.close()
+
+
+async def test_metrics_say_ready_when_both_answer(api: httpx.AsyncClient) -> None:
+    scraped = await scrape(api)
+    assert sample(scraped, "callvault_ready") == 1
+    assert sample(scraped, "callvault_ready_check", check="database") == 1

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import gc
 import sys
+from pathlib import Path
 from typing import Any
 
 import structlog
 import typer
 import uvicorn
 import uvloop
+from rich.console import Console
 
 from callvault.accounts.cli import app as accounts_app
 from callvault.config import ConfigurationError, Settings, load_settings, unknown_settings
@@ -55,6 +57,37 @@ app.command("status")(status_command)
 app.command("ingest")(ingest_command)
 app.command("decrypt")(decrypt_command)
 log = structlog.get_logger("callvault.cli")
+# what a command tells its user besides its result (backup, restore)
+err = Console(stderr=True)
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml), as `callvault --version` prints it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("callvault")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"callvault {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """callvault: call recordings stored where their owner chooses."""
 
 
 def settings_for_server(host: str, port: int) -> Settings:
@@ -188,6 +221,57 @@ def serve_worker_metrics(host: str, port: int) -> None:
     except OSError as exc:
         raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
     log.info("worker metrics", url=f"http://{host}:{port}/metrics")
+
+
+@app.command()
+def backup(
+    destination: Path = typer.Argument(..., help="A new (or empty) directory for the backup."),
+) -> None:
+    """Back up the embedded mode while it serves: database, default store, generated keys."""
+    from callvault.operations.backup import BackupError
+    from callvault.operations.backup import backup as make_backup
+
+    settings = load_settings(data_dir_rule="require")
+    try:
+        result = make_backup(
+            settings.data_dir,
+            settings.database_url,
+            settings.default_store_url,
+            destination.resolve(),
+            installed_version(),
+        )
+    except BackupError as exc:
+        err.print(f"backup refused: {exc}")
+        raise typer.Exit(2) from None
+    err.print(
+        f"backup in {result.path}: {result.recordings} recordings, {result.objects} objects, "
+        f"{result.bytes} bytes in {result.seconds:.1f} s"
+    )
+    if result.missing:
+        err.print(f"{len(result.missing)} recording(s) moved on during the backup (manifest.json)")
+    if "encryption key" not in settings.generated_files:
+        # a restored instance without them would make a new key that opens nothing stored
+        err.print("the encryption keys come from CALLVAULT_ENCRYPTION_KEYS: keep them with it")
+
+
+@app.command()
+def restore(
+    source: Path = typer.Argument(..., help="A directory made by `callvault backup`."),
+    data_dir: Path = typer.Option(..., "--data-dir", help="A new (or empty) data dir."),
+) -> None:
+    """Restore a backup into a new data dir; start `callvault serve` on it afterwards."""
+    from callvault.operations.backup import BackupError
+    from callvault.operations.backup import restore as restore_backup
+
+    try:
+        manifest = restore_backup(source.resolve(), data_dir.resolve())
+    except BackupError as exc:
+        err.print(f"restore refused: {exc}")
+        raise typer.Exit(2) from None
+    err.print(
+        f"restored {manifest.get('recordings')} recordings into {data_dir.resolve()}; "
+        f"start it with CALLVAULT_DATA_DIR={data_dir.resolve()} callvault serve"
+    )
 
 
 @app.command()

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import structlog
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from callvault.db import utcnow
 from callvault.errors import unauthorized
+from callvault.health import ready
 from callvault.operations.backlog import Backlog, read_backlog
+
+log = structlog.get_logger("callvault.metrics")
 
 RECORDINGS_INGESTED = Counter(
     "callvault_recordings_ingested_total", "Recordings accepted by ingest (new, not repeats)"
@@ -79,6 +85,13 @@ EVENTS_FAILED = Gauge("callvault_webhook_events_failed", "Webhook events whose d
 OLDEST_PENDING_AGE = Gauge(
     "callvault_oldest_pending_age_seconds", "Age of the oldest recording or event still waiting"
 )
+# read at scrape time, for the alerts in deploy/prometheus/alerts.yml
+READY = Gauge("callvault_ready", "1 when GET /ready answers 200 in this process, else 0")
+READY_CHECK = Gauge("callvault_ready_check", "1 when this /ready check passes, else 0", ["check"])
+DATA_DIR_FREE = Gauge(
+    "callvault_data_dir_free_bytes", "Bytes free for callvault on the data dir's filesystem"
+)
+DATA_DIR_SIZE = Gauge("callvault_data_dir_size_bytes", "Size of the data dir's filesystem")
 
 TOKEN_ENV = "CALLVAULT_METRICS_TOKEN"
 CACHE_ENV = "CALLVAULT_METRICS_CACHE_SECS"
@@ -132,13 +145,31 @@ def _cache_of(request: Request) -> BacklogCache:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    environ = request.app.state.runtime.settings.environ
+    runtime = request.app.state.runtime
+    environ = runtime.settings.environ
     if token_refused(environ, request.headers.get("authorization")):
         raise unauthorized(f"/metrics needs Authorization: Bearer <{TOKEN_ENV}>.")
-    backlog = await _cache_of(request).get(request, cache_seconds(environ))
-    for state, count in backlog.recordings_by_state.items():
-        RECORDINGS_BY_STATE.labels(state=state).set(count)
-    EVENTS_PENDING.set(backlog.events_pending)
-    EVENTS_FAILED.set(backlog.events_failed)
-    OLDEST_PENDING_AGE.set(backlog.oldest_pending_age_seconds(utcnow()))
+    readiness = await ready(request)
+    READY.set(1 if readiness.status_code == 200 else 0)
+    for check, state in json.loads(bytes(readiness.body)).get("checks", {}).items():
+        READY_CHECK.labels(check=check).set(1 if state == "ok" else 0)
+    try:
+        disk = os.statvfs(runtime.settings.data_dir)
+    except OSError:
+        pass
+    else:
+        DATA_DIR_FREE.set(disk.f_bavail * disk.f_frsize)
+        DATA_DIR_SIZE.set(disk.f_blocks * disk.f_frsize)
+    if readiness.status_code == 200:
+        # with the database away the backlog keeps its last values; callvault_ready says why
+        try:
+            backlog = await _cache_of(request).get(request, cache_seconds(environ))
+        except Exception as exc:
+            log.warning("metrics: backlog not read", error_type=type(exc).__name__)
+        else:
+            for state, count in backlog.recordings_by_state.items():
+                RECORDINGS_BY_STATE.labels(state=state).set(count)
+            EVENTS_PENDING.set(backlog.events_pending)
+            EVENTS_FAILED.set(backlog.events_failed)
+            OLDEST_PENDING_AGE.set(backlog.oldest_pending_age_seconds(utcnow()))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

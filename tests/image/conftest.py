@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.image.podman import BuiltImage, build_image
+from tests.image.podman import BuiltImage, ServiceImages, build_image, build_service_images
 
 FIGURES: list[str] = []
 
@@ -16,6 +16,16 @@ def callvault_image() -> BuiltImage:
     FIGURES.append(
         f"image localhost/callvault ({built.ref[:19]}): {built.size_bytes / 1e6:.0f} MB, "
         f"`make image` took {built.seconds:.0f} s ({cached})"
+    )
+    return built
+
+
+@pytest.fixture(scope="session")
+def service_images() -> ServiceImages:
+    built = build_service_images()
+    FIGURES.append(
+        f"image {built.postgres}: {built.postgres_bytes / 1e6:.0f} MB; {built.seaweedfs}: "
+        f"{built.seaweedfs_bytes / 1e6:.0f} MB; `make compose-images` took {built.seconds:.0f} s"
     )
     return built
 

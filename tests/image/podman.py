@@ -75,6 +75,41 @@ def build_image() -> BuiltImage:
     return BuiltImage(ref, seconds, size, done.stdout + done.stderr)
 
 
+@dataclass(frozen=True)
+class ServiceImages:
+    postgres: str
+    seaweedfs: str
+    postgres_bytes: int
+    seaweedfs_bytes: int
+    seconds: float  # what `make compose-images` took this time
+
+
+def build_service_images() -> ServiceImages:
+    """`make compose-images`: compose.yaml's PostgreSQL and SeaweedFS, offline (cached after
+    the first build)."""
+    from image.services import POSTGRES_IMAGE, SEAWEEDFS_IMAGE
+
+    started = time.monotonic()
+    done = subprocess.run(
+        ["make", "--no-print-directory", "compose-images"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        raise AssertionError(
+            f"make compose-images failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
+    postgres, seaweedfs = f"{POSTGRES_IMAGE}:15", f"{SEAWEEDFS_IMAGE}:latest"
+
+    def size(ref: str) -> int:
+        return int(podman("image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
+
+    return ServiceImages(postgres, seaweedfs, size(postgres), size(seaweedfs), seconds)
+
+
 @dataclass
 class Container:
     """One `podman run -d --network host` container; removed (with its anonymous volumes) by
