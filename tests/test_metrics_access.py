@@ -47,14 +47,17 @@ async def test_open_without_a_token_and_bearer_only_with_one(
     assert "callvault_recordings" in response.text
 
 
-async def test_scrapes_within_the_window_run_the_backlog_queries_once(
+async def test_scrapes_within_the_window_run_their_reads_once(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setenv(runtime, monkeypatch, "CALLVAULT_METRICS_CACHE_SECS", "0")
     async with fresh_app(runtime) as client:
-        with counting(runtime) as one:
+        with counting(runtime) as cold:
             assert (await client.get("/metrics")).status_code == 200
-    per_read = len(one.statements)
+        # /ready's own caches (a passing keys check is kept 30 s) are warm from then on
+        with counting(runtime) as warm:
+            assert (await client.get("/metrics")).status_code == 200
+    per_cold_read, per_read = len(cold.statements), len(warm.statements)
     assert per_read >= 1  # the backlog is read from the database
 
     setenv(runtime, monkeypatch, "CALLVAULT_METRICS_CACHE_SECS", "300")
@@ -64,7 +67,7 @@ async def test_scrapes_within_the_window_run_the_backlog_queries_once(
             answers = await asyncio.gather(*(client.get("/metrics") for _ in range(8)))
             answers += [await client.get("/metrics") for _ in range(8)]
         assert all(a.status_code == 200 for a in answers)
-        assert len(many.statements) == per_read  # 16 scrapes, one read
+        assert len(many.statements) == per_cold_read  # 16 scrapes, one read
 
         # a window of 0 (as good as expired) reads again, once per scrape
         setenv(runtime, monkeypatch, "CALLVAULT_METRICS_CACHE_SECS", "0")

@@ -118,28 +118,50 @@ def cache_seconds(environ: Mapping[str, str]) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class Scrape:
+    """What a scrape reads from the database and the stores: /ready's checks and the backlog
+    (None when not read: not ready, or the read failed)."""
+
+    ready: bool
+    checks: dict[str, str]
+    backlog: Backlog | None
+
+
+async def read_scrape(request: Request) -> Scrape:
+    readiness = await ready(request)
+    checks = json.loads(bytes(readiness.body)).get("checks", {})
+    backlog = None
+    if readiness.status_code == 200:
+        try:
+            async with request.app.state.runtime.sessions() as session:
+                backlog = await read_backlog(session)
+        except Exception as exc:
+            log.warning("metrics: backlog not read", error_type=type(exc).__name__)
+    return Scrape(readiness.status_code == 200, checks, backlog)
+
+
 @dataclass
-class BacklogCache:
-    """The last backlog read and when (monotonic); one reader at a time, the others wait for
+class ScrapeCache:
+    """The last scrape's reads and when (monotonic); one reader at a time, the others wait for
     its answer instead of querying too."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     read_at: float = -math.inf
-    backlog: Backlog | None = None
+    scrape: Scrape | None = None
 
-    async def get(self, request: Request, max_age: float) -> Backlog:
+    async def get(self, request: Request, max_age: float) -> Scrape:
         async with self.lock:
-            if self.backlog is None or time.monotonic() - self.read_at >= max_age:
-                async with request.app.state.runtime.sessions() as session:
-                    self.backlog = await read_backlog(session)
+            if self.scrape is None or time.monotonic() - self.read_at >= max_age:
+                self.scrape = await read_scrape(request)
                 self.read_at = time.monotonic()
-            return self.backlog
+            return self.scrape
 
 
-def _cache_of(request: Request) -> BacklogCache:
-    cache = getattr(request.app.state, "metrics_backlog", None)
+def _cache_of(request: Request) -> ScrapeCache:
+    cache = getattr(request.app.state, "metrics_scrape", None)
     if cache is None:
-        cache = request.app.state.metrics_backlog = BacklogCache()
+        cache = request.app.state.metrics_scrape = ScrapeCache()
     return cache
 
 
@@ -149,9 +171,9 @@ async def metrics(request: Request) -> Response:
     environ = runtime.settings.environ
     if token_refused(environ, request.headers.get("authorization")):
         raise unauthorized(f"/metrics needs Authorization: Bearer <{TOKEN_ENV}>.")
-    readiness = await ready(request)
-    READY.set(1 if readiness.status_code == 200 else 0)
-    for check, state in json.loads(bytes(readiness.body)).get("checks", {}).items():
+    scrape = await _cache_of(request).get(request, cache_seconds(environ))
+    READY.set(1 if scrape.ready else 0)
+    for check, state in scrape.checks.items():
         READY_CHECK.labels(check=check).set(1 if state == "ok" else 0)
     try:
         disk = os.statvfs(runtime.settings.data_dir)
@@ -160,16 +182,11 @@ async def metrics(request: Request) -> Response:
     else:
         DATA_DIR_FREE.set(disk.f_bavail * disk.f_frsize)
         DATA_DIR_SIZE.set(disk.f_blocks * disk.f_frsize)
-    if readiness.status_code == 200:
-        # with the database away the backlog keeps its last values; callvault_ready says why
-        try:
-            backlog = await _cache_of(request).get(request, cache_seconds(environ))
-        except Exception as exc:
-            log.warning("metrics: backlog not read", error_type=type(exc).__name__)
-        else:
-            for state, count in backlog.recordings_by_state.items():
-                RECORDINGS_BY_STATE.labels(state=state).set(count)
-            EVENTS_PENDING.set(backlog.events_pending)
-            EVENTS_FAILED.set(backlog.events_failed)
-            OLDEST_PENDING_AGE.set(backlog.oldest_pending_age_seconds(utcnow()))
+    # with the database away the backlog keeps its last values; callvault_ready says why
+    if scrape.backlog is not None:
+        for state, count in scrape.backlog.recordings_by_state.items():
+            RECORDINGS_BY_STATE.labels(state=state).set(count)
+        EVENTS_PENDING.set(scrape.backlog.events_pending)
+        EVENTS_FAILED.set(scrape.backlog.events_failed)
+        OLDEST_PENDING_AGE.set(scrape.backlog.oldest_pending_age_seconds(utcnow()))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
