@@ -123,6 +123,8 @@ async def test_old_rows_survive_and_lose_their_secrets(empty_database: str) -> N
         await engine.dispose()
     [(name,)] = await _rows(url, "SELECT name FROM api_keys WHERE account_id = 'a1'")
     assert name == "default"
+    # expand, then contract: the previous release's column is still there, with the key
+    assert await _rows(url, "SELECT api_key_hash FROM accounts") == [(keys.hash_api_key(api_key),)]
     assert await _rows(url, "SELECT id FROM applications WHERE account_id = 'a1'") == [("app1",)]
     [(request_headers, response_headers)] = await _rows(
         url, "SELECT request_headers, response_headers FROM webhook_attempts"

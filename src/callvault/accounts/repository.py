@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account, ApiKey
@@ -51,7 +51,17 @@ async def key_by_id(session: AsyncSession, key_id: str) -> ApiKey | None:
 
 
 async def delete_key(session: AsyncSession, key_id: str) -> None:
+    key_hash = (
+        await session.execute(select(ApiKey.key_hash).where(ApiKey.id == key_id))
+    ).scalar_one_or_none()
     await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+    if key_hash is not None:
+        # the column the previous release authenticates with (kept by 0008_review until the
+        # release after: expand, then contract): a revoked key must not work there either
+        await session.execute(
+            text("UPDATE accounts SET api_key_hash = NULL WHERE api_key_hash = :key_hash"),
+            {"key_hash": key_hash},
+        )
 
 
 async def mark_used(session: AsyncSession, key_id: str, moment: datetime) -> None:

@@ -9,10 +9,13 @@ worked before works after; console sessions open at the time are tied to it. Del
 (revoking it) moves the credentials generation (migration 0006), which every process checks
 its cached keys against (accounts/cache.py).
 
-On SQLite, dropping `accounts.api_key_hash` (a UNIQUE column) rebuilds `accounts`. That is safe
-only with foreign keys off, as they are on the migration's own connection (migrations/env.py
-sets no pragma): with them on, dropping the old table would cascade into every account's rows.
-The migration checks it and stops otherwise.
+Expand, then contract: `accounts.api_key_hash` stays, nullable and no longer written, so that
+processes of the previous release (which load it with every account) keep working during a
+rolling upgrade; revoking a key clears it there too. The release after drops it
+(docs/deploy.md). On SQLite, making it nullable rebuilds `accounts`. That is safe only with
+foreign keys off, as they are on the migration's own connection (migrations/env.py sets no
+pragma): with them on, dropping the old table would cascade into every account's rows. The
+migration checks it and stops otherwise.
 """
 
 import uuid
@@ -116,19 +119,13 @@ def upgrade() -> None:
 
     if _is_sqlite():
         _refuse_foreign_keys_on()
-        inspector = sa.inspect(bind)
-        if "uq_accounts_api_key_hash" in {i["name"] for i in inspector.get_indexes("accounts")}:
-            op.drop_index("uq_accounts_api_key_hash", table_name="accounts")  # our downgrade's
-        unique = {c["name"] for c in inspector.get_unique_constraints("accounts")}
         with op.batch_alter_table("accounts") as batch_op:
-            if "uq_accounts_api_key_hash" in unique:  # 0001's
-                batch_op.drop_constraint("uq_accounts_api_key_hash", type_="unique")
-            batch_op.drop_column("api_key_hash")
+            batch_op.alter_column("api_key_hash", existing_type=sa.String(64), nullable=True)
         op.execute(
             f"CREATE TRIGGER api_keys_generation_delete AFTER DELETE ON api_keys BEGIN {BUMP}; END"
         )
     else:
-        op.drop_column("accounts", "api_key_hash")
+        op.alter_column("accounts", "api_key_hash", existing_type=sa.String(64), nullable=True)
         # the function of 0006
         op.execute(
             "CREATE TRIGGER api_keys_generation_bump AFTER DELETE ON api_keys "
@@ -140,15 +137,12 @@ def downgrade() -> None:
     # each account gets back its oldest remaining key; an account without one cannot sign in
     if _is_sqlite():
         op.execute("DROP TRIGGER api_keys_generation_delete")
-        op.execute("ALTER TABLE accounts ADD COLUMN api_key_hash VARCHAR(64)")
     else:
         op.execute("DROP TRIGGER api_keys_generation_bump ON api_keys")
-        op.add_column("accounts", sa.Column("api_key_hash", sa.String(length=64), nullable=True))
     op.execute(
         "UPDATE accounts SET api_key_hash = (SELECT key_hash FROM api_keys "
         "WHERE api_keys.account_id = accounts.id ORDER BY created_at, id LIMIT 1)"
     )
-    op.create_index("uq_accounts_api_key_hash", "accounts", ["api_key_hash"], unique=True)
     op.drop_index(op.f("ix_console_sessions_api_key_id"), table_name="console_sessions")
     if _is_sqlite():
         _refuse_foreign_keys_on()
