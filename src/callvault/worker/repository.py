@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from callvault.accounts.models import Account
 from callvault.applications.models import Application
@@ -43,44 +44,42 @@ async def claim(
     limit: int,
     postgresql: bool,
 ) -> list[str]:
-    """Lease up to `limit` due jobs; returns their ids.
+    """Lease up to `limit` due jobs in one statement; returns their ids.
 
-    PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED` so concurrent workers pass over each other's
-    rows instead of queueing on them. SQLite: every write transaction is BEGIN IMMEDIATE (one
-    writer at a time), so the select and the update cannot interleave with another claim; the update
-    repeats the lease condition anyway and RETURNING reports exactly what was taken.
+    `UPDATE … WHERE id IN (the due ids) RETURNING id` (issue 24: one statement, one round trip
+    per batch of N). PostgreSQL: the inner select is `FOR UPDATE SKIP LOCKED`, so concurrent
+    workers pass over each other's rows instead of queueing on them. SQLite: every write
+    transaction is BEGIN IMMEDIATE (one writer at a time), so no other claim interleaves. The
+    update repeats the lease condition anyway and RETURNING reports exactly what was taken.
     """
     if limit <= 0:
         return []
     status = DUE_STATUS[model]
+    due = aliased(model, name="due_job")  # not correlated with the UPDATE's own table
     # fair across customers: every connection's oldest due job comes before anyone's second,
     # so one customer's backlog of thousands cannot hold the others back
-    tenant = model.connection_id if model is Recording else model.application_id  # type: ignore[union-attr]
+    tenant = due.connection_id if model is Recording else due.application_id  # type: ignore[union-attr]
     ranked = (
         select(
-            model.id.label("id"),
-            model.next_attempt_at.label("due"),
-            func.row_number()
-            .over(partition_by=tenant, order_by=model.next_attempt_at)
-            .label("turn"),
+            due.id.label("id"),
+            due.next_attempt_at.label("due"),
+            func.row_number().over(partition_by=tenant, order_by=due.next_attempt_at).label("turn"),
         )
-        .where(model.status == status, model.next_attempt_at <= now, _lease_free(model, now))
+        .where(due.status == status, due.next_attempt_at <= now, _lease_free(due, now))
         .subquery()
     )
+    picked = aliased(model, name="picked_job")
     query = (
-        select(model.id)
-        .join(ranked, ranked.c.id == model.id)
+        select(picked.id)
+        .join(ranked, ranked.c.id == picked.id)
         .order_by(ranked.c.turn, ranked.c.due)
         .limit(limit)
     )
     if postgresql:
-        query = query.with_for_update(skip_locked=True, of=model)
-    ids = list((await session.scalars(query)).all())
-    if not ids:
-        return []
+        query = query.with_for_update(skip_locked=True, of=picked)
     taken = await session.scalars(
         update(model)
-        .where(model.id.in_(ids), model.status == status, _lease_free(model, now))
+        .where(model.id.in_(query), model.status == status, _lease_free(model, now))
         .values(lease_owner=owner, lease_until=lease_until)
         .returning(model.id)
         .execution_options(synchronize_session=False)
