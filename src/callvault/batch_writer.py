@@ -11,7 +11,11 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
 - One bad unit never fails its neighbours: when a batch fails (any unit raises, or the commit
   does), it is rolled back and every unit runs again alone, in its own transaction, so each
   caller gets its own result or its own error. A unit must therefore be safe to run again
-  after a rollback (build rows inside it, not before).
+  after a rollback (build rows inside it, not before). Except when the database is away
+  (`db.database_unavailable`): that is no unit's fault, and running each alone would wait
+  out one connect timeout per unit, one after the other; every unit gets the error at once
+  and its caller does what it does for an outage (503 at ingest, a later retry in the
+  worker).
 - A caller cancelled before its unit is taken leaves the queue (nothing runs). Once taken, the
   caller waits for the batch's outcome before the cancellation goes on, so that it knows
   whether its unit ran (e.g. ingest then keeps the object a committed row points to).
@@ -32,7 +36,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from callvault.db import transaction
+from callvault.db import database_unavailable, transaction
 
 log = structlog.get_logger("callvault.db")
 
@@ -107,10 +111,17 @@ class BatchWriter:
                 batch.append(unit)
             try:
                 await self._commit(batch)
+            except BaseException:
+                # the writer itself was cancelled (the loop is closing): what waits never runs
+                while self._waiting:
+                    unit = self._waiting.popleft()
+                    unit.taken = True
+                    batch.append(unit)
+                raise
             finally:
                 for unit in batch:
-                    if not unit.future.done():  # the writer itself was cancelled
-                        unit.future.set_exception(asyncio.CancelledError())
+                    if not unit.future.done():
+                        unit.future.cancel()
                     unit.done.set()
 
     async def _commit(self, batch: list[_Unit[Any]]) -> None:
@@ -121,6 +132,10 @@ class BatchWriter:
                     for unit in batch:
                         results.append(await unit.work(session))
             except Exception as exc:
+                if database_unavailable(exc):
+                    for unit in batch:
+                        unit.future.set_exception(exc)
+                    return
                 # one unit (or the commit) failed: each runs again alone below, so that each
                 # caller gets its own outcome
                 self.split_batches += 1

@@ -49,15 +49,17 @@ class HeldWriter:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.gate = asyncio.Event()
+        self.holding = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     async def hold(self) -> None:
         async def wait(session: AsyncSession) -> None:
+            self.holding.set()
             await self.gate.wait()
 
         self.task = asyncio.create_task(self.runtime.batch_writer.run(wait))
-        # taken by the writer: nothing waits any more
-        await _until(lambda: self.runtime.batch_writer.waiting == 0, "the holder taken")
+        await self.holding.wait()  # running inside the writer's transaction
+        assert self.runtime.batch_writer.waiting == 0
 
     async def release(self) -> None:
         self.gate.set()
@@ -176,3 +178,22 @@ async def test_a_lone_ingest_is_committed_at_once(
     # answered: committed, alone, without waiting for company
     assert (writer.commits, writer.units) == (commits + 1, units + 1)
     await recording_row(runtime, response.json()["data"]["id"])
+
+
+async def test_a_caller_cancelled_before_its_turn_runs_nothing(runtime: Runtime) -> None:
+    writer = runtime.batch_writer
+    ran: list[str] = []
+
+    async def work(session: AsyncSession) -> None:
+        ran.append("ran")
+
+    held = HeldWriter(runtime)
+    await held.hold()
+    waiting = asyncio.create_task(writer.run(work))
+    await _until(lambda: writer.waiting == 1, "the unit queued")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert writer.waiting == 0
+    await held.release()
+    assert ran == []
