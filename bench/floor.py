@@ -9,7 +9,9 @@ of the same file, throughput against the raw bound — alternating with raw puts
 Variants: `callvault` (serve, custom storage in SeaweedFS) and `HTTP+DB[+thread]` floors,
 HTTP `raw` (a bare ASGI callable) or `fastapi` (a FastAPI route), DB `sqlite3` (no statement
 layer) or `sqlalchemy` (Core on callvault's own engine); `+thread`: the fsyncs (audio file,
-commits) in a thread instead of on the event loop (which then waits for the disk).
+commits) in a thread instead of on the event loop (which then waits for the disk); `+batched`
+(issue 24): the row writes through a group commit (those ready together share one commit), the
+floor of the work per recording with callvault's batch_writer.py design.
 
 What it answers: when a floor alone misses issue 14's ratio targets (CPU <= 1.25 x a raw put,
 throughput >= 0.35 x raw), no trimming of callvault on these libraries can meet them here.
@@ -33,7 +35,8 @@ from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
 
 DEFAULT_VARIANTS = (
-    "callvault,raw+sqlite3,raw+sqlite3+thread,fastapi+sqlite3+thread,fastapi+sqlalchemy+thread"
+    "callvault,raw+sqlite3,raw+sqlite3+thread,fastapi+sqlite3+thread,fastapi+sqlalchemy+thread,"
+    "fastapi+sqlalchemy+thread+batched"
 )
 
 
@@ -43,12 +46,15 @@ class FloorProcess(ServeProcess):
     def __init__(self, base_dir: Path, seaweed: SeaweedFS, webhook_url: str, variant: str) -> None:
         super().__init__(base_dir)
         http, db, *where = variant.split("+")
+        batched = "batched" in where
+        where = [w for w in where if w != "batched"]
         self.arguments = [
             *("--data-dir", str(self.data_dir), "--bucket", BUCKET),
             *("--endpoint", seaweed.endpoint, "--region", seaweed.region),
             *("--access-key", seaweed.access_key, "--secret-key", seaweed.secret_key),
             *("--webhook-url", webhook_url, "--http", http, "--db", db),
             *("--blocking", where[0] if where else "loop"),
+            *(["--batched"] if batched else []),
         ]
 
     def command(self) -> list[str]:

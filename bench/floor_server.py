@@ -10,7 +10,11 @@ mandated layers (FastAPI, SQLAlchemy) adds on top.
 
     python bench/floor_server.py --port P --data-dir D --bucket B --endpoint URL --region R \
         --access-key K --secret-key S --webhook-url URL [--http raw|fastapi]
-        [--db sqlite3|sqlalchemy] [--blocking loop|thread] [--slots 8]
+        [--db sqlite3|sqlalchemy] [--blocking loop|thread] [--slots 8] [--batched]
+
+`--batched` (issue 24): the row writes go through a group commit — the writes ready together
+share one transaction and one commit (fsync), taken at once, no timer — as callvault's
+batch_writer.py does; what is left is the floor of the work per recording, not per commit.
 
 It speaks `POST /internal/v1/recordings` (multipart: `metadata` JSON + `audio`), answers 202
 `{"data": {"id": ...}}` and sends `call.recording.saved` with the recording id, which is what
@@ -55,8 +59,38 @@ CREATE TABLE IF NOT EXISTS recordings (
 """
 
 
+class GroupCommit:
+    """Writes that are ready together committed together: one writer takes everything waiting,
+    `commit(ops)` commits it in one transaction, then each caller is answered."""
+
+    def __init__(self, commit: Callable[[list[Any]], Awaitable[None]]) -> None:
+        self.commit = commit
+        self.waiting: list[tuple[Any, asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def submit(self, op: Any) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((op, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting, []
+            try:
+                await self.commit([op for op, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    future.set_result(None)
+
+
 class Rows:
-    """The three writes of a recording, each its own committed (fsynced) transaction."""
+    """The three writes of a recording, each its own committed (fsynced) transaction (or,
+    batched, in a transaction shared with the writes ready at the same moment)."""
 
     async def insert(self, recording_id: str, metadata: dict[str, Any]) -> None: ...
     async def stored(self, recording_id: str, key: str) -> None: ...
@@ -68,8 +102,9 @@ class PlainSqlite(Rows):
     on the event loop (no thread hop, but the loop waits for the fsync) or, `offload`, in a
     thread."""
 
-    def __init__(self, path: Path, offload: bool) -> None:
+    def __init__(self, path: Path, offload: bool, batched: bool = False) -> None:
         self.offload = offload
+        self.group = GroupCommit(self._commit_many_async) if batched else None
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -77,6 +112,9 @@ class PlainSqlite(Rows):
         self.lock = threading.Lock()  # one connection, used from the loop or worker threads
 
     async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self.group is not None:
+            await self.group.submit((sql, params))
+            return
         if self.offload:
             await asyncio.to_thread(self._commit, sql, params)
         else:
@@ -86,6 +124,23 @@ class PlainSqlite(Rows):
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(sql, params)
+            self.db.execute("COMMIT")
+
+    async def _commit_many_async(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        if self.offload:
+            await asyncio.to_thread(self._commit_many, ops)
+        else:
+            self._commit_many(ops)
+
+    def _commit_many(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in ops:
+                    self.db.execute(sql, params)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
             self.db.execute("COMMIT")
 
     async def insert(self, recording_id: str, metadata: dict[str, Any]) -> None:
@@ -119,7 +174,7 @@ class CoreSqlalchemy(Rows):
     (`db.make_engine`: its one-hop aiosqlite driver, pool and pragmas, BEGIN IMMEDIATE for
     writes), the cheapest use of the mandated database layer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, batched: bool = False) -> None:
         from sqlalchemy import Column, Float, MetaData, String, Table, insert, update
 
         from callvault.db import WRITES, make_engine
@@ -141,6 +196,19 @@ class CoreSqlalchemy(Rows):
         self._insert = insert(self.table)
         self._update = update(self.table)
         self.metadata = metadata
+        self.group = GroupCommit(self._commit_many) if batched else None
+
+    async def _commit_many(self, ops: list[tuple[Any, dict[str, Any]]]) -> None:
+        async with self.engine.begin() as connection:
+            for statement, params in ops:
+                await connection.execute(statement, params)
+
+    async def _write(self, statement: Any, params: dict[str, Any]) -> None:
+        if self.group is not None:
+            await self.group.submit((statement, params))
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(statement, params)
 
     async def create(self) -> None:
         async with self.engine.begin() as connection:
@@ -148,33 +216,30 @@ class CoreSqlalchemy(Rows):
         await self.engine.dispose()  # its connections belong to this loop, not the server's
 
     async def insert(self, recording_id: str, metadata: dict[str, Any]) -> None:
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                self._insert,
-                {
-                    "id": recording_id,
-                    "connection_id": metadata["connection_id"],
-                    "call_leg_id": metadata["call_leg_id"],
-                    "metadata": json.dumps(metadata),
-                    "status": "received",
-                    "created_at": time.time(),
-                    "updated_at": time.time(),
-                },
-            )
+        await self._write(
+            self._insert,
+            {
+                "id": recording_id,
+                "connection_id": metadata["connection_id"],
+                "call_leg_id": metadata["call_leg_id"],
+                "metadata": json.dumps(metadata),
+                "status": "received",
+                "created_at": time.time(),
+                "updated_at": time.time(),
+            },
+        )
 
     async def stored(self, recording_id: str, key: str) -> None:
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                self._update.where(self.table.c.id == recording_id),
-                {"status": "stored", "object_key": key, "updated_at": time.time()},
-            )
+        await self._write(
+            self._update.where(self.table.c.id == recording_id),
+            {"status": "stored", "object_key": key, "updated_at": time.time()},
+        )
 
     async def delivered(self, recording_id: str) -> None:
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                self._update.where(self.table.c.id == recording_id),
-                {"status": "delivered", "updated_at": time.time()},
-            )
+        await self._write(
+            self._update.where(self.table.c.id == recording_id),
+            {"status": "delivered", "updated_at": time.time()},
+        )
 
 
 class Floor:
@@ -353,14 +418,15 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite3", "sqlalchemy"], default="sqlite3")
     parser.add_argument("--blocking", choices=["loop", "thread"], default="loop")
     parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--batched", action="store_true", help="group commit (issue 24)")
     args = parser.parse_args()
     database = Path(args.data_dir) / "floor.sqlite3"
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     rows: Rows
     if args.db == "sqlite3":
-        rows = PlainSqlite(database, offload=args.blocking == "thread")
+        rows = PlainSqlite(database, offload=args.blocking == "thread", batched=args.batched)
     else:
-        rows = CoreSqlalchemy(database)
+        rows = CoreSqlalchemy(database, batched=args.batched)
         asyncio.run(rows.create())
     floor = Floor(args, rows)
     app = raw_app(floor) if args.http == "raw" else fastapi_app(floor)

@@ -706,11 +706,18 @@ def report(results: dict[str, Any]) -> list[str]:
 
 
 def main() -> int:
+    global RECORDING_SECONDS  # --recording-seconds
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recordings", type=int, default=200, help="K (throughput mode)")
     parser.add_argument("--concurrency", type=int, default=8, help="C (throughput mode)")
     parser.add_argument("--rounds", type=int, default=3, help="pipeline/raw rounds")
     parser.add_argument("--low-load-recordings", type=int, default=LOW_LOAD_RECORDINGS)
+    parser.add_argument(
+        "--recording-seconds",
+        type=float,
+        default=RECORDING_SECONDS,
+        help="length of the generated WAVs (30 s = 480 KB; 0.5 s = 8 KB)",
+    )
     parser.add_argument(
         "--mode", default="throughput,latency", help="throughput,latency,large or all"
     )
@@ -738,6 +745,7 @@ def main() -> int:
         "--src", type=Path, help="run the server from this src/ dir (before/after comparisons)"
     )
     args = parser.parse_args()
+    RECORDING_SECONDS = args.recording_seconds  # read by every mode when it builds its files
     modes = (
         ["throughput", "latency", "large"]
         if args.mode == "all"

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callvault.accounts.cache import AccountCache
+from callvault.batch_writer import BatchWriter
 from callvault.config import Settings
 from callvault.credentials.answers import AnswerCache
 from callvault.credentials.generation import GenerationReader, session_read
@@ -89,6 +90,9 @@ class Runtime:
     ingest_keys: set[str] = field(default_factory=set)
     # the in-process worker's door for jobs committed here (None: no worker in this process)
     inbox: Inbox | None = None
+    # group commit (batch_writer.py): ingest's rows and the worker's outcomes and delivery
+    # records that are ready together share one transaction and one fsync (issue 24)
+    batch_writer: BatchWriter = field(init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -112,6 +116,7 @@ class Runtime:
         self.credential_generation = GenerationReader(
             LoopReader.for_url(self.settings.database_url), session_read(self.sessions)
         )
+        self.batch_writer = BatchWriter(self.sessions)
 
     async def close(self) -> None:
         self.credential_generation.close()

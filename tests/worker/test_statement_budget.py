@@ -162,3 +162,59 @@ async def test_statements_and_fsynced_commits_per_recording(
     listing = "\n".join(counter.statements)
     assert statements <= MAX_STATEMENTS_PER_RECORDING, listing
     assert commits <= MAX_FSYNCED_COMMITS[storage], listing
+
+
+CONCURRENCY = 8
+MAX_FSYNCED_COMMITS_AT_CONCURRENCY = 1.0  # issue 24: group commit at ingest and in the worker
+
+
+async def test_fsynced_commits_per_recording_at_concurrency_8(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    account: NewAccount,
+    webhook_receiver: WebhookReceiver,
+    start_worker: Callable[..., Worker],
+) -> None:
+    """The default-store path, 8 ingests at a time: the ingests that arrive together share a
+    commit, and so do the delivery records of the webhooks answered together (issue 24)."""
+    connection_id = await create_application(api, account.api_key, webhook_receiver.url())
+    await start_worker(poll_seconds=60.0, lease_seconds=600.0)
+    token = runtime.settings.ingest_token
+    await ingest(api, token, connection_id, make_wav(0.2))  # warm-up
+    await webhook_receiver.wait_for(1, within=60)
+    checks = make_engine(runtime.settings.database_url)  # not counted
+
+    async def delivered(count: int) -> bool:
+        async with checks.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(WebhookEvent.status).where(WebhookEvent.application_id == connection_id)
+                )
+            ).all()
+        return len(rows) == count and all(row.status == "delivered" for row in rows)
+
+    await _wait(lambda: delivered(1), "warm-up delivered")
+    count = 4 * CONCURRENCY
+    audio = [make_wav(0.2) for _ in range(count)]
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def send(wav: bytes) -> None:
+        async with slots:
+            await ingest(api, token, connection_id, wav)
+
+    counter = SqlCounter()
+    counter.attach(runtime.engine)
+    try:
+        await asyncio.gather(*(send(wav) for wav in audio))
+        await webhook_receiver.wait_for(1 + count, within=60)
+        await _wait(lambda: delivered(1 + count), "every webhook's record committed")
+    finally:
+        counter.detach(runtime.engine)
+        await checks.dispose()
+    commits = counter.fsynced_commits / count
+    print(
+        f"\ndefault store, concurrency {CONCURRENCY}, {runtime.engine.dialect.name}: "
+        f"{commits:.2f} fsynced commits, {len(counter.statements) / count:.2f} statements "
+        "per recording"
+    )
+    assert commits <= MAX_FSYNCED_COMMITS_AT_CONCURRENCY, "\n".join(counter.statements)

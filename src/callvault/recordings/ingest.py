@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault import metrics
 from callvault.accounts.models import Account
@@ -287,22 +288,31 @@ async def _store(
     )
     recording = Recording(**values)  # in memory: the event's payload, the worker's job
     link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
-    event = None
+    event: WebhookEvent | None = None
     committing = False  # True once the rows are flushed: a failure from there on is the commit
+
+    async def write(session: AsyncSession) -> bool:
+        # a unit of the group commit (batch_writer.py): run again alone if its batch fails
+        nonlocal event, committing
+        event, committing = None, False
+        added = await repository.insert_new(session, values)
+        if added and not custom:
+            event = await webhooks.record_saved(
+                session,
+                recording,
+                recording_url=link,
+                lease_owner=owner,
+                lease_until=lease_until if owner else None,
+                application=context.application,
+            )
+        committing = True
+        return added
+
     try:
         try:
-            async with transaction(runtime.sessions) as session:
-                inserted = await repository.insert_new(session, values)
-                if inserted and not custom:
-                    event = await webhooks.record_saved(
-                        session,
-                        recording,
-                        recording_url=link,
-                        lease_owner=owner,
-                        lease_until=lease_until if owner else None,
-                        application=context.application,
-                    )
-                committing = True
+            # ingests that arrive together share one transaction and one fsync; the answer
+            # comes only once this recording's rows are committed
+            inserted = await runtime.batch_writer.run(write)
         except Exception as exc:
             if custom or committing or isinstance(exc, IntegrityError):
                 raise
@@ -344,7 +354,10 @@ async def _store(
     except BaseException:
         if inbox is not None and lease_until is not None:
             inbox.cancel(kind)
-        await _forget_object(runtime, key)
+        if not committing:
+            # never ran (a cancelled caller leaves the group commit's queue); once it ran, its
+            # row may be committed: the object stays (an unreferenced one is the lesser harm)
+            await _forget_object(runtime, key)
         raise
     if not inserted:
         if inbox is not None and lease_until is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text, cast, exists, func, or_, select, update
+from sqlalchemy import String, Text, bindparam, cast, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
@@ -69,17 +69,40 @@ async def finish_round(
     session: AsyncSession, event_id: str, owner: str, values: dict[str, Any]
 ) -> bool:
     """Write a round's outcome and give the lease back; False if the lease was lost."""
+    columns = tuple(sorted(values))
+    statement = _FINISH_ROUND.get(columns)
+    if statement is None:
+        statement = _FINISH_ROUND[columns] = _finish_round_statement(columns)
+    parameters = {f"new_{name}": value for name, value in values.items()}
     result = await session.execute(
-        update(WebhookEvent)
-        .where(
-            WebhookEvent.id == event_id,
-            WebhookEvent.lease_owner == owner,
-            WebhookEvent.status == EventStatus.PENDING,
-        )
-        .values(lease_owner=None, lease_until=None, **values)
-        .execution_options(synchronize_session=False)
+        statement, {"held_id": event_id, "held_owner": owner, **parameters}
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _finish_round_statement(columns: tuple[str, ...]) -> Any:
+    """Built once per set of columns, the values bound (issue 24: built per round, its
+    `.values(**values)` cost a cache key over every value)."""
+    table = WebhookEvent.__table__
+    return (
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == bindparam("held_id"),
+            WebhookEvent.lease_owner == bindparam("held_owner"),
+            WebhookEvent.status == EventStatus.PENDING,
+        )
+        .values(
+            {
+                **{name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns},
+                "lease_owner": None,
+                "lease_until": None,
+            }
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+_FINISH_ROUND: dict[tuple[str, ...], Any] = {}
 
 
 # ---- the delivery record: GET /v2/webhook_deliveries (webhooks/deliveries.py)

@@ -1,7 +1,9 @@
 """One recording through the pipeline: resolve its target, copy, verify, record the outcome.
 
 Each state change is one transaction, and the webhook event is made inside it, so the row and
-its event can never disagree. The order, and what a crash at each point leaves behind:
+its event can never disagree. The outcomes ready at the same moment share that transaction
+(group commit, batch_writer.py: one fsync for all; each rerun alone if the batch fails).
+The order, and what a crash at each point leaves behind:
 
 1. claimed (lease) — crash: the lease expires, another worker takes the row.
 2. put + head in the customer's bucket — crash: same; the put is repeated (same key, same
@@ -29,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.credentials.held import HeldCredentials
 from callvault.credentials.service import StoredCredentials
@@ -44,6 +47,7 @@ from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind, 
 from callvault.storage.factory import open_custom_store
 from callvault.storage.local import LocalStore
 from callvault.webhooks import service as webhooks
+from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
 from callvault.worker import policy
 from callvault.worker import repository as jobs
@@ -149,9 +153,10 @@ async def process_recording(
 
 async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> Outcome:
     link = await webhooks.default_store_link(ctx.runtime, recording) or ""
-    async with transaction(ctx.runtime.sessions) as session:
+
+    async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
         if not await jobs.mark_stored_default(session, recording.id, ctx.owner):
-            return Outcome()
+            return False, None
         event = await webhooks.record_saved(
             session,
             recording,
@@ -159,6 +164,12 @@ async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> 
             lease_owner=ctx.owner,
             lease_until=ctx.lease_until(),
         )
+        return True, event
+
+    # group commit (batch_writer.py): outcomes ready together share one transaction
+    stored, event = await ctx.runtime.batch_writer.run(write)
+    if not stored:
+        return Outcome()
     log.info("recording stored", recording_id=recording.id, location="default")
     return Outcome(event_id=event.id if event else None)
 
@@ -229,8 +240,9 @@ async def _upload_to_custom(
     UPLOADS.labels(backend=backend, outcome="ok").inc()
     UPLOAD_SECONDS.labels(backend=backend).observe(asyncio.get_running_loop().time() - started)
     url = store.canonical_url(key)
-    event = None
-    async with transaction(ctx.runtime.sessions) as session:
+
+    async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
+        event = None
         stored = await jobs.mark_stored_custom(
             session,
             recording.id,
@@ -250,6 +262,11 @@ async def _upload_to_custom(
                 lease_until=ctx.lease_until(),
                 application=new.application if new is not None else None,
             )
+        return stored, event
+
+    # group commit (batch_writer.py): the uploads that finish together record their outcomes
+    # and make their webhook events in one transaction
+    stored, event = await ctx.runtime.batch_writer.run(write)
     if not stored:
         await _discard_if_deleted(ctx, recording.id, store, key)
         return Outcome()
@@ -353,7 +370,8 @@ async def _fail(
     attempts: int | None = None,
 ) -> Outcome:
     """Permanent failure: kept in the default store, `call.recording.error` sent."""
-    async with transaction(ctx.runtime.sessions) as session:
+
+    async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
         if not await jobs.mark_failed(
             session,
             recording.id,
@@ -363,7 +381,7 @@ async def _fail(
             credentials_revision=revision,
             attempts=attempts if attempts is not None else recording.attempts + 1,
         ):
-            return Outcome()
+            return False, None
         event = await webhooks.record_error(
             session,
             recording,
@@ -372,6 +390,11 @@ async def _fail(
             lease_owner=ctx.owner,
             lease_until=ctx.lease_until(),
         )
+        return True, event
+
+    failed, event = await ctx.runtime.batch_writer.run(write)
+    if not failed:
+        return Outcome()
     log.warning(
         "recording kept in the default store",
         recording_id=recording.id,
@@ -462,8 +485,11 @@ async def delete_staging_copy(runtime: Runtime, recording_id: str, key: str) -> 
     """Delete a stored recording's default-store copy, then forget its key (idempotent)."""
     if not await delete_staging_object(runtime, recording_id, key):
         return False
-    async with transaction(runtime.sessions) as session:
+
+    async def write(session: AsyncSession) -> None:
         await jobs.forget_staging_key(session, recording_id, key)
+
+    await runtime.batch_writer.run(write)
     return True
 
 
