@@ -16,11 +16,12 @@ import asyncio
 import base64
 import dataclasses
 import secrets
+import shutil
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -75,6 +76,22 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'callvault.db'}"
     migrate(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def fresh_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], str]:
+    """A migrated SQLite database of its own in a directory: for settings with keys of their
+    own (make_settings), whose sealed rows would not open under the shared database's keys (and
+    would fail /ready's keys check for every later test there). A copy of one migrated file."""
+    template = tmp_path_factory.mktemp("sqlite-template") / "callvault.db"
+    migrate(f"sqlite:///{template}")
+
+    def make(directory: Path) -> str:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, directory / "callvault.db")
+        return f"sqlite:///{directory / 'callvault.db'}"
+
+    return make
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

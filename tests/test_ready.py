@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -102,8 +102,12 @@ async def test_not_ready_without_the_database_but_still_alive(tmp_path: Path) ->
 
 
 async def test_a_missing_default_store_bucket_fails_ready_and_ingest_says_configuration(
-    tmp_path: Path, sqlite_url: str, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    fresh_sqlite: Callable[[Path], str],
+    seaweedfs: SeaweedFS,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    sqlite_url = fresh_sqlite(tmp_path / "db")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
     missing = (

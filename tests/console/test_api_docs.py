@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -66,9 +66,10 @@ async def test_the_docs_page_loads_nothing_from_elsewhere(docs_api: httpx.AsyncC
 
 
 @pytest.fixture
-def docs_server(sqlite_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    """The page is the same on either database: SQLite only."""
-    server = LiveServer(with_docs(make_settings(tmp_path, sqlite_url)), run_worker=False).start()
+def docs_server(fresh_sqlite: Callable[[Path], str], tmp_path: Path) -> Iterator[LiveServer]:
+    """The page is the same on either database: SQLite only (its own: keys of its own)."""
+    settings = make_settings(tmp_path, fresh_sqlite(tmp_path / "db"))
+    server = LiveServer(with_docs(settings), run_worker=False).start()
     yield server
     server.stop()
 

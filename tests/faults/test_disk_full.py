@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -40,7 +40,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def full_disk_settings(tmp_path: Path, sqlite_url: str) -> Iterator[Settings]:
+def full_disk_settings(tmp_path: Path, fresh_sqlite: Callable[[Path], str]) -> Iterator[Settings]:
+    sqlite_url = fresh_sqlite(tmp_path / "db")  # keys of its own: a database of its own
     with small_filesystem(tmp_path / "small", FILESYSTEM_BYTES) as data_dir:
         yield make_settings(data_dir, sqlite_url)
 

@@ -4,7 +4,7 @@ start again to play "callvault is down"."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +22,11 @@ from tests.worker.flow import create_application, store_in_new_bucket
 
 
 @pytest.fixture(scope="module")
-def handoff_settings(tmp_path_factory: pytest.TempPathFactory, sqlite_url: str) -> Settings:
-    return make_settings(tmp_path_factory.mktemp("handoff-data"), sqlite_url)
+def handoff_settings(
+    tmp_path_factory: pytest.TempPathFactory, fresh_sqlite: Callable[[Path], str]
+) -> Settings:
+    data_dir = tmp_path_factory.mktemp("handoff-data")
+    return make_settings(data_dir, fresh_sqlite(data_dir / "db"))
 
 
 @pytest.fixture

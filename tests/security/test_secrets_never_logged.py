@@ -40,6 +40,7 @@ from tests.credentials.test_at_rest import database_text
 from tests.receiver import WebhookReceiver
 from tests.security.flows import metadata, post_ingest
 from tests.servers import Azurite, FakeGCS, GcsAuthGateway, SeaweedFS, ServiceAccount
+from tests.worker.flow import wait_until
 
 
 class LockedBuffer(io.StringIO):
@@ -222,6 +223,13 @@ async def test_no_secret_in_logs_responses_or_database(
                     "call.recording.saved",
                     "call.recording.error",
                 }
+
+                async def worker_logged_its_requests() -> bool:
+                    # httpx logs a request once its answer is in: after the receiver saw it
+                    sent = f"HTTP Request: POST {webhook_receiver.url('/default')}"
+                    return sent in logs.getvalue()
+
+                await wait_until(worker_logged_its_requests, what="the webhook requests' logs")
                 listed = await call("GET", "/v2/recordings", params={"page[size]": 250})
                 for item in listed.json()["data"]:
                     for link in item.get("download_urls", {}).values():

@@ -4,6 +4,7 @@ above — then deletes the staging object."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -14,13 +15,13 @@ import pytest
 
 from callvault.accounts.service import create_account
 from callvault.app import create_app
+from callvault.config import Settings
 from callvault.db import transaction
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
 from callvault.storage.local import LocalStore
 from callvault.worker import uploads
 from callvault.worker.runner import Worker
-from tests.conftest import make_settings
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
 from tests.storage.conftest import CUSTOM_BACKENDS, backend_for
@@ -36,18 +37,20 @@ from tests.worker.flow import (
 
 @pytest.fixture
 async def s3_runtime(
-    tmp_path: Path, database_url: str, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings: Settings, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Runtime]:
     bucket = f"default-{secrets.token_hex(5)}"
     seaweedfs.create_bucket(bucket)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
-    settings = make_settings(
-        tmp_path,
-        database_url,
-        default_store_url=f"s3://{bucket}?region=us-east-1&endpoint={seaweedfs.endpoint}",
+    # the session's database and keys (rows sealed with other keys would not open there)
+    runtime = Runtime.build(
+        dataclasses.replace(
+            settings,
+            data_dir=tmp_path,
+            default_store_url=f"s3://{bucket}?region=us-east-1&endpoint={seaweedfs.endpoint}",
+        )
     )
-    runtime = Runtime.build(settings)
     yield runtime
     await runtime.close()
 

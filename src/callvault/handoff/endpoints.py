@@ -19,7 +19,6 @@ party's stream) adds its tag to the leg key. Channels come from the file itself.
 
 from __future__ import annotations
 
-import errno
 import hmac
 import logging
 import re
@@ -30,19 +29,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from callvault.auth import get_runtime
-from callvault.db import database_unavailable
-from callvault.errors import ApiError, database_unavailable_error, error_responses, invalid
+from callvault.errors import ApiError, error_responses, invalid
 from callvault.errors import unauthorized as unauthorized_error
 from callvault.handoff.ids import call_ids
 from callvault.handoff.spoolmeta import UnusableCall, parse_settings
 from callvault.limits import RTPENGINE_INGEST_PATH
-from callvault.recordings import ingest as ingest_service
-from callvault.recordings.schemas import IngestMetadata, IngestResponse, IngestResult
+from callvault.recordings.endpoints import answer_ingest
+from callvault.recordings.schemas import IngestMetadata, IngestResponse
 from callvault.recordings.upload import (
-    BodyPace,
-    incoming_file,
     metadata_error,
-    receive_upload,
 )
 from callvault.runtime import Runtime
 
@@ -149,33 +144,10 @@ async def rtpengine_recording(
     expected = runtime.settings.ingest_token
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise unauthorized()
-    metadata = metadata_from_headers(request)
-    settings = runtime.settings
-    plan = ingest_service.IngestPlan(runtime)
-    try:
-        with incoming_file(settings.data_dir) as path:
-            upload = await receive_upload(
-                request,
-                path,
-                settings.max_recording_bytes,
-                plan.recipient,
-                BodyPace.from_env(settings.environ),
-                audio_part="ngfile",
-                given_metadata=metadata,
-                channels_from_audio=True,
-            )
-            outcome = await ingest_service.ingest(runtime, upload, plan)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ingest_service.no_space("the data dir") from None
-        if database_unavailable(exc):
-            raise database_unavailable_error() from None
-        raise
-    except ApiError:
-        raise
-    except Exception as exc:
-        if database_unavailable(exc):
-            raise database_unavailable_error() from None
-        raise
-    body = IngestResponse(data=IngestResult(id=outcome.recording_id, status=outcome.status))
-    return JSONResponse(body.model_dump(), status_code=202 if outcome.created else 200)
+    return await answer_ingest(
+        request,
+        runtime,
+        audio_part="ngfile",
+        given_metadata=metadata_from_headers(request),
+        channels_from_audio=True,
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -77,6 +77,12 @@ _INGEST_BODY = {
 async def ingest_recording(
     request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> JSONResponse:
+    return await answer_ingest(request, runtime)
+
+
+async def answer_ingest(request: Request, runtime: Runtime, **options: Any) -> JSONResponse:
+    """Receive an ingest request (`options` as `receive_upload` takes them: where the audio and
+    the metadata are) and answer 202, or 200 for the same recording again."""
     settings = runtime.settings
     plan = ingest_service.IngestPlan(runtime)  # its one read runs once the metadata is known
     try:
@@ -88,6 +94,7 @@ async def ingest_recording(
                 settings.max_recording_bytes,
                 plan.recipient,
                 BodyPace.from_env(settings.environ),
+                **options,
             )
             outcome = await ingest_service.ingest(runtime, upload, plan)
     except OSError as exc:
