@@ -62,7 +62,9 @@ def logging_config(level: int = logging.INFO) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the standard library, also handed to uvicorn as its
     `log_config` (else it installs its own plain-text handlers)."""
     debug = level <= logging.DEBUG
-    quiet = SECRET_BEARING_LIBRARIES if debug else SECRET_BEARING_LIBRARIES + CHATTY_LIBRARIES
+    # every library named either way, so that configuring again (tests, a second command in
+    # one process) never keeps a level an earlier configuration set
+    chatty_level = "NOTSET" if debug else "WARNING"
     root_level = logging.getLevelName(level if debug else max(level, logging.WARNING))
     ours = logging.getLevelName(level)
     return {
@@ -88,7 +90,8 @@ def logging_config(level: int = logging.INFO) -> dict[str, Any]:
                 "filters": ["logged_by_callvault"],
             },
             "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
-            **{name: {"level": "WARNING", "propagate": True} for name in quiet},
+            **{name: {"level": chatty_level, "propagate": True} for name in CHATTY_LIBRARIES},
+            **{name: {"level": "WARNING", "propagate": True} for name in SECRET_BEARING_LIBRARIES},
         },
     }
 

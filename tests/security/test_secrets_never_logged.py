@@ -33,7 +33,7 @@ from callvault.accounts.service import create_account, signing_key
 from callvault.app import create_app
 from callvault.config import Settings
 from callvault.db import transaction
-from callvault.logs import CHATTY_LIBRARIES, configure_logging
+from callvault.logs import configure_logging
 from callvault.runtime import Runtime
 from tests.conftest import free_port
 from tests.credentials.test_at_rest import database_text
@@ -67,11 +67,6 @@ def captured_logs() -> Iterator[LockedBuffer]:
     sql = logging.getLogger("sqlalchemy.engine")
     old_sql_level = sql.level
     sql.setLevel(logging.INFO)
-    # libraries the product quiets below DEBUG (logs.py) speak at DEBUG, as an operator's
-    # CALLVAULT_LOG_LEVEL=debug lets them: whatever an earlier in-process server configured
-    chatty = {name: logging.getLogger(name).level for name in CHATTY_LIBRARIES}
-    for name in chatty:
-        logging.getLogger(name).setLevel(logging.NOTSET)
     with contextlib.redirect_stderr(buffer):
         # PrintLoggerFactory takes sys.stderr as it is now: our buffer
         configure_logging(logging.DEBUG)
@@ -85,8 +80,6 @@ def captured_logs() -> Iterator[LockedBuffer]:
         root.removeHandler(handler)
         root.setLevel(old_level)
         sql.setLevel(old_sql_level)
-        for name, level in chatty.items():
-            logging.getLogger(name).setLevel(level)
         structlog.reset_defaults()
 
 
