@@ -39,7 +39,7 @@ from tests.faults.wavs import noise_wav
 from tests.image.podman import BuiltImage, ServiceImages
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS, _s3_request, free_port
-from tests.worker.flow import ingest_metadata
+from tests.worker.flow import create_application, ingest_metadata, set_credentials
 
 RECORDINGS = 16
 DEFAULT_BUCKET = "callvault-recordings"
@@ -303,21 +303,8 @@ async def test_compose_layout_runs_kills_a_worker_and_survives_down_up(
         )
         headers = {"Authorization": f"Bearer {account['api_key']}"}
         async with httpx.AsyncClient(base_url=project.api, headers=headers, timeout=30) as client:
-            created = await client.post(
-                "/v2/call_control_applications",
-                json={
-                    "application_name": "compose",
-                    "webhook_event_url": receiver.url(),
-                    "webhook_api_version": "2",
-                },
-            )
-            assert created.status_code == 201, created.text
-            connection_id = str(created.json()["data"]["id"])
-            stored = await client.post(
-                f"/v2/custom_storage_credentials/{connection_id}",
-                json={"backend": "s3-generic", "configuration": customer},
-            )
-            assert stored.status_code == 200, stored.text
+            connection_id = await create_application(client, account["api_key"], receiver.url())
+            await set_credentials(client, account["api_key"], connection_id, "s3-generic", customer)
 
         sent = [Sent(ingest_metadata(connection_id), noise_wav(0.5)) for _ in range(RECORDINGS)]
         token = project.env["CALLVAULT_INGEST_TOKEN"]

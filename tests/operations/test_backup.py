@@ -29,7 +29,7 @@ from tests.faults.cluster import (
 from tests.faults.wavs import noise_wav
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
-from tests.worker.flow import ingest_metadata
+from tests.worker.flow import create_application, ingest_metadata, s3_generic, set_credentials
 
 RECORDINGS = 40
 CONVERGE_WITHIN = 60.0
@@ -65,30 +65,14 @@ async def test_backup_under_ingest_restores_every_acknowledged_recording(
         receiver.answer(503, seconds=3600)  # every webhook stays pending in the original
         serve = processes.api("serve", env).start().wait_ready()
         async with httpx.AsyncClient(base_url=serve.url, headers=headers, timeout=30) as client:
-            created = await client.post(
-                "/v2/call_control_applications",
-                json={
-                    "application_name": "backup",
-                    "webhook_event_url": receiver.url(),
-                    "webhook_api_version": "2",
-                },
+            connection_id = await create_application(client, account["api_key"], receiver.url())
+            await set_credentials(
+                client,
+                account["api_key"],
+                connection_id,
+                "s3-generic",
+                s3_generic(seaweedfs, bucket),
             )
-            assert created.status_code == 201, created.text
-            connection_id = str(created.json()["data"]["id"])
-            stored = await client.post(
-                f"/v2/custom_storage_credentials/{connection_id}",
-                json={
-                    "backend": "s3-generic",
-                    "configuration": {
-                        "bucket": bucket,
-                        "region": seaweedfs.region,
-                        "endpoint": seaweedfs.endpoint,
-                        "aws_access_key_id": seaweedfs.access_key,
-                        "aws_secret_access_key": seaweedfs.secret_key,
-                    },
-                },
-            )
-            assert stored.status_code == 200, stored.text
 
         sent = [Sent(ingest_metadata(connection_id), noise_wav(0.5)) for _ in range(RECORDINGS)]
 

@@ -49,7 +49,7 @@ from tests.faults.wavs import noise_wav
 from tests.operations.make_v1_fixture import FIXTURE, RECEIVER_PORT, unpack
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
-from tests.worker.flow import ingest_metadata
+from tests.worker.flow import create_application, ingest_metadata, s3_generic, set_credentials
 
 # the previous landed version (main before this branch); bump it at each release
 PREVIOUS = "004028b"
@@ -268,30 +268,14 @@ async def test_previous_version_worker_completes_on_a_database_at_head(
             api = processes.api("api-new", env, "--no-worker").start().wait_ready()
             old_worker = processes.worker("worker-previous", old_env).start().wait_ready()
             async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) as client:
-                created = await client.post(
-                    "/v2/call_control_applications",
-                    json={
-                        "application_name": "rolling",
-                        "webhook_event_url": receiver.url(),
-                        "webhook_api_version": "2",
-                    },
+                connection_id = await create_application(client, account["api_key"], receiver.url())
+                await set_credentials(
+                    client,
+                    account["api_key"],
+                    connection_id,
+                    "s3-generic",
+                    s3_generic(seaweedfs, bucket),
                 )
-                assert created.status_code == 201, created.text
-                connection_id = str(created.json()["data"]["id"])
-                stored = await client.post(
-                    f"/v2/custom_storage_credentials/{connection_id}",
-                    json={
-                        "backend": "s3-generic",
-                        "configuration": {
-                            "bucket": bucket,
-                            "region": seaweedfs.region,
-                            "endpoint": seaweedfs.endpoint,
-                            "aws_access_key_id": seaweedfs.access_key,
-                            "aws_secret_access_key": seaweedfs.secret_key,
-                        },
-                    },
-                )
-                assert stored.status_code == 200, stored.text
             sent = [Sent(ingest_metadata(connection_id), noise_wav(0.3)) for _ in range(8)]
             await ingest_paced(
                 api.url, env["CALLVAULT_INGEST_TOKEN"], sent, every=0.1, concurrency=4
