@@ -177,79 +177,103 @@ async def _create_account(settings: Any) -> Any:
         await engine.dispose()
 
 
+def _create_application(http: httpx.Client, api_key: str, webhook_url: str) -> str:
+    response = http.post(
+        "/v2/call_control_applications",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={
+            "application_name": "callvault demo",
+            "webhook_event_url": webhook_url,
+            "webhook_api_version": "2",
+        },
+    )
+    if response.status_code != 201:
+        raise DemoError(f"creating the application answered {response.status_code}")
+    connection_id: str = response.json()["data"]["id"]
+    say(f"application        {connection_id} → webhooks to {webhook_url}")
+    return connection_id
+
+
+def _ingest(
+    http: httpx.Client, ingest_token: str, connection_id: str, audio: bytes
+) -> tuple[str, float]:
+    """Posts the recording like a media server would; its id and when the 202 came back."""
+    started = time.time() - 1.0
+    metadata = {
+        "connection_id": connection_id,
+        "call_control_id": "v3:demo-call-control-id",
+        "call_leg_id": "9977677e-85ae-11ec-826d-02420a0d7e70",
+        "call_session_id": "99706bb8-85ae-11ec-885c-02420a0d7e70",
+        "format": "wav",
+        "channels": "single",
+        "recording_started_at": _iso(started),
+        "recording_ended_at": _iso(started + 1.0),
+        "client_state": base64.b64encode(b"callvault demo").decode(),
+    }
+    sent_at = time.monotonic()
+    response = http.post(
+        "/internal/v1/recordings",
+        headers={"Authorization": f"Bearer {ingest_token}"},
+        files={
+            "metadata": (None, json.dumps(metadata), "application/json"),
+            "audio": ("demo.wav", audio, "audio/wav"),
+        },
+    )
+    if response.status_code != 202:
+        raise DemoError(f"ingest answered {response.status_code}: {response.text[:300]}")
+    recording_id: str = response.json()["data"]["id"]
+    answered_at = time.monotonic()
+    took_ms = (answered_at - sent_at) * 1000
+    say(f"ingested           {recording_id} ({len(audio)} bytes, 202 in {took_ms:.0f} ms)")
+    return recording_id, answered_at
+
+
+def _saved_webhook_link(
+    receiver: Receiver, public_key: str, recording_id: str, answered_at: float, deadline: float
+) -> str:
+    """Waits for the `call.recording.saved` webhook, checks it; its download link."""
+    if not receiver.arrived.wait(max(0.0, deadline - time.monotonic())):
+        raise DemoError("no webhook arrived before the timeout")
+    latency_ms = (time.monotonic() - answered_at) * 1000
+    delivery = receiver.deliveries[0]
+    verify_signature(public_key, delivery, time.time())
+    body = json.loads(delivery.body)
+    say(f"webhook            received {latency_ms:.0f} ms after the 202, signature verified")
+    say(json.dumps(body, indent=2))
+    data = body.get("data", {})
+    if data.get("event_type") != "call.recording.saved":
+        raise DemoError(f"expected call.recording.saved, got {data.get('event_type')}")
+    if data.get("payload", {}).get("recording_id") != recording_id:
+        raise DemoError("the webhook names another recording")
+    link: str = data["payload"]["recording_urls"]["wav"]
+    say(f"download link      {link}")
+    return link
+
+
+def _download_and_compare(http: httpx.Client, link: str, audio: bytes) -> None:
+    download = http.get(link)
+    if download.status_code != 200:
+        raise DemoError(f"downloading the recording answered {download.status_code}")
+    expected = hashlib.sha256(audio).hexdigest()
+    got = hashlib.sha256(download.content).hexdigest()
+    if got != expected:
+        raise DemoError(f"downloaded sha256 {got} differs from the WAV's {expected}")
+    say(f"downloaded         {len(download.content)} bytes, sha256 {got} matches")
+
+
 def _flow(server: Server, receiver: Receiver, base_url: str, deadline: float) -> None:
     settings = server.settings
     account = asyncio.run(_create_account(settings))
     say(f"account            {account.account_id}")
     say(f"webhook public key {account.webhook_public_key}")
     with httpx.Client(base_url=base_url, timeout=10) as http:
-        response = http.post(
-            "/v2/call_control_applications",
-            headers={"Authorization": f"Bearer {account.api_key}"},
-            json={
-                "application_name": "callvault demo",
-                "webhook_event_url": receiver.url,
-                "webhook_api_version": "2",
-            },
-        )
-        if response.status_code != 201:
-            raise DemoError(f"creating the application answered {response.status_code}")
-        connection_id = response.json()["data"]["id"]
-        say(f"application        {connection_id} → webhooks to {receiver.url}")
-
+        connection_id = _create_application(http, account.api_key, receiver.url)
         audio = tone_wav()
-        started = time.time() - 1.0
-        metadata = {
-            "connection_id": connection_id,
-            "call_control_id": "v3:demo-call-control-id",
-            "call_leg_id": "9977677e-85ae-11ec-826d-02420a0d7e70",
-            "call_session_id": "99706bb8-85ae-11ec-885c-02420a0d7e70",
-            "format": "wav",
-            "channels": "single",
-            "recording_started_at": _iso(started),
-            "recording_ended_at": _iso(started + 1.0),
-            "client_state": base64.b64encode(b"callvault demo").decode(),
-        }
-        sent_at = time.monotonic()
-        response = http.post(
-            "/internal/v1/recordings",
-            headers={"Authorization": f"Bearer {settings.ingest_token}"},
-            files={
-                "metadata": (None, json.dumps(metadata), "application/json"),
-                "audio": ("demo.wav", audio, "audio/wav"),
-            },
+        recording_id, answered_at = _ingest(http, settings.ingest_token, connection_id, audio)
+        link = _saved_webhook_link(
+            receiver, account.webhook_public_key, recording_id, answered_at, deadline
         )
-        if response.status_code != 202:
-            raise DemoError(f"ingest answered {response.status_code}: {response.text[:300]}")
-        recording_id = response.json()["data"]["id"]
-        answered_at = time.monotonic()
-        took_ms = (answered_at - sent_at) * 1000
-        say(f"ingested           {recording_id} ({len(audio)} bytes, 202 in {took_ms:.0f} ms)")
-
-        if not receiver.arrived.wait(max(0.0, deadline - time.monotonic())):
-            raise DemoError("no webhook arrived before the timeout")
-        latency_ms = (time.monotonic() - answered_at) * 1000
-        delivery = receiver.deliveries[0]
-        verify_signature(account.webhook_public_key, delivery, time.time())
-        body = json.loads(delivery.body)
-        say(f"webhook            received {latency_ms:.0f} ms after the 202, signature verified")
-        say(json.dumps(body, indent=2))
-        data = body.get("data", {})
-        if data.get("event_type") != "call.recording.saved":
-            raise DemoError(f"expected call.recording.saved, got {data.get('event_type')}")
-        if data.get("payload", {}).get("recording_id") != recording_id:
-            raise DemoError("the webhook names another recording")
-
-        link = data["payload"]["recording_urls"]["wav"]
-        say(f"download link      {link}")
-        download = http.get(link)
-        if download.status_code != 200:
-            raise DemoError(f"downloading the recording answered {download.status_code}")
-        expected = hashlib.sha256(audio).hexdigest()
-        got = hashlib.sha256(download.content).hexdigest()
-        if got != expected:
-            raise DemoError(f"downloaded sha256 {got} differs from the WAV's {expected}")
-        say(f"downloaded         {len(download.content)} bytes, sha256 {got} matches")
+        _download_and_compare(http, link, audio)
 
 
 def _iso(epoch: float) -> str:

@@ -117,7 +117,11 @@ class InputLimits:
         if declared is not None and declared > self.max_bytes:
             await self._too_large().response()(scope, receive, send)
             return
+        await self._run_with_body_limits(scope, receive, send)
 
+    async def _run_with_body_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Runs the app on a `receive` that refuses the body as soon as it breaks a limit, and
+        answers with the refusal unless the app had already started its response."""
         received = 0
         scanner = JsonNulScanner()
         refused: ApiError | None = None

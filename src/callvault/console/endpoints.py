@@ -504,29 +504,9 @@ def _as_filter(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
-@router.get("/recordings")
-async def recordings_page(
-    request: Request,
-    visitor: Signed,
-    connection_id: str | None = None,
-    call_control_id: str | None = None,
-    call_leg_id: str | None = None,
-    call_session_id: str | None = None,
-    created_from: str | None = None,
-    created_to: str | None = None,
-    status: str | None = None,
-    page: Annotated[int, Query(ge=1, le=10**6)] = 1,
-    flash: Flash = None,
-) -> Response:
-    filters = {
-        "connection_id": _as_filter(connection_id),
-        "call_control_id": _as_filter(call_control_id),
-        "call_leg_id": _as_filter(call_leg_id),
-        "call_session_id": _as_filter(call_session_id),
-        "created_from": _as_filter(created_from),
-        "created_to": _as_filter(created_to),
-        "status": _as_filter(status),
-    }
+def _recording_filter(filters: dict[str, str | None]) -> tuple[RecordingFilter, list[Problem]]:
+    """The filter the recordings page's fields ask for, and the problems with them; a status
+    that is not one clears `filters["status"]` so the page shows it unset."""
     problems: list[Problem] = []
     bounds: dict[str, datetime | None] = {}
     for name in ("created_from", "created_to"):
@@ -551,6 +531,33 @@ async def recordings_page(
         created_at_lte=as_utc(bounds["created_to"]),
         status=filters["status"],
     )
+    return where, problems
+
+
+@router.get("/recordings")
+async def recordings_page(
+    request: Request,
+    visitor: Signed,
+    connection_id: str | None = None,
+    call_control_id: str | None = None,
+    call_leg_id: str | None = None,
+    call_session_id: str | None = None,
+    created_from: str | None = None,
+    created_to: str | None = None,
+    status: str | None = None,
+    page: Annotated[int, Query(ge=1, le=10**6)] = 1,
+    flash: Flash = None,
+) -> Response:
+    filters = {
+        "connection_id": _as_filter(connection_id),
+        "call_control_id": _as_filter(call_control_id),
+        "call_leg_id": _as_filter(call_leg_id),
+        "call_session_id": _as_filter(call_session_id),
+        "created_from": _as_filter(created_from),
+        "created_to": _as_filter(created_to),
+        "status": _as_filter(status),
+    }
+    where, problems = _recording_filter(filters)
     result = await recordings.list_recordings(
         runtime_of(request), visitor.account.id, where, page, RECORDINGS_PAGE_SIZE
     )

@@ -56,6 +56,70 @@ def _hour_index(moment: datetime, start: datetime) -> int | None:
     return index if 0 <= index < HOURS else None
 
 
+@dataclass(frozen=True)
+class _HourlyCounts:
+    stored: list[int]
+    failed: list[int]
+    sent: list[int]
+    ok: list[int]
+
+
+def _count_per_hour(
+    start: datetime,
+    recordings: Iterable[tuple[str, datetime]],
+    attempts: Iterable[tuple[int | None, datetime]],
+) -> _HourlyCounts:
+    counts = _HourlyCounts([0] * HOURS, [0] * HOURS, [0] * HOURS, [0] * HOURS)
+    for status, moment in recordings:
+        if (i := _hour_index(moment, start)) is not None:
+            if status == RecordingStatus.STORED:
+                counts.stored[i] += 1
+            elif status == RecordingStatus.FAILED:
+                counts.failed[i] += 1
+    for code, moment in attempts:
+        if (i := _hour_index(moment, start)) is not None:
+            counts.sent[i] += 1
+            counts.ok[i] += 1 if code is not None and 200 <= code < 300 else 0
+    return counts
+
+
+def _round_top(peak: int) -> int:
+    """A round top for the left axis at or above `peak`: 1, 2, 5, 10, 20, 50..."""
+    top = 1
+    while top < peak:
+        top = top * 2 if str(top)[0] in "15" else top * 5 // 2
+    return top
+
+
+def _bars_and_rates(
+    start: datetime, counts: _HourlyCounts, top: int
+) -> tuple[list[Bar], list[tuple[float, float, str]]]:
+    plot_h = HEIGHT - TOP - BOTTOM
+    slot = (WIDTH - LEFT - RIGHT) / HOURS
+    bars: list[Bar] = []
+    points: list[tuple[float, float, str]] = []
+    for i in range(HOURS):
+        x = LEFT + i * slot + slot * 0.15
+        width = slot * 0.7
+        hour = (start + timedelta(hours=i + 1)).strftime("%H:00")
+        base = float(TOP + plot_h)
+        for kind, count in (("stored", counts.stored[i]), ("failed", counts.failed[i])):
+            if count:
+                height = plot_h * count / top
+                base -= height
+                bars.append(Bar(x, base, width, height, kind, f"{hour}: {count} {kind}"))
+        if sent := counts.sent[i]:
+            ok = counts.ok[i]
+            points.append(
+                (
+                    LEFT + (i + 0.5) * slot,
+                    TOP + plot_h * (1 - ok / sent),
+                    f"{hour}: {ok} of {sent} webhook attempts succeeded",
+                )
+            )
+    return bars, points
+
+
 def hourly_chart(
     now: datetime,
     recordings: Iterable[tuple[str, datetime]],
@@ -64,49 +128,11 @@ def hourly_chart(
     """Recordings stored/failed per hour (stacked bars) and the share of webhook attempts that
     got a 2xx per hour (a line), over the 24 hours before `now`."""
     start = now - timedelta(hours=HOURS)
-    stored = [0] * HOURS
-    failed = [0] * HOURS
-    sent = [0] * HOURS
-    ok = [0] * HOURS
-    for status, moment in recordings:
-        if (i := _hour_index(moment, start)) is not None:
-            if status == RecordingStatus.STORED:
-                stored[i] += 1
-            elif status == RecordingStatus.FAILED:
-                failed[i] += 1
-    for code, moment in attempts:
-        if (i := _hour_index(moment, start)) is not None:
-            sent[i] += 1
-            ok[i] += 1 if code is not None and 200 <= code < 300 else 0
-    plot_w = WIDTH - LEFT - RIGHT
+    counts = _count_per_hour(start, recordings, attempts)
     plot_h = HEIGHT - TOP - BOTTOM
-    slot = plot_w / HOURS
-    peak = max([s + f for s, f in zip(stored, failed, strict=True)] + [1])
-    # a round top for the left axis: 1, 2, 5, 10, 20, 50...
-    top = 1
-    while top < peak:
-        top = top * 2 if str(top)[0] in "15" else top * 5 // 2
-    bars: list[Bar] = []
-    points: list[tuple[float, float, str]] = []
-    for i in range(HOURS):
-        x = LEFT + i * slot + slot * 0.15
-        width = slot * 0.7
-        hour = (start + timedelta(hours=i + 1)).strftime("%H:00")
-        base = float(TOP + plot_h)
-        for kind, count in (("stored", stored[i]), ("failed", failed[i])):
-            if count:
-                height = plot_h * count / top
-                base -= height
-                bars.append(Bar(x, base, width, height, kind, f"{hour}: {count} {kind}"))
-        if sent[i]:
-            rate = ok[i] / sent[i]
-            points.append(
-                (
-                    LEFT + (i + 0.5) * slot,
-                    TOP + plot_h * (1 - rate),
-                    f"{hour}: {ok[i]} of {sent[i]} webhook attempts succeeded",
-                )
-            )
+    slot = (WIDTH - LEFT - RIGHT) / HOURS
+    top = _round_top(max([s + f for s, f in zip(counts.stored, counts.failed, strict=True)] + [1]))
+    bars, points = _bars_and_rates(start, counts, top)
     y_ticks = tuple(
         (TOP + plot_h * (1 - fraction), str(round(top * fraction))) for fraction in (0, 0.5, 1)
     )
@@ -125,10 +151,10 @@ def hourly_chart(
         y_ticks=y_ticks,
         rate_ticks=rate_ticks,
         x_ticks=x_ticks,
-        stored=sum(stored),
-        failed=sum(failed),
-        attempts=sum(sent),
-        successful_attempts=sum(ok),
+        stored=sum(counts.stored),
+        failed=sum(counts.failed),
+        attempts=sum(counts.sent),
+        successful_attempts=sum(counts.ok),
     )
 
 

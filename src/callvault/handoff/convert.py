@@ -150,59 +150,52 @@ def _choose_rate(pcap: Path, parties: Parties) -> int:
     return codecs.output_rate(used)
 
 
-def convert_call(metadata_path: Path, work_dir: Path) -> Converted:
-    """Decode the call into `work_dir/<name>.<format>`; the caller removes the file."""
-    meta, settings, pcap = read_call(metadata_path)
-    parties = Parties(meta)
-    if not parties.sdps[CALLER] and not parties.sdps[CALLEE]:
-        raise UnusableCall("the metadata file holds no SDP: the parties cannot be told apart")
-    rate = _choose_rate(pcap, parties)
-    channels = 2 if settings.channels == "dual" else 1
-    mix = mix_dual if channels == 2 else mix_single
-    audio = work_dir / f"{metadata_path.stem}.{settings.format}"
-    writer = open_writer(audio, settings.format, rate, channels)
-    timeline = Timeline(rate, lambda caller, callee: writer.write(mix(caller, callee)))
-    read_stats = ReadStats()
+def _decode_packets(
+    pcap: Path, parties: Parties, timeline: Timeline, rate: int, read_stats: ReadStats
+) -> tuple[int, set[int]]:
+    """Every packet of the parties onto the timeline: the last packet's length at the output
+    rate, and the payload types no SDP names."""
     unknown: set[int] = set()
     last_samples = 0
-    try:
-        for datagram, packet in _packets(pcap, read_stats):
-            sender = parties.sender(datagram, packet.ssrc)
-            if sender is None:
-                continue
-            codec = parties.codec(sender, packet.payload_type)
-            if codec is None:
-                unknown.add(packet.payload_type)
-                continue
-            if not codecs.is_audio(codec):
-                timeline.note(datagram.time_us)
-                timeline.stats.not_audio += 1
-                continue
-            timeline.add(
-                sender,
-                datagram.time_us,
-                packet,
-                codec.clock_rate,
-                partial(codecs.decoder_for, codec, rate),
-            )
-            last_samples = _packet_samples(packet, codec, rate)
-        samples = timeline.finish(last_samples)
-    finally:
-        writer.close()
-    if timeline.stats.placed == 0:
-        audio.unlink(missing_ok=True)
-        if unknown:
-            types = ", ".join(str(t) for t in sorted(unknown))
-            raise UnusableCall(f"no decodable audio: payload type(s) {types} not in the call's SDP")
-        if timeline.stats.undecodable:
-            count = timeline.stats.undecodable
-            raise UnusableCall(f"the audio could not be decoded ({count} damaged packets)")
-        raise UnusableCall("no RTP audio of the call's parties in the pcap")
-    assert timeline.first_us is not None
-    started = datetime.fromtimestamp(timeline.first_us / 1_000_000, UTC)
-    ended = datetime.fromtimestamp(
-        (timeline.first_us + samples * 1_000_000 // rate) / 1_000_000, UTC
-    )
+    for datagram, packet in _packets(pcap, read_stats):
+        sender = parties.sender(datagram, packet.ssrc)
+        if sender is None:
+            continue
+        codec = parties.codec(sender, packet.payload_type)
+        if codec is None:
+            unknown.add(packet.payload_type)
+            continue
+        if not codecs.is_audio(codec):
+            timeline.note(datagram.time_us)
+            timeline.stats.not_audio += 1
+            continue
+        timeline.add(
+            sender,
+            datagram.time_us,
+            packet,
+            codec.clock_rate,
+            partial(codecs.decoder_for, codec, rate),
+        )
+        last_samples = _packet_samples(packet, codec, rate)
+    return last_samples, unknown
+
+
+def _refuse_silent_call(stats: TimelineStats, unknown: set[int]) -> None:
+    """Says why no audio was placed on the timeline."""
+    if unknown:
+        types = ", ".join(str(t) for t in sorted(unknown))
+        raise UnusableCall(f"no decodable audio: payload type(s) {types} not in the call's SDP")
+    if stats.undecodable:
+        count = stats.undecodable
+        raise UnusableCall(f"the audio could not be decoded ({count} damaged packets)")
+    raise UnusableCall("no RTP audio of the call's parties in the pcap")
+
+
+def _ingest_metadata(
+    metadata_path: Path, settings: CallSettings, first_us: int, samples: int, rate: int
+) -> dict[str, Any]:
+    started = datetime.fromtimestamp(first_us / 1_000_000, UTC)
+    ended = datetime.fromtimestamp((first_us + samples * 1_000_000 // rate) / 1_000_000, UTC)
     ids = call_ids(call_key(metadata_path, settings))
     metadata: dict[str, Any] = {
         "connection_id": settings.connection_id,
@@ -222,9 +215,34 @@ def convert_call(metadata_path: Path, work_dir: Path) -> Converted:
         "custom_file_name": settings.custom_file_name,
     }
     metadata.update({key: value for key, value in optional.items() if value is not None})
+    return metadata
+
+
+def convert_call(metadata_path: Path, work_dir: Path) -> Converted:
+    """Decode the call into `work_dir/<name>.<format>`; the caller removes the file."""
+    meta, settings, pcap = read_call(metadata_path)
+    parties = Parties(meta)
+    if not parties.sdps[CALLER] and not parties.sdps[CALLEE]:
+        raise UnusableCall("the metadata file holds no SDP: the parties cannot be told apart")
+    rate = _choose_rate(pcap, parties)
+    channels = 2 if settings.channels == "dual" else 1
+    mix = mix_dual if channels == 2 else mix_single
+    audio = work_dir / f"{metadata_path.stem}.{settings.format}"
+    writer = open_writer(audio, settings.format, rate, channels)
+    timeline = Timeline(rate, lambda caller, callee: writer.write(mix(caller, callee)))
+    read_stats = ReadStats()
+    try:
+        last_samples, unknown = _decode_packets(pcap, parties, timeline, rate, read_stats)
+        samples = timeline.finish(last_samples)
+    finally:
+        writer.close()
+    if timeline.stats.placed == 0:
+        audio.unlink(missing_ok=True)
+        _refuse_silent_call(timeline.stats, unknown)
+    assert timeline.first_us is not None
     return Converted(
         audio=audio,
-        metadata=metadata,
+        metadata=_ingest_metadata(metadata_path, settings, timeline.first_us, samples, rate),
         samples=samples,
         rate=rate,
         stats=timeline.stats,

@@ -189,19 +189,11 @@ def _count_recordings(database: Path) -> int:
         connection.close()
 
 
-def backup(
-    data_dir: Path, database_url: str, default_store_url: str, destination: Path, version: str
-) -> BackupResult:
-    started = time.monotonic()
-    database = sqlite_path(database_url)
-    if not database.exists():
-        raise BackupError(f"no database at {database}")
-    if not _empty_or_absent(destination):
-        raise BackupError(f"{destination} exists and is not empty: give a new directory")
-    destination.mkdir(parents=True, exist_ok=True)
-    os.chmod(destination, 0o700)
-
-    store_root = local_store_root(default_store_url)
+def _copy_database_and_store(
+    database: Path, store_root: Path | None, destination: Path
+) -> tuple[int, int, list[str]]:
+    """The database and the local store's objects it refers to, copied in rounds while the
+    service runs: objects, bytes, and the recordings whose object still was not copied."""
     target_store = destination / STORE_DIR
     target_store.mkdir(mode=0o700, exist_ok=True)
     done: set[str] = set()
@@ -221,13 +213,34 @@ def backup(
     if store_root is not None:
         pruned, pruned_size = _prune_unreferenced(destination / DATABASE_FILE, target_store)
         objects, size = objects - pruned, size - pruned_size
+    return objects, size, missing
 
+
+def _copy_secrets(data_dir: Path, destination: Path) -> list[str]:
     secrets = []
     for name in SECRET_FILES:
         source = data_dir / name
         if source.exists():
             shutil.copy2(source, destination / name)  # mode 0600 kept
             secrets.append(name)
+    return secrets
+
+
+def backup(
+    data_dir: Path, database_url: str, default_store_url: str, destination: Path, version: str
+) -> BackupResult:
+    started = time.monotonic()
+    database = sqlite_path(database_url)
+    if not database.exists():
+        raise BackupError(f"no database at {database}")
+    if not _empty_or_absent(destination):
+        raise BackupError(f"{destination} exists and is not empty: give a new directory")
+    destination.mkdir(parents=True, exist_ok=True)
+    os.chmod(destination, 0o700)
+
+    store_root = local_store_root(default_store_url)
+    objects, size, missing = _copy_database_and_store(database, store_root, destination)
+    secrets = _copy_secrets(data_dir, destination)
     result = BackupResult(
         path=destination,
         recordings=_count_recordings(destination / DATABASE_FILE),
