@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from callvault import sqlite_driver
 from callvault.config import sqlalchemy_url
+from callvault.moments import as_utc
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -59,7 +60,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 class Base(DeclarativeBase):

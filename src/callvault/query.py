@@ -11,7 +11,7 @@ filter therefore never returns unfiltered results (and never feeds a bulk delete
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from callvault.errors import ERROR_DESCRIPTIONS, bad_request, unknown_parameter
+from callvault.moments import as_utc
 
 STRICT_PREFIX = "/v2/"
 _CACHE_ATTRIBUTE = "_callvault_query_names"
@@ -103,7 +104,7 @@ def parse_iso_datetime(value: Any) -> Any:
             ) from None
     else:
         raise PydanticCustomError("iso8601", "must be an ISO 8601 date-time")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return as_utc(parsed)
 
 
 IsoDateTime = Annotated[

@@ -49,11 +49,11 @@ from callvault.credentials import service as credentials
 from callvault.credentials.schemas import CredentialsRequest
 from callvault.db import transaction
 from callvault.errors import ApiError, not_found
+from callvault.moments import as_utc
 from callvault.recordings import repository as recording_rows
 from callvault.recordings import service as recordings
 from callvault.recordings.models import RecordingStatus
 from callvault.recordings.repository import RecordingFilter
-from callvault.recordings.service import as_utc
 from callvault.worker.redelivery import redeliver
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from callvault.console import repository
 from callvault.db import utcnow
+from callvault.moments import as_utc
 from callvault.operations.backlog import Backlog, read_backlog
 from callvault.recordings.models import RecordingStatus
 from callvault.runtime import Runtime
@@ -47,12 +48,8 @@ class Chart:
         return 100 * self.successful_attempts / self.attempts if self.attempts else None
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _hour_index(moment: datetime, start: datetime) -> int | None:
-    index = int((_aware(moment) - start).total_seconds() // 3600)
+    index = int((as_utc(moment) - start).total_seconds() // 3600)
     return index if 0 <= index < HOURS else None
 
 

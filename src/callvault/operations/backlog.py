@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callvault.moments import as_utc
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.webhooks.models import EventStatus, WebhookEvent
 
@@ -82,4 +83,4 @@ def _aware(value: datetime | None) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return as_utc(value)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from callvault.encryption_keys.schemas import EncryptionDetails
+from callvault.moments import as_utc
 from callvault.storage.layout import CALL_ID_PATTERN, CUSTOM_FILE_NAME_PATTERN, leaf_error
 
 # the one id rule, shared with the object key layout
@@ -61,7 +62,7 @@ class IngestMetadata(BaseModel):
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         # a time without zone is taken as UTC, the zone every Telnyx timestamp is in
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
     @field_validator("client_state")
     @classmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import structlog
 
@@ -156,12 +155,6 @@ def is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 async def get_recording(runtime: Runtime, account_id: str, recording_id: str) -> RecordingData:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from callvault.moments import as_utc
 from callvault.storage.base import StorageErrorKind
 from callvault.storage.error_mapping import AUTH, TRANSIENT
 
@@ -243,9 +244,7 @@ class RoleSessions:
         if not isinstance(expiration, datetime):
             expiration = datetime.now(UTC) + timedelta(seconds=self.session_seconds)
         # obstore accepts only datetime.UTC as the zone (botocore answers its own tzutc)
-        expiration = (
-            expiration.replace(tzinfo=UTC) if expiration.tzinfo is None else expiration
-        ).astimezone(UTC)
+        expiration = as_utc(expiration)
         self.assumed += 1
         return Session(
             access_key_id=credentials["AccessKeyId"],

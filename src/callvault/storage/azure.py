@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl
 from obstore.store import AzureStore
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from callvault.moments import as_utc
 from callvault.outbound.egress import REFUSED_PREFIX, proxy_url_for
 from callvault.storage.base import (
     ObjectInfo,
@@ -178,7 +179,7 @@ def parse_sas(token: str) -> Sas | str:
         expires = datetime.fromisoformat(values["se"])
     except ValueError:
         return "sas_token's expiry (se) is not an ISO 8601 time"
-    expires = expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires.astimezone(UTC)
+    expires = as_utc(expires)
     return Sas(pairs=pairs, expires_at=expires, permissions=values.get("sp", ""))
 
 
