@@ -13,11 +13,11 @@ from callvault.applications.schemas import (
     CallControlApplicationResponse,
     CreateCallControlApplicationRequest,
     ListCallControlApplicationsResponse,
-    PaginationMeta,
     UpdateCallControlApplicationRequest,
 )
 from callvault.auth import current_account, get_runtime
 from callvault.errors import error_responses
+from callvault.pagination import PaginationMeta
 from callvault.runtime import Runtime
 
 router = APIRouter(
@@ -96,12 +96,7 @@ async def list_applications(
     )
     return ListCallControlApplicationsResponse(
         data=[CallControlApplication.of(item) for item in page.items],
-        meta=PaginationMeta(
-            page_number=page.page_number,
-            page_size=page.page_size,
-            total_pages=page.total_pages,
-            total_results=page.total_results,
-        ),
+        meta=PaginationMeta.of(page.page_number, page.page_size, page.total_results),
     )
 
 

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from callvault.applications.models import Application
 from callvault.outbound.addresses import MAX_URL_LENGTH, URL_PATTERN, url_shape_error
+from callvault.pagination import PaginationMeta
 
 IGNORED_FIELDS_NOTE = (
     "Every field of Telnyx's application object is stored and answered as written; fields "
@@ -315,13 +316,6 @@ class CallControlApplicationResponse(BaseModel):
     model_config = ConfigDict(title="Call Control Application Response")
 
     data: CallControlApplication
-
-
-class PaginationMeta(BaseModel):
-    page_number: int
-    page_size: int
-    total_pages: int
-    total_results: int
 
 
 class ListCallControlApplicationsResponse(BaseModel):

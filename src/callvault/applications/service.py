@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,10 +29,6 @@ class Page:
     page_number: int
     page_size: int
     total_results: int
-
-    @property
-    def total_pages(self) -> int:
-        return math.ceil(self.total_results / self.page_size)
 
 
 async def check_webhook_urls(urls: dict[str, str | None], *, allow_private: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import secrets
 from datetime import datetime, timedelta
 from importlib import resources
@@ -574,7 +573,7 @@ async def recordings_page(
         recordings=result.data,
         rows=rows,
         meta=result.meta,
-        total_pages=max(1, math.ceil(result.meta.total_results / RECORDINGS_PAGE_SIZE)),
+        total_pages=max(1, result.meta.total_pages),
         filters=filters,
         query=query,
         statuses=RECORDING_STATUSES,

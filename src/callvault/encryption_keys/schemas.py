@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from callvault.encryption_keys.models import RecordingEncryptionKey
 from callvault.encryption_keys.scheme import ALGORITHM, MAX_PEM_CHARS
+from callvault.pagination import PaginationMeta
 
 
 class CreateRecordingEncryptionKeyRequest(BaseModel):
@@ -53,13 +54,6 @@ class RecordingEncryptionKeyData(BaseModel):
 
 class RecordingEncryptionKeyResponse(BaseModel):
     data: RecordingEncryptionKeyData
-
-
-class PaginationMeta(BaseModel):
-    page_number: int
-    page_size: int
-    total_pages: int
-    total_results: int
 
 
 class RecordingEncryptionKeyList(BaseModel):

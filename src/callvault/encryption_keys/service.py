@@ -3,7 +3,6 @@ key a connection's recordings are encrypted for at ingest."""
 
 from __future__ import annotations
 
-import math
 import uuid
 
 import structlog
@@ -15,12 +14,12 @@ from callvault.encryption_keys import repository
 from callvault.encryption_keys.models import RecordingEncryptionKey
 from callvault.encryption_keys.schemas import (
     CreateRecordingEncryptionKeyRequest,
-    PaginationMeta,
     RecordingEncryptionKeyData,
     RecordingEncryptionKeyList,
 )
 from callvault.encryption_keys.scheme import KeyRefused, Recipient, parse_public_key
 from callvault.errors import conflict, invalid, not_found
+from callvault.pagination import PaginationMeta
 from callvault.recordings.schemas import IngestMetadata
 from callvault.runtime import Runtime
 
@@ -86,12 +85,7 @@ async def list_page(
             items = list(await repository.page(session, account_id, offset=offset, limit=page_size))
     return RecordingEncryptionKeyList(
         data=[RecordingEncryptionKeyData.of(item) for item in items],
-        meta=PaginationMeta(
-            page_number=page_number,
-            page_size=page_size,
-            total_pages=math.ceil(total / page_size),
-            total_results=total,
-        ),
+        meta=PaginationMeta.of(page_number, page_size, total),
     )
 
 

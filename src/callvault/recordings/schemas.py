@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from callvault.encryption_keys.schemas import EncryptionDetails
 from callvault.moments import as_utc
+from callvault.pagination import PaginationMeta
 from callvault.storage.layout import CALL_ID_PATTERN, CUSTOM_FILE_NAME_PATTERN, leaf_error
 
 # the one id rule, shared with the object key layout
@@ -160,13 +161,6 @@ class RecordingData(BaseModel):
 
 class RecordingResponse(BaseModel):
     data: RecordingData
-
-
-class PaginationMeta(BaseModel):
-    page_number: int
-    page_size: int
-    total_pages: int
-    total_results: int
 
 
 class RecordingList(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Sequence
 
@@ -177,12 +176,7 @@ async def list_recordings(
         )
     return RecordingList(
         data=[await to_data(runtime, row, links) for row in rows],
-        meta=PaginationMeta(
-            page_number=page_number,
-            page_size=page_size,
-            total_pages=math.ceil(total / page_size),
-            total_results=total,
-        ),
+        meta=PaginationMeta.of(page_number, page_size, total),
     )
 
 

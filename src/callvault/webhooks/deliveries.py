@@ -15,7 +15,6 @@ also while later attempts are scheduled, which `next_attempt_at` then says.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -158,10 +157,5 @@ async def list_deliveries(
         attempts = await repository.attempts_of(session, [event.id for event in events])
     return WebhookDeliveryList(
         data=[to_delivery(event, attempts[event.id]) for event in events],
-        meta=PaginationMetaSimple(
-            page_number=page_number,
-            page_size=page_size,
-            total_pages=math.ceil(total / page_size),
-            total_results=total,
-        ),
+        meta=PaginationMetaSimple.of(page_number, page_size, total),
     )

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from callvault.pagination import PaginationMetaSimple
+
 DeliveryStatus = Literal["delivered", "failed"]
 
 
@@ -76,13 +78,6 @@ class WebhookDelivery(BaseModel):
 
 class WebhookDeliveryResponse(BaseModel):
     data: WebhookDelivery
-
-
-class PaginationMetaSimple(BaseModel):
-    page_number: int
-    page_size: int
-    total_pages: int
-    total_results: int
 
 
 class WebhookDeliveryList(BaseModel):
