@@ -184,6 +184,17 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+@asynccontextmanager
+async def database_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the database for one short task (a CLI command, a check before start): its
+    own engine, disposed at the end so no connection outlives the task."""
+    engine = make_engine(database_url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
 # SQLite has one writer at a time. Writers of this process queue on an asyncio lock (per engine
 # and event loop) instead of in SQLite's busy handler, which sleeps 1, 2, 5, ... up to 100 ms
 # between tries: measured, at concurrency 8 that sleeping was most of an ingest's time. Other
@@ -321,12 +332,8 @@ def current_revision(database_url: str) -> str | None:
 
 
 async def current_revision_async(database_url: str) -> str | None:
-    engine = make_engine(database_url)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            return await session_revision(session)
-    finally:
-        await engine.dispose()
+    async with database_sessions(database_url) as sessions, sessions() as session:
+        return await session_revision(session)
 
 
 async def session_revision(session: AsyncSession) -> str | None:

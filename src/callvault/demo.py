@@ -167,14 +167,13 @@ def say(text: str = "") -> None:
 
 async def _create_account(settings: Any) -> Any:
     from callvault.accounts.service import create_account
-    from callvault.db import make_engine, make_sessionmaker, transaction
+    from callvault.db import database_sessions, transaction
 
-    engine = make_engine(settings.database_url)
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            return await create_account(session, settings.keyring, "demo")
-    finally:
-        await engine.dispose()
+    async with (
+        database_sessions(settings.database_url) as sessions,
+        transaction(sessions) as session,
+    ):
+        return await create_account(session, settings.keyring, "demo")
 
 
 def _create_application(http: httpx.Client, api_key: str, webhook_url: str) -> str:

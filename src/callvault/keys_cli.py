@@ -17,7 +17,7 @@ from callvault.credentials.rotation import (
     count_rows,
     rotate_all,
 )
-from callvault.db import make_engine, make_sessionmaker
+from callvault.db import database_sessions
 from callvault.db import migrate as apply_migrations
 
 app = typer.Typer(help="Manage the encryption keys of secrets at rest.", no_args_is_help=True)
@@ -32,9 +32,7 @@ def generate() -> None:
 
 async def _rotate(batch_size: int) -> RotationReport:
     settings = load_settings(data_dir_rule="require")
-    engine = make_engine(settings.database_url)
-    try:
-        sessions = make_sessionmaker(engine)
+    async with database_sessions(settings.database_url) as sessions:
         total = await count_rows(sessions)
         with Progress(
             TextColumn("re-encrypting"),
@@ -50,8 +48,6 @@ async def _rotate(batch_size: int) -> RotationReport:
                 batch_size=batch_size,
                 progress=lambda done: bar.advance(task, done),
             )
-    finally:
-        await engine.dispose()
 
 
 @app.command("rotate")

@@ -23,10 +23,9 @@ from callvault.credentials.encryption import KeyError_, KeyRing
 from callvault.credentials.keycheck import KeysDoNotOpenData, check_keys
 from callvault.db import (
     current_revision_async,
+    database_sessions,
     database_unavailable,
     head_revision,
-    make_engine,
-    make_sessionmaker,
     migrate,
     revisions_between,
 )
@@ -77,11 +76,8 @@ async def _check_database(settings: Settings, keyring: KeyRing) -> None:
             f"the database at {shown_url(settings.database_url)} has {len(pending)} pending "
             f"migration(s) ({', '.join(pending)}): run `callvault migrate` first"
         )
-    engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine)() as session:
+        async with database_sessions(settings.database_url) as sessions, sessions() as session:
             await check_keys(session, keyring)
     except KeysDoNotOpenData as exc:
         raise ConfigurationError(str(exc)) from None
-    finally:
-        await engine.dispose()

@@ -20,7 +20,7 @@ from callvault.accounts.service import (
     revoke_api_key,
 )
 from callvault.config import Settings, load_settings
-from callvault.db import make_engine, make_sessionmaker, migrate, transaction
+from callvault.db import database_sessions, migrate, transaction
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 # not to be confused with `callvault keys`: the keys of the secrets at rest
@@ -32,12 +32,11 @@ err = Console(stderr=True)
 
 
 async def _create(settings: Settings, name: str) -> NewAccount:
-    engine = make_engine(settings.database_url)
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            return await create_account(session, settings.keyring, name)
-    finally:
-        await engine.dispose()
+    async with (
+        database_sessions(settings.database_url) as sessions,
+        transaction(sessions) as session,
+    ):
+        return await create_account(session, settings.keyring, name)
 
 
 @app.command("create")
@@ -74,42 +73,33 @@ def _when(value: datetime | None) -> str | None:
 
 
 async def _new_key(account_id: str, name: str | None) -> NewApiKey | None:
-    engine = make_engine(load_settings(data_dir_rule="require").database_url)
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            if await repository.by_id(session, account_id) is None:
-                return None
-            return await create_api_key(session, account_id, name)
-    finally:
-        await engine.dispose()
+    database_url = load_settings(data_dir_rule="require").database_url
+    async with database_sessions(database_url) as sessions, transaction(sessions) as session:
+        if await repository.by_id(session, account_id) is None:
+            return None
+        return await create_api_key(session, account_id, name)
 
 
 async def _listed(account_id: str) -> list[dict[str, Any]] | None:
-    engine = make_engine(load_settings(data_dir_rule="require").database_url)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            if await repository.by_id(session, account_id) is None:
-                return None
-            return [
-                {
-                    "id": key.id,
-                    "name": key.name,
-                    "created_at": _when(key.created_at),
-                    "last_used_at": _when(key.last_used_at),
-                }
-                for key in await repository.keys_of(session, account_id)
-            ]
-    finally:
-        await engine.dispose()
+    database_url = load_settings(data_dir_rule="require").database_url
+    async with database_sessions(database_url) as sessions, sessions() as session:
+        if await repository.by_id(session, account_id) is None:
+            return None
+        return [
+            {
+                "id": key.id,
+                "name": key.name,
+                "created_at": _when(key.created_at),
+                "last_used_at": _when(key.last_used_at),
+            }
+            for key in await repository.keys_of(session, account_id)
+        ]
 
 
 async def _revoke(key_id: str) -> bool:
-    engine = make_engine(load_settings(data_dir_rule="require").database_url)
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            revoked = await revoke_api_key(session, key_id)
-    finally:
-        await engine.dispose()
+    database_url = load_settings(data_dir_rule="require").database_url
+    async with database_sessions(database_url) as sessions, transaction(sessions) as session:
+        revoked = await revoke_api_key(session, key_id)
     if revoked:  # until then a process may still take it from its cache (accounts/cache.py)
         await asyncio.sleep(REVOCATION_LAG_SECS)
     return revoked

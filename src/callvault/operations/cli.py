@@ -11,7 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from callvault.config import load_settings
-from callvault.db import make_engine, make_sessionmaker, transaction, utcnow
+from callvault.db import database_sessions, transaction, utcnow
 from callvault.operations.backlog import Backlog, read_backlog
 from callvault.operations.retries import failed_event_ids, requeue_event
 
@@ -19,12 +19,9 @@ webhooks_app = typer.Typer(help="Webhook deliveries.", no_args_is_help=True)
 
 
 async def _backlog() -> Backlog:
-    engine = make_engine(load_settings(data_dir_rule="require").database_url)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            return await read_backlog(session)
-    finally:
-        await engine.dispose()
+    database_url = load_settings(data_dir_rule="require").database_url
+    async with database_sessions(database_url) as sessions, sessions() as session:
+        return await read_backlog(session)
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
@@ -46,10 +43,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
 
 
 async def _retry(event_ids: list[str], all_failed: bool) -> int:
-    sessions = make_sessionmaker(
-        engine := make_engine(load_settings(data_dir_rule="require").database_url)
-    )
-    try:
+    database_url = load_settings(data_dir_rule="require").database_url
+    async with database_sessions(database_url) as sessions:
         if all_failed:
             async with sessions() as session:
                 event_ids = event_ids + await failed_event_ids(session)
@@ -62,8 +57,6 @@ async def _retry(event_ids: list[str], all_failed: bool) -> int:
                 requeued += event is not None
                 progress.advance(task)
         return requeued
-    finally:
-        await engine.dispose()
 
 
 @webhooks_app.command("retry")
