@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from callvault.moments import as_utc
+from callvault.moments import as_utc, telnyx_time
 
 
 def test_a_naive_time_is_taken_as_utc() -> None:
@@ -19,3 +19,8 @@ def test_an_aware_time_is_converted_to_utc() -> None:
 
 def test_none_stays_none() -> None:
     assert as_utc(None) is None
+
+
+def test_telnyx_time_is_utc_with_milliseconds_and_a_z() -> None:
+    moment = datetime(2018, 2, 2, 23, 25, 27, 521999, tzinfo=timezone(timedelta(hours=1)))
+    assert telnyx_time(moment) == "2018-02-02T22:25:27.521Z"

@@ -164,6 +164,10 @@ def unknown_parameter(name: str) -> ApiError:
     )
 
 
+def request_timeout(detail: str) -> ApiError:
+    return ApiError(408, [ErrorItem(Code.REQUEST_TIMEOUT, "Request timeout", detail)])
+
+
 def too_large(detail: str) -> ApiError:
     return ApiError(413, [ErrorItem(Code.PAYLOAD_TOO_LARGE, "Payload too large", detail)])
 

@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from callvault.errors import ApiError, Code, ErrorItem, invalid, too_large
+from callvault.errors import ApiError, invalid, request_timeout, too_large
 
 INGEST_PATH = "/internal/v1/recordings"
 RTPENGINE_INGEST_PATH = "/internal/v1/rtpengine/recordings"  # rtpengine's notify (handoff/)
@@ -43,16 +43,7 @@ def body_timeout_secs(environ: Mapping[str, str]) -> float:
 
 
 def body_too_slow(seconds: float) -> ApiError:
-    return ApiError(
-        408,
-        [
-            ErrorItem(
-                Code.REQUEST_TIMEOUT,
-                "Request timeout",
-                f"The request body did not arrive within {seconds:g} s; send it again.",
-            )
-        ],
-    )
+    return request_timeout(f"The request body did not arrive within {seconds:g} s; send it again.")
 
 
 class RefusedBody(Exception):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,17 @@ async def _create(settings: Settings, name: str) -> NewAccount:
         return await create_account(session, settings.keyring, name)
 
 
+def _show_new_key(fields: Mapping[str, str | None], as_json: bool) -> None:
+    """Prints what was created, with the API key that is shown this once only."""
+    if as_json:
+        typer.echo(json.dumps(fields))
+        return
+    console = Console()
+    for key, value in fields.items():
+        console.print(f"[bold]{key}[/bold]: {value if value is not None else ''}")
+    console.print("[yellow]The API key is shown only now; store it safely.[/yellow]")
+
+
 @app.command("create")
 def create(
     name: str = typer.Argument(..., help="The account's name."),
@@ -56,13 +68,7 @@ def create(
         "api_key": created.api_key,
         "webhook_public_key": created.webhook_public_key,
     }
-    if as_json:
-        typer.echo(json.dumps(fields))
-        return
-    console = Console()
-    for key, value in fields.items():
-        console.print(f"[bold]{key}[/bold]: {value}")
-    console.print("[yellow]The API key is shown only now; store it safely.[/yellow]")
+    _show_new_key(fields, as_json)
 
 
 # ---- api keys
@@ -125,13 +131,7 @@ def create_key(
     if created is None:
         raise _no_account(account_id)
     fields = {"id": created.id, "api_key": created.api_key, "name": created.name}
-    if as_json:
-        typer.echo(json.dumps(fields))
-        return
-    console = Console()
-    for key, value in fields.items():
-        console.print(f"[bold]{key}[/bold]: {value if value is not None else ''}")
-    console.print("[yellow]The API key is shown only now; store it safely.[/yellow]")
+    _show_new_key(fields, as_json)
 
 
 @api_keys_app.command("list")

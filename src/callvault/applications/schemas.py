@@ -7,7 +7,6 @@ the spec's types, enums and defaults (callvault itself acts only on the webhook 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from callvault.applications.models import Application
+from callvault.moments import telnyx_time
 from callvault.outbound.addresses import MAX_URL_LENGTH, URL_PATTERN, url_shape_error
 from callvault.pagination import PaginationMeta
 
@@ -248,11 +248,6 @@ def nested_columns(prefix: str, value: BaseModel, *, all_fields: bool) -> dict[s
 
 def _column(prefix: str, name: str) -> str:
     return name if name == "outbound_voice_profile_id" else f"{prefix}_{name}"
-
-
-def telnyx_time(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a Z, as Telnyx writes it."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class CallControlApplication(BaseModel):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from callvault.encryption_keys.models import RecordingEncryptionKey
 from callvault.encryption_keys.scheme import ALGORITHM, MAX_PEM_CHARS
+from callvault.moments import telnyx_time
 from callvault.pagination import PaginationMeta
 
 
@@ -22,10 +22,6 @@ class CreateRecordingEncryptionKeyRequest(BaseModel):
         examples=["-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA...\n"],
     )
     name: str = Field(min_length=1, max_length=255, description="A name to recognise the key.")
-
-
-def telnyx_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class RecordingEncryptionKeyData(BaseModel):
