@@ -22,7 +22,7 @@ async def test_database_gone_at_the_insert(
 ) -> None:
     written: list[str] = []
     # the local default store takes the received file by a rename (move_file, issue 14)
-    real_put = runtime.default_store.move_file  # type: ignore[attr-defined]
+    real_put = runtime.default_store.move_file
 
     async def recording_put(key: str, *args: object, **kwargs: object) -> None:
         written.append(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -137,6 +138,21 @@ async def test_links_cannot_escape_the_store_root(api: httpx.AsyncClient, runtim
         # the signature holds (the key is what was signed): the path check refuses it
         assert response.status_code == 403, key
         assert b"root:" not in response.content
+
+
+async def test_a_symlink_out_of_the_store_is_not_served(
+    api: httpx.AsyncClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    secret = tmp_path / "outside.wav"
+    secret.write_bytes(b"RIFF not a recording of this store")
+    key = "acct/2022-02-02/linked-1643805460.wav"
+    link = local_store(runtime).path_for(key)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)
+    signed = link_url(runtime.settings.public_url, runtime.settings.link_secret, key, 2**40)
+    response = await api.get(local_path(signed))
+    assert response.status_code == 404
+    assert b"not a recording" not in response.content
 
 
 async def test_list_pages_and_filters(

@@ -62,6 +62,25 @@ async def test_put_from_bytes_is_the_same_object(any_store: ObjectStore) -> None
     assert await read_all(any_store, KEY) == data
 
 
+async def test_move_stores_the_object_and_says_where_a_local_one_lives(
+    any_store: ObjectStore, tmp_path: Path
+) -> None:
+    # what ingest hands the default store: a local directory takes the file by a rename
+    data = os.urandom(100_000)
+    source = write(tmp_path, data)
+    await any_store.move_file(KEY, source, content_type="audio/wav", metadata=METADATA)
+    info = await any_store.head(KEY)
+    assert info is not None
+    assert (info.size, info.content_type, info.metadata) == (len(data), "audio/wav", METADATA)
+    assert await read_all(any_store, KEY) == data
+    local = any_store.local_path(KEY)
+    if any_store.backend == "local":
+        assert local is not None and local.read_bytes() == data
+    else:
+        assert local is None
+        assert source.read_bytes() == data  # uploaded, left to the caller
+
+
 async def test_head_of_missing_object_is_none(any_store: ObjectStore) -> None:
     assert await any_store.head("acct/2022-02-02/never-written-1") is None
 

@@ -6,8 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from callvault.encryption_keys.scheme import object_metadata, stored_content_type
 from callvault.storage import azure, gcs, s3
-from callvault.storage.layout import content_type_for, extension_for, object_key
+from callvault.storage.layout import (
+    content_type_for,
+    extension_for,
+    object_key,
+    recording_leaf,
+    recording_object,
+)
 
 SEED_ACCOUNT = "047e057e-cb46-4b11-bb31-37987e753ed7"
 SEED_LEG = "d9d877c6-8424-11ec-b0b1-02420a0d7e68"
@@ -87,3 +94,39 @@ def test_canonical_url_endpoints() -> None:
     )
     with pytest.raises(ValueError):
         s3.generic_canonical_url("", "bars", "k")
+
+
+IDS = dict(
+    recording_id="rec-1",
+    connection_id="conn-1",
+    call_control_id="cc-1",
+    call_leg_id="leg-1",
+    call_session_id="session-1",
+    sha256="ab" * 32,
+)
+
+
+def test_a_recording_object_names_the_call_and_its_audio() -> None:
+    stored = recording_object(**IDS, custom_file_name=None, format="mp3", decryption_metadata={})
+    assert stored.leaf == "leg-1"
+    assert stored.content_type == "audio/mpeg"
+    assert stored.metadata == IDS
+
+
+def test_an_encrypted_recording_object_is_ciphertext_that_carries_its_key() -> None:
+    details = {"encrypted_cek": "c2Vj", "iv": "aXY=", "public_key_id": "key-1", "version": "2"}
+    stored = recording_object(
+        **IDS,
+        custom_file_name="board-call",
+        format="wav",
+        decryption_metadata=object_metadata(details),
+    )
+    assert stored.leaf == "board-call"
+    # the same answer as the encryption scheme's own rule
+    assert stored.content_type == stored_content_type("audio/wav", details)
+    assert stored.metadata == {**IDS, **object_metadata(details)}
+
+
+def test_the_leaf_takes_a_disambiguator() -> None:
+    assert recording_leaf(None, "leg-1") == "leg-1"
+    assert recording_leaf("name", "leg-1", "ab12cd34") == "name-ab12cd34"

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -192,102 +193,172 @@ def audio_files(directory: Path) -> list[Path]:
     )
 
 
-def ingest(
-    file: Path = typer.Argument(
-        ...,
+# the command's arguments and options (typer reads them from the annotations)
+FileArgument = Annotated[
+    Path,
+    typer.Argument(
         exists=True,
         readable=True,
         help="A .wav/.mp3 file, or a directory: every .wav and .mp3 in it, with a progress bar.",
     ),
-    connection_id: str = typer.Option(..., "--connection-id", help="The application id."),
-    call_control_id: str = typer.Option(..., "--call-control-id", help="The call's id."),
-    call_leg_id: str | None = typer.Option(
-        None,
+]
+ConnectionIdOption = Annotated[str, typer.Option("--connection-id", help="The application id.")]
+CallControlIdOption = Annotated[str, typer.Option("--call-control-id", help="The call's id.")]
+CallLegIdOption = Annotated[
+    str | None,
+    typer.Option(
         "--call-leg-id",
         help="Default: the call control id (a directory: a UUID made from it and the file name).",
     ),
-    call_session_id: str | None = typer.Option(
-        None, "--call-session-id", help="Default: a new UUID."
-    ),
-    format: str | None = typer.Option(
-        None, "--format", help="wav or mp3. Default: from the file's extension."
-    ),
-    channels: str | None = typer.Option(
-        None, "--channels", help="single or dual. Default: from the file (mono: single)."
-    ),
-    started_at: str | None = typer.Option(
-        None,
+]
+CallSessionIdOption = Annotated[
+    str | None, typer.Option("--call-session-id", help="Default: a new UUID.")
+]
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="wav or mp3. Default: from the file's extension.")
+]
+ChannelsOption = Annotated[
+    str | None,
+    typer.Option("--channels", help="single or dual. Default: from the file (mono: single)."),
+]
+StartedAtOption = Annotated[
+    str | None,
+    typer.Option(
         "--started-at",
         help="ISO 8601. Default: the end minus the audio's duration (stable: a repeat of the "
         "same command is the same recording).",
     ),
-    ended_at: str | None = typer.Option(
-        None, "--ended-at", help="ISO 8601. Default: the file's modification time."
+]
+EndedAtOption = Annotated[
+    str | None,
+    typer.Option("--ended-at", help="ISO 8601. Default: the file's modification time."),
+]
+ClientStateOption = Annotated[str | None, typer.Option("--client-state", help="Base64.")]
+CustomFileNameOption = Annotated[
+    str | None,
+    typer.Option("--custom-file-name", help="The object's name instead of the call leg id."),
+]
+FromOption = Annotated[str | None, typer.Option("--from", help="The caller (E.164 or SIP URI).")]
+ToOption = Annotated[str | None, typer.Option("--to", help="The callee (E.164 or SIP URI).")]
+SipCallIdOption = Annotated[str | None, typer.Option("--sip-call-id", help="The SIP Call-ID.")]
+ServerOption = Annotated[str, typer.Option("--server", help="callvault's URL.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="Ingest token. Default: $CALLVAULT_INGEST_TOKEN or the data dir's."
     ),
-    client_state: str | None = typer.Option(None, "--client-state", help="Base64."),
-    custom_file_name: str | None = typer.Option(
-        None, "--custom-file-name", help="The object's name instead of the call leg id."
-    ),
-    from_: str | None = typer.Option(None, "--from", help="The caller (E.164 or SIP URI)."),
-    to: str | None = typer.Option(None, "--to", help="The callee (E.164 or SIP URI)."),
-    sip_call_id: str | None = typer.Option(None, "--sip-call-id", help="The SIP Call-ID."),
-    server: str = typer.Option("http://127.0.0.1:8000", "--server", help="callvault's URL."),
-    token: str | None = typer.Option(
-        None, "--token", help="Ingest token. Default: $CALLVAULT_INGEST_TOKEN or the data dir's."
-    ),
+]
+
+
+@dataclass(frozen=True)
+class CallFields:
+    """The metadata the command's options give, the same for every file it sends."""
+
+    connection_id: str
+    call_control_id: str
+    call_session_id: str | None
+    channels: str | None
+    started_at: str | None
+    ended_at: str | None
+    client_state: str | None
+    parties: dict[str, str | None]  # the optional `from`, `to`, `sip_call_id`
+
+    def metadata_for(
+        self, file: Path, format: str, *, call_leg_id: str, custom_file_name: str | None
+    ) -> dict[str, Any]:
+        return metadata_for(
+            file,
+            format,
+            connection_id=self.connection_id,
+            call_control_id=self.call_control_id,
+            call_leg_id=call_leg_id,
+            call_session_id=self.call_session_id or str(uuid.uuid4()),
+            channels=self.channels,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            client_state=self.client_state,
+            custom_file_name=custom_file_name,
+            parties=self.parties,
+        )
+
+
+def ingest(
+    file: FileArgument,
+    connection_id: ConnectionIdOption,
+    call_control_id: CallControlIdOption,
+    call_leg_id: CallLegIdOption = None,
+    call_session_id: CallSessionIdOption = None,
+    format: FormatOption = None,
+    channels: ChannelsOption = None,
+    started_at: StartedAtOption = None,
+    ended_at: EndedAtOption = None,
+    client_state: ClientStateOption = None,
+    custom_file_name: CustomFileNameOption = None,
+    from_: FromOption = None,
+    to: ToOption = None,
+    sip_call_id: SipCallIdOption = None,
+    server: ServerOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
 ) -> None:
     """Post a recording to the ingest endpoint; prints the recording id.
 
     Given a directory: every .wav/.mp3 in it, one line `<recording id><TAB><file name>` each."""
-    parties = {"from": from_, "to": to, "sip_call_id": sip_call_id}
-    if file.is_dir():
-        if call_leg_id is not None or custom_file_name is not None:
-            # one leg id (or object name) for many recordings would name them all alike
-            raise fail(
-                "--call-leg-id and --custom-file-name name one recording: not for a directory"
-            )
-        ingest_directory(
+    fields = CallFields(
+        connection_id=connection_id,
+        call_control_id=call_control_id,
+        call_session_id=call_session_id,
+        channels=channels,
+        started_at=started_at,
+        ended_at=ended_at,
+        client_state=client_state,
+        parties={"from": from_, "to": to, "sip_call_id": sip_call_id},
+    )
+    if not file.is_dir():
+        ingest_file(
             file,
-            connection_id=connection_id,
-            call_control_id=call_control_id,
-            call_session_id=call_session_id,
+            fields,
             format=format,
-            channels=channels,
-            started_at=started_at,
-            ended_at=ended_at,
-            client_state=client_state,
+            call_leg_id=call_leg_id,
+            custom_file_name=custom_file_name,
             server=server,
             token=token,
-            parties=parties,
         )
         return
+    if call_leg_id is not None or custom_file_name is not None:
+        # one leg id (or object name) for many recordings would name them all alike
+        raise fail("--call-leg-id and --custom-file-name name one recording: not for a directory")
+    ingest_directory(file, fields, format=format, server=server, token=token)
+
+
+def ingest_file(
+    file: Path,
+    fields: CallFields,
+    *,
+    format: str | None,
+    call_leg_id: str | None,
+    custom_file_name: str | None,
+    server: str,
+    token: str | None,
+) -> None:
+    """One recording; its id to stdout."""
     try:
         format = format_of(file, format)
     except IngestFailed as exc:
         raise fail(str(exc)) from None
-    if channels is not None and channels not in ("single", "dual"):
+    if fields.channels is not None and fields.channels not in ("single", "dual"):
         raise fail("--channels must be single or dual")
-    secret = ingest_token(token)
-    if not secret:
-        raise fail("no ingest token: pass --token or set CALLVAULT_INGEST_TOKEN")
-    url = server.rstrip("/") + "/internal/v1/recordings"
+    secret = _required_token(token)
     try:
-        metadata = metadata_for(
+        metadata = fields.metadata_for(
             file,
             format,
-            connection_id=connection_id,
-            call_control_id=call_control_id,
-            call_leg_id=call_leg_id or call_control_id,
-            call_session_id=call_session_id or str(uuid.uuid4()),
-            channels=channels,
-            started_at=started_at,
-            ended_at=ended_at,
-            client_state=client_state,
+            call_leg_id=call_leg_id or fields.call_control_id,
             custom_file_name=custom_file_name,
-            parties=parties,
         )
         with httpx.Client(timeout=TIMEOUT) as client:
-            recording_id, created = post_recording(client, url, secret, file, metadata)
+            recording_id, created = post_recording(
+                client, _ingest_url(server), secret, file, metadata
+            )
     except IngestFailed as exc:
         raise fail(str(exc)) from None
     if not created:
@@ -296,74 +367,79 @@ def ingest(
 
 
 def ingest_directory(
-    directory: Path,
-    *,
-    connection_id: str,
-    call_control_id: str,
-    call_session_id: str | None,
-    format: str | None,
-    channels: str | None,
-    started_at: str | None,
-    ended_at: str | None,
-    client_state: str | None,
-    server: str,
-    token: str | None,
-    parties: dict[str, str | None] | None = None,
+    directory: Path, fields: CallFields, *, format: str | None, server: str, token: str | None
 ) -> None:
     """Every .wav/.mp3 of `directory`, one after the other, over one connection; a file that
     fails is reported and the others go on (exit code 1 if any failed)."""
-    if channels is not None and channels not in ("single", "dual"):
+    if fields.channels is not None and fields.channels not in ("single", "dual"):
         raise fail("--channels must be single or dual")
     if format is not None and format not in ("wav", "mp3"):
         raise fail("--format must be wav or mp3")
-    secret = ingest_token(token)
-    if not secret:
-        raise fail("no ingest token: pass --token or set CALLVAULT_INGEST_TOKEN")
+    secret = _required_token(token)
     files = audio_files(directory)
     if not files:
         raise fail(f"no .wav or .mp3 files in {directory}")
-    url = server.rstrip("/") + "/internal/v1/recordings"
-    failures: list[tuple[Path, str]] = []
-    repeats = 0
-    with (
-        httpx.Client(timeout=TIMEOUT) as client,
-        Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-        ) as progress,
-    ):
+    sender = _DirectorySender(_ingest_url(server), secret, fields, format)
+    with httpx.Client(timeout=TIMEOUT) as client, _progress() as progress:
         task = progress.add_task(f"ingesting {directory.name or directory}", total=len(files))
         for path in files:
-            try:
-                metadata = metadata_for(
-                    path,
-                    format_of(path, format),
-                    connection_id=connection_id,
-                    call_control_id=call_control_id,
-                    # stable per file, so a repeat of the command is no new recording
-                    call_leg_id=str(uuid.uuid5(LEG_NAMESPACE, f"{call_control_id}/{path.name}")),
-                    call_session_id=call_session_id or str(uuid.uuid4()),
-                    channels=channels,
-                    started_at=started_at,
-                    ended_at=ended_at,
-                    client_state=client_state,
-                    custom_file_name=None,
-                    parties=parties,
-                )
-                recording_id, created = post_recording(client, url, secret, path, metadata)
-            except IngestFailed as exc:
-                failures.append((path, str(exc)))
-            else:
-                repeats += not created
-                typer.echo(f"{recording_id}\t{path.name}")
+            sender.send(client, path)
             progress.advance(task)
-    for path, why in failures:
+    for path, why in sender.failures:
         err.print(f"[red]error:[/red] {escape(path.name)}: {escape(why)}", highlight=False)
-    done = len(files) - len(failures)
-    note = f" ({repeats} already received)" if repeats else ""
+    done = len(files) - len(sender.failures)
+    note = f" ({sender.repeats} already received)" if sender.repeats else ""
     err.print(f"ingested {done} of {len(files)} file(s){note}")
-    if failures:
+    if sender.failures:
         raise typer.Exit(1)
+
+
+class _DirectorySender:
+    """Posts a directory's files one by one, each line `<recording id><TAB><file name>` to
+    stdout; keeps the failures to report at the end."""
+
+    def __init__(self, url: str, secret: str, fields: CallFields, format: str | None) -> None:
+        self.url = url
+        self.secret = secret
+        self.fields = fields
+        self.format = format
+        self.failures: list[tuple[Path, str]] = []
+        self.repeats = 0
+
+    def send(self, client: httpx.Client, path: Path) -> None:
+        call_control_id = self.fields.call_control_id
+        try:
+            metadata = self.fields.metadata_for(
+                path,
+                format_of(path, self.format),
+                # stable per file, so a repeat of the command is no new recording
+                call_leg_id=str(uuid.uuid5(LEG_NAMESPACE, f"{call_control_id}/{path.name}")),
+                custom_file_name=None,
+            )
+            recording_id, created = post_recording(client, self.url, self.secret, path, metadata)
+        except IngestFailed as exc:
+            self.failures.append((path, str(exc)))
+        else:
+            self.repeats += not created
+            typer.echo(f"{recording_id}\t{path.name}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+def _required_token(explicit: str | None) -> str:
+    secret = ingest_token(explicit)
+    if not secret:
+        raise fail("no ingest token: pass --token or set CALLVAULT_INGEST_TOKEN")
+    return secret
+
+
+def _ingest_url(server: str) -> str:
+    return server.rstrip("/") + "/internal/v1/recordings"

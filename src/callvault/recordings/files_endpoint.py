@@ -9,6 +9,7 @@ hands out its own presigned URLs and this route answers 404 there.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
@@ -18,7 +19,6 @@ from callvault.auth import get_runtime
 from callvault.errors import ApiError, error_responses, not_found
 from callvault.runtime import Runtime
 from callvault.storage.layout import content_type_for
-from callvault.storage.local import LocalStore
 from callvault.storage.signed_links import verify_link
 
 router = APIRouter(tags=["recordings"])
@@ -53,8 +53,13 @@ async def download_recording_file(
     signature: str | None = None,
     runtime: Runtime = Depends(get_runtime),
 ) -> FileResponse:
-    store = runtime.default_store
-    if not isinstance(store, LocalStore):
+    try:
+        # None: the store is remote and hands out its own links; ValueError: "..", absolute
+        # and other unsafe keys
+        path = runtime.default_store.local_path(key)
+    except ValueError:
+        raise forbidden() from None
+    if path is None:
         raise not_found()
     try:
         expires_at = int(expires or "")
@@ -64,10 +69,13 @@ async def download_recording_file(
         runtime.settings.link_secret, key, expires_at, signature, time.time()
     ):
         raise forbidden()
-    try:
-        path = store.path_for(key)  # refuses "..", absolute and other unsafe keys
-    except ValueError:
-        raise forbidden() from None
-    if not path.resolve().is_relative_to(store.root) or not path.is_file():
+    if not _inside_the_store(path, key) or not path.is_file():
         raise not_found()
     return FileResponse(path, media_type=media_type_for(key))
+
+
+def _inside_the_store(path: Path, key: str) -> bool:
+    """Whether the file is in the store's directory once symlinks are followed (`path` is
+    that directory, resolved when the store opened, joined with the key's parts)."""
+    root = path.parents[key.count("/")]
+    return path.resolve().is_relative_to(root)

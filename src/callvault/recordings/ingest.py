@@ -21,7 +21,6 @@ is what is handed over.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -49,8 +48,7 @@ from callvault.recordings.schemas import IngestMetadata
 from callvault.recordings.upload import ReceivedUpload
 from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
-from callvault.storage.layout import content_type_for, extension_for, object_key
-from callvault.storage.local import LocalStore
+from callvault.storage.layout import extension_for, object_key, recording_leaf, recording_object
 from callvault.webhooks import service as webhooks
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
@@ -108,20 +106,6 @@ def store_unavailable(error: StorageError) -> ApiError:
             f"GET /ready names the check): {error.reason}. Nothing was kept."
         )
     return unavailable(f"The recording could not be stored, try again: {error.reason}")
-
-
-def object_metadata(recording_id: str, upload: ReceivedUpload) -> dict[str, str]:
-    meta = upload.metadata
-    return {
-        "recording_id": recording_id,
-        "connection_id": meta.connection_id,
-        "call_control_id": meta.call_control_id,
-        "call_leg_id": meta.call_leg_id,
-        "call_session_id": meta.call_session_id,
-        "sha256": upload.sha256,
-        # encrypted_cek, iv, public_key_id: the object alone suffices to decrypt it
-        **encryption.object_metadata(upload.encryption_details),
-    }
 
 
 class IngestPlan:
@@ -219,41 +203,101 @@ async def _store(
     context: repository.IngestContext,
     key: str,
 ) -> IngestOutcome:
+    """The object first (durable), then the row: the 202 comes only once both are."""
+    await _put_in_default_store(runtime, upload, recording_id, key)
+    # with custom storage the worker copies it there; else the default store is its final
+    # place already: stored, and its `call.recording.saved` made, in the same transaction
+    custom = context.has_custom_storage
+    # the job the worker gets: upload, or webhook
+    with Reservation(runtime.inbox, "recording" if custom else "event") as reservation:
+        insert = await _new_row(runtime, upload, recording_id, context, key, reservation)
+        inserted = await _commit(runtime, insert, reservation)
+        if inserted:
+            _hand_over(runtime, reservation, insert.recording, insert.event, context)
+    if not inserted:
+        return await _lost_race(runtime, upload, key)
+    _log_received(upload, insert.recording)
+    # the 202 says `received` whatever comes next (the pinned interface)
+    return IngestOutcome(recording_id, RecordingStatus.RECEIVED, created=True)
+
+
+async def _put_in_default_store(
+    runtime: Runtime, upload: ReceivedUpload, recording_id: str, key: str
+) -> None:
     meta = upload.metadata
-    content_type = encryption.stored_content_type(
-        content_type_for(meta.format), upload.encryption_details
+    stored = recording_object(
+        recording_id=recording_id,
+        connection_id=meta.connection_id,
+        call_control_id=meta.call_control_id,
+        call_leg_id=meta.call_leg_id,
+        call_session_id=meta.call_session_id,
+        custom_file_name=meta.custom_file_name,
+        format=meta.format,
+        sha256=upload.sha256,
+        # encrypted_cek, iv, public_key_id: the object alone suffices to decrypt it
+        decryption_metadata=encryption.object_metadata(upload.encryption_details),
     )
-    store = runtime.default_store
     try:
-        if isinstance(store, LocalStore):
-            # the received file becomes the object (a rename, not a copy)
-            await store.move_file(
-                key,
-                upload.path,
-                content_type=content_type,
-                metadata=object_metadata(recording_id, upload),
-            )
-        else:
-            await store.put_file(
-                key,
-                upload.path,
-                content_type=content_type,
-                metadata=object_metadata(recording_id, upload),
-            )
+        # a local directory store takes the received file itself (a rename, not a copy)
+        await runtime.default_store.move_file(
+            key, upload.path, content_type=stored.content_type, metadata=stored.metadata
+        )
     except StorageError as exc:
         if not exc.kind.permanent:
             log.warning("default store refused a recording", reason=exc.reason)
         raise store_unavailable(exc) from None
 
+
+class Reservation:
+    """A slot of this process's worker for the job an ingest is about to commit (the row is
+    written leased to it), or none (no worker here, or no room: the workers' claim takes the
+    row). Cancelled on the way out of its `with` unless it was handed over."""
+
+    def __init__(self, inbox: Inbox | None, kind: str) -> None:
+        self.kind = kind
+        self.lease_until = inbox.reserve(kind) if inbox is not None else None
+        self._inbox = inbox if self.lease_until is not None else None
+
+    @property
+    def owner(self) -> str | None:
+        return self._inbox.owner if self._inbox is not None else None
+
+    @property
+    def held(self) -> bool:
+        return self._inbox is not None
+
+    def hand(self, handoff: Handoff) -> None:
+        assert self._inbox is not None
+        self._inbox.hand(handoff)
+        self._release()
+
+    def cancel(self) -> None:
+        if self._inbox is not None:
+            self._inbox.cancel(self.kind)
+        self._release()
+
+    def _release(self) -> None:
+        self._inbox = None
+        self.lease_until = None
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+def _row_values(
+    upload: ReceivedUpload,
+    recording_id: str,
+    context: repository.IngestContext,
+    key: str,
+    reservation: Reservation,
+) -> dict[str, Any]:
+    meta = upload.metadata
     now = utcnow()
-    # with custom storage the worker copies it there; else the default store is its final
-    # place already: stored, and its `call.recording.saved` made, in the same transaction
     custom = context.has_custom_storage
-    inbox = runtime.inbox
-    kind = "recording" if custom else "event"  # the job the worker gets: upload, or webhook
-    lease_until = inbox.reserve(kind) if inbox is not None else None
-    owner = inbox.owner if inbox is not None and lease_until is not None else None
-    values: dict[str, Any] = dict(
+    return dict(
         id=recording_id,
         account_id=context.application.account_id,
         connection_id=meta.connection_id,
@@ -281,139 +325,183 @@ async def _store(
         default_store_key=key,
         attempts=0,
         next_attempt_at=now if custom else None,
-        lease_owner=owner if custom else None,
-        lease_until=lease_until if custom else None,
+        lease_owner=reservation.owner if custom else None,
+        lease_until=reservation.lease_until if custom else None,
         created_at=now,
         updated_at=now,
     )
-    recording = Recording(**values)  # in memory: the event's payload, the worker's job
-    link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
-    event: WebhookEvent | None = None
-    committing = False  # True once the rows are flushed: a failure from there on is the commit
 
-    async def write(session: AsyncSession) -> bool:
-        # a unit of the group commit (batch_writer.py): run again alone if its batch fails
-        nonlocal event, committing
-        event, committing = None, False
-        added = await repository.insert_new(session, values)
-        if added and not custom:
-            event = await webhooks.record_saved(
+
+class NewRow:
+    """The new recording's row and, without custom storage, its saved event: a unit of the
+    group commit (batch_writer.py), run again alone if its batch fails."""
+
+    def __init__(
+        self,
+        values: dict[str, Any],
+        recording: Recording,
+        context: repository.IngestContext,
+        link: str,
+        reservation: Reservation,
+    ) -> None:
+        self.values = values
+        self.recording = recording
+        self.context = context
+        self.link = link
+        self.owner = reservation.owner
+        self.lease_until = reservation.lease_until if self.owner else None
+        self.event: WebhookEvent | None = None
+        self.committing = False  # True once the rows are flushed: a failure is the commit's
+
+    @property
+    def custom(self) -> bool:
+        return self.context.has_custom_storage
+
+    async def __call__(self, session: AsyncSession) -> bool:
+        self.event, self.committing = None, False
+        added = await repository.insert_new(session, self.values)
+        if added and not self.custom:
+            self.event = await webhooks.record_saved(
                 session,
-                recording,
-                recording_url=link,
-                lease_owner=owner,
-                lease_until=lease_until if owner else None,
-                application=context.application,
+                self.recording,
+                recording_url=self.link,
+                lease_owner=self.owner,
+                lease_until=self.lease_until,
+                application=self.context.application,
             )
-        committing = True
+        self.committing = True
         return added
 
+    async def insert_without_event(self, runtime: Runtime) -> bool:
+        """The row alone, `received`, for the worker (which makes the event), unleased."""
+        self.event = None
+        self.values.update(
+            status=RecordingStatus.RECEIVED,
+            next_attempt_at=self.values["created_at"],
+            lease_owner=None,
+            lease_until=None,
+        )
+        self.recording = Recording(**self.values)
+        async with transaction(runtime.sessions) as session:
+            inserted = await repository.insert_new(session, self.values)
+            self.committing = True
+        return inserted
+
+
+async def _new_row(
+    runtime: Runtime,
+    upload: ReceivedUpload,
+    recording_id: str,
+    context: repository.IngestContext,
+    key: str,
+    reservation: Reservation,
+) -> NewRow:
+    values = _row_values(upload, recording_id, context, key, reservation)
+    recording = Recording(**values)  # in memory: the event's payload, the worker's job
+    custom = context.has_custom_storage
+    link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
+    return NewRow(values, recording, context, link, reservation)
+
+
+async def _commit(runtime: Runtime, insert: NewRow, reservation: Reservation) -> bool:
+    """Whether the row was inserted (False: the same recording was committed concurrently);
+    a failure is answered (409, 503) with the object forgotten unless the row may exist."""
+    key = insert.values["default_store_key"]
     try:
         try:
             # ingests that arrive together share one transaction and one fsync; the answer
             # comes only once this recording's rows are committed
-            inserted = await runtime.batch_writer.run(write)
+            return await runtime.batch_writer.run(insert)
         except Exception as exc:
-            if custom or committing or isinstance(exc, IntegrityError):
+            if insert.custom or insert.committing or isinstance(exc, IntegrityError):
                 raise
             if database_unavailable(exc):
                 raise
             # a bug of ours in making the event (rolled back): the recording is kept for the
             # worker, which makes the event and counts a crash like any other (bounded)
             log.error("saved event not made at ingest", error_type=type(exc).__name__)
-            if inbox is not None and lease_until is not None:
-                inbox.cancel(kind)
-            inbox = lease_until = event = None
-            values.update(
-                status=RecordingStatus.RECEIVED,
-                next_attempt_at=now,
-                lease_owner=None,
-                lease_until=None,
-            )
-            recording = Recording(**values)
-            async with transaction(runtime.sessions) as session:
-                inserted = await repository.insert_new(session, values)
-                committing = True
+            reservation.cancel()
+            return await insert.insert_without_event(runtime)
     except IntegrityError:
-        if inbox is not None and lease_until is not None:
-            inbox.cancel(kind)
+        reservation.cancel()
         # not the natural key (ON CONFLICT took care of it): e.g. the account vanished
         await _forget_object(runtime, key)
         raise conflict("The recording was not stored.") from None
     except Exception as exc:
-        if inbox is not None and lease_until is not None:
-            inbox.cancel(kind)
+        reservation.cancel()
         if not database_unavailable(exc):
             await _forget_object(runtime, key)
             raise
         # never 202 without a committed row; never a 500 for an outage: 503 + Retry-After
-        if not committing or not await _committed_after_all(runtime, recording_id):
+        committed = insert.committing and await _committed_after_all(runtime, insert.recording.id)
+        if not committed:
             await _forget_object(runtime, key)
         log.warning("database unavailable: ingest refused", error_type=type(exc).__name__)
         raise database_unavailable_error() from None
     except BaseException:
-        if inbox is not None and lease_until is not None:
-            inbox.cancel(kind)
-        if not committing:
+        reservation.cancel()
+        if not insert.committing:
             # never ran (a cancelled caller leaves the group commit's queue); once it ran, its
             # row may be committed: the object stays (an unreferenced one is the lesser harm)
             await _forget_object(runtime, key)
         raise
-    if not inserted:
-        if inbox is not None and lease_until is not None:
-            inbox.cancel(kind)
-        return await _lost_race(runtime, upload, key)
-
-    _hand_over(runtime, inbox, lease_until, recording, event, context)
-    metrics.RECORDINGS_INGESTED.inc()
-    metrics.RECORDING_BYTES_INGESTED.inc(upload.size)
-    log.info(
-        "recording received",
-        recording_id=recording_id,
-        connection_id=meta.connection_id,
-        format=meta.format,
-        size_bytes=upload.size,
-        duration_millis=upload.audio.duration_millis,
-    )
-    if recording.status == RecordingStatus.STORED:
-        log.info("recording stored", recording_id=recording_id, location="default")
-    # the 202 says `received` whatever comes next (the pinned interface)
-    return IngestOutcome(recording_id, RecordingStatus.RECEIVED, created=True)
 
 
 def _hand_over(
     runtime: Runtime,
-    inbox: Inbox | None,
-    lease_until: datetime | None,
+    reservation: Reservation,
     recording: Recording,
     event: WebhookEvent | None,
     context: repository.IngestContext,
 ) -> None:
     """The committed job to this process's worker, in memory (it was written leased to it);
     without a lease (no worker here, or none free) the workers' claim takes it."""
-    if inbox is None or lease_until is None:
+    if not reservation.held:
         runtime.work_ready.set()
         return
+    handoff = _handoff(recording, event, context)
+    if handoff is None:
+        reservation.cancel()
+    else:
+        reservation.hand(handoff)
+
+
+def _handoff(
+    recording: Recording, event: WebhookEvent | None, context: repository.IngestContext
+) -> Handoff | None:
+    """What the worker gets for the job: the recording to upload, or the event to deliver."""
     if recording.status == RecordingStatus.RECEIVED:
         job = NewRecording(recording, context.application, context.account)
-        inbox.hand(Handoff("recording", recording.id, job))
-    elif event is not None:
+        return Handoff("recording", recording.id, job)
+    if event is not None:
         delivery = DeliveryContext(
             event=event,
             application=context.application,
             account=context.account,
             recording=recording,
         )
-        inbox.hand(Handoff("event", event.id, delivery))
-    else:
-        inbox.cancel("event")
+        return Handoff("event", event.id, delivery)
+    return None
+
+
+def _log_received(upload: ReceivedUpload, recording: Recording) -> None:
+    metrics.RECORDINGS_INGESTED.inc()
+    metrics.RECORDING_BYTES_INGESTED.inc(upload.size)
+    log.info(
+        "recording received",
+        recording_id=recording.id,
+        connection_id=upload.metadata.connection_id,
+        format=upload.metadata.format,
+        size_bytes=upload.size,
+        duration_millis=upload.audio.duration_millis,
+    )
+    if recording.status == RecordingStatus.STORED:
+        log.info("recording stored", recording_id=recording.id, location="default")
 
 
 def default_store_key(account_id: str, meta: IngestMetadata, disambiguator: str = "") -> str:
     """The layout's key; the disambiguator (part of the recording id) only when it is taken."""
-    leaf = meta.custom_file_name or meta.call_leg_id
-    if disambiguator:
-        leaf = f"{leaf}-{disambiguator}"
+    leaf = recording_leaf(meta.custom_file_name, meta.call_leg_id, disambiguator)
     return object_key(account_id, meta.recording_started_at, leaf, extension_for(meta.format))
 
 

@@ -417,8 +417,34 @@ async def receive_upload(
         audio_name=audio_part,
         metadata_name=None if given_metadata is not None else "metadata",
     )
-    parser = MultipartParser(
-        boundary_of(request.headers.get("content-type")),
+    parser = _parser_for(request.headers.get("content-type"), state)
+    handle = await asyncio.to_thread(open, path, "wb")  # closed in the finally below
+    body = _Body(state, _AudioSink(handle), encryption_for, given_metadata, recording_id)
+    try:
+        await body.resolve()  # metadata given up front: the key is known before the first byte
+        await body.read(paced(request.stream(), pace or BodyPace()), parser)
+    except ClientDisconnect:
+        raise bad_request("The client went away before the body was complete.") from None
+    finally:
+        await asyncio.to_thread(handle.close)
+
+    body.metadata, audio = _checked(state, body.sink.sniffer, body.metadata, channels_from_audio)
+    await body.resolve()
+    size, sha256, details = await _settle_encryption(path, body.sink, body.recipient, recording_id)
+    return ReceivedUpload(
+        metadata=body.metadata,
+        audio=audio,
+        path=path,
+        size=size,
+        sha256=sha256,
+        encryption_details=details,
+        recording_id=recording_id,
+    )
+
+
+def _parser_for(content_type: str | None, state: _FormState) -> MultipartParser:
+    return MultipartParser(
+        boundary_of(content_type),
         {
             "on_part_begin": state.on_part_begin,
             "on_part_data": state.on_part_data,
@@ -430,71 +456,91 @@ async def receive_upload(
             "on_end": state.on_end,
         },
     )
-    handle = await asyncio.to_thread(open, path, "wb")  # closed in the finally below
-    sink = _AudioSink(handle)
-    metadata: IngestMetadata | None = given_metadata
-    recipient: Recipient | None = None
-    resolved = encryption_for is None
 
-    async def resolve() -> None:
-        nonlocal recipient, resolved
-        if not resolved and metadata is not None and encryption_for is not None:
-            recipient = await encryption_for(metadata)
-            resolved = True
 
-    def start_sink() -> None:
-        # unknown yet (audio before metadata): encrypted, so that no plaintext is written
-        if not sink.started and state.pending:
-            sink.start(
-                encrypt=recipient is not None or not resolved,
-                recipient=recipient,
-                recording_id=recording_id,
-            )
+class _Body:
+    """The request body as it is read: the parts' state, the audio's sink, and the metadata
+    and whom the audio is encrypted for, once they are known."""
 
-    body_bytes = 0
-    try:
-        await resolve()  # metadata given up front: the key is known before the first byte
-        async for chunk in paced(request.stream(), pace or BodyPace()):
+    def __init__(
+        self,
+        state: _FormState,
+        sink: _AudioSink,
+        encryption_for: EncryptionResolver | None,
+        metadata: IngestMetadata | None,
+        recording_id: str,
+    ) -> None:
+        self.state = state
+        self.sink = sink
+        self.encryption_for = encryption_for
+        self.metadata = metadata
+        self.recording_id = recording_id
+        self.recipient: Recipient | None = None
+        self.resolved = encryption_for is None
+
+    async def resolve(self) -> None:
+        if not self.resolved and self.metadata is not None and self.encryption_for is not None:
+            self.recipient = await self.encryption_for(self.metadata)
+            self.resolved = True
+
+    async def read(self, chunks: AsyncIterator[bytes], parser: MultipartParser) -> None:
+        """Parse the body, the audio written as it comes; the sink sealed at the end."""
+        state = self.state
+        body_bytes = 0
+        async for chunk in chunks:
             body_bytes += len(chunk)
-            if body_bytes > max_audio_bytes + BODY_OVERHEAD:
-                raise _audio_too_large(max_audio_bytes)
+            if body_bytes > state.max_audio_bytes + BODY_OVERHEAD:
+                raise _audio_too_large(state.max_audio_bytes)
             try:
                 parser.write(chunk)
             except MultipartParseError:
                 raise bad_request("The body is not valid multipart/form-data.") from None
             if state.error is not None:
                 raise state.error
-            if metadata is None and state.metadata_complete:
+            if self.metadata is None and state.metadata_complete:
                 # validate as soon as it is there: bad metadata is refused before the audio
-                metadata = parse_metadata(bytes(state.metadata_raw))
-                await resolve()
+                self.metadata = parse_metadata(bytes(state.metadata_raw))
+                await self.resolve()
             if len(state.pending) >= FLUSH_BYTES:
-                start_sink()
-                await _flush(state, sink)
-                reason = audio_failure(sink.sniffer, metadata.format if metadata else None)
+                await self.flush()
+                claimed = self.metadata.format if self.metadata else None
+                reason = audio_failure(self.sink.sniffer, claimed)
                 if reason is not None:
                     raise audio_invalid(reason)
         if not state.ended:
             raise bad_request("The multipart body is incomplete (no closing boundary).")
-        start_sink()
-        await _flush(state, sink)
-        await asyncio.to_thread(sink.seal)
-    except ClientDisconnect:
-        raise bad_request("The client went away before the body was complete.") from None
-    finally:
-        await asyncio.to_thread(handle.close)
+        await self.flush()
+        await asyncio.to_thread(self.sink.seal)
 
+    async def flush(self) -> None:
+        if not self.sink.started and self.state.pending:
+            # unknown yet (audio before metadata): encrypted, so that no plaintext is written
+            self.sink.start(
+                encrypt=self.recipient is not None or not self.resolved,
+                recipient=self.recipient,
+                recording_id=self.recording_id,
+            )
+        await _flush(self.state, self.sink)
+
+
+def _checked(
+    state: _FormState,
+    sniffer: AudioSniffer,
+    metadata: IngestMetadata | None,
+    channels_from_audio: bool,
+) -> tuple[IngestMetadata, AudioInfo]:
+    """The metadata and the audio of a complete body, both there and valid, or ApiError."""
     if metadata is None:
         if not state.metadata_complete:
             raise invalid("The metadata part is missing.", pointer="/metadata")
         metadata = parse_metadata(bytes(state.metadata_raw))
     if state.audio_parts == 0:
         raise invalid("The audio part is missing.", pointer="/audio")
-    reason = audio_failure(sink.sniffer, metadata.format)
+    reason = audio_failure(sniffer, metadata.format)
     if reason is not None:
         raise audio_invalid(reason)
     try:
-        audio = sink.sniffer.finish_as(metadata.format)
+        audio = sniffer.finish_as(metadata.format)
         if channels_from_audio and audio.channels in (1, 2):
             metadata = metadata.model_copy(
                 update={"channels": "dual" if audio.channels == 2 else "single"}
@@ -502,8 +548,15 @@ async def receive_upload(
         check_audio(audio, metadata.format, metadata.channels)
     except AudioError as exc:
         raise audio_invalid(str(exc)) from None
+    return metadata, audio
+
+
+async def _settle_encryption(
+    path: Path, sink: _AudioSink, recipient: Recipient | None, recording_id: str
+) -> tuple[int, str, dict[str, str] | None]:
+    """The file as it is kept, encrypted for `recipient` or in clear: its size, its sha256
+    and the encryption details."""
     size, sha256 = sink.written, sink.hash.hexdigest()
-    await resolve()
     details: dict[str, str] | None = None
     if sink.encryptor is not None and recipient is not None:
         encryptor = sink.encryptor
@@ -519,15 +572,7 @@ async def receive_upload(
         size, sha256 = await asyncio.to_thread(_decrypt_back, path, encryptor.cek, encryptor.iv)
     elif recipient is not None:
         raise RuntimeError("audio written in clear for an application that encrypts")
-    return ReceivedUpload(
-        metadata=metadata,
-        audio=audio,
-        path=path,
-        size=size,
-        sha256=sha256,
-        encryption_details=details,
-        recording_id=recording_id,
-    )
+    return size, sha256, details
 
 
 async def _flush(state: _FormState, sink: _AudioSink) -> None:

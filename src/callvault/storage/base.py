@@ -146,3 +146,19 @@ class ObjectStore(Protocol):
     def canonical_url(self, key: str) -> str:
         """Where the object lives (`s3://…`, `gs://…`, `https://…`), for recording_urls."""
         ...
+
+    # The two members below have defaults for a remote store (a provider class subclasses
+    # ObjectStore to inherit them); the local directory store overrides both.
+
+    def local_path(self, key: str) -> Path | None:
+        """The file on this machine that holds `key` (it may not exist), when the store is a
+        local directory: callers read or serve it directly. None for a remote store.
+        ValueError for an unsafe key."""
+        return None
+
+    async def move_file(
+        self, key: str, path: Path, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        """`put_file` of a file the caller no longer needs: a local directory store takes it
+        by a rename (it is gone afterwards); a remote store uploads it and leaves it."""
+        await self.put_file(key, path, content_type=content_type, metadata=metadata)

@@ -44,7 +44,7 @@ def without_cross_host_redirects(options: ClientConfig, endpoint: str) -> Client
     return {**options, "proxy_url": UNREACHABLE_PROXY, "proxy_excludes": host}
 
 
-class EndpointCheckedStore:
+class EndpointCheckedStore(ObjectStore):
     """Delegates to `inner`; checks the endpoint's addresses before put, head, get, delete."""
 
     def __init__(

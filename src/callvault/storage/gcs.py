@@ -239,7 +239,7 @@ class Corrupted(Exception):
 CORRUPTED = Cause(TRANSIENT, f"CRC32C mismatch — {CORRUPTED_UPLOAD}")
 
 
-class GcsObjectStore:
+class GcsObjectStore(ObjectStore):
     backend = "gcs"
     # the CRC32C sent with every upload (GCS refuses a mismatch) and compared with the one GCS
     # answers: put_file never returns with a corrupted object under the key

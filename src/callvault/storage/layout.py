@@ -1,5 +1,6 @@
-"""Where a recording lands: object keys and content types. Pure functions. (Each provider
-module has its own canonical URL form.)
+"""Where a recording lands: object keys, content types and the metadata a recording's object
+carries (`recording_object`). Pure functions. (Each provider module has its own canonical URL
+form.)
 
 Key layout (from the Telnyx seed): `{account_id}/{YYYY-MM-DD}/{leaf}-{unix start seconds}[.ext]`,
 date and seconds of the recording's start in UTC, leaf = custom_file_name or call_leg_id.
@@ -9,12 +10,16 @@ Custom storage keys carry no extension (as the seed's examples); the default sto
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 Format = Literal["wav", "mp3"]
 
 _CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+# an encrypted recording is ciphertext, whatever the audio inside
+ENCRYPTED_CONTENT_TYPE = "application/octet-stream"
 
 # The one rule for call ids (call_control_id, call_leg_id, call_session_id, sip_call_id, ...):
 # they become object metadata (one line of ASCII in every store) and call_leg_id may be the
@@ -69,3 +74,50 @@ def extension_for(format: str) -> str:
     if format not in _CONTENT_TYPES:
         raise ValueError(f"unknown recording format {format!r}")
     return format
+
+
+@dataclass(frozen=True)
+class RecordingObject:
+    """A recording as a stored object, the same in the default store and in custom storage:
+    the leaf of its key (`object_key`), its content type and its metadata."""
+
+    leaf: str
+    content_type: str
+    metadata: dict[str, str]
+
+
+def recording_leaf(custom_file_name: str | None, call_leg_id: str, disambiguator: str = "") -> str:
+    """The key's leaf: custom_file_name or call_leg_id, `-{disambiguator}` added when given."""
+    leaf = custom_file_name or call_leg_id
+    return f"{leaf}-{disambiguator}" if disambiguator else leaf
+
+
+def recording_object(
+    *,
+    recording_id: str,
+    connection_id: str,
+    call_control_id: str,
+    call_leg_id: str,
+    call_session_id: str,
+    custom_file_name: str | None,
+    format: str,
+    sha256: str,
+    decryption_metadata: Mapping[str, str],
+) -> RecordingObject:
+    """`decryption_metadata` (encryption_keys/scheme.py's `object_metadata`; empty for plain
+    audio) lets the object alone suffice to decrypt it; an object that carries it is
+    ciphertext, stored as ENCRYPTED_CONTENT_TYPE."""
+    metadata = {
+        "call_control_id": call_control_id,
+        "call_leg_id": call_leg_id,
+        "call_session_id": call_session_id,
+        "connection_id": connection_id,
+        "recording_id": recording_id,
+        "sha256": sha256,
+        **decryption_metadata,
+    }
+    return RecordingObject(
+        leaf=recording_leaf(custom_file_name, call_leg_id),
+        content_type=ENCRYPTED_CONTENT_TYPE if decryption_metadata else content_type_for(format),
+        metadata=metadata,
+    )

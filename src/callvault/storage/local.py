@@ -13,8 +13,9 @@
   before); `head` reads either.
 - `move_file` (ingest): the received file, on the same filesystem, becomes the object by a
   rename — 2 fsyncs (file, directory) instead of a copy and 4 fsyncs.
-- Reads and deletes go through obstore's LocalStore; `path_for` gives the HTTP layer the file
-  to serve for `/v2/recording_files/{key}` after it has checked the link with `verify_link`.
+- Reads and deletes go through obstore's LocalStore; `local_path` gives the HTTP layer the file
+  to serve for `/v2/recording_files/{key}` after it has checked the link with `verify_link`,
+  and the worker the file to upload to custom storage.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from obstore.store import LocalStore as ObstoreLocalStore
 from callvault.scratch import reclaim, temp_path
 from callvault.storage.base import (
     ObjectInfo,
+    ObjectStore,
     StorageError,
     StorageErrorKind,
     check_metadata,
@@ -49,7 +51,7 @@ _COPY_BUFFER = 1024 * 1024
 READ_CHUNK = 1024 * 1024
 
 
-class LocalStore:
+class LocalStore(ObjectStore):
     backend = "local"
     checks_uploads = False  # a local copy: nothing on the way to corrupt it
     noun = "store"
@@ -80,6 +82,9 @@ class LocalStore:
         ):
             raise ValueError(f"invalid object key {key!r}")
         return self.root.joinpath(*parts)
+
+    def local_path(self, key: str) -> Path:
+        return self.path_for(key)
 
     def _meta_path(self, key: str) -> Path:
         return self.root / META_DIR / f"{key}.json"

@@ -18,6 +18,7 @@ import obstore
 
 from callvault.storage.base import (
     ObjectInfo,
+    ObjectStore,
     StorageError,
     StorageErrorKind,
     check_metadata,
@@ -86,7 +87,7 @@ def retry_config(timeout_secs: float | None) -> RetryConfig:
     return {"max_retries": 4, "retry_timeout": timedelta(seconds=60)}
 
 
-class ObstoreObjectStore:
+class ObstoreObjectStore(ObjectStore):
     """put/head/get/delete over any obstore store; subclasses add signing and URLs."""
 
     # True when the store checks a checksum sent with every upload (S3: x-amz-checksum-sha256)
