@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from callvault.config import load_settings
-from callvault.worker import policy
+from callvault.recordings import retry_policy as policy
 
 ENV = {
     "CALLVAULT_ENCRYPTION_KEYS": "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U=",

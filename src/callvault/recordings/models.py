@@ -1,19 +1,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callvault.db import Base, utcnow
+from callvault.recordings.lifecycle import RecordingStatus
 
-
-class RecordingStatus(StrEnum):
-    RECEIVED = "received"  # durable in the default store, waiting for the worker
-    STORED = "stored"  # in its final place (customer bucket or default store)
-    FAILED = "failed"  # custom storage failed permanently: kept in the default store
-    DELETED = "deleted"
+__all__ = ["FILTERED", "Recording", "RecordingStatus"]
 
 
 # columns `GET /v2/recordings` filters on (created_at keeps its own index from 0001)

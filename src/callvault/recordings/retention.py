@@ -12,9 +12,11 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy import select
 
-from callvault.db import transaction, utcnow
+from callvault.db import transaction
 from callvault.metrics import RECORDINGS_EXPIRED
-from callvault.recordings.models import Recording, RecordingStatus
+from callvault.recordings import transitions
+from callvault.recordings.lifecycle import Event, RecordingStatus, change
+from callvault.recordings.models import Recording
 from callvault.runtime import Runtime
 from callvault.storage.base import StorageError
 
@@ -83,11 +85,10 @@ async def expire_recordings(
                         detail=exc.reason,
                     )
                     continue
-                recording.status = RecordingStatus.DELETED
-                recording.default_store_key = None
-                recording.error_detail = expired_detail(retention.days)
-                recording.next_attempt_at = None
-                recording.updated_at = utcnow()
+                expiry = change(
+                    recording.status, Event.DELETED, error_detail=expired_detail(retention.days)
+                )
+                transitions.apply_to(recording, expiry)
                 done += 1
         expired += done
         if len(rows) < batch or done == 0:

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import structlog
 
 from callvault.credentials.service import load_configuration
-from callvault.db import transaction, utcnow
+from callvault.db import transaction
 from callvault.errors import not_found, unavailable
-from callvault.recordings import repository
+from callvault.recordings import repository, transitions
+from callvault.recordings.lifecycle import Event, change
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.repository import RecordingFilter
 from callvault.recordings.schemas import (
@@ -227,10 +228,5 @@ async def _delete_from_default_store(runtime: Runtime, recording: Recording) -> 
             raise unavailable(
                 f"The recording could not be deleted, try again: {exc.reason}"
             ) from None
-    recording.status = RecordingStatus.DELETED
-    recording.default_store_key = None
-    recording.next_attempt_at = None
-    recording.lease_owner = None
-    recording.lease_until = None
-    recording.updated_at = utcnow()
+    transitions.apply_to(recording, change(recording.status, Event.DELETED))
     log.info("recording deleted", recording_id=recording.id)

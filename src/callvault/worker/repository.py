@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Integer, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -21,6 +21,8 @@ from callvault.accounts.models import Account
 from callvault.applications.models import Application
 from callvault.credentials.models import StorageCredentials
 from callvault.db import UTCDateTime
+from callvault.recordings import transitions
+from callvault.recordings.lifecycle import Event, change
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.webhooks.models import EventStatus, WebhookEvent
 
@@ -157,71 +159,10 @@ async def recording_job(
     return row[0], row[1], row[2]
 
 
-def _held(recording_id: str, owner: str) -> ColumnElement[bool]:
-    return and_(
-        Recording.id == recording_id,
-        Recording.lease_owner == owner,
-        Recording.status == RecordingStatus.RECEIVED,
-    )
-
-
-async def _transition(
-    session: AsyncSession, recording_id: str, owner: str, values: dict[str, Any]
-) -> bool:
-    columns = tuple(sorted(values))
-    statement = _TRANSITIONS.get(columns)
-    if statement is None:
-        statement = _TRANSITIONS[columns] = _transition_statement(columns)
-    parameters = {f"new_{name}": value for name, value in values.items()}
-    result = await session.execute(
-        statement, {"held_id": recording_id, "held_owner": owner, **parameters}
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _transition_statement(columns: tuple[str, ...]) -> Any:
-    """A state change, built once per set of columns with its values as bound parameters
-    (built per call, `.values(**values)` cost a cache key over every value: issue 24)."""
-    table = Recording.__table__
-    return (
-        update(Recording)
-        .where(
-            Recording.id == bindparam("held_id"),
-            Recording.lease_owner == bindparam("held_owner"),
-            Recording.status == RecordingStatus.RECEIVED,
-        )
-        .values(
-            {
-                **{name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns},
-                "lease_owner": None,
-                "lease_until": None,
-            }
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
-_TRANSITIONS: dict[tuple[str, ...], Any] = {}
-
-
 async def mark_stored_default(session: AsyncSession, recording_id: str, owner: str) -> bool:
     """No custom storage: the default-store copy is the final place."""
-    return await _transition(
-        session,
-        recording_id,
-        owner,
-        dict(
-            status=RecordingStatus.STORED,
-            backend=None,
-            bucket=None,
-            object_key=None,
-            recording_url=None,
-            credentials_revision=None,
-            error_reason=None,
-            error_detail=None,
-            next_attempt_at=None,
-        ),
-    )
+    move = change(RecordingStatus.RECEIVED, Event.STORED_DEFAULT)
+    return await transitions.apply_held(session, recording_id, owner, move)
 
 
 async def mark_stored_custom(
@@ -235,22 +176,16 @@ async def mark_stored_custom(
     recording_url: str,
     credentials_revision: int,
 ) -> bool:
-    return await _transition(
-        session,
-        recording_id,
-        owner,
-        dict(
-            status=RecordingStatus.STORED,
-            backend=backend,
-            bucket=bucket,
-            object_key=object_key,
-            recording_url=recording_url,
-            credentials_revision=credentials_revision,
-            error_reason=None,
-            error_detail=None,
-            next_attempt_at=None,
-        ),
+    move = change(
+        RecordingStatus.RECEIVED,
+        Event.STORED_CUSTOM,
+        backend=backend,
+        bucket=bucket,
+        object_key=object_key,
+        recording_url=recording_url,
+        credentials_revision=credentials_revision,
     )
+    return await transitions.apply_held(session, recording_id, owner, move)
 
 
 async def mark_failed(
@@ -262,21 +197,18 @@ async def mark_failed(
     detail: str,
     credentials_revision: int | None,
     attempts: int,
+    event: Event = Event.FAILED,
 ) -> bool:
     """Permanent failure: the recording stays in the default store (location default)."""
-    return await _transition(
-        session,
-        recording_id,
-        owner,
-        dict(
-            status=RecordingStatus.FAILED,
-            error_reason=reason,
-            error_detail=detail,
-            credentials_revision=credentials_revision,
-            attempts=attempts,
-            next_attempt_at=None,
-        ),
+    move = change(
+        RecordingStatus.RECEIVED,
+        event,
+        error_reason=reason,
+        error_detail=detail,
+        credentials_revision=credentials_revision,
+        attempts=attempts,
     )
+    return await transitions.apply_held(session, recording_id, owner, move)
 
 
 async def schedule_retry(
@@ -289,27 +221,18 @@ async def schedule_retry(
     first_failure_at: datetime,
     detail: str,
 ) -> bool:
-    return await _transition(
-        session,
-        recording_id,
-        owner,
-        dict(
-            attempts=attempts,
-            next_attempt_at=next_attempt_at,
-            first_failure_at=first_failure_at,
-            error_detail=detail,
-        ),
+    move = change(
+        RecordingStatus.RECEIVED,
+        Event.RETRY_SCHEDULED,
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+        first_failure_at=first_failure_at,
+        error_detail=detail,
     )
+    return await transitions.apply_held(session, recording_id, owner, move)
 
 
-async def forget_staging_key(session: AsyncSession, recording_id: str, key: str) -> None:
-    """The default-store copy of a recording now in custom storage is gone."""
-    await session.execute(
-        update(Recording)
-        .where(Recording.id == recording_id, Recording.default_store_key == key)
-        .values(default_store_key=None)
-        .execution_options(synchronize_session=False)
-    )
+forget_staging_key = transitions.forget_staging_key
 
 
 async def leftover_staging_copies(session: AsyncSession, limit: int) -> list[tuple[str, str]]:
@@ -333,73 +256,8 @@ async def current_revision(session: AsyncSession, connection_id: str) -> int | N
     )
 
 
-async def requeue_after_new_credentials(
-    session: AsyncSession, connection_id: str, revision: int | None, now: datetime
-) -> int:
-    """Failed recordings of the connection go back to the queue, unless they already failed
-    under this very revision (None: newly created credentials, so every failure was under
-    others); recordings waiting on a backoff are tried now."""
-    conditions = [
-        Recording.connection_id == connection_id,
-        Recording.status == RecordingStatus.FAILED,
-    ]
-    if revision is not None:
-        conditions.append(
-            or_(
-                Recording.credentials_revision.is_(None),
-                Recording.credentials_revision != revision,
-            )
-        )
-    failed = await session.execute(
-        update(Recording)
-        .where(*conditions)
-        .values(
-            status=RecordingStatus.RECEIVED,
-            next_attempt_at=now,
-            attempts=0,
-            first_failure_at=None,
-            error_reason=None,
-            error_detail=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(
-        update(Recording)
-        .where(
-            Recording.connection_id == connection_id,
-            Recording.status == RecordingStatus.RECEIVED,
-            Recording.next_attempt_at > now,
-        )
-        .values(next_attempt_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(failed.rowcount)  # type: ignore[attr-defined]
-
-
-async def requeue_for_redelivery(session: AsyncSession, recording_id: str, now: datetime) -> bool:
-    """A failed recording, or one kept in the default store, is processed again."""
-    result = await session.execute(
-        update(Recording)
-        .where(
-            Recording.id == recording_id,
-            or_(
-                Recording.status == RecordingStatus.FAILED,
-                and_(Recording.status == RecordingStatus.STORED, Recording.backend.is_(None)),
-            ),
-        )
-        .values(
-            status=RecordingStatus.RECEIVED,
-            next_attempt_at=now,
-            attempts=0,
-            first_failure_at=None,
-            error_reason=None,
-            error_detail=None,
-            lease_owner=None,
-            lease_until=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+requeue_after_new_credentials = transitions.requeue_after_new_credentials
+requeue_for_redelivery = transitions.requeue_for_redelivery
 
 
 async def failed_recording_ids(

@@ -38,7 +38,9 @@ from callvault.credentials.service import StoredCredentials
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
+from callvault.recordings import retry_policy as policy
 from callvault.recordings.ingest import NewRecording
+from callvault.recordings.lifecycle import Event
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
@@ -49,7 +51,6 @@ from callvault.storage.local import LocalStore
 from callvault.webhooks import service as webhooks
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
-from callvault.worker import policy
 from callvault.worker import repository as jobs
 
 log = structlog.get_logger("callvault.worker")
@@ -432,6 +433,7 @@ async def record_crash(ctx: UploadContext, recording_id: str, exc: Exception) ->
             detail=f"{detail} (no error webhook could be made)",
             credentials_revision=recording.credentials_revision,
             attempts=recording.attempts + 1,
+            event=Event.FAILED_WITHOUT_WEBHOOK,
         )
     return Outcome()
 

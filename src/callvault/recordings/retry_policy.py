@@ -1,4 +1,4 @@
-"""What the worker does after a failed upload to custom storage (pure, no I/O).
+"""What the pipeline does after a failed upload to custom storage (pure, no I/O).
 
 - transient (timeouts, 5xx, connection refused, a size/sha256 mismatch after the put): try again
   after 1 s, 2 s, 4 s … capped at 5 min, ±20 % jitter; once the failures have lasted more than

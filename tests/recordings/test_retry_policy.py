@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from callvault.recordings import retry_policy as policy
 from callvault.storage.base import StorageError, StorageErrorKind
-from callvault.worker import policy
 
 
 def test_backoff_doubles_and_caps_with_jitter() -> None:

@@ -1,0 +1,132 @@
+"""The database half of recordings/lifecycle.py: every UPDATE of a recording's state.
+
+A change made by the pipeline is guarded by the lease: it is conditional on the worker still
+holding the row (`lease_owner`) in the transition's source state, so a worker whose lease
+expired (and was taken over) cannot overwrite the new owner's work: its update matches no row
+and its transaction, with the webhook event inside, is rolled back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callvault.db import utcnow
+from callvault.recordings.lifecycle import Change, Event, RecordingStatus, change, sources
+from callvault.recordings.models import Recording
+
+
+async def apply_held(session: AsyncSession, recording_id: str, owner: str, move: Change) -> bool:
+    """Write `move` to a recording this worker holds in the move's source state."""
+    columns = tuple(sorted(move.values))
+    key = (move.source, columns)
+    statement = _HELD.get(key)
+    if statement is None:
+        statement = _HELD[key] = _held_statement(move.source, columns)
+    parameters = {f"new_{name}": value for name, value in move.values.items()}
+    result = await session.execute(
+        statement, {"held_id": recording_id, "held_owner": owner, **parameters}
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _held_statement(source: RecordingStatus, columns: tuple[str, ...]) -> Any:
+    """A state change, built once per source and set of columns with its values as bound
+    parameters (built per call, `.values(**values)` cost a cache key over every value: issue
+    24)."""
+    table = Recording.__table__
+    return (
+        update(Recording)
+        .where(
+            Recording.id == bindparam("held_id"),
+            Recording.lease_owner == bindparam("held_owner"),
+            Recording.status == source,
+        )
+        .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns})
+        .execution_options(synchronize_session=False)
+    )
+
+
+_HELD: dict[tuple[RecordingStatus, tuple[str, ...]], Any] = {}
+
+
+def apply_to(recording: Recording, move: Change) -> None:
+    """Write `move` to a row loaded (and locked) in the caller's transaction."""
+    for name, value in move.values.items():
+        setattr(recording, name, value)
+    recording.updated_at = utcnow()
+
+
+async def forget_staging_key(session: AsyncSession, recording_id: str, key: str) -> None:
+    """The default-store copy of a recording now in custom storage is gone."""
+    move = change(RecordingStatus.STORED, Event.STAGING_REMOVED)
+    await session.execute(
+        update(Recording)
+        .where(
+            Recording.id == recording_id,
+            Recording.status == move.source,
+            Recording.default_store_key == key,
+        )
+        .values(move.values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def requeue_after_new_credentials(
+    session: AsyncSession, connection_id: str, revision: int | None, now: datetime
+) -> int:
+    """Failed recordings of the connection go back to the queue, unless they already failed
+    under this very revision (None: newly created credentials, so every failure was under
+    others); recordings waiting on a backoff are tried now."""
+    requeue = change(RecordingStatus.FAILED, Event.CREDENTIALS_REPLACED, next_attempt_at=now)
+    conditions = [Recording.connection_id == connection_id, Recording.status == requeue.source]
+    if revision is not None:
+        conditions.append(
+            or_(
+                Recording.credentials_revision.is_(None),
+                Recording.credentials_revision != revision,
+            )
+        )
+    failed = await session.execute(
+        update(Recording)
+        .where(*conditions)
+        .values(requeue.values)
+        .execution_options(synchronize_session=False)
+    )
+    hurry = change(RecordingStatus.RECEIVED, Event.CREDENTIALS_REPLACED, next_attempt_at=now)
+    await session.execute(
+        update(Recording)
+        .where(
+            Recording.connection_id == connection_id,
+            Recording.status == hurry.source,
+            Recording.next_attempt_at > now,
+        )
+        .values(hurry.values)
+        .execution_options(synchronize_session=False)
+    )
+    return int(failed.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue_for_redelivery(session: AsyncSession, recording_id: str, now: datetime) -> bool:
+    """A failed recording, or one kept in the default store, is processed again."""
+    moves = [
+        change(source, Event.REDELIVERY_REQUESTED, next_attempt_at=now)
+        for source in sources(Event.REDELIVERY_REQUESTED)
+    ]
+    # every source writes the same columns: one statement for all of them
+    values = moves[0].values
+    assert all(move.values == values for move in moves)
+    from_failed = Recording.status == RecordingStatus.FAILED
+    # stored: only a recording kept in the default store, in no customer bucket
+    from_stored = and_(Recording.status == RecordingStatus.STORED, Recording.backend.is_(None))
+    assert {move.source for move in moves} == {RecordingStatus.FAILED, RecordingStatus.STORED}
+    result = await session.execute(
+        update(Recording)
+        .where(Recording.id == recording_id, or_(from_failed, from_stored))
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
