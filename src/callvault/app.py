@@ -13,6 +13,7 @@ from callvault.credentials.cached_get import CachedCredentialsGet
 from callvault.credentials.keycheck import KeysDoNotOpenData, check_keys
 from callvault.errors import DatabaseOutageAnswer, install_error_handlers
 from callvault.health import KEYS_CHECK_SECS, Readiness
+from callvault.jobs import wire_domains
 from callvault.limits import InputLimits, body_timeout_secs
 from callvault.query import document_unknown_parameters, reject_unknown_query
 from callvault.routes import include_routers
@@ -20,6 +21,8 @@ from callvault.runtime import Runtime
 
 
 def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
+    wire_domains()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None

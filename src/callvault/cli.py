@@ -25,7 +25,7 @@ from callvault.logs import configure_logging, log_level, logging_config
 from callvault.operations.cli import status as status_command
 from callvault.operations.cli import webhooks_app
 from callvault.recordings.cli import ingest as ingest_command
-from callvault.worker.cli import recordings_app
+from callvault.recordings.redeliver_cli import recordings_app
 
 
 class CallvaultTyper(typer.Typer):

@@ -17,8 +17,8 @@ from callvault.operations.endpoints import router as operations_router
 from callvault.recordings.endpoints import ingest_router as recordings_ingest_router
 from callvault.recordings.endpoints import router as recordings_router
 from callvault.recordings.files_endpoint import router as recording_files_router
+from callvault.recordings.redelivery_endpoint import router as redelivery_router
 from callvault.webhooks.endpoints import router as webhook_deliveries_router
-from callvault.worker.endpoints import router as redelivery_router
 
 
 def include_routers(app: FastAPI) -> None:

@@ -14,11 +14,11 @@ import httpx
 
 from callvault.accounts.service import NewAccount
 from callvault.db import utcnow
+from callvault.recordings.pipeline import sweep_staging_copies
 from callvault.runtime import Runtime
 from callvault.storage.factory import open_custom_store
 from callvault.storage.local import LocalStore
 from callvault.worker.runner import Worker
-from callvault.worker.uploads import sweep_staging_copies
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS, closed_port
 from tests.worker.flow import (

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from callvault.accounts.service import NewAccount
+from callvault.recordings import pipeline as uploads
 from callvault.runtime import Runtime
 from callvault.storage.base import ObjectStore
-from callvault.worker import uploads
 from callvault.worker.runner import Worker
 from tests.faults.cluster import list_bucket
 from tests.receiver import WebhookReceiver

@@ -12,11 +12,11 @@ from sqlalchemy import func, select, update
 from callvault.accounts.service import NewAccount
 from callvault.db import transaction, utcnow
 from callvault.recordings.models import Recording
+from callvault.recordings.pipeline import UploadContext, process_recording
 from callvault.runtime import Runtime
 from callvault.webhooks.models import WebhookEvent
 from callvault.worker import repository as jobs
 from callvault.worker.runner import Worker
-from callvault.worker.uploads import UploadContext, process_recording
 from tests.receiver import WebhookReceiver
 from tests.worker.flow import (
     create_application,

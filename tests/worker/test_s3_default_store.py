@@ -17,10 +17,10 @@ from callvault.accounts.service import create_account
 from callvault.app import create_app
 from callvault.config import Settings
 from callvault.db import transaction
+from callvault.recordings import pipeline as uploads
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
 from callvault.storage.local import LocalStore
-from callvault.worker import uploads
 from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS

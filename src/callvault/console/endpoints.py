@@ -52,8 +52,8 @@ from callvault.moments import as_utc
 from callvault.recordings import repository as recording_rows
 from callvault.recordings import service as recordings
 from callvault.recordings.models import RecordingStatus
+from callvault.recordings.redelivery import redeliver
 from callvault.recordings.repository import RecordingFilter
-from callvault.worker.redelivery import redeliver
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 

@@ -1,22 +1,37 @@
-"""What happens when a connection's storage credentials change."""
+"""What happens when a connection's storage credentials change.
+
+Credentials only announce the change; who acts on it (recordings: failed recordings go back to
+the queue) is wired by the entry point (`subscribe`), so credentials import no other domain.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from callvault.runtime import Runtime
 
 
+class CredentialsReplaced(Protocol):
+    def __call__(
+        self, runtime: Runtime, connection_id: str, *, created: bool = False
+    ) -> Awaitable[object]: ...
+
+
+_listeners: list[CredentialsReplaced] = []
+
+
+def subscribe(listener: CredentialsReplaced) -> None:
+    """Have `listener` told of every committed change (once, however often it subscribes)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
 async def on_credentials_replaced(
     runtime: Runtime, connection_id: str, *, created: bool = False
 ) -> None:
-    """Recordings kept in the default store after a permanent failure are retried here.
-
-    Called by the API once a POST created (`created`) or a PUT replaced the credentials of
-    `connection_id` is committed. Failed recordings go back to `received` (for a PUT, those
-    that failed under an older revision; worker/redelivery.py) and the worker is woken.
-    """
-    from callvault.worker.redelivery import requeue_for_new_credentials
-
-    await requeue_for_new_credentials(runtime, connection_id, created=created)
+    """Called by the API once a POST created (`created`) or a PUT replaced the credentials of
+    `connection_id` is committed; the listeners run in the order they subscribed."""
+    for listener in _listeners:
+        await listener(runtime, connection_id, created=created)

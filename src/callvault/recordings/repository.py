@@ -1,4 +1,5 @@
-"""Every query of the recordings domain (ingest and the Recordings API)."""
+"""Every read of the recordings domain (ingest, the Recordings API, the pipeline); the
+state changes are recordings/transitions.py."""
 
 from __future__ import annotations
 
@@ -272,3 +273,58 @@ async def page_for_account(
         .limit(limit)
     )
     return list(rows), total
+
+
+_RECORDING_JOB = (
+    select(Recording, Application, Account)
+    .join(Account, Account.id == Recording.account_id)
+    .outerjoin(Application, Application.id == Recording.connection_id)
+    .where(Recording.id == bindparam("recording_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+async def recording_job(
+    session: AsyncSession, recording_id: str
+) -> tuple[Recording, Application | None, Account] | None:
+    """A claimed recording with its application (None: deleted) and account, in one read:
+    what its upload, its event and the event's delivery round need (no more reads)."""
+    row = (await session.execute(_RECORDING_JOB, {"recording_id": recording_id})).first()
+    if row is None:
+        return None
+    return row[0], row[1], row[2]
+
+
+async def leftover_staging_copies(session: AsyncSession, limit: int) -> list[tuple[str, str]]:
+    """(id, default_store_key) of recordings stored in custom storage whose staging copy was
+    not deleted yet (a crash between the commit and the delete)."""
+    rows = await session.execute(
+        select(Recording.id, Recording.default_store_key)
+        .where(
+            Recording.status == RecordingStatus.STORED,
+            Recording.backend.is_not(None),
+            Recording.default_store_key.is_not(None),
+        )
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in rows if row[1] is not None]
+
+
+async def current_revision(session: AsyncSession, connection_id: str) -> int | None:
+    return await session.scalar(
+        select(StorageCredentials.revision).where(StorageCredentials.connection_id == connection_id)
+    )
+
+
+async def failed_recording_ids(
+    session: AsyncSession, connection_id: str | None = None
+) -> list[str]:
+    """Ids of the recordings that failed for good (kept in the default store), oldest first."""
+    query = select(Recording.id).where(Recording.status == RecordingStatus.FAILED)
+    if connection_id is not None:
+        query = query.where(Recording.connection_id == connection_id)
+    return list((await session.scalars(query.order_by(Recording.created_at))).all())
+
+
+async def status_of(session: AsyncSession, recording_id: str) -> str | None:
+    return await session.scalar(select(Recording.status).where(Recording.id == recording_id))

@@ -60,6 +60,79 @@ def apply_to(recording: Recording, move: Change) -> None:
     recording.updated_at = utcnow()
 
 
+async def mark_stored_default(session: AsyncSession, recording_id: str, owner: str) -> bool:
+    """No custom storage: the default-store copy is the final place."""
+    move = change(RecordingStatus.RECEIVED, Event.STORED_DEFAULT)
+    return await apply_held(session, recording_id, owner, move)
+
+
+async def mark_stored_custom(
+    session: AsyncSession,
+    recording_id: str,
+    owner: str,
+    *,
+    backend: str,
+    bucket: str,
+    object_key: str,
+    recording_url: str,
+    credentials_revision: int,
+) -> bool:
+    move = change(
+        RecordingStatus.RECEIVED,
+        Event.STORED_CUSTOM,
+        backend=backend,
+        bucket=bucket,
+        object_key=object_key,
+        recording_url=recording_url,
+        credentials_revision=credentials_revision,
+    )
+    return await apply_held(session, recording_id, owner, move)
+
+
+async def mark_failed(
+    session: AsyncSession,
+    recording_id: str,
+    owner: str,
+    *,
+    reason: str,
+    detail: str,
+    credentials_revision: int | None,
+    attempts: int,
+    event: Event = Event.FAILED,
+) -> bool:
+    """Permanent failure: the recording stays in the default store (location default)."""
+    move = change(
+        RecordingStatus.RECEIVED,
+        event,
+        error_reason=reason,
+        error_detail=detail,
+        credentials_revision=credentials_revision,
+        attempts=attempts,
+    )
+    return await apply_held(session, recording_id, owner, move)
+
+
+async def schedule_retry(
+    session: AsyncSession,
+    recording_id: str,
+    owner: str,
+    *,
+    attempts: int,
+    next_attempt_at: datetime,
+    first_failure_at: datetime,
+    detail: str,
+) -> bool:
+    move = change(
+        RecordingStatus.RECEIVED,
+        Event.RETRY_SCHEDULED,
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+        first_failure_at=first_failure_at,
+        error_detail=detail,
+    )
+    return await apply_held(session, recording_id, owner, move)
+
+
 async def forget_staging_key(session: AsyncSession, recording_id: str, key: str) -> None:
     """The default-store copy of a recording now in custom storage is gone."""
     move = change(RecordingStatus.STORED, Event.STAGING_REMOVED)

@@ -25,8 +25,18 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.db import database_unavailable, transaction, utcnow
+from callvault.recordings import transitions
 from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording
+from callvault.recordings.pipeline import (
+    Outcome,
+    UploadContext,
+    delete_staging_copy,
+    delete_staging_object,
+    process_recording,
+    record_crash,
+    sweep_staging_copies,
+)
 from callvault.recordings.retention import RecordingRetention, expire_recordings
 from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.scratch import reclaim
@@ -36,15 +46,6 @@ from callvault.webhooks.repository import DeliveryContext
 from callvault.webhooks.retention import WebhookRetention, prune_webhooks
 from callvault.worker import repository as jobs
 from callvault.worker.repository import JobModel
-from callvault.worker.uploads import (
-    Outcome,
-    UploadContext,
-    delete_staging_copy,
-    delete_staging_object,
-    process_recording,
-    record_crash,
-    sweep_staging_copies,
-)
 
 log = structlog.get_logger("callvault.worker")
 
@@ -420,7 +421,7 @@ class Worker:
             ):
 
                 async def forget(session: AsyncSession) -> None:
-                    await jobs.forget_staging_key(session, recording_id, staging_key)
+                    await transitions.forget_staging_key(session, recording_id, staging_key)
 
             self._spawn_delivery(outcome.delivery, forget)
             return

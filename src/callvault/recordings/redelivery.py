@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from callvault.db import transaction, utcnow
 from callvault.errors import invalid, not_found
 from callvault.recordings import repository as recordings
+from callvault.recordings import transitions
 from callvault.recordings.models import RecordingStatus
 from callvault.runtime import Runtime
-from callvault.worker import repository as jobs
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,10 @@ async def requeue_for_new_credentials(
     deleted credentials; revisions restart with a new row and cannot tell them apart.
     """
     async with transaction(runtime.sessions) as session:
-        revision = await jobs.current_revision(session, connection_id)
+        revision = await recordings.current_revision(session, connection_id)
         if revision is None:  # deleted again meanwhile: nothing to retry with
             return 0
-        count = await jobs.requeue_after_new_credentials(
+        count = await transitions.requeue_after_new_credentials(
             session, connection_id, None if created else revision, utcnow()
         )
     runtime.work_ready.set()
@@ -55,7 +55,7 @@ async def redeliver(runtime: Runtime, account_id: str, recording_id: str) -> Red
         )
         if recording is None:
             raise not_found(parameter="recording_id")
-        if not await jobs.requeue_for_redelivery(session, recording.id, utcnow()):
+        if not await transitions.requeue_for_redelivery(session, recording.id, utcnow()):
             raise invalid(_not_redeliverable(recording.status), parameter="recording_id")
     runtime.work_ready.set()
     return Redelivery(id=recording.id, status=RecordingStatus.RECEIVED)

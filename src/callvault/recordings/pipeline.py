@@ -38,6 +38,7 @@ from callvault.credentials.service import StoredCredentials
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
+from callvault.recordings import repository, transitions
 from callvault.recordings import retry_policy as policy
 from callvault.recordings.ingest import NewRecording
 from callvault.recordings.lifecycle import Event
@@ -51,7 +52,6 @@ from callvault.storage.local import LocalStore
 from callvault.webhooks import service as webhooks
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
-from callvault.worker import repository as jobs
 
 log = structlog.get_logger("callvault.worker")
 
@@ -129,7 +129,7 @@ async def process_recording(
         async with runtime.sessions() as session:
             if new is None:
                 # claimed: the row with its application and account, in one read
-                found = await jobs.recording_job(session, recording_id)
+                found = await repository.recording_job(session, recording_id)
                 if found is not None and found[1] is not None:
                     new = NewRecording(found[0], found[1], found[2])
                 recording: Recording | None = found[0] if found is not None else None
@@ -156,7 +156,7 @@ async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> 
     link = await webhooks.default_store_link(ctx.runtime, recording) or ""
 
     async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
-        if not await jobs.mark_stored_default(session, recording.id, ctx.owner):
+        if not await transitions.mark_stored_default(session, recording.id, ctx.owner):
             return False, None
         event = await webhooks.record_saved(
             session,
@@ -244,7 +244,7 @@ async def _upload_to_custom(
 
     async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
         event = None
-        stored = await jobs.mark_stored_custom(
+        stored = await transitions.mark_stored_custom(
             session,
             recording.id,
             ctx.owner,
@@ -307,7 +307,7 @@ async def _discard_if_deleted(
     this upload just put must not stay in the customer's bucket. (A lease lost to another
     worker is left alone: that worker owns the object now.)"""
     async with ctx.runtime.sessions() as session:
-        status = await jobs.status_of(session, recording_id)
+        status = await repository.status_of(session, recording_id)
     if status not in (None, RecordingStatus.DELETED):
         return
     try:
@@ -334,7 +334,7 @@ async def _retry_later(
         attempts = recording.attempts + 1
         if not policy.gives_up(first_failure_at, now, give_up_after):
             delay = policy.retry_delay(attempts, ctx.rng, settings.upload_backoff_cap_secs)
-            await jobs.schedule_retry(
+            await transitions.schedule_retry(
                 session,
                 recording_id,
                 ctx.owner,
@@ -373,7 +373,7 @@ async def _fail(
     """Permanent failure: kept in the default store, `call.recording.error` sent."""
 
     async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
-        if not await jobs.mark_failed(
+        if not await transitions.mark_failed(
             session,
             recording.id,
             ctx.owner,
@@ -425,7 +425,7 @@ async def record_crash(ctx: UploadContext, recording_id: str, exc: Exception) ->
         recording = await session.get(Recording, recording_id, populate_existing=True)
         if recording is None:
             return Outcome()
-        await jobs.mark_failed(
+        await transitions.mark_failed(
             session,
             recording_id,
             ctx.owner,
@@ -489,7 +489,7 @@ async def delete_staging_copy(runtime: Runtime, recording_id: str, key: str) -> 
         return False
 
     async def write(session: AsyncSession) -> None:
-        await jobs.forget_staging_key(session, recording_id, key)
+        await transitions.forget_staging_key(session, recording_id, key)
 
     await runtime.batch_writer.run(write)
     return True
@@ -509,7 +509,7 @@ async def delete_staging_object(runtime: Runtime, recording_id: str, key: str) -
 async def sweep_staging_copies(runtime: Runtime, limit: int = 100) -> int:
     """Finish step 4 for recordings whose worker died between the commit and the delete."""
     async with runtime.sessions() as session:
-        leftovers = await jobs.leftover_staging_copies(session, limit)
+        leftovers = await repository.leftover_staging_copies(session, limit)
     deleted = 0
     for recording_id, key in leftovers:
         deleted += await delete_staging_copy(runtime, recording_id, key)

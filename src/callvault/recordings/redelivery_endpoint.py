@@ -1,5 +1,5 @@
 """`POST /v2/recordings/{recording_id}/actions/redeliver`: run a recording through the pipeline
-again (worker/redelivery.py says when that is allowed)."""
+again (recordings/redelivery.py says when that is allowed)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 from callvault.accounts.models import Account
 from callvault.auth import current_account, get_runtime
 from callvault.errors import error_responses
+from callvault.recordings.redelivery import redeliver
 from callvault.runtime import Runtime
-from callvault.worker.redelivery import redeliver
 
 router = APIRouter(prefix="/v2/recordings", tags=["recordings"])
 

@@ -1,7 +1,7 @@
 """`callvault recordings redeliver`: put many recordings back through the pipeline at once
 (the operator's form of `POST /v2/recordings/{id}/actions/redeliver`), with a progress bar.
 
-Each recording is re-queued in its own transaction (`repository.requeue_for_redelivery`: a
+Each recording is re-queued in its own transaction (`transitions.requeue_for_redelivery`: a
 failed recording, or one kept in the default store); the running workers pick them up at
 their next poll (0.5 s). Recordings in a customer bucket already, or still in progress, are
 skipped and counted as such.
@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from callvault.config import load_settings
 from callvault.db import make_engine, make_sessionmaker, transaction, utcnow
-from callvault.worker import repository as jobs
+from callvault.recordings import repository, transitions
 
 recordings_app = typer.Typer(help="Recordings in the pipeline.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -29,7 +29,7 @@ async def _redeliver(recording_ids: list[str], failed: bool, connection_id: str 
     try:
         if failed:
             async with sessions() as session:
-                recording_ids = recording_ids + await jobs.failed_recording_ids(
+                recording_ids = recording_ids + await repository.failed_recording_ids(
                     session, connection_id
                 )
         requeued = 0
@@ -42,7 +42,9 @@ async def _redeliver(recording_ids: list[str], failed: bool, connection_id: str 
             task = progress.add_task("re-queueing recordings", total=len(recording_ids))
             for recording_id in dict.fromkeys(recording_ids):  # each once, in order
                 async with transaction(sessions) as session:
-                    requeued += await jobs.requeue_for_redelivery(session, recording_id, utcnow())
+                    requeued += await transitions.requeue_for_redelivery(
+                        session, recording_id, utcnow()
+                    )
                 progress.advance(task)
         return requeued
     finally:
