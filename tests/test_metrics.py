@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callvault.accounts.service import NewAccount
 from callvault.app import create_app
+from callvault.jobs import make_worker
 from callvault.logs import configure_logging
 from callvault.runtime import Runtime
 from callvault.worker.runner import Worker
@@ -76,7 +77,7 @@ def fresh_backlog(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
-    worker = Worker(runtime, poll_seconds=0.1, webhook_schedule=(0.2, 0.4))
+    worker = make_worker(runtime, poll_seconds=0.1, webhook_schedule=(0.2, 0.4))
     await worker.start()
     yield worker
     await worker.stop()

@@ -27,9 +27,9 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if run_worker:
-            from callvault.worker.runner import Worker
+            from callvault.jobs import make_worker
 
-            worker = Worker(runtime)
+            worker = make_worker(runtime)
             await worker.start()
         try:
             yield

@@ -20,6 +20,10 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
   caller waits for the batch's outcome before the cancellation goes on, so that it knows
   whether its unit ran (e.g. ingest then keeps the object a committed row points to).
 
+- `defer` takes a unit nobody waits for (e.g. forgetting a deleted staging copy's key: a crash
+  before it commits is repaired by a sweep): it rides along with the next batch, or, if
+  nothing else commits within DEFER_SECS, is committed alone. Its failure is logged.
+
 A unit must not call `run` itself, nor be submitted while its caller holds a write
 transaction on the same database (the writer would wait for that caller's write lock).
 """
@@ -45,6 +49,8 @@ Work = Callable[[AsyncSession], Awaitable[T]]
 
 # a batch's units run one after the other: bound the wait of the last one
 MAX_BATCH = 64
+# how long a deferred unit waits for a batch to ride along with before it commits alone
+DEFER_SECS = 1.0
 
 
 @dataclass(eq=False)
@@ -59,11 +65,17 @@ class BatchWriter:
     """One per database (Runtime.batch_writer); see the module docstring."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], max_batch: int = MAX_BATCH
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        max_batch: int = MAX_BATCH,
+        defer_secs: float = DEFER_SECS,
     ) -> None:
         self.sessions = sessions
         self.max_batch = max_batch
+        self.defer_secs = defer_secs
         self._waiting: deque[_Unit[Any]] = deque()
+        self._deferred: deque[_Unit[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         # what a test or a bench reads: commits made, units they carried, batches retried
         self.commits = 0
@@ -75,18 +87,45 @@ class BatchWriter:
         """Units not taken into a batch yet."""
         return len(self._waiting)
 
+    @property
+    def deferred(self) -> int:
+        """Deferred units not committed yet."""
+        return len(self._deferred)
+
+    def defer(self, work: Work[None]) -> None:
+        """Commit `work` with the next batch, or alone after `defer_secs`; nobody waits."""
+        loop = asyncio.get_running_loop()
+        unit: _Unit[None] = _Unit(work, loop.create_future())
+        unit.future.add_done_callback(_log_deferred_failure)
+        self._deferred.append(unit)
+        if self._timer is None:
+            self._timer = loop.call_later(self.defer_secs, self._flush_deferred)
+
+    async def flush(self) -> None:
+        """Commit the deferred units now (before the process stops)."""
+        if self._deferred:
+            await self.run(_nothing)
+
+    def _flush_deferred(self) -> None:
+        self._timer = None
+        if self._deferred:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            # a context of its own: the caller's (held write gates, bound log fields) is not
+            # the writer's
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write(), name="callvault batch writer", context=contextvars.Context()
+            )
+
     async def run(self, work: Work[T]) -> T:
         """Run `work` in a write transaction shared with whatever else is ready; return its
         result once committed (or raise its own error)."""
         loop = asyncio.get_running_loop()
         unit: _Unit[T] = _Unit(work, loop.create_future())
         self._waiting.append(unit)
-        if self._writer is None or self._writer.done():
-            # a context of its own: the caller's (held write gates, bound log fields) is not
-            # the writer's
-            self._writer = loop.create_task(
-                self._write(), name="callvault batch writer", context=contextvars.Context()
-            )
+        self._start_writer()
         try:
             return await asyncio.shield(unit.future)
         except asyncio.CancelledError:
@@ -103,20 +142,22 @@ class BatchWriter:
             raise
 
     async def _write(self) -> None:
-        while self._waiting:
+        while self._waiting or self._deferred:
             batch: list[_Unit[Any]] = []
-            while self._waiting and len(batch) < self.max_batch:
-                unit = self._waiting.popleft()
-                unit.taken = True
-                batch.append(unit)
+            for queue in (self._waiting, self._deferred):
+                while queue and len(batch) < self.max_batch:
+                    unit = queue.popleft()
+                    unit.taken = True
+                    batch.append(unit)
             try:
                 await self._commit(batch)
             except BaseException:
                 # the writer itself was cancelled (the loop is closing): what waits never runs
-                while self._waiting:
-                    unit = self._waiting.popleft()
-                    unit.taken = True
-                    batch.append(unit)
+                for queue in (self._waiting, self._deferred):
+                    while queue:
+                        unit = queue.popleft()
+                        unit.taken = True
+                        batch.append(unit)
                 raise
             finally:
                 for unit in batch:
@@ -156,3 +197,12 @@ class BatchWriter:
                 self.commits += 1
                 self.units += 1
                 unit.future.set_result(result)
+
+
+async def _nothing(session: AsyncSession) -> None:
+    """A unit that writes nothing: `flush` makes the deferred units' batch with it."""
+
+
+def _log_deferred_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.warning("deferred write failed", error_type=type(error).__name__)

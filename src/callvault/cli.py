@@ -184,6 +184,7 @@ def worker(
     ),
 ) -> None:
     """Run the worker only (uploads and webhook deliveries)."""
+    from callvault.jobs import make_worker
     from callvault.runtime import Runtime
     from callvault.worker.runner import run_until_signalled
 
@@ -197,7 +198,7 @@ def worker(
     runtime = Runtime.build(settings)
     freeze_startup_objects()
     # uvloop, like `serve`: less CPU per database round trip and per upload
-    uvloop.run(run_until_signalled(runtime))
+    uvloop.run(run_until_signalled(runtime, make_worker))
 
 
 @app.command()

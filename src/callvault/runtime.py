@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Generic, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -19,17 +21,53 @@ from callvault.db import LoopReader, make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
 from callvault.storage.factory import open_default_store
 
+P = TypeVar("P")
+
 
 @dataclass(frozen=True)
-class Handoff:
+class JobKey(Generic[P]):
+    """A kind of job the in-process worker takes over in memory, by its queue's name
+    ("recording", "event"), typed by what a hand-over carries (`P`): whoever hands over and
+    the kind that runs it agree on `P` through the key."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Handoff(Generic[P]):
     """A job this process committed, for its own worker: leased to it in the same transaction,
-    so it runs without a claim and from memory, without a re-read (issue 14). `kind` is
-    "recording" or "event"; `payload` holds what the worker needs (its types are the
-    domains')."""
+    so it runs without a claim and from memory, without a re-read (issue 14). `payload` is
+    what the job's kind (`key`) runs it with."""
+
+    key: JobKey[P]
+    job_id: str
+    payload: P
+
+    @property
+    def kind(self) -> str:
+        return self.key.name
+
+    def bound(self, inbox: Inbox) -> HandedJob:
+        """The job as the worker runs it: its kind's runner with this payload."""
+        return HandedJob(self.kind, self.job_id, partial(inbox.runner(self.key), self.payload))
+
+
+class AnyHandoff(Protocol):
+    """A hand-over of any kind (a Handoff of whatever payload)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def bound(self, inbox: Inbox) -> HandedJob: ...
+
+
+@dataclass(frozen=True)
+class HandedJob:
+    """A hand-over bound to its kind's runner: what the worker starts."""
 
     kind: str
     job_id: str
-    payload: Any
+    run: Callable[[], Awaitable[None]]
 
 
 class Inbox:
@@ -45,9 +83,20 @@ class Inbox:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self._room = room  # by kind: how many more jobs of that queue the worker takes
+        # by kind: the runner of a hand-over (a callable of that key's payload type)
+        self._runners: dict[str, object] = {}
         self.reserved: dict[str, int] = {}
-        self.jobs: list[Handoff] = []
+        self.jobs: list[HandedJob] = []
         self.ready = asyncio.Event()
+
+    def accept(self, key: JobKey[P], run: Callable[[P], Awaitable[None]]) -> None:
+        """The worker runs hand-overs of `key` with `run`."""
+        self._runners[key.name] = run
+
+    def runner(self, key: JobKey[P]) -> Callable[[P], Awaitable[None]]:
+        """What runs hand-overs of `key`."""
+        # accept() stored a runner of this key's payload type under its name
+        return cast("Callable[[P], Awaitable[None]]", self._runners[key.name])
 
     def reserve(self, kind: str) -> datetime | None:
         waiting = self.reserved.get(kind, 0) + sum(1 for job in self.jobs if job.kind == kind)
@@ -59,15 +108,30 @@ class Inbox:
     def cancel(self, kind: str) -> None:
         self.reserved[kind] = max(0, self.reserved.get(kind, 0) - 1)
 
-    def hand(self, job: Handoff) -> None:
-        self.cancel(job.kind)
-        self.jobs.append(job)
+    def hand(self, handoff: AnyHandoff) -> None:
+        self.cancel(handoff.kind)
+        self.jobs.append(handoff.bound(self))
         self.ready.set()
 
-    def take(self) -> list[Handoff]:
+    def take(self) -> list[HandedJob]:
         jobs, self.jobs = self.jobs, []
         self.ready.clear()
         return jobs
+
+
+class Crew(Protocol):
+    """What a job kind's runners may ask of the worker running them."""
+
+    owner: str
+    lease_seconds: float
+    rng: random.Random
+
+    def hand(self, key: JobKey[P], job_id: str, payload: P) -> None:
+        """Run a job this worker holds the lease of, from memory (e.g. the event a recording's
+        state change made), in its kind's slots."""
+
+    def run_held(self, kind: str, job_id: str) -> None:
+        """As `hand`, for a held job known by id only (run as if claimed)."""
 
 
 @dataclass

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from callvault.jobs import make_worker
 from callvault.recordings.models import RecordingStatus
 from callvault.storage import StorageError, StorageErrorKind, layout, open_custom_store
 from callvault.storage.checked_endpoint import EndpointCheckedStore
-from callvault.worker.runner import Worker
 from tests.recordings.samples import make_wav
 from tests.security.test_outbound_transport import ScriptedResolver
 from tests.servers import SeaweedFS
@@ -106,7 +106,7 @@ async def test_the_worker_keeps_the_recording_when_the_endpoint_turns_private(
         runtime, settings=dataclasses.replace(runtime.settings, allow_private_networks=False)
     )
     recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.2))
-    worker = Worker(refusing, poll_seconds=0.05, webhook_schedule=(60.0,))
+    worker = make_worker(refusing, poll_seconds=0.05, webhook_schedule=(60.0,))
     await worker.start()
     try:
         row = await wait_for_status(refusing, recording_id, RecordingStatus.FAILED)

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from callvault.jobs import make_worker
 from callvault.runtime import Runtime
 from callvault.webhooks.models import EventStatus, WebhookEvent
-from callvault.worker.runner import Worker
 from tests.recordings.samples import make_wav
 from tests.security.receiver import Receiver, Reply
 from tests.worker.flow import attempts_for, create_application, events_for, ingest, wait_until
@@ -29,7 +29,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def run_until_settled(runtime: Runtime, recording_id: str) -> WebhookEvent:
-    worker = Worker(runtime, poll_seconds=0.05, webhook_schedule=(0.1, 0.1))
+    worker = make_worker(runtime, poll_seconds=0.05, webhook_schedule=(0.1, 0.1))
     await worker.start()
     try:
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from callvault.jobs import make_worker
 from callvault.runtime import Runtime
 from callvault.worker.runner import Worker
 
@@ -20,7 +21,7 @@ async def start_worker(runtime: Runtime) -> AsyncIterator[Callable[..., Worker]]
     async def start(**kwargs: object) -> Worker:
         kwargs.setdefault("poll_seconds", 0.1)
         kwargs.setdefault("webhook_schedule", FAST_SCHEDULE)
-        worker = Worker(runtime, **kwargs)  # type: ignore[arg-type]
+        worker = make_worker(runtime, **kwargs)  # type: ignore[arg-type]
         await worker.start()
         started.append(worker)
         return worker

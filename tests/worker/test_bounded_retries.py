@@ -13,6 +13,7 @@ from sqlalchemy import update
 from callvault.accounts.models import Account
 from callvault.accounts.service import NewAccount
 from callvault.db import transaction
+from callvault.jobs import make_worker
 from callvault.metrics import JOB_CRASHES
 from callvault.runtime import Runtime
 from callvault.webhooks import service as webhook_service
@@ -83,7 +84,7 @@ async def test_an_upload_job_that_crashes_fails_after_the_horizon(
         runtime.settings, upload_give_up_secs=1.0, upload_backoff_cap_secs=0.2
     )
     short = Runtime.build(settings)
-    worker = Worker(short, poll_seconds=0.1, webhook_schedule=SCHEDULE)
+    worker = make_worker(short, poll_seconds=0.1, webhook_schedule=SCHEDULE)
     await worker.start()
     try:
         recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, AUDIO)

@@ -9,6 +9,7 @@ from sqlalchemy import distinct, func, select, update
 
 from callvault.accounts.service import NewAccount
 from callvault.db import transaction, utcnow
+from callvault.jobs import RECORDINGS
 from callvault.recordings.models import Recording
 from callvault.runtime import Runtime
 from callvault.worker import repository as jobs
@@ -46,7 +47,7 @@ async def test_every_connection_gets_a_turn_before_anyone_gets_a_second(
     async with transaction(runtime.sessions) as session:
         taken = await jobs.claim(
             session,
-            Recording,
+            RECORDINGS,
             owner=owner,
             now=now,
             lease_until=now + timedelta(seconds=60),

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import httpx
 
 from callvault.accounts.service import NewAccount
+from callvault.jobs import delivery_concurrency_from
 from callvault.runtime import Runtime
-from callvault.worker.runner import Worker, delivery_concurrency_from
+from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
 from tests.worker.flow import create_application, ingest, make_wav, wait_for_status
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 
 from callvault.accounts.service import NewAccount
 from callvault.db import transaction, utcnow
+from callvault.jobs import RECORDINGS
 from callvault.recordings.models import Recording
 from callvault.recordings.pipeline import UploadContext, process_recording
 from callvault.runtime import Runtime
@@ -36,7 +37,7 @@ async def claim_as(runtime: Runtime, owner: str, limit: int) -> list[str]:
     async with transaction(runtime.sessions) as session:
         return await jobs.claim(
             session,
-            Recording,
+            RECORDINGS,
             owner=owner,
             now=now,
             lease_until=now + timedelta(seconds=60),

@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 
 from callvault.accounts.service import NewAccount
 from callvault.db import transaction, utcnow
+from callvault.jobs import make_worker
 from callvault.metrics import RECORDINGS_EXPIRED, WEBHOOK_EVENTS_PRUNED
 from callvault.recordings.retention import RecordingRetention, expire_recordings
 from callvault.runtime import Runtime
 from callvault.webhooks.models import WebhookAttempt, WebhookEvent
 from callvault.webhooks.retention import WebhookRetention, prune_webhooks
-from callvault.worker.runner import Worker
 from tests.worker.flow import insert_recording, recording_row, wait_until
 
 
@@ -144,7 +144,7 @@ async def test_the_worker_runs_retention(runtime: Runtime, account: NewAccount) 
     }
     settings = dataclasses.replace(runtime.settings, environ=environ)
     short = Runtime.build(settings)
-    worker = Worker(short, poll_seconds=0.1)
+    worker = make_worker(short, poll_seconds=0.1)
     await worker.start()
     try:
 

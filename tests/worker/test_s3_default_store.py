@@ -17,11 +17,11 @@ from callvault.accounts.service import create_account
 from callvault.app import create_app
 from callvault.config import Settings
 from callvault.db import transaction
+from callvault.jobs import make_worker
 from callvault.recordings import pipeline as uploads
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
 from callvault.storage.local import LocalStore
-from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
 from tests.servers import SeaweedFS
 from tests.storage.conftest import CUSTOM_BACKENDS, backend_for
@@ -82,7 +82,7 @@ async def upload_through_the_worker(
     async with transaction(runtime.sessions) as session:
         account = await create_account(session, runtime.settings.keyring, "s3 default")
     transport = httpx.ASGITransport(app=create_app(runtime))
-    worker = Worker(runtime, poll_seconds=0.1)
+    worker = make_worker(runtime, poll_seconds=0.1)
     async with httpx.AsyncClient(transport=transport, base_url="http://callvault.test") as api:
         connection_id = await create_application(api, account.api_key, webhook_receiver.url())
         await set_credentials(api, account.api_key, connection_id, backend, configuration)

@@ -43,10 +43,11 @@ from callvault.errors import (
     unavailable,
 )
 from callvault.recordings import repository
+from callvault.recordings.handoffs import EVENT_JOB, RECORDING_JOB
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
 from callvault.recordings.upload import ReceivedUpload
-from callvault.runtime import Handoff, Inbox, Runtime
+from callvault.runtime import AnyHandoff, Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
 from callvault.storage.layout import extension_for, object_key, recording_leaf, recording_object
 from callvault.webhooks import service as webhooks
@@ -266,7 +267,7 @@ class Reservation:
     def held(self) -> bool:
         return self._inbox is not None
 
-    def hand(self, handoff: Handoff) -> None:
+    def hand(self, handoff: AnyHandoff) -> None:
         assert self._inbox is not None
         self._inbox.hand(handoff)
         self._release()
@@ -468,11 +469,11 @@ def _hand_over(
 
 def _handoff(
     recording: Recording, event: WebhookEvent | None, context: repository.IngestContext
-) -> Handoff | None:
+) -> Handoff[NewRecording] | Handoff[DeliveryContext] | None:
     """What the worker gets for the job: the recording to upload, or the event to deliver."""
     if recording.status == RecordingStatus.RECEIVED:
         job = NewRecording(recording, context.application, context.account)
-        return Handoff("recording", recording.id, job)
+        return Handoff(RECORDING_JOB, recording.id, job)
     if event is not None:
         delivery = DeliveryContext(
             event=event,
@@ -480,7 +481,7 @@ def _handoff(
             account=context.account,
             recording=recording,
         )
-        return Handoff("event", event.id, delivery)
+        return Handoff(EVENT_JOB, event.id, delivery)
     return None
 
 

@@ -1,7 +1,9 @@
 """One recording through the pipeline: resolve its target, copy, verify, record the outcome.
+`RecordingJobs` is the recording job kind the entry point gives the worker (callvault/jobs.py).
 
-Each state change is one transaction, and the webhook event is made inside it, so the row and
-its event can never disagree. The outcomes ready at the same moment share that transaction
+Each state change (recordings/lifecycle.py) is one transaction, and the webhook event its
+transition emits is made inside it (`_commit_move`), so the row and its event can never
+disagree. The outcomes ready at the same moment share that transaction
 (group commit, batch_writer.py: one fsync for all; each rerun alone if the batch fails).
 The order, and what a crash at each point leaves behind:
 
@@ -11,7 +13,8 @@ The order, and what a crash at each point leaves behind:
 3. commit: status `stored` + placement + `call.recording.saved` event (leased to this worker, so
    it is sent right away without another claim) — crash: the event's lease expires and any
    worker sends it; the staging copy is swept (4).
-4. after the webhook round: delete the default-store copy, then clear `default_store_key` —
+4. then delete the default-store copy, and clear `default_store_key` (lifecycle: staging copy
+   removed) with the next commit, usually the event's delivery record (batch_writer.defer) —
    crash: `sweep_staging_copies` (run by every worker at start and every minute) finds stored
    custom-storage rows that still name a staging key and finishes the job; both steps are
    idempotent.
@@ -28,11 +31,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callvault.applications.models import Application
 from callvault.credentials.held import HeldCredentials
 from callvault.credentials.service import StoredCredentials
 from callvault.db import database_unavailable, transaction, utcnow
@@ -40,10 +46,11 @@ from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
 from callvault.recordings import repository, transitions
 from callvault.recordings import retry_policy as policy
+from callvault.recordings.handoffs import EVENT_JOB
 from callvault.recordings.ingest import NewRecording
-from callvault.recordings.lifecycle import Event
+from callvault.recordings.lifecycle import Change, Event, Webhook, change
 from callvault.recordings.models import Recording, RecordingStatus
-from callvault.runtime import Runtime
+from callvault.runtime import Crew, Runtime
 from callvault.scratch import temp_path
 from callvault.storage import layout
 from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind, redact
@@ -154,25 +161,54 @@ async def process_recording(
 
 async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> Outcome:
     link = await webhooks.default_store_link(ctx.runtime, recording) or ""
-
-    async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
-        if not await transitions.mark_stored_default(session, recording.id, ctx.owner):
-            return False, None
-        event = await webhooks.record_saved(
-            session,
-            recording,
-            recording_url=link,
-            lease_owner=ctx.owner,
-            lease_until=ctx.lease_until(),
-        )
-        return True, event
-
-    # group commit (batch_writer.py): outcomes ready together share one transaction
-    stored, event = await ctx.runtime.batch_writer.run(write)
-    if not stored:
+    move = change(recording.status, Event.STORED_DEFAULT)
+    event = await _commit_move(ctx, recording, move, recording_url=link)
+    if event is False:
         return Outcome()
     log.info("recording stored", recording_id=recording.id, location="default")
     return Outcome(event_id=event.id if event else None)
+
+
+async def _commit_move(
+    ctx: UploadContext,
+    recording: Recording,
+    move: Change,
+    *,
+    recording_url: str = "",
+    application: Application | None = None,
+) -> WebhookEvent | Literal[False] | None:
+    """Write a move of a held recording and make the webhook its transition emits, in one
+    transaction shared with the outcomes ready at the same time (group commit,
+    batch_writer.py). False: the move was not made (the lease was lost, or the row deleted);
+    None: made, no event (the application is gone)."""
+
+    async def write(session: AsyncSession) -> WebhookEvent | Literal[False] | None:
+        if not await transitions.apply_held(session, recording.id, ctx.owner, move):
+            return False
+        # the event is leased to this worker: it sends it right after the commit
+        owner, until = ctx.owner, ctx.lease_until()
+        if move.webhook is Webhook.SAVED:
+            return await webhooks.record_saved(
+                session,
+                recording,
+                recording_url=recording_url,
+                lease_owner=owner,
+                lease_until=until,
+                application=application,
+            )
+        if move.webhook is Webhook.ERROR:
+            reason, detail = str(move.values["error_reason"]), str(move.values["error_detail"])
+            return await webhooks.record_error(
+                session,
+                recording,
+                reason=reason,
+                detail=detail,
+                lease_owner=owner,
+                lease_until=until,
+            )
+        return None
+
+    return await ctx.runtime.batch_writer.run(write)
 
 
 async def _upload_to_custom(
@@ -181,7 +217,6 @@ async def _upload_to_custom(
     credentials: StoredCredentials,
     new: NewRecording | None = None,
 ) -> Outcome:
-    secrets = [str(value) for value in credentials.configuration.values()]
     started = asyncio.get_running_loop().time()
     backend = credentials.backend
     # with "recording stored" / "upload will be retried" it shows who uploaded what when (the
@@ -195,95 +230,86 @@ async def _upload_to_custom(
             recording.custom_file_name or recording.call_leg_id,
             None,
         )
-        if recording.default_store_key is None:
-            raise RuntimeError("the recording has no default-store copy to upload")
-        async with default_store_copy(
-            ctx.runtime, recording.default_store_key, recording.size_bytes
-        ) as source:
-            await store.put_file(
-                key,
-                source,
-                content_type=encryption.stored_content_type(
-                    layout.content_type_for(recording.format), recording.encryption_details
-                ),
-                metadata={
-                    "call_control_id": recording.call_control_id,
-                    "call_leg_id": recording.call_leg_id,
-                    "call_session_id": recording.call_session_id,
-                    "connection_id": recording.connection_id,
-                    "recording_id": recording.id,
-                    "sha256": recording.sha256,
-                    **encryption.object_metadata(recording.encryption_details),
-                },
-            )
-        if not store.checks_uploads:
-            # the store checked no checksum of what it received: at least look at it
-            await _verify_by_head(store, key, recording)
-    except StorageError as exc:
-        UPLOADS.labels(
-            backend=backend, outcome="transient" if not exc.kind.permanent else "permanent"
-        ).inc()
-        if exc.kind is StorageErrorKind.TRANSIENT:
-            return await _retry_later(ctx, recording.id, credentials.revision, exc.reason)
-        return await _fail(
-            ctx, recording, credentials.revision, policy.error_reason(exc), exc.reason
-        )
-    except Retry as exc:
-        UPLOADS.labels(backend=backend, outcome="transient").inc()
-        return await _retry_later(ctx, recording.id, credentials.revision, str(exc))
+        await _copy_to(ctx, store, key, recording)
     except Exception as exc:
-        # a bug or an unmapped library error: retried (and visible in the logs), never lost
-        UPLOADS.labels(backend=backend, outcome="transient").inc()
-        detail = redact(f"internal error: {type(exc).__name__}: {exc}", secrets)
-        log.error("upload failed unexpectedly", recording_id=recording.id, detail=detail)
-        return await _retry_later(ctx, recording.id, credentials.revision, detail)
-
+        return await _upload_failed(ctx, recording, credentials, exc)
     UPLOADS.labels(backend=backend, outcome="ok").inc()
     UPLOAD_SECONDS.labels(backend=backend).observe(asyncio.get_running_loop().time() - started)
     url = store.canonical_url(key)
-
-    async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
-        event = None
-        stored = await transitions.mark_stored_custom(
-            session,
-            recording.id,
-            ctx.owner,
-            backend=backend,
-            bucket=store.bucket,
-            object_key=key,
-            recording_url=url,
-            credentials_revision=credentials.revision,
-        )
-        if stored:
-            event = await webhooks.record_saved(
-                session,
-                recording,
-                recording_url=url,
-                lease_owner=ctx.owner,
-                lease_until=ctx.lease_until(),
-                application=new.application if new is not None else None,
-            )
-        return stored, event
-
-    # group commit (batch_writer.py): the uploads that finish together record their outcomes
-    # and make their webhook events in one transaction
-    stored, event = await ctx.runtime.batch_writer.run(write)
-    if not stored:
+    move = change(
+        recording.status,
+        Event.STORED_CUSTOM,
+        backend=backend,
+        bucket=store.bucket,
+        object_key=key,
+        recording_url=url,
+        credentials_revision=credentials.revision,
+    )
+    application = new.application if new is not None else None
+    event = await _commit_move(ctx, recording, move, recording_url=url, application=application)
+    if event is False:
         await _discard_if_deleted(ctx, recording.id, store, key)
         return Outcome()
     log.info("recording stored", recording_id=recording.id, location=backend)
     delivery = None
     if new is not None and event is not None:
         # what the round needs is in memory: the placement just written, the rows ingest read
-        recording.status = RecordingStatus.STORED
-        recording.backend, recording.bucket, recording.object_key = backend, store.bucket, key
-        recording.recording_url = url
+        transitions.apply_to(recording, move)
         delivery = DeliveryContext(event, new.application, new.account, recording)
     return Outcome(
         event_id=event.id if event else None,
         staging_key=recording.default_store_key,
         delivery=delivery,
     )
+
+
+async def _copy_to(ctx: UploadContext, store: ObjectStore, key: str, recording: Recording) -> None:
+    """Put the recording's default-store copy into `store` under `key`, and check it landed."""
+    if recording.default_store_key is None:
+        raise RuntimeError("the recording has no default-store copy to upload")
+    async with default_store_copy(
+        ctx.runtime, recording.default_store_key, recording.size_bytes
+    ) as source:
+        await store.put_file(
+            key,
+            source,
+            content_type=encryption.stored_content_type(
+                layout.content_type_for(recording.format), recording.encryption_details
+            ),
+            metadata={
+                "call_control_id": recording.call_control_id,
+                "call_leg_id": recording.call_leg_id,
+                "call_session_id": recording.call_session_id,
+                "connection_id": recording.connection_id,
+                "recording_id": recording.id,
+                "sha256": recording.sha256,
+                **encryption.object_metadata(recording.encryption_details),
+            },
+        )
+    if not store.checks_uploads:
+        # the store checked no checksum of what it received: at least look at it
+        await _verify_by_head(store, key, recording)
+
+
+async def _upload_failed(
+    ctx: UploadContext, recording: Recording, credentials: StoredCredentials, exc: Exception
+) -> Outcome:
+    """A failed upload: retried later (transient), or failed for good (permanent)."""
+    backend, revision = credentials.backend, credentials.revision
+    if isinstance(exc, StorageError):
+        outcome = "transient" if not exc.kind.permanent else "permanent"
+        UPLOADS.labels(backend=backend, outcome=outcome).inc()
+        if exc.kind is StorageErrorKind.TRANSIENT:
+            return await _retry_later(ctx, recording.id, revision, exc.reason)
+        return await _fail(ctx, recording, revision, policy.error_reason(exc), exc.reason)
+    UPLOADS.labels(backend=backend, outcome="transient").inc()
+    if isinstance(exc, Retry):
+        return await _retry_later(ctx, recording.id, revision, str(exc))
+    # a bug or an unmapped library error: retried (and visible in the logs), never lost
+    secrets = [str(value) for value in credentials.configuration.values()]
+    detail = redact(f"internal error: {type(exc).__name__}: {exc}", secrets)
+    log.error("upload failed unexpectedly", recording_id=recording.id, detail=detail)
+    return await _retry_later(ctx, recording.id, revision, detail)
 
 
 async def _verify_by_head(store: ObjectStore, key: str, recording: Recording) -> None:
@@ -371,30 +397,16 @@ async def _fail(
     attempts: int | None = None,
 ) -> Outcome:
     """Permanent failure: kept in the default store, `call.recording.error` sent."""
-
-    async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
-        if not await transitions.mark_failed(
-            session,
-            recording.id,
-            ctx.owner,
-            reason=reason,
-            detail=detail,
-            credentials_revision=revision,
-            attempts=attempts if attempts is not None else recording.attempts + 1,
-        ):
-            return False, None
-        event = await webhooks.record_error(
-            session,
-            recording,
-            reason=reason,
-            detail=detail,
-            lease_owner=ctx.owner,
-            lease_until=ctx.lease_until(),
-        )
-        return True, event
-
-    failed, event = await ctx.runtime.batch_writer.run(write)
-    if not failed:
+    move = change(
+        RecordingStatus.RECEIVED,
+        Event.FAILED,
+        error_reason=reason,
+        error_detail=detail,
+        credentials_revision=revision,
+        attempts=attempts if attempts is not None else recording.attempts + 1,
+    )
+    event = await _commit_move(ctx, recording, move)
+    if event is False:
         return Outcome()
     log.warning(
         "recording kept in the default store",
@@ -483,6 +495,18 @@ async def default_store_copy(
         await asyncio.to_thread(path.unlink, True)
 
 
+async def remove_staging_copy(runtime: Runtime, recording_id: str, key: str) -> None:
+    """The customer's copy is verified and its `stored` committed: the staging copy goes now,
+    and its key is forgotten with the next commit (lifecycle: staging copy removed). Not
+    urgent: a crash in between is finished by the sweep."""
+    if await delete_staging_object(runtime, recording_id, key):
+        runtime.batch_writer.defer(partial(_forget_staging_key, recording_id, key))
+
+
+async def _forget_staging_key(recording_id: str, key: str, session: AsyncSession) -> None:
+    await transitions.forget_staging_key(session, recording_id, key)
+
+
 async def delete_staging_copy(runtime: Runtime, recording_id: str, key: str) -> bool:
     """Delete a stored recording's default-store copy, then forget its key (idempotent)."""
     if not await delete_staging_object(runtime, recording_id, key):
@@ -514,3 +538,45 @@ async def sweep_staging_copies(runtime: Runtime, limit: int = 100) -> int:
     for recording_id, key in leftovers:
         deleted += await delete_staging_copy(runtime, recording_id, key)
     return deleted
+
+
+@dataclass
+class RecordingJobs:
+    """The recording job kind's runners: a recording claimed (by id) or handed over by ingest
+    (in memory), moved to its final place, then its event sent and its staging copy removed."""
+
+    uploads: UploadContext
+    crew: Crew
+
+    async def run_claimed(self, recording_id: str) -> None:
+        await self._run(recording_id, None)
+
+    async def run_handed(self, new: NewRecording) -> None:
+        """A recording handed over by ingest (leased to us, in memory: no claim, no read)."""
+        await self._run(new.recording.id, new)
+
+    async def _run(self, recording_id: str, new: NewRecording | None) -> None:
+        # every log line of this job (upload, webhook, staging copy) names the recording
+        with structlog.contextvars.bound_contextvars(recording_id=recording_id):
+            try:
+                outcome = await process_recording(self.uploads, recording_id, new)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing can be written now: the lease expires, the job comes back
+                # a bug of ours: counted and scheduled like any failure (bounded, visible)
+                outcome = await record_crash(self.uploads, recording_id, exc)
+            await self._follow_up(recording_id, outcome)
+
+    async def _follow_up(self, recording_id: str, outcome: Outcome) -> None:
+        """Remove the staging copy, and send the event the state change made."""
+        if outcome.staging_key is not None:
+            # before the event's round: the key is forgotten in the round's own commit
+            await remove_staging_copy(self.uploads.runtime, recording_id, outcome.staging_key)
+        if outcome.event_id is None:
+            return
+        # the event is leased to this worker already: sent at once, in a delivery slot (a
+        # slow receiver never holds the upload slot); from memory when it is all there
+        if outcome.delivery is not None:
+            self.crew.hand(EVENT_JOB, outcome.event_id, outcome.delivery)
+        else:
+            self.crew.run_held(EVENT_JOB.name, outcome.event_id)

@@ -60,35 +60,6 @@ def apply_to(recording: Recording, move: Change) -> None:
     recording.updated_at = utcnow()
 
 
-async def mark_stored_default(session: AsyncSession, recording_id: str, owner: str) -> bool:
-    """No custom storage: the default-store copy is the final place."""
-    move = change(RecordingStatus.RECEIVED, Event.STORED_DEFAULT)
-    return await apply_held(session, recording_id, owner, move)
-
-
-async def mark_stored_custom(
-    session: AsyncSession,
-    recording_id: str,
-    owner: str,
-    *,
-    backend: str,
-    bucket: str,
-    object_key: str,
-    recording_url: str,
-    credentials_revision: int,
-) -> bool:
-    move = change(
-        RecordingStatus.RECEIVED,
-        Event.STORED_CUSTOM,
-        backend=backend,
-        bucket=bucket,
-        object_key=object_key,
-        recording_url=recording_url,
-        credentials_revision=credentials_revision,
-    )
-    return await apply_held(session, recording_id, owner, move)
-
-
 async def mark_failed(
     session: AsyncSession,
     recording_id: str,

@@ -1,10 +1,10 @@
-"""Every query of the worker: claiming jobs (recording rows, webhook-event rows) with leases,
-and the recording's state transitions.
+"""Every query of the worker: claiming due rows of a job table with leases, renewing and
+releasing them. Which tables, and when a row is due, the job kinds say (worker/kinds.py).
 
 A job is claimed by writing `lease_owner` (the worker's id) and `lease_until`; every later
-transition is conditional on still holding that lease, so a worker whose lease expired (and was
-taken over) cannot overwrite the new owner's work: its update matches no row and its
-transaction, with the webhook event inside, is rolled back.
+change of the row is conditional on still holding that lease (the domain's own UPDATEs, e.g.
+recordings/transitions.py), so a worker whose lease expired (and was taken over) cannot
+overwrite the new owner's work.
 """
 
 from __future__ import annotations
@@ -18,14 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from callvault.db import UTCDateTime
-from callvault.recordings.models import Recording, RecordingStatus
-from callvault.webhooks.models import EventStatus, WebhookEvent
-
-JobModel = type[Recording] | type[WebhookEvent]
-DUE_STATUS: dict[Any, str] = {
-    Recording: RecordingStatus.RECEIVED,
-    WebhookEvent: EventStatus.PENDING,
-}
+from callvault.worker.kinds import Queue
 
 
 def _lease_free(model: Any, now: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
@@ -34,7 +27,7 @@ def _lease_free(model: Any, now: datetime | ColumnElement[Any]) -> ColumnElement
 
 async def claim(
     session: AsyncSession,
-    model: JobModel,
+    queue: Queue,
     *,
     owner: str,
     now: datetime,
@@ -52,10 +45,10 @@ async def claim(
     """
     if limit <= 0:
         return []
-    key = (model, postgresql)
+    key = (queue, postgresql)
     statement = _CLAIMS.get(key)
     if statement is None:
-        statement = _CLAIMS[key] = _claim_statement(model, postgresql)
+        statement = _CLAIMS[key] = _claim_statement(queue, postgresql)
     taken = await session.scalars(
         statement,
         {"claim_owner": owner, "claim_now": now, "claim_until": lease_until, "claim_limit": limit},
@@ -63,15 +56,15 @@ async def claim(
     return list(taken.all())
 
 
-def _claim_statement(model: JobModel, postgresql: bool) -> Any:
+def _claim_statement(queue: Queue, postgresql: bool) -> Any:
     """The claim, built once per queue and dialect (its values are bound parameters: building
     it per claim cost ~1 ms of CPU, most of a claim, in the py-spy profile of issue 24)."""
-    status = DUE_STATUS[model]
+    model, status = queue.model, queue.due_status
     now = bindparam("claim_now", type_=UTCDateTime())
     due = aliased(model, name="due_job")  # not correlated with the UPDATE's own table
     # fair across customers: every connection's oldest due job comes before anyone's second,
     # so one customer's backlog of thousands cannot hold the others back
-    tenant = due.connection_id if model is Recording else due.application_id  # type: ignore[union-attr]
+    tenant = getattr(due, queue.tenant)
     ranked = (
         select(
             due.id.label("id"),
@@ -102,11 +95,11 @@ def _claim_statement(model: JobModel, postgresql: bool) -> Any:
     )
 
 
-_CLAIMS: dict[tuple[Any, bool], Any] = {}
+_CLAIMS: dict[tuple[Queue, bool], Any] = {}
 
 
 async def renew(
-    session: AsyncSession, model: JobModel, ids: Sequence[str], *, owner: str, lease_until: datetime
+    session: AsyncSession, model: Any, ids: Sequence[str], *, owner: str, lease_until: datetime
 ) -> set[str]:
     """Extend the leases this worker still holds; returns the ids it still holds."""
     if not ids:
@@ -121,9 +114,7 @@ async def renew(
     return set(kept.all())
 
 
-async def release(
-    session: AsyncSession, model: JobModel, ids: Sequence[str], *, owner: str
-) -> None:
+async def release(session: AsyncSession, model: Any, ids: Sequence[str], *, owner: str) -> None:
     """Give the jobs back at once (graceful stop): another worker may take them immediately."""
     if ids:
         await session.execute(
