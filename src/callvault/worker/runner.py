@@ -125,10 +125,17 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
         await self._release_all()
-        # what the jobs left to ride along with a later commit is written now
-        await self.runtime.batch_writer.flush()
+        await self._flush_deferred()
         await self._jobs.closing()
         log.info("worker stopped", owner=self.owner)
+
+    async def _flush_deferred(self) -> None:
+        """What the jobs left to ride along with a later commit is written now (if it cannot
+        be, the jobs' sweeps repair it: a deferred write is never urgent)."""
+        try:
+            await self.runtime.batch_writer.flush()
+        except Exception as exc:
+            log.warning("deferred writes not flushed", error_type=type(exc).__name__)
 
     # what the job kinds may ask (runtime.Crew)
     def hand(self, key: JobKey[P], job_id: str, payload: P) -> None:
