@@ -28,8 +28,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault import metrics
-from callvault.accounts.models import Account
-from callvault.applications.models import Application
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.encryption_keys.scheme import Recipient
@@ -43,7 +41,7 @@ from callvault.errors import (
     unavailable,
 )
 from callvault.recordings import repository
-from callvault.recordings.handoffs import EVENT_JOB, RECORDING_JOB
+from callvault.recordings.handoffs import EVENT_JOB, RECORDING_JOB, NewRecording
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
 from callvault.recordings.upload import ReceivedUpload
@@ -186,15 +184,6 @@ async def _ingest(
         return await _store(runtime, upload, recording_id, context, key)
     finally:
         runtime.ingest_keys.discard(key)
-
-
-@dataclass(frozen=True)
-class NewRecording:
-    """What the in-process worker gets for a recording ingest handed over (`Handoff`)."""
-
-    recording: Recording
-    application: Application
-    account: Account
 
 
 async def _store(

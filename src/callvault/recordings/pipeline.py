@@ -46,8 +46,7 @@ from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
 from callvault.recordings import repository, transitions
 from callvault.recordings import retry_policy as policy
-from callvault.recordings.handoffs import EVENT_JOB
-from callvault.recordings.ingest import NewRecording
+from callvault.recordings.handoffs import EVENT_JOB, NewRecording
 from callvault.recordings.lifecycle import Change, Event, Webhook, change
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.runtime import Crew, Runtime
