@@ -54,7 +54,6 @@ from callvault.scratch import temp_path
 from callvault.storage import layout
 from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind, redact
 from callvault.storage.factory import open_custom_store
-from callvault.storage.local import LocalStore
 from callvault.webhooks import service as webhooks
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
@@ -223,13 +222,12 @@ async def _upload_to_custom(
     log.info("upload started", recording_id=recording.id, attempt=recording.attempts + 1)
     try:
         store = ctx.store_for(recording.connection_id, credentials)
+        stored = _stored_object(recording)
+        # no extension in a customer's bucket
         key = layout.object_key(
-            recording.account_id,
-            recording.recording_started_at,
-            recording.custom_file_name or recording.call_leg_id,
-            None,
+            recording.account_id, recording.recording_started_at, stored.leaf, None
         )
-        await _copy_to(ctx, store, key, recording)
+        await _copy_to(ctx, store, key, stored, recording)
     except Exception as exc:
         return await _upload_failed(ctx, recording, credentials, exc)
     UPLOADS.labels(backend=backend, outcome="ok").inc()
@@ -262,7 +260,27 @@ async def _upload_to_custom(
     )
 
 
-async def _copy_to(ctx: UploadContext, store: ObjectStore, key: str, recording: Recording) -> None:
+def _stored_object(recording: Recording) -> layout.RecordingObject:
+    return layout.recording_object(
+        recording_id=recording.id,
+        connection_id=recording.connection_id,
+        call_control_id=recording.call_control_id,
+        call_leg_id=recording.call_leg_id,
+        call_session_id=recording.call_session_id,
+        custom_file_name=recording.custom_file_name,
+        format=recording.format,
+        sha256=recording.sha256,
+        decryption_metadata=encryption.object_metadata(recording.encryption_details),
+    )
+
+
+async def _copy_to(
+    ctx: UploadContext,
+    store: ObjectStore,
+    key: str,
+    stored: layout.RecordingObject,
+    recording: Recording,
+) -> None:
     """Put the recording's default-store copy into `store` under `key`, and check it landed."""
     if recording.default_store_key is None:
         raise RuntimeError("the recording has no default-store copy to upload")
@@ -270,20 +288,7 @@ async def _copy_to(ctx: UploadContext, store: ObjectStore, key: str, recording: 
         ctx.runtime, recording.default_store_key, recording.size_bytes
     ) as source:
         await store.put_file(
-            key,
-            source,
-            content_type=encryption.stored_content_type(
-                layout.content_type_for(recording.format), recording.encryption_details
-            ),
-            metadata={
-                "call_control_id": recording.call_control_id,
-                "call_leg_id": recording.call_leg_id,
-                "call_session_id": recording.call_session_id,
-                "connection_id": recording.connection_id,
-                "recording_id": recording.id,
-                "sha256": recording.sha256,
-                **encryption.object_metadata(recording.encryption_details),
-            },
+            key, source, content_type=stored.content_type, metadata=stored.metadata
         )
     if not store.checks_uploads:
         # the store checked no checksum of what it received: at least look at it
@@ -457,8 +462,8 @@ async def default_store_copy(
     directory; else its bytes in memory up to IN_MEMORY_LIMIT (`size_bytes`, the row's, decides
     before the GET), or a temp copy in the data dir above (removed afterwards)."""
     store = runtime.default_store
-    if isinstance(store, LocalStore):
-        path = store.path_for(key)
+    path = store.local_path(key)
+    if path is not None:
         if not await asyncio.to_thread(path.is_file):
             raise RuntimeError("the recording's default-store copy is missing")
         yield path
