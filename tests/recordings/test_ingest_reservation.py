@@ -6,11 +6,19 @@ from __future__ import annotations
 import pytest
 
 from callvault.recordings.ingest import Reservation
-from callvault.runtime import Handoff, Inbox
+from callvault.runtime import Handoff, Inbox, JobKey
+
+EVENT: JobKey[None] = JobKey("event")
+
+
+async def _deliver(payload: None) -> None:
+    return None
 
 
 def inbox(room: int = 1) -> Inbox:
-    return Inbox("worker-1", lease_seconds=60, room=lambda kind: room)
+    door = Inbox("worker-1", lease_seconds=60, room=lambda kind: room)
+    door.accept(EVENT, _deliver)  # the worker's runner of "event" hand-overs
+    return door
 
 
 def test_a_handed_job_leaves_the_slot_to_the_job() -> None:
@@ -18,7 +26,7 @@ def test_a_handed_job_leaves_the_slot_to_the_job() -> None:
     with Reservation(door, "event") as reservation:
         assert reservation.held and reservation.owner == "worker-1"
         assert reservation.lease_until is not None
-        reservation.hand(Handoff("event", "event-1", None))
+        reservation.hand(Handoff(EVENT, "event-1", None))
     assert door.reserved == {"event": 0}
     assert [job.job_id for job in door.jobs] == ["event-1"]
 
