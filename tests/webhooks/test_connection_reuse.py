@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from callvault.runtime import Runtime
 from callvault.webhooks.attempt import ANSWER_KEEP_BYTES, Verdict
 from callvault.webhooks.delivery import Deliverer
+from callvault.webhooks.repository import DeliveredRecording
 
 
 @dataclass
@@ -71,9 +72,13 @@ class CountingServer:
             writer.close()
 
 
+async def no_link(recording: DeliveredRecording) -> str | None:
+    return None
+
+
 @pytest.fixture
 async def deliverer(runtime: Runtime) -> AsyncIterator[Deliverer]:
-    deliverer = Deliverer(runtime)
+    deliverer = Deliverer(runtime, fresh_link=no_link)
     yield deliverer
     await deliverer.aclose()
 

@@ -46,6 +46,7 @@ from callvault.errors import (
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
+from callvault.recordings.service import default_store_link
 from callvault.recordings.upload import ReceivedUpload
 from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
@@ -287,7 +288,7 @@ async def _store(
         updated_at=now,
     )
     recording = Recording(**values)  # in memory: the event's payload, the worker's job
-    link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
+    link = "" if custom else await default_store_link(runtime, recording) or ""
     event: WebhookEvent | None = None
     committing = False  # True once the rows are flushed: a failure from there on is the commit
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
 from callvault.credentials.service import load_configuration
 from callvault.db import transaction, utcnow
 from callvault.errors import not_found, unavailable
+from callvault.ids import is_uuid
 from callvault.recordings import repository
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.repository import RecordingFilter
@@ -30,9 +31,44 @@ log = structlog.get_logger("callvault.recordings")
 DOWNLOAD_LINK_SECONDS = 600  # as Telnyx's own presigned links (X-Amz-Expires=600)
 
 
-def in_custom_storage(recording: Recording) -> bool:
+class Placement(Protocol):
+    """Where a recording's bytes are, as its columns say: a Recording, or the part of one a
+    webhook delivery reads (webhooks/repository.py)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def recording_url(self) -> str | None: ...
+    @property
+    def default_store_key(self) -> str | None: ...
+
+
+def in_custom_storage(recording: Placement) -> bool:
     """Stored in the customer's bucket (the worker set its canonical URL)."""
     return recording.status == RecordingStatus.STORED and recording.recording_url is not None
+
+
+def in_default_store(recording: Placement) -> bool:
+    return not in_custom_storage(recording) and recording.default_store_key is not None
+
+
+async def default_store_link(runtime: Runtime, recording: Placement) -> str | None:
+    """A fresh 600 s link to the default-store copy (the one the Recordings API hands out):
+    what a `call.recording.saved` webhook sends for a recording in the default store, made
+    anew for every delivery attempt. None when the recording is elsewhere or deleted, or when
+    no link can be made right now."""
+    key = recording.default_store_key
+    if recording.status == RecordingStatus.DELETED or not in_default_store(recording) or not key:
+        return None
+    try:
+        return await runtime.default_store.signed_get_url(key, DOWNLOAD_LINK_SECONDS)
+    except StorageError as exc:
+        log.warning("no download link", recording_id=recording.id, detail=exc.reason)
+        return None
 
 
 class CustomerLinks:
@@ -90,8 +126,8 @@ async def download_urls_for(
     while the bytes are in the default store; `{}` when deleted or when no link can be made
     (the connection's credentials were deleted or now point at another bucket).
 
-    Also what the webhooks put in `recording_urls` for default-store recordings (for custom
-    storage they send the canonical URL, `recording.recording_url`).
+    The webhooks send the same default-store link (`default_store_link`); for custom storage
+    they send the canonical URL, `recording.recording_url`.
     """
     if recording.status == RecordingStatus.DELETED:
         return {}
@@ -147,15 +183,6 @@ async def to_data(
     )
     data.from_ = recording.from_number  # "from" on the wire
     return data
-
-
-def is_uuid(value: str) -> bool:
-    """Whether `value` is a UUID (the form of recording and webhook event ids)."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def as_utc(value: datetime | None) -> datetime | None:

@@ -34,12 +34,16 @@ from callvault.webhooks.attempt import AttemptResult, Sender, Verdict, timeout_f
 from callvault.webhooks.models import WebhookAttempt
 from callvault.webhooks.outcome import NextState, next_state, not_sent, round_error, round_verdict
 from callvault.webhooks.schedule import DEFAULT_SCHEDULE, schedule_from_env
-from callvault.webhooks.service import default_store_link, in_default_store
 
 log = structlog.get_logger("callvault.webhooks")
 
 # how long a sent round's outcome is kept trying to be written while the database is away
 RECORD_PATIENCE_SECS = 120.0
+
+# the recordings domain's answer to "a fresh link to this recording, if it needs one" (a
+# recording in the default store: its links live 600 s); wired by the entry point, since this
+# domain does not import recordings
+FreshLink = Callable[[repository.DeliveredRecording], Awaitable[str | None]]
 
 # more writes for a round's own transaction (see Deliverer.deliver_known)
 Also = Callable[[AsyncSession], Awaitable[None]]
@@ -52,10 +56,12 @@ class Deliverer:
         self,
         runtime: Runtime,
         *,
+        fresh_link: FreshLink,
         rng: random.Random | None = None,
         schedule: tuple[float, ...] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.fresh_link = fresh_link
         self.rng = rng or random.Random()  # jitter, not a secret
         # CALLVAULT_WEBHOOK_SCHEDULE is this domain's setting: parsed here, not in config.py
         self.schedule = schedule or schedule_from_env(runtime.settings.environ) or DEFAULT_SCHEDULE
@@ -191,8 +197,8 @@ class Deliverer:
         (those live 600 s: every attempt makes a new one)."""
         payload: dict[str, Any] = context.event.payload
         recording = context.recording
-        if context.event.event_type == payloads.SAVED and recording and in_default_store(recording):
-            link = await default_store_link(self.runtime, recording)
+        if context.event.event_type == payloads.SAVED and recording is not None:
+            link = await self.fresh_link(recording)
             if link:
                 payload = payloads.with_recording_url(payload, recording.format, link)
         return payload

@@ -18,6 +18,7 @@ import uuid
 from collections import deque
 from collections.abc import Coroutine, Mapping
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from callvault.db import database_unavailable, transaction, utcnow
 from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording
 from callvault.recordings.retention import RecordingRetention, expire_recordings
+from callvault.recordings.service import default_store_link
 from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.scratch import reclaim
 from callvault.webhooks.delivery import Also, Deliverer
@@ -139,7 +141,12 @@ class Worker:
     async def start(self) -> None:
         # temp files of processes killed on this host (an ingest cut short, a staged copy)
         await asyncio.to_thread(reclaim_scratch, self.runtime.settings.data_dir)
-        self.deliverer = Deliverer(self.runtime, rng=self.rng, schedule=self.webhook_schedule)
+        self.deliverer = Deliverer(
+            self.runtime,
+            fresh_link=partial(default_store_link, self.runtime),
+            rng=self.rng,
+            schedule=self.webhook_schedule,
+        )
         self.uploads = UploadContext(self.runtime, self.owner, self.lease_seconds, rng=self.rng)
         # jobs committed by this process come in through the inbox, already leased to us
         self.inbox = Inbox(self.owner, self.lease_seconds, self._room_for)

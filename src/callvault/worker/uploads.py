@@ -40,6 +40,7 @@ from callvault.encryption_keys import scheme as encryption
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
 from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording, RecordingStatus
+from callvault.recordings.service import default_store_link
 from callvault.runtime import Runtime
 from callvault.scratch import temp_path
 from callvault.storage import layout
@@ -152,7 +153,7 @@ async def process_recording(
 
 
 async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> Outcome:
-    link = await webhooks.default_store_link(ctx.runtime, recording) or ""
+    link = await default_store_link(ctx.runtime, recording) or ""
 
     async def write(session: AsyncSession) -> tuple[bool, WebhookEvent | None]:
         if not await jobs.mark_stored_default(session, recording.id, ctx.owner):
