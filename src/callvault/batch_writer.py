@@ -20,6 +20,11 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
   caller waits for the batch's outcome before the cancellation goes on, so that it knows
   whether its unit ran (e.g. ingest then keeps the object a committed row points to).
 
+- A rider (`ride_along`) is a unit that starts no commit of its own: it goes in the next batch
+  that commits anyway, so a write that may come a little later (a recording's staging key
+  cleared once its webhook round is recorded) costs no fsync. Its caller asks for its outcome
+  when it can wait no longer (`Rider.result`); a rider no batch took by then goes at once.
+
 A unit must not call `run` itself, nor be submitted while its caller holds a write
 transaction on the same database (the writer would wait for that caller's write lock).
 """
@@ -64,6 +69,7 @@ class BatchWriter:
         self.sessions = sessions
         self.max_batch = max_batch
         self._waiting: deque[_Unit[Any]] = deque()
+        self._riders: deque[_Unit[Any]] = deque()
         self._writer: asyncio.Task[None] | None = None
         # what a test or a bench reads: commits made, units they carried, batches retried
         self.commits = 0
@@ -78,15 +84,33 @@ class BatchWriter:
     async def run(self, work: Work[T]) -> T:
         """Run `work` in a write transaction shared with whatever else is ready; return its
         result once committed (or raise its own error)."""
-        loop = asyncio.get_running_loop()
-        unit: _Unit[T] = _Unit(work, loop.create_future())
+        unit: _Unit[T] = _Unit(work, asyncio.get_running_loop().create_future())
         self._waiting.append(unit)
+        self._wake()
+        return await self._outcome(unit)
+
+    def ride_along(self, work: Work[T]) -> Rider[T]:
+        """`work` in the next batch that commits anyway (see the module docstring)."""
+        unit: _Unit[T] = _Unit(work, asyncio.get_running_loop().create_future())
+        self._riders.append(unit)
+        return Rider(self, unit)
+
+    def _wake(self) -> None:
         if self._writer is None or self._writer.done():
             # a context of its own: the caller's (held write gates, bound log fields) is not
             # the writer's
-            self._writer = loop.create_task(
+            self._writer = asyncio.get_running_loop().create_task(
                 self._write(), name="callvault batch writer", context=contextvars.Context()
             )
+
+    def _promote(self, rider: _Unit[Any]) -> None:
+        """A rider no batch took yet becomes a unit like any other."""
+        if not rider.taken and rider in self._riders:
+            self._riders.remove(rider)
+            self._waiting.append(rider)
+            self._wake()
+
+    async def _outcome(self, unit: _Unit[T]) -> T:
         try:
             return await asyncio.shield(unit.future)
         except asyncio.CancelledError:
@@ -105,10 +129,11 @@ class BatchWriter:
     async def _write(self) -> None:
         while self._waiting:
             batch: list[_Unit[Any]] = []
-            while self._waiting and len(batch) < self.max_batch:
-                unit = self._waiting.popleft()
-                unit.taken = True
-                batch.append(unit)
+            for queue in (self._waiting, self._riders):
+                while queue and len(batch) < self.max_batch:
+                    unit = queue.popleft()
+                    unit.taken = True
+                    batch.append(unit)
             try:
                 await self._commit(batch)
             except BaseException:
@@ -156,3 +181,17 @@ class BatchWriter:
                 self.commits += 1
                 self.units += 1
                 unit.future.set_result(result)
+
+
+class Rider(Generic[T]):
+    """A unit waiting for a batch it did not start (BatchWriter.ride_along)."""
+
+    def __init__(self, writer: BatchWriter, unit: _Unit[T]) -> None:
+        self._writer = writer
+        self._unit = unit
+
+    async def result(self) -> T:
+        """Its result once committed (or its own error); a rider no batch took yet goes in the
+        next one now, a commit of its own if nothing else is waiting."""
+        self._writer._promote(self._unit)
+        return await self._writer._outcome(self._unit)

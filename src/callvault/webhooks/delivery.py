@@ -45,9 +45,6 @@ RECORD_PATIENCE_SECS = 120.0
 # domain does not import recordings
 FreshLink = Callable[[repository.DeliveredRecording], Awaitable[str | None]]
 
-# more writes for a round's own transaction (see Deliverer.deliver_known)
-Also = Callable[[AsyncSession], Awaitable[None]]
-
 
 class Deliverer:
     """Sends events; one per worker, sharing one HTTP client (connection reuse)."""
@@ -91,12 +88,9 @@ class Deliverer:
         self,
         context: repository.DeliveryContext,
         owner: str,
-        *,
-        also: Also | None = None,
     ) -> Verdict:
         """One round of an event leased to `owner` whose context is in memory already (made
-        by this process: no read). `also` writes in the round's own transaction (the worker
-        clears a deleted staging copy's key there: one commit fewer per recording)."""
+        by this process: no read)."""
         # every log line of this round names the event and what it is about
         with structlog.contextvars.bound_contextvars(
             event_id=context.event.id,
@@ -104,7 +98,7 @@ class Deliverer:
             connection_id=context.event.application_id,
         ):
             try:
-                return await self._deliver_round(context, owner, also)
+                return await self._deliver_round(context, owner)
             except Exception as exc:
                 if database_unavailable(exc):
                     raise  # nothing can be written: the lease expires, the round comes again
@@ -136,16 +130,12 @@ class Deliverer:
             verdict, attempt=attempt, error=error, now=now, rng=self.rng, schedule=self.schedule
         )
 
-    async def _deliver_round(
-        self, context: repository.DeliveryContext, owner: str, also: Also | None = None
-    ) -> Verdict:
+    async def _deliver_round(self, context: repository.DeliveryContext, owner: str) -> Verdict:
         event, application = context.event, context.application
         if application is None or not application.active:
             why = "application deleted" if application is None else "application is inactive"
             async with transaction(self.runtime.sessions) as session:
                 await repository.finish_round(session, event.id, owner, not_sent(why).values)
-                if also is not None:
-                    await also(session)
             log.info("webhook not sent", event_id=event.id, why=why)
             return Verdict.REFUSED
 
@@ -153,7 +143,7 @@ class Deliverer:
         results = await self._send_round(context, application, attempt)
         now = utcnow()
         state = self._next_state(round_verdict(results), attempt, round_error(results), now)
-        kept = await self._record_round(event.id, owner, attempt, results, now, state, also)
+        kept = await self._record_round(event.id, owner, attempt, results, now, state)
         if not kept:
             log.warning("webhook lease lost during delivery", event_id=event.id)
         for r in results:
@@ -211,7 +201,6 @@ class Deliverer:
         results: Sequence[AttemptResult],
         now: datetime,
         state: NextState,
-        also: Also | None = None,
     ) -> bool:
         """Write the round's outcome. The requests were sent: if the database is away right
         now, the write is tried again (0.2 s, 0.4 s … 5 s apart, for up to RECORD_PATIENCE_SECS)
@@ -225,10 +214,7 @@ class Deliverer:
             # fresh rows each try: a rolled-back session leaves them unusable
             rows = [_attempt_row(event_id, attempt, r, now) for r in results]
             await repository.add_attempts(session, rows)
-            kept = await repository.finish_round(session, event_id, owner, state.values)
-            if also is not None:
-                await also(session)
-            return kept
+            return await repository.finish_round(session, event_id, owner, state.values)
 
         while True:
             try:

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callvault.batch_writer import Rider
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.recordings.ingest import NewRecording
 from callvault.recordings.models import Recording
@@ -32,7 +33,7 @@ from callvault.recordings.retention import RecordingRetention, expire_recordings
 from callvault.recordings.service import default_store_link
 from callvault.runtime import Handoff, Inbox, Runtime
 from callvault.scratch import reclaim
-from callvault.webhooks.delivery import Also, Deliverer
+from callvault.webhooks.delivery import Deliverer
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
 from callvault.webhooks.retention import WebhookRetention, prune_webhooks
@@ -279,12 +280,14 @@ class Worker:
         elif job.kind == "event" and isinstance(job.payload, DeliveryContext):
             self._spawn_delivery(job.payload)
 
-    def _spawn_delivery(self, context: DeliveryContext, also: Also | None = None) -> None:
+    def _spawn_delivery(
+        self, context: DeliveryContext, staging_released: Rider[None] | None = None
+    ) -> None:
         """A delivery round from memory, in a delivery slot."""
         event_id = context.event.id
         self._held[event_id] = WebhookEvent
         self._spawn(
-            self._run_handed(event_id, self._deliver_known(context, also)),
+            self._run_handed(event_id, self._deliver_known(context, staging_released)),
             WebhookEvent,
             event_id,
             self._pools[WebhookEvent],
@@ -419,9 +422,10 @@ class Worker:
         staging_key = outcome.staging_key
         if outcome.event_id is not None and outcome.delivery is not None:
             # the round from memory; the customer's copy is verified and committed, so the
-            # staging object goes now and its key is cleared in the round's own transaction
-            # (one commit fewer; a crash in between is finished by the sweep, as before)
-            forget: Also | None = None
+            # staging object goes now and its key is cleared in the commit that records the
+            # round (a rider of the group commit: no commit of its own; a crash in between is
+            # finished by the sweep, as before)
+            released: Rider[None] | None = None
             if staging_key is not None and await delete_staging_object(
                 self.runtime, recording_id, staging_key
             ):
@@ -429,7 +433,8 @@ class Worker:
                 async def forget(session: AsyncSession) -> None:
                     await jobs.forget_staging_key(session, recording_id, staging_key)
 
-            self._spawn_delivery(outcome.delivery, forget)
+                released = self.runtime.batch_writer.ride_along(forget)
+            self._spawn_delivery(outcome.delivery, released)
             return
         if outcome.event_id is not None:
             # the event is leased to this worker already: sent at once, in a delivery slot
@@ -446,9 +451,15 @@ class Worker:
             # the customer's copy is verified and committed: the staging copy can go
             await delete_staging_copy(self.runtime, recording_id, staging_key)
 
-    async def _deliver_known(self, context: DeliveryContext, also: Also | None = None) -> None:
+    async def _deliver_known(
+        self, context: DeliveryContext, staging_released: Rider[None] | None = None
+    ) -> None:
         assert self.deliverer is not None
-        await self.deliverer.deliver_known(context, self.owner, also=also)
+        try:
+            await self.deliverer.deliver_known(context, self.owner)
+        finally:
+            if staging_released is not None:
+                await _settle(staging_released)
 
     async def _deliver(self, event_id: str) -> None:
         assert self.deliverer is not None
@@ -509,6 +520,14 @@ class Worker:
                 ids = [job_id for job_id, m in held.items() if m is model]
                 await jobs.release(session, model, ids, owner=self.owner)
         log.info("leases released", owner=self.owner, count=len(held))
+
+
+async def _settle(staging_released: Rider[None]) -> None:
+    """Wait for the staging key's clearing; if it failed, the sweep clears it later."""
+    try:
+        await staging_released.result()
+    except Exception as exc:
+        log.warning("staging key not cleared yet", error_type=type(exc).__name__)
 
 
 async def run_until_signalled(runtime: Runtime) -> None:
