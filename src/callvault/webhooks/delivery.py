@@ -84,11 +84,7 @@ class Deliverer:
             return None
         return await self.deliver_known(context, owner)
 
-    async def deliver_known(
-        self,
-        context: repository.DeliveryContext,
-        owner: str,
-    ) -> Verdict:
+    async def deliver_known(self, context: repository.DeliveryContext, owner: str) -> Verdict:
         """One round of an event leased to `owner` whose context is in memory already (made
         by this process: no read)."""
         # every log line of this round names the event and what it is about
