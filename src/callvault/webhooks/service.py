@@ -1,8 +1,9 @@
 """Webhook events: made in the same transaction as the recording's state change.
 
 The event row is the delivery job (DESIGN.md): its payload is built once, when it is made, in
-the application's API version of that moment; the envelope (attempt number, delivered_to) and
-the signature are made per attempt (webhooks/delivery.py).
+the application's API version of that moment; the envelope (attempt number, delivered_to), a
+default-store recording's fresh link and the signature are made per attempt
+(webhooks/delivery.py, webhooks/attempt.py).
 """
 
 from __future__ import annotations
