@@ -35,16 +35,10 @@ class Placement(Protocol):
     """Where a recording's bytes are, as its columns say: a Recording, or the part of one a
     webhook delivery reads (webhooks/repository.py)."""
 
-    @property
-    def id(self) -> str: ...
-    @property
-    def format(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def recording_url(self) -> str | None: ...
-    @property
-    def default_store_key(self) -> str | None: ...
+    id: str
+    status: str
+    recording_url: str | None
+    default_store_key: str | None
 
 
 def in_custom_storage(recording: Placement) -> bool:
@@ -53,6 +47,7 @@ def in_custom_storage(recording: Placement) -> bool:
 
 
 def in_default_store(recording: Placement) -> bool:
+    """Its bytes are in the default store only (not, or not yet, in the customer's bucket)."""
     return not in_custom_storage(recording) and recording.default_store_key is not None
 
 

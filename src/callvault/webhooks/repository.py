@@ -30,19 +30,14 @@ class DeliveredRecording(Protocol):
     """What a delivery reads of the recording an event is about: where its bytes are, for a
     fresh link (a Recording has all of it)."""
 
-    @property
-    def id(self) -> str: ...
-    @property
-    def format(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def recording_url(self) -> str | None: ...
-    @property
-    def default_store_key(self) -> str | None: ...
+    id: str
+    format: str
+    status: str
+    recording_url: str | None
+    default_store_key: str | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordingPlacement:
     """A DeliveredRecording as `delivery_context` reads it."""
 
