@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -20,6 +21,7 @@ from callvault.recordings.models import Recording
 from callvault.recordings.pipeline import RecordingJobs, UploadContext, sweep_staging_copies
 from callvault.recordings.redelivery import requeue_for_new_credentials
 from callvault.recordings.retention import RecordingRetention, expire_recordings
+from callvault.recordings.service import default_store_link
 from callvault.runtime import Crew, Runtime
 from callvault.scratch import reclaim
 from callvault.webhooks.delivery import Deliverer
@@ -111,7 +113,13 @@ class RecordingWork:
         runtime = self.runtime
         uploads = UploadContext(runtime, crew.owner, crew.lease_seconds, rng=crew.rng)
         recordings = RecordingJobs(uploads, crew)
-        events = EventJobs(Deliverer(runtime, rng=crew.rng, schedule=self.webhook_schedule), crew)
+        deliverer = Deliverer(
+            runtime,
+            fresh_link=partial(default_store_link, runtime),
+            rng=crew.rng,
+            schedule=self.webhook_schedule,
+        )
+        events = EventJobs(deliverer, crew)
         return Jobs(
             kinds=(
                 JobKind(

@@ -13,7 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from callvault.runtime import Runtime
-from callvault.webhooks.delivery import ANSWER_KEEP_BYTES, Deliverer, Verdict
+from callvault.webhooks.attempt import ANSWER_KEEP_BYTES, Verdict
+from callvault.webhooks.delivery import Deliverer
+from callvault.webhooks.repository import DeliveredRecording
 
 
 @dataclass
@@ -70,9 +72,13 @@ class CountingServer:
             writer.close()
 
 
+async def no_link(recording: DeliveredRecording) -> str | None:
+    return None
+
+
 @pytest.fixture
 async def deliverer(runtime: Runtime) -> AsyncIterator[Deliverer]:
-    deliverer = Deliverer(runtime)
+    deliverer = Deliverer(runtime, fresh_link=no_link)
     yield deliverer
     await deliverer.aclose()
 
@@ -81,7 +87,7 @@ async def post_twice(deliverer: Deliverer, server: CountingServer) -> list[Verdi
     key = Ed25519PrivateKey.generate()
     verdicts = []
     for _ in range(2):
-        result = await deliverer._post(server.url, '{"data":{}}', key, 2.0)
+        result = await deliverer.sender.post(server.url, '{"data":{}}', key, 2.0)
         verdicts.append(result.verdict)
     return verdicts
 
@@ -111,7 +117,7 @@ async def test_a_dripping_answer_does_not_hold_up_the_delivery(deliverer: Delive
     server = await CountingServer(body=b"0123456789", pieces=10, pause=0.3).start()
     key = Ed25519PrivateKey.generate()
     try:
-        result = await deliverer._post(server.url, '{"data":{}}', key, 2.0)
+        result = await deliverer.sender.post(server.url, '{"data":{}}', key, 2.0)
     finally:
         await server.stop()
     assert result.verdict is Verdict.DELIVERED and result.status_code == 200

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from callvault.outbound.transport import refused_detail
+from callvault.webhooks.attempt import RECORDED_BODY_BYTES, header_pairs, recorded_body
 from callvault.webhooks.deliveries import attempt_errors, parse_event_types, to_delivery
-from callvault.webhooks.delivery import RECORDED_BODY_BYTES, header_pairs, recorded_body
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 from callvault.webhooks.recorded_headers import (
     REDACTED,

@@ -9,7 +9,7 @@ import ssl
 import httpx
 import pytest
 
-from callvault.webhooks.delivery import failure_reason, timeout_reason
+from callvault.webhooks.attempt import failure_reason, timeout_reason
 
 SECRET_URL = "https://hooks.example.com/t/sk_live_abc123"
 

@@ -44,6 +44,7 @@ from callvault.recordings import repository
 from callvault.recordings.handoffs import EVENT_JOB, RECORDING_JOB, NewRecording
 from callvault.recordings.models import Recording, RecordingStatus
 from callvault.recordings.schemas import IngestMetadata
+from callvault.recordings.service import default_store_link
 from callvault.recordings.upload import ReceivedUpload
 from callvault.runtime import AnyHandoff, Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
@@ -389,7 +390,7 @@ async def _new_row(
     values = _row_values(upload, recording_id, context, key, reservation)
     recording = Recording(**values)  # in memory: the event's payload, the worker's job
     custom = context.has_custom_storage
-    link = "" if custom else await webhooks.default_store_link(runtime, recording) or ""
+    link = "" if custom else await default_store_link(runtime, recording) or ""
     return NewRow(values, recording, context, link, reservation)
 
 

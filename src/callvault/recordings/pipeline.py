@@ -49,6 +49,7 @@ from callvault.recordings import retry_policy as policy
 from callvault.recordings.handoffs import EVENT_JOB, NewRecording
 from callvault.recordings.lifecycle import Change, Event, Webhook, change
 from callvault.recordings.models import Recording, RecordingStatus
+from callvault.recordings.service import default_store_link
 from callvault.runtime import Crew, Runtime
 from callvault.scratch import temp_path
 from callvault.storage import layout
@@ -158,7 +159,7 @@ async def process_recording(
 
 
 async def _finish_in_default_store(ctx: UploadContext, recording: Recording) -> Outcome:
-    link = await webhooks.default_store_link(ctx.runtime, recording) or ""
+    link = await default_store_link(ctx.runtime, recording) or ""
     move = change(recording.status, Event.STORED_DEFAULT)
     event = await _commit_move(ctx, recording, move, recording_url=link)
     if event is False:

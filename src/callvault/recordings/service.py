@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 import structlog
 
 from callvault.credentials.service import load_configuration
 from callvault.db import transaction
 from callvault.errors import not_found, unavailable
+from callvault.ids import is_uuid
 from callvault.recordings import repository, transitions
 from callvault.recordings.lifecycle import Event, change
 from callvault.recordings.models import Recording, RecordingStatus
@@ -29,9 +30,39 @@ log = structlog.get_logger("callvault.recordings")
 DOWNLOAD_LINK_SECONDS = 600  # as Telnyx's own presigned links (X-Amz-Expires=600)
 
 
-def in_custom_storage(recording: Recording) -> bool:
+class Placement(Protocol):
+    """Where a recording's bytes are, as its columns say: a Recording, or the part of one a
+    webhook delivery reads (webhooks/repository.py)."""
+
+    id: str
+    status: str
+    recording_url: str | None
+    default_store_key: str | None
+
+
+def in_custom_storage(recording: Placement) -> bool:
     """Stored in the customer's bucket (the worker set its canonical URL)."""
     return recording.status == RecordingStatus.STORED and recording.recording_url is not None
+
+
+def in_default_store(recording: Placement) -> bool:
+    """Its bytes are in the default store only (not, or not yet, in the customer's bucket)."""
+    return not in_custom_storage(recording) and recording.default_store_key is not None
+
+
+async def default_store_link(runtime: Runtime, recording: Placement) -> str | None:
+    """A fresh 600 s link to the default-store copy (the one the Recordings API hands out):
+    what a `call.recording.saved` webhook sends for a recording in the default store, made
+    anew for every delivery attempt. None when the recording is elsewhere or deleted, or when
+    no link can be made right now."""
+    key = recording.default_store_key
+    if recording.status == RecordingStatus.DELETED or not in_default_store(recording) or not key:
+        return None
+    try:
+        return await runtime.default_store.signed_get_url(key, DOWNLOAD_LINK_SECONDS)
+    except StorageError as exc:
+        log.warning("no download link", recording_id=recording.id, detail=exc.reason)
+        return None
 
 
 class CustomerLinks:
@@ -146,15 +177,6 @@ async def to_data(
     )
     data.from_ = recording.from_number  # "from" on the wire
     return data
-
-
-def is_uuid(value: str) -> bool:
-    """Whether `value` is a UUID (the form of recording and webhook event ids)."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 async def get_recording(runtime: Runtime, account_id: str, recording_id: str) -> RecordingData:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from callvault.errors import not_found
-from callvault.recordings.service import is_uuid
+from callvault.ids import is_uuid
 from callvault.runtime import Runtime
 from callvault.webhooks import payloads, repository
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent

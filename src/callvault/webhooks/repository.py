@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import String, Text, bindparam, cast, exists, func, or_, select, update
+from sqlalchemy import column as table_column
+from sqlalchemy import table as lightweight_table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
 from callvault.applications.models import Application
-from callvault.recordings.models import Recording
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 
 
@@ -25,12 +26,46 @@ async def add_event(session: AsyncSession, event: WebhookEvent) -> None:
     await session.flush()
 
 
+class DeliveredRecording(Protocol):
+    """What a delivery reads of the recording an event is about: where its bytes are, for a
+    fresh link (a Recording has all of it)."""
+
+    id: str
+    format: str
+    status: str
+    recording_url: str | None
+    default_store_key: str | None
+
+
+@dataclass
+class RecordingPlacement:
+    """A DeliveredRecording as `delivery_context` reads it."""
+
+    id: str
+    format: str
+    status: str
+    recording_url: str | None
+    default_store_key: str | None
+
+
+# the recording's columns a delivery reads, named here: this domain does not import recordings
+# (an event carries what its delivery needs; the recording's placement is read with it)
+_RECORDINGS = lightweight_table(
+    "recordings",
+    table_column("id", String),
+    table_column("format", String),
+    table_column("status", String),
+    table_column("recording_url", Text),
+    table_column("default_store_key", String),
+)
+
+
 @dataclass(frozen=True)
 class DeliveryContext:
     event: WebhookEvent
     application: Application | None  # None: deleted since the event was made
     account: Account
-    recording: Recording | None
+    recording: DeliveredRecording | None
 
 
 async def delivery_context(
@@ -38,23 +73,25 @@ async def delivery_context(
 ) -> DeliveryContext | None:
     """What one delivery round needs, if the event is still pending and leased to `owner`.
 
-    One query (a round runs for every recording: four primary-key reads were a tenth of a
-    delivery's CPU); the application and the recording may be gone, the account may not."""
+    One query (a round runs for every recording); the application and the recording may be
+    gone, the account may not."""
     row = (
         await session.execute(
-            select(WebhookEvent, Account, Application, Recording)
+            select(WebhookEvent, Account, Application, *_RECORDINGS.c)
             .join(Account, Account.id == WebhookEvent.account_id)
             .outerjoin(Application, Application.id == WebhookEvent.application_id)
-            .outerjoin(Recording, Recording.id == WebhookEvent.recording_id)
+            .outerjoin(_RECORDINGS, _RECORDINGS.c.id == WebhookEvent.recording_id)
             .where(WebhookEvent.id == event_id)
             .execution_options(populate_existing=True)
         )
     ).first()
     if row is None:
         return None
-    event, account, application, recording = row
+    event, account, application, *placement = row
     if event.status != EventStatus.PENDING or event.lease_owner != owner:
         return None
+    # in _RECORDINGS' column order; all None when the recording is gone
+    recording = RecordingPlacement(*placement) if placement[0] is not None else None
     return DeliveryContext(
         event=event, application=application, account=account, recording=recording
     )

@@ -1,47 +1,35 @@
 """Webhook events: made in the same transaction as the recording's state change.
 
 The event row is the delivery job (DESIGN.md): its payload is built once, when it is made, in
-the application's API version of that moment; the envelope (attempt number, delivered_to) and
-the signature are made per attempt (webhooks/delivery.py).
+the application's API version of that moment; the envelope (attempt number, delivered_to), a
+default-store recording's fresh link and the signature are made per attempt
+(webhooks/delivery.py, webhooks/attempt.py).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Protocol
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.applications.models import Application
 from callvault.db import utcnow
-from callvault.recordings.models import Recording
-from callvault.recordings.service import download_urls_for, in_custom_storage
-from callvault.runtime import Runtime
-from callvault.storage.base import StorageError
 from callvault.webhooks import payloads, repository
 from callvault.webhooks.models import EventStatus, WebhookEvent
 
-log = structlog.get_logger("callvault.webhooks")
 
+class EventRecording(payloads.RecordingFacts, Protocol):
+    """What making an event needs of its recording (the Recording model has all of it)."""
 
-async def default_store_link(runtime: Runtime, recording: Recording) -> str | None:
-    """A fresh 600 s link to the default-store copy (the one the Recordings API hands out);
-    None when none can be made right now (each delivery attempt makes a new one anyway)."""
-    try:
-        return (await download_urls_for(runtime, recording)).get(recording.format)
-    except StorageError as exc:
-        log.warning("no download link", recording_id=recording.id, detail=exc.reason)
-        return None
-
-
-def in_default_store(recording: Recording) -> bool:
-    return not in_custom_storage(recording) and recording.default_store_key is not None
+    account_id: str
+    encryption_details: dict[str, str] | None
 
 
 async def record_saved(
     session: AsyncSession,
-    recording: Recording,
+    recording: EventRecording,
     *,
     recording_url: str,
     lease_owner: str | None = None,
@@ -80,7 +68,7 @@ async def record_saved(
 
 async def record_error(
     session: AsyncSession,
-    recording: Recording,
+    recording: EventRecording,
     *,
     reason: str,
     detail: str,
@@ -115,7 +103,7 @@ async def record_error(
 
 async def _add(
     session: AsyncSession,
-    recording: Recording,
+    recording: EventRecording,
     event_type: str,
     api_version: str,
     payload: dict[str, object],
