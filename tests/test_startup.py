@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from callvault.credentials.encryption import key_id_for
+from callvault.crypto import key_id_for
 from callvault.db import head_revision
 from tests.conftest import POSTGRES_ADMIN_DSN, _admin
 from tests.faults.cluster import clean_environment

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from callvault.credentials.encryption import KeyRing
+from callvault.crypto import KeyRing
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 

@@ -1,4 +1,7 @@
-"""Engine, sessions and migrations. The database is the source of truth and the job queue."""
+"""Engine, sessions and migrations. The database is the source of truth and the job queue.
+
+This module knows no domain: the tables Alembic compares against are loaded by the migration
+environment (callvault/migrations/env.py), not here."""
 
 from __future__ import annotations
 
@@ -345,14 +348,3 @@ async def session_revision(session: AsyncSession) -> str | None:
 
 async def migrate_async(database_url: str) -> None:
     await asyncio.to_thread(migrate, database_url)
-
-
-def load_all_models() -> None:
-    """Import every domain's models so Base.metadata knows every table (for Alembic)."""
-    from callvault.accounts import models as _accounts  # noqa: F401
-    from callvault.applications import models as _applications  # noqa: F401
-    from callvault.console import models as _console  # noqa: F401
-    from callvault.credentials import models as _credentials  # noqa: F401
-    from callvault.encryption_keys import models as _encryption_keys  # noqa: F401
-    from callvault.recordings import models as _recordings  # noqa: F401
-    from callvault.webhooks import models as _webhooks  # noqa: F401

@@ -19,8 +19,8 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from callvault.config import NO_KEYS, ConfigurationError, Settings
-from callvault.credentials.encryption import KeyError_, KeyRing
 from callvault.credentials.keycheck import KeysDoNotOpenData, check_keys
+from callvault.crypto import KeyError_, KeyRing
 from callvault.db import (
     current_revision_async,
     database_sessions,

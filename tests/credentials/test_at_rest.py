@@ -10,7 +10,8 @@ import httpx
 from sqlalchemy import text
 
 from callvault.accounts.service import NewAccount
-from callvault.db import Base, load_all_models
+from callvault.db import Base
+from callvault.migrations import load_all_models
 from callvault.runtime import Runtime
 from tests.applications.helpers import create_application
 from tests.conftest import auth

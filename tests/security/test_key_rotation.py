@@ -22,10 +22,10 @@ from callvault.accounts.models import Account
 from callvault.accounts.service import create_account, signing_key
 from callvault.app import create_app
 from callvault.config import load_settings
-from callvault.credentials.encryption import key_id_for
 from callvault.credentials.models import StorageCredentials
 from callvault.credentials.rotation import rotate_all
 from callvault.credentials.service import load_configuration
+from callvault.crypto import key_id_for
 from callvault.db import transaction
 from callvault.runtime import Runtime
 from callvault.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts import keys, repository
 from callvault.accounts.models import Account, ApiKey, KeyHolder
-from callvault.credentials.encryption import KeyRing
+from callvault.crypto import KeyRing
 from callvault.db import utcnow
 
 FIRST_KEY_NAME = "default"

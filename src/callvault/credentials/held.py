@@ -15,9 +15,9 @@ from collections import OrderedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.credentials.encryption import KeyRing
 from callvault.credentials.generation import GenerationReader
 from callvault.credentials.service import StoredCredentials, load_configuration
+from callvault.crypto import KeyRing
 
 HELD_CONNECTIONS = 1024
 

@@ -13,8 +13,8 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.credentials.encryption import KeyError_, KeyRing, key_id_for
 from callvault.credentials.rotation import SEALED_COLUMNS
+from callvault.crypto import KeyError_, KeyRing, key_id_for
 
 KEY_ID_CHARS = 12  # key_id_for(): the first 12 hex digits of a sha256
 

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from callvault.accounts.models import Account
-from callvault.credentials.encryption import KeyError_, KeyRing
 from callvault.credentials.models import StorageCredentials
+from callvault.crypto import KeyError_, KeyRing
 from callvault.db import transaction
 
 DEFAULT_BATCH_SIZE = 200

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.applications import repository as applications
 from callvault.credentials import events, repository
-from callvault.credentials.encryption import KeyRing
 from callvault.credentials.masking import masked_configuration, unmask
 from callvault.credentials.models import ExternalId, StorageCredentials
 from callvault.credentials.schemas import (
@@ -27,6 +26,7 @@ from callvault.credentials.schemas import (
     CredentialsResponse,
     ValidationResult,
 )
+from callvault.crypto import KeyRing
 from callvault.db import transaction, utcnow
 from callvault.errors import duplicate, invalid, not_found, unavailable
 from callvault.outbound.addresses import refuse_reason

@@ -5,7 +5,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from callvault.db import Base, load_all_models
+from callvault.db import Base
+from callvault.migrations import load_all_models
 
 load_all_models()
 target_metadata = Base.metadata

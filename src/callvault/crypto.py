@@ -3,6 +3,9 @@
 A sealed value is `{key_id}:{base64(nonce || ciphertext+tag)}`. The caller's associated data (the
 connection id for storage credentials, the account id for signing keys) binds a ciphertext to its
 row, so a value copied onto another row does not decrypt.
+
+Plumbing, not a domain: the settings (config.py) build the KeyRing, and credentials, accounts
+and the download links all use it.
 """
 
 from __future__ import annotations

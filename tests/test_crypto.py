@@ -4,7 +4,7 @@ import os
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from callvault.credentials.encryption import KeyError_, KeyRing
+from callvault.crypto import KeyError_, KeyRing
 
 
 def ring(*keys: bytes) -> KeyRing:
