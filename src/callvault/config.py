@@ -325,7 +325,7 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "unset: `/metrics` open",
         "Bearer token `GET /metrics` requires.",
         "serve",
-        read_by="metrics.py",
+        read_by="operations/metrics_route.py",
     ),
     EnvSetting(
         "CALLVAULT_API_DOCS",
@@ -355,7 +355,7 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "5",
         "How long `/metrics` reuses its backlog figures (one read per window per process).",
         "serve",
-        read_by="metrics.py",
+        read_by="operations/metrics_route.py",
     ),
     EnvSetting(
         "CALLVAULT_STORAGE_STALL_SECS",

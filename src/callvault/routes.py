@@ -12,8 +12,8 @@ from callvault.credentials.endpoints import router as credentials_router
 from callvault.encryption_keys.endpoints import router as encryption_keys_router
 from callvault.handoff.endpoints import router as rtpengine_router
 from callvault.health import router as health_router
-from callvault.metrics import router as metrics_router
 from callvault.operations.endpoints import router as operations_router
+from callvault.operations.metrics_route import router as metrics_router
 from callvault.recordings.endpoints import ingest_router as recordings_ingest_router
 from callvault.recordings.endpoints import router as recordings_router
 from callvault.recordings.files_endpoint import router as recording_files_router
