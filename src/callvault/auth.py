@@ -10,9 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callvault.accounts import repository as accounts_repository
 from callvault.accounts import service as accounts
-from callvault.accounts.cache import REVOCATION_LAG_SECS
+from callvault.accounts.cache import REVOCATION_LAG_SECS, account_cache
 from callvault.accounts.keys import hash_api_key
 from callvault.accounts.models import Account, KeyHolder
+from callvault.credentials.generation import generation_reader
 from callvault.db import transaction, utcnow
 from callvault.errors import unauthorized
 from callvault.runtime import Runtime
@@ -37,14 +38,14 @@ def cached_key(runtime: Runtime, api_key: str, generation: int) -> KeyHolder | N
     None. A key cached at another credentials generation is looked up again (it may have been
     revoked)."""
     # the stored hash is not compared again: the cache is keyed by the full hash itself
-    return runtime.accounts.get(hash_api_key(api_key), generation)
+    return account_cache(runtime).get(hash_api_key(api_key), generation)
 
 
 async def mark_used(runtime: Runtime, key_id: str) -> None:
     """Write the key's last_used_at, at most once a minute per key in this process. Awaited,
     not left running: it costs a write once a minute and keeps nothing in flight after the
     answer. A failure is logged and does not fail the request."""
-    if not runtime.accounts.use_mark_due(key_id):
+    if not account_cache(runtime).use_mark_due(key_id):
         return
     try:
         async with transaction(runtime.sessions) as session:
@@ -68,17 +69,19 @@ class AccountBearer(HTTPBearer):
         # read before the key: a revocation committed in between leaves the entry labelled
         # with the older generation, so it is looked up again next time; a read up to
         # REVOCATION_LAG_SECS old will do (revocations wait that long: accounts/cache.py)
-        generation = runtime.credential_generation.recent(REVOCATION_LAG_SECS)
+        reader = generation_reader(runtime)
+        generation = reader.recent(REVOCATION_LAG_SECS)
         if generation is None:
-            generation = await runtime.credential_generation.current()
+            generation = await reader.current()
         key_hash = hash_api_key(api_key)
-        holder = runtime.accounts.get(key_hash, generation)
+        keys = account_cache(runtime)
+        holder = keys.get(key_hash, generation)
         if holder is None:
             async with runtime.sessions() as session:
                 holder = await accounts.authenticate_key(session, api_key)
             if holder is None:
                 raise unauthorized("Authentication failed: the API key is not valid.")
-            runtime.accounts.put(key_hash, holder, generation)
+            keys.put(key_hash, holder, generation)
         await mark_used(runtime, holder.key_id)
         return holder.account
 

@@ -1,4 +1,13 @@
-"""What one callvault process holds: settings, database, default store, the worker's wake-up."""
+"""What one callvault process holds: settings, database, default store, the worker's wake-up.
+
+Infrastructure only: the domains' per-process state (the API-key cache, the credentials answer
+cache and generation reader) is theirs. A domain keeps it in the runtime's `domain_part` slot,
+keyed by its own type, through a small accessor of its own (`accounts.cache.account_cache`,
+`credentials.answers.answer_cache`, `credentials.generation.generation_reader`). Why a slot
+rather than a field per cache: this module then names no domain (shared/layers.json), and what
+a domain keeps still lives and dies with the runtime — made on first use, closed by `close()`,
+and a copy (`dataclasses.replace`, as tests make with other settings) starts with its own.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +21,9 @@ from typing import Generic, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from callvault.accounts.cache import AccountCache
 from callvault.batch_writer import BatchWriter
 from callvault.config import Settings
-from callvault.credentials.answers import AnswerCache
-from callvault.credentials.generation import GenerationReader, session_read
-from callvault.db import LoopReader, make_engine, make_sessionmaker, utcnow
+from callvault.db import make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
 from callvault.storage.factory import open_default_store
 
@@ -134,6 +140,10 @@ class Crew(Protocol):
         """As `hand`, for a held job known by id only (run as if claimed)."""
 
 
+# what a domain keeps in the runtime (Runtime.domain_part)
+Part = TypeVar("Part")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -142,13 +152,6 @@ class Runtime:
     default_store: ObjectStore
     # set when new work is committed, so an in-process worker starts at once instead of polling
     work_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    # API-key lookups of this process (accounts/cache.py)
-    accounts: AccountCache = field(default_factory=AccountCache)
-    # rendered credentials GET answers (credentials/answers.py)
-    credential_answers: AnswerCache = field(default_factory=AnswerCache)
-    # what the answers and the worker's held credentials are checked against
-    # (credentials/generation.py); made from the database settings (__post_init__)
-    credential_generation: GenerationReader = field(init=False)
     # default-store keys ingest is writing right now (recordings/ingest.py): two recordings
     # of one leaf in one second never share a key, even before either row is committed
     ingest_keys: set[str] = field(default_factory=set)
@@ -157,6 +160,9 @@ class Runtime:
     # group commit (batch_writer.py): ingest's rows and the worker's outcomes and delivery
     # records that are ready together share one transaction and one fsync (issue 24)
     batch_writer: BatchWriter = field(init=False)
+    # what the domains keep per process, by type (`domain_part`), and how to close it
+    _parts: dict[type, object] = field(init=False, default_factory=dict, repr=False)
+    _closers: list[Callable[[], None]] = field(init=False, default_factory=list, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -175,13 +181,24 @@ class Runtime:
         )
 
     def __post_init__(self) -> None:
-        # here rather than in build(): a copy (dataclasses.replace, as tests make with other
-        # settings) gets its own reader too
-        self.credential_generation = GenerationReader(
-            LoopReader.for_url(self.settings.database_url), session_read(self.sessions)
-        )
         self.batch_writer = BatchWriter(self.sessions)
 
+    def domain_part(
+        self,
+        kind: type[Part],
+        make: Callable[[Runtime], Part],
+        close: Callable[[Part], None] | None = None,
+    ) -> Part:
+        """The one `kind` this runtime keeps for a domain, made by `make` on first use;
+        `close`, if given, runs when the runtime closes (before the engine is disposed)."""
+        part = self._parts.get(kind)
+        if part is None:
+            part = self._parts[kind] = made = make(self)
+            if close is not None:
+                self._closers.append(lambda: close(made))
+        return cast(Part, part)
+
     async def close(self) -> None:
-        self.credential_generation.close()
+        for close in self._closers:
+            close()
         await self.engine.dispose()

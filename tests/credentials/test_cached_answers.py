@@ -14,6 +14,7 @@ from sqlalchemy import text
 from callvault.accounts.service import NewAccount
 from callvault.credentials import service
 from callvault.credentials.answers import AnswerCache
+from callvault.credentials.generation import generation_reader
 from callvault.credentials.schemas import CredentialsResponse
 from callvault.runtime import Runtime
 from tests.conftest import auth
@@ -39,7 +40,7 @@ async def test_repeated_gets_read_no_row_and_share_the_generation_read(
     url, headers = f"{BASE}/{connection_id}", auth(account)
     first = await api.get(url, headers=headers)
     assert first.status_code == 200
-    on_loop = runtime.credential_generation.loop_reader is not None
+    on_loop = generation_reader(runtime).loop_reader is not None
 
     with counting(runtime) as counter:
         second = await api.get(url, headers=headers)

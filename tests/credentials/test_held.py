@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from callvault.accounts.service import NewAccount
 from callvault.credentials import held as held_module
+from callvault.credentials.generation import generation_reader
 from callvault.credentials.held import HeldCredentials
 from callvault.credentials.service import StoredCredentials
 from callvault.runtime import Runtime
@@ -40,10 +41,10 @@ async def test_credentials_are_read_once_per_generation(
     gcs_service_account: ServiceAccount,
 ) -> None:
     sent = await saved(api, account, connection_id, gcs_service_account)
-    held = HeldCredentials(runtime.credential_generation, runtime.settings.keyring)
+    held = HeldCredentials(generation_reader(runtime), runtime.settings.keyring)
     first = await load(runtime, held, connection_id)
     assert bucket(first) == sent["configuration"]["bucket"]
-    on_loop = runtime.credential_generation.loop_reader is not None
+    on_loop = generation_reader(runtime).loop_reader is not None
 
     with counting(runtime) as counter:
         again = await load(runtime, held, connection_id)
@@ -90,7 +91,7 @@ async def test_a_change_committed_while_reading_is_used_next_time(
         return credentials
 
     monkeypatch.setattr(held_module, "load_configuration", load_then_replace)
-    held = HeldCredentials(runtime.credential_generation, runtime.settings.keyring)
+    held = HeldCredentials(generation_reader(runtime), runtime.settings.keyring)
     assert bucket(await load(runtime, held, connection_id)) == sent["configuration"]["bucket"]
     replaced = replacement["configuration"]["bucket"]
     assert bucket(await load(runtime, held, connection_id)) == replaced
@@ -105,7 +106,7 @@ async def test_held_connections_are_bounded(
 ) -> None:
     """The least recently used connection goes first: read again when asked for again."""
     await saved(api, account, connection_id, gcs_service_account)
-    held = HeldCredentials(runtime.credential_generation, runtime.settings.keyring, size=2)
+    held = HeldCredentials(generation_reader(runtime), runtime.settings.keyring, size=2)
     assert bucket(await load(runtime, held, connection_id)) is not None
     for other in ("1", "2"):  # connections without credentials: held as None
         assert await load(runtime, held, other) is None
@@ -113,5 +114,5 @@ async def test_held_connections_are_bounded(
         assert await load(runtime, held, "2") is None
         assert bucket(await load(runtime, held, connection_id)) is not None
     reads = [sql for sql in counter.statements if "storage_credentials" in sql]
-    on_loop = runtime.credential_generation.loop_reader is not None
+    on_loop = generation_reader(runtime).loop_reader is not None
     assert len(reads) == (1 if on_loop else 2), counter.statements

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from callvault.accounts.models import KeyHolder
+from callvault.runtime import Runtime
 
 DEFAULT_TTL_SECS = 60.0
 DEFAULT_MAX_ENTRIES = 1024
@@ -80,3 +81,12 @@ class AccountCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def account_cache(runtime: Runtime) -> AccountCache:
+    """This process's API-key cache, kept with its runtime (runtime.py `domain_part`)."""
+    return runtime.domain_part(AccountCache, _new_account_cache)
+
+
+def _new_account_cache(_runtime: Runtime) -> AccountCache:
+    return AccountCache()

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from callvault.runtime import Runtime
+
 DEFAULT_MAX_ENTRIES = 4096
 
 
@@ -50,3 +52,12 @@ class AnswerCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def answer_cache(runtime: Runtime) -> AnswerCache:
+    """This process's rendered answers, kept with its runtime (runtime.py `domain_part`)."""
+    return runtime.domain_part(AnswerCache, _new_answer_cache)
+
+
+def _new_answer_cache(_runtime: Runtime) -> AnswerCache:
+    return AnswerCache()

@@ -19,6 +19,8 @@ import asyncio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callvault.auth import cached_key, mark_used
+from callvault.credentials.answers import answer_cache
+from callvault.credentials.generation import generation_reader
 from callvault.runtime import Runtime
 
 PREFIX = "/v2/custom_storage_credentials/"
@@ -62,13 +64,13 @@ class CachedCredentialsGet:
         try:
             async with asyncio.timeout(GENERATION_WAIT_SECS):
                 # one read serves both checks: the key not revoked, the answer not stale
-                generation = await self.runtime.credential_generation.current()
+                generation = await generation_reader(self.runtime).current()
         except Exception:  # slow or away: the route meets it too and answers it properly
             return None
         holder = cached_key(self.runtime, api_key, generation)
         if holder is None:
             return None
-        answer = self.runtime.credential_answers.get(connection_id, holder.account.id, generation)
+        answer = answer_cache(self.runtime).get(connection_id, holder.account.id, generation)
         if answer is not None:
             await mark_used(self.runtime, holder.key_id)
         return answer

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callvault.credentials import repository
 from callvault.db import LoopReader
+from callvault.runtime import Runtime
 
 
 def session_read(sessions: async_sessionmaker[AsyncSession]) -> Callable[[], Awaitable[int]]:
@@ -105,3 +106,16 @@ class GenerationReader:
     def close(self) -> None:
         if self.loop_reader is not None:
             self.loop_reader.close()
+
+
+def generation_reader(runtime: Runtime) -> GenerationReader:
+    """The runtime's reader: what the cached answers, the API-key cache and the worker's held
+    credentials are checked against. Made on first use from the runtime's database, and closed
+    with the runtime (runtime.py `domain_part`)."""
+    return runtime.domain_part(GenerationReader, _open_reader, GenerationReader.close)
+
+
+def _open_reader(runtime: Runtime) -> GenerationReader:
+    return GenerationReader(
+        LoopReader.for_url(runtime.settings.database_url), session_read(runtime.sessions)
+    )

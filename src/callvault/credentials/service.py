@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.applications import repository as applications
 from callvault.credentials import events, repository
+from callvault.credentials.answers import answer_cache
+from callvault.credentials.generation import generation_reader
 from callvault.credentials.masking import masked_configuration, unmask
 from callvault.credentials.models import ExternalId, StorageCredentials
 from callvault.credentials.schemas import (
@@ -231,15 +233,15 @@ async def retrieve(runtime: Runtime, account_id: str, connection_id: str) -> Cre
 
 
 async def retrieve_rendered(runtime: Runtime, account_id: str, connection_id: str) -> bytes:
-    """`retrieve` as the JSON body of the answer, from runtime.credential_answers while the
+    """`retrieve` as the JSON body of the answer, from the answer cache while the
     credentials generation has not moved (credentials/answers.py). The generation is read
     before the row: a change committed in between leaves the answer under the older one."""
-    generation = await runtime.credential_generation.current()
-    body = runtime.credential_answers.get(connection_id, account_id, generation)
+    generation = await generation_reader(runtime).current()
+    body = answer_cache(runtime).get(connection_id, account_id, generation)
     if body is None:
         response = await retrieve(runtime, account_id, connection_id)
         body = response.model_dump_json(exclude_none=True).encode()
-        runtime.credential_answers.put(connection_id, account_id, generation, body)
+        answer_cache(runtime).put(connection_id, account_id, generation, body)
     return body
 
 

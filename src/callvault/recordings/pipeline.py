@@ -39,6 +39,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.applications.models import Application
+from callvault.credentials.generation import generation_reader
 from callvault.credentials.held import HeldCredentials
 from callvault.credentials.service import StoredCredentials
 from callvault.db import database_unavailable, transaction, utcnow
@@ -84,7 +85,7 @@ class UploadContext:
 
     def __post_init__(self) -> None:
         self.credentials = HeldCredentials(
-            self.runtime.credential_generation, self.runtime.settings.keyring
+            generation_reader(self.runtime), self.runtime.settings.keyring
         )
 
     def lease_until(self) -> datetime:
