@@ -35,7 +35,7 @@ import binascii
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -535,53 +535,15 @@ def open_azure(
 ) -> AzureObjectStore:
     """A customer's container; `egress_proxy` is the egress guard every connection goes
     through (None: private networks are allowed)."""
-    from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
-
     container = str(configuration.get("bucket") or "")
     account_name = str(configuration.get("account_name") or "")
     account_key = str(configuration.get("account_key") or "")
     sas_token = str(configuration.get("sas_token") or "")
-
-    def refused(cause: str) -> StorageError:
-        return StorageError.build(
-            StorageErrorKind.PERMANENT_AUTH,
-            BACKEND,
-            container,
-            cause,
-            secrets=[account_key, sas_token],
-            noun=NOUN,
-        )
-
+    refused = _refusal(container, [account_key, sas_token])
     if reason := account_name_error(account_name):
         raise refused(f"invalid configuration — {reason}")
-    sas: Sas | None = None
-    credential: AzureAccessKey | AzureSASToken
-    if sas_token:
-        parsed = parse_sas(sas_token)
-        if isinstance(parsed, str):
-            raise refused(f"invalid configuration — {parsed}")
-        if parsed.expired(datetime.now(UTC)):
-            raise refused(
-                f"the SAS token expired at {iso(parsed.expires_at)} — save a new sas_token"
-            )
-        sas = parsed
-        credential = {"sas_token": parsed.pairs, "expires_at": None}
-        signer: AzureNamedKeyCredential | AzureSasCredential = AzureSasCredential(
-            sas_token.removeprefix("?")
-        )
-    else:
-        if not account_key:
-            raise refused("invalid configuration — the account key is required")
-        if reason := account_key_error(account_key):
-            raise refused(f"invalid configuration — {reason}")
-        credential = {"access_key": account_key, "expires_at": None}
-        signer = AzureNamedKeyCredential(account_name, account_key)
-
+    access = _access(account_name, account_key, sas_token, refused)
     endpoint = blob_endpoint(account_name)
-
-    def provide() -> AzureAccessKey | AzureSASToken:
-        return credential
-
     config: AzureConfig = {
         "account_name": account_name,
         "endpoint": endpoint,
@@ -597,12 +559,12 @@ def open_azure(
             config=config,
             client_options=options,
             retry_config=retry_config(timeout_secs),
-            credential_provider=provide,
+            credential_provider=access.provide,
         )
         uploader = upload_client(
             endpoint,
             container,
-            signer,
+            access.signer,
             timeout_secs=timeout_secs,
             part_size=part_size,
             egress_proxy=egress_proxy,
@@ -616,9 +578,62 @@ def open_azure(
         account_name=account_name,
         endpoint=endpoint,
         account_key=account_key,
-        sas=sas,
+        sas=access.sas,
         part_size=part_size,
         max_concurrency=max_concurrency,
+    )
+
+
+def _refusal(container: str, secrets: list[str]) -> Callable[[str], StorageError]:
+    """How an unusable configuration is refused (permanent; the secrets never in the text)."""
+
+    def refused(cause: str) -> StorageError:
+        return StorageError.build(
+            StorageErrorKind.PERMANENT_AUTH, BACKEND, container, cause, secrets=secrets, noun=NOUN
+        )
+
+    return refused
+
+
+@dataclass(frozen=True)
+class _Access:
+    """One container's credentials, for obstore (`provide`) and for the SDK (`signer`)."""
+
+    credential: AzureAccessKey | AzureSASToken
+    signer: AzureNamedKeyCredential | AzureSasCredential
+    sas: Sas | None
+
+    def provide(self) -> AzureAccessKey | AzureSASToken:
+        return self.credential
+
+
+def _access(
+    account_name: str, account_key: str, sas_token: str, refused: Callable[[str], StorageError]
+) -> _Access:
+    """A SAS token (checked, unexpired) if there is one, else the account key."""
+    from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+
+    if sas_token:
+        parsed = parse_sas(sas_token)
+        if isinstance(parsed, str):
+            raise refused(f"invalid configuration — {parsed}")
+        if parsed.expired(datetime.now(UTC)):
+            raise refused(
+                f"the SAS token expired at {iso(parsed.expires_at)} — save a new sas_token"
+            )
+        return _Access(
+            {"sas_token": parsed.pairs, "expires_at": None},
+            AzureSasCredential(sas_token.removeprefix("?")),
+            parsed,
+        )
+    if not account_key:
+        raise refused("invalid configuration — the account key is required")
+    if reason := account_key_error(account_key):
+        raise refused(f"invalid configuration — {reason}")
+    return _Access(
+        {"access_key": account_key, "expires_at": None},
+        AzureNamedKeyCredential(account_name, account_key),
+        None,
     )
 
 

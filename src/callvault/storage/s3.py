@@ -36,7 +36,8 @@ import asyncio
 import ipaddress
 import os
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -89,7 +90,7 @@ from callvault.storage.obstore_store import (
 )
 
 if TYPE_CHECKING:
-    from obstore.store import S3Config, S3Credential
+    from obstore.store import ClientConfig, S3Config, S3Credential
 
 # ---- rules (pure)
 
@@ -580,6 +581,34 @@ def aws_endpoint(bucket: str, region: str) -> tuple[str, bool]:
     return f"https://{bucket}.s3.{region}.{suffix}", True
 
 
+@dataclass(frozen=True)
+class _S3Plan:
+    """What opening one customer's bucket decided before the client is built."""
+
+    backend: str
+    bucket: str
+    generic: bool
+    endpoint: str
+    region: str
+    config: S3Config
+    options: ClientConfig
+    timeout_secs: float | None
+    part_size: int
+    max_concurrency: int
+    secret: str
+
+
+def _refusal(backend: str, bucket: str, secret: str) -> Callable[[str], StorageError]:
+    """How an unusable configuration is refused (permanent; the secret never in the text)."""
+
+    def refused(cause: str) -> StorageError:
+        return StorageError.build(
+            StorageErrorKind.PERMANENT_AUTH, backend, bucket, cause, secrets=[secret]
+        )
+
+    return refused
+
+
 def open_s3(
     configuration: Mapping[str, Any],
     *,
@@ -594,29 +623,57 @@ def open_s3(
     backend = "s3-generic" if generic else "s3"
     bucket = str(configuration.get("bucket") or "")
     secret = str(configuration.get("aws_secret_access_key") or "")
-
-    def refused(cause: str) -> StorageError:
-        return StorageError.build(
-            StorageErrorKind.PERMANENT_AUTH, backend, bucket, cause, secrets=[secret]
-        )
-
+    refused = _refusal(backend, bucket, secret)
     access_key = str(configuration.get("aws_access_key_id") or "")
-    region = str(configuration.get("region") or "")
     role_arn = str(configuration.get("role_arn") or "")
     if not role_arn and (not access_key or not secret):
         raise refused("invalid configuration — the access key id and secret key are required")
+    endpoint, region, virtual_hosted = _s3_endpoint(configuration, bucket, generic, refused)
+    options = client_options(endpoint, timeout_secs)
+    if egress_proxy:
+        # an explicit proxy also switches off proxies from the environment (HTTP_PROXY and co.)
+        options["proxy_url"] = egress_proxy
+    plan = _S3Plan(
+        backend,
+        bucket,
+        generic,
+        endpoint,
+        region,
+        _s3_config(endpoint, region, virtual_hosted, generic=generic),
+        options,
+        timeout_secs,
+        part_size,
+        max_concurrency,
+        secret,
+    )
+    if role_arn:
+        return _open_with_role(plan, configuration, egress_proxy, refused)
+    return _open_with_keys(plan, access_key, refused)
+
+
+def _s3_endpoint(
+    configuration: Mapping[str, Any],
+    bucket: str,
+    generic: bool,
+    refused: Callable[[str], StorageError],
+) -> tuple[str, str, bool]:
+    """(endpoint, region, virtual_hosted) of a customer's bucket."""
+    region = str(configuration.get("region") or "")
     if generic:
         endpoint = str(configuration.get("endpoint") or "").rstrip("/")
         if urlsplit(endpoint).scheme not in ("http", "https") or not urlsplit(endpoint).netloc:
             raise refused("invalid configuration — the endpoint must be an http(s) URL")
-        region = region or "us-east-1"  # most S3-compatible stores ignore it; SigV4 needs one
-        virtual_hosted = False
-    elif os.environ.get("AWS_ENDPOINT_URL"):
-        endpoint, virtual_hosted = os.environ["AWS_ENDPOINT_URL"].rstrip("/"), False
-    else:
-        if not region:
-            raise refused("invalid configuration — the region is required")
-        endpoint, virtual_hosted = aws_endpoint(bucket, region)
+        # most S3-compatible stores ignore the region; SigV4 needs one
+        return endpoint, region or "us-east-1", False
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return os.environ["AWS_ENDPOINT_URL"].rstrip("/"), region, False
+    if not region:
+        raise refused("invalid configuration — the region is required")
+    endpoint, virtual_hosted = aws_endpoint(bucket, region)
+    return endpoint, region, virtual_hosted
+
+
+def _s3_config(endpoint: str, region: str, virtual_hosted: bool, *, generic: bool) -> S3Config:
     config: S3Config = {
         "region": region,
         "endpoint": endpoint,
@@ -624,67 +681,76 @@ def open_s3(
         "skip_signature": False,
         "checksum_algorithm": UPLOAD_CHECKSUM,
     }
-    options = client_options(endpoint, timeout_secs)
-    if egress_proxy:
-        # an explicit proxy also switches off proxies from the environment (HTTP_PROXY and co.)
-        options["proxy_url"] = egress_proxy
     if generic:
         config["disable_tagging"] = True
         config["disable_bulk_delete"] = True
-    if role_arn:
-        target = _role_target(
-            configuration,
-            generic=generic,
-            endpoint=endpoint,
-            region=region,
-            egress_proxy=egress_proxy,
-        )
-        if isinstance(target, str):
-            raise refused(f"invalid configuration — {target}")
-        sessions = SESSIONS
+    return config
 
-        def build_with_role() -> S3Store:
-            return S3Store(
-                bucket,
-                config=config,
-                client_options=options,
-                retry_config=retry_config(timeout_secs),
-                credential_provider=sessions.provider(target),
-            )
 
-        try:
-            build_with_role()
-        except Exception as exc:
-            raise refused(f"invalid configuration — {type(exc).__name__}") from None
-        return RoleS3ObjectStore(
-            build_with_role,
-            target,
-            sessions,
-            backend=backend,
-            bucket=bucket,
-            endpoint=endpoint if generic else None,
-            part_size=part_size,
-            max_concurrency=max_concurrency,
+def _open_with_role(
+    plan: _S3Plan,
+    configuration: Mapping[str, Any],
+    egress_proxy: str | None,
+    refused: Callable[[str], StorageError],
+) -> S3ObjectStore:
+    target = _role_target(
+        configuration,
+        generic=plan.generic,
+        endpoint=plan.endpoint,
+        region=plan.region,
+        egress_proxy=egress_proxy,
+    )
+    if isinstance(target, str):
+        raise refused(f"invalid configuration — {target}")
+    sessions = SESSIONS
+
+    def build_with_role() -> S3Store:
+        return S3Store(
+            plan.bucket,
+            config=plan.config,
+            client_options=plan.options,
+            retry_config=retry_config(plan.timeout_secs),
+            credential_provider=sessions.provider(target),
         )
+
+    try:
+        build_with_role()
+    except Exception as exc:
+        raise refused(f"invalid configuration — {type(exc).__name__}") from None
+    return RoleS3ObjectStore(
+        build_with_role,
+        target,
+        sessions,
+        backend=plan.backend,
+        bucket=plan.bucket,
+        endpoint=plan.endpoint if plan.generic else None,
+        part_size=plan.part_size,
+        max_concurrency=plan.max_concurrency,
+    )
+
+
+def _open_with_keys(
+    plan: _S3Plan, access_key: str, refused: Callable[[str], StorageError]
+) -> S3ObjectStore:
     try:
         store = S3Store(
-            bucket,
-            config=config,
-            client_options=options,
-            retry_config=retry_config(timeout_secs),
-            credential_provider=_pinned_credentials(access_key, secret),
+            plan.bucket,
+            config=plan.config,
+            client_options=plan.options,
+            retry_config=retry_config(plan.timeout_secs),
+            credential_provider=_pinned_credentials(access_key, plan.secret),
         )
     except Exception as exc:
         raise refused(f"invalid configuration — {type(exc).__name__}") from None
     return S3ObjectStore(
         store,
-        backend=backend,
-        bucket=bucket,
+        backend=plan.backend,
+        bucket=plan.bucket,
         # s3: the AWS endpoint is implied by s3:// URLs; s3-generic: part of the canonical URL
-        endpoint=endpoint if generic else None,
-        part_size=part_size,
-        max_concurrency=max_concurrency,
-        secrets=[secret],
+        endpoint=plan.endpoint if plan.generic else None,
+        part_size=plan.part_size,
+        max_concurrency=plan.max_concurrency,
+        secrets=[plan.secret],
     )
 
 
