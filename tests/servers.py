@@ -55,6 +55,8 @@ from typing import IO, Any, Self
 
 import pytest
 
+from tests.storage.environment import set_storage_env
+
 REPO_ROOT = Path(__file__).parents[1]
 AZURITE_BIN = REPO_ROOT / "node_modules/.bin/azurite-blob"
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -1309,7 +1311,7 @@ def gcs_gateway(fake_gcs: FakeGCS, gcs_service_account: ServiceAccount) -> Itera
 @pytest.fixture
 def azure_endpoint_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Azurite:
     """Point CALLVAULT_AZURE_BLOB_ENDPOINT at the session's Azurite for one test."""
-    monkeypatch.setenv("CALLVAULT_AZURE_BLOB_ENDPOINT", azurite.endpoint_template)
+    set_storage_env(monkeypatch, "CALLVAULT_AZURE_BLOB_ENDPOINT", azurite.endpoint_template)
     return azurite
 
 

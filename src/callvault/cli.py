@@ -26,6 +26,7 @@ from callvault.operations.cli import status as status_command
 from callvault.operations.cli import webhooks_app
 from callvault.recordings.cli import ingest as ingest_command
 from callvault.recordings.redeliver_cli import recordings_app
+from callvault.storage.settings import configure as configure_storage
 
 
 class CallvaultTyper(typer.Typer):
@@ -128,6 +129,7 @@ def serve(
     from callvault.serving import server_options
 
     settings = settings_for_server(host, port)
+    configure_storage(settings.storage)
     configure_logging(settings.log_level)
     check_before_start(settings)
     announce_generated(settings)
@@ -189,6 +191,7 @@ def worker(
     from callvault.worker.runner import run_until_signalled
 
     settings = load_settings(data_dir_rule="require")
+    configure_storage(settings.storage)
     configure_logging(settings.log_level)
     check_before_start(settings)
     announce_generated(settings)

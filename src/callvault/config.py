@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from callvault.crypto import KeyRing
+from callvault.storage.settings import StorageSettings
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
@@ -128,6 +129,9 @@ class Settings:
     # the environment the settings came from: each domain parses its own knobs from it
     # (recordings.upload.BodyPace, webhooks/recordings retention) instead of this module
     environ: Mapping[str, str] = field(default_factory=dict)
+    # storage's own part (storage/settings.py parses it; the entry point hands it to storage,
+    # which imports no plumbing)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def is_embedded_database(self) -> bool:
@@ -213,6 +217,7 @@ def load_settings(
         generated_files=generated,
         data_dir_created=created,
         environ={k: v for k, v in env.items() if k.startswith("CALLVAULT_")},
+        storage=StorageSettings.from_environ(env),
     )
 
 
@@ -246,9 +251,13 @@ def _log_level(env: Mapping[str, str]) -> str:
 
 # ---- every environment variable callvault reads, in one place --------------------------------
 # docs/configuration.md is generated from this list (tests/test_configuration_doc.py checks that
-# it matches, and that the code reads exactly these names). Most are parsed above; a few are
-# parsed by the part they tune, from `Settings.environ` or the process environment (named in
-# `read_by`), so that the storage providers stay standalone (shared/layers.json).
+# it matches, and that the code reads exactly these names). Most are parsed above. Storage's
+# are parsed by storage/settings.py for `load_settings` (`Settings.storage`: the providers stay
+# standalone, shared/layers.json, and get them from the entry point). A domain's own knobs are
+# parsed by the domain from `Settings.environ` (named in `read_by`). Client commands that run
+# without settings (`handoff`, `decrypt`, `ingest`'s token) read theirs from their own
+# environment. The variables the cloud SDKs define are in OTHER_ENVIRONMENT, with the modules
+# that read them.
 
 
 @dataclass(frozen=True)
@@ -348,7 +357,7 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "Comma-separated STS endpoints allowed besides `AWS_ENDPOINT_URL_STS` and AWS's own "
         "(s3-generic `role_arn` needs one).",
         SERVER,
-        read_by="storage/aws_roles.py",
+        read_by="storage/settings.py",
     ),
     EnvSetting(
         "CALLVAULT_METRICS_CACHE_SECS",
@@ -363,7 +372,7 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "A storage request that receives or sends nothing for this long fails (obstore "
         "`read_timeout`), instead of waiting out the whole request timeout.",
         SERVER,
-        read_by="storage/obstore_store.py",
+        read_by="storage/settings.py",
     ),
     EnvSetting(
         "CALLVAULT_HEADER_TIMEOUT_SECS",
@@ -399,21 +408,21 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "STS GetCallerIdentity",
         "callvault's own AWS principal, shown in `aws_role_setup` trust policies.",
         "serve",
-        read_by="storage/aws_roles.py",
+        read_by="storage/settings.py",
     ),
     EnvSetting(
         "CALLVAULT_AZURE_BLOB_ENDPOINT",
         "`https://{account_name}.blob.core.windows.net`",
         "Template of Azure blob endpoints (Azurite, sovereign clouds).",
         SERVER,
-        read_by="storage/azure.py",
+        read_by="storage/settings.py",
     ),
     EnvSetting(
         "CALLVAULT_STORAGE_THREADS",
         "`16`",
         "Threads for blocking storage clients (Azure, GCS, STS).",
         SERVER,
-        read_by="storage/blocking.py",
+        read_by="storage/settings.py",
     ),
     EnvSetting(
         "CALLVAULT_MAX_RECORDING_BYTES",
@@ -523,21 +532,21 @@ OTHER_ENVIRONMENT: tuple[EnvSetting, ...] = (
         "AWS",
         "Endpoint of the `s3` backend (tests, S3-compatible clouds).",
         SERVER,
-        read_by="storage/s3.py",
+        read_by="storage/s3.py, storage/settings.py (the egress guard trusts it)",
     ),
     EnvSetting(
         "AWS_ENDPOINT_URL_STS",
         "AWS",
         "STS endpoint for `role_arn` credentials.",
         SERVER,
-        read_by="storage/aws_roles.py",
+        read_by="storage/aws_roles.py, storage/settings.py (the egress guard trusts it)",
     ),
     EnvSetting(
         "STORAGE_EMULATOR_HOST",
         "Google",
         "Endpoint of the `gcs` backend (fake-gcs-server).",
         SERVER,
-        read_by="storage/gcs.py",
+        read_by="storage/gcs.py, storage/settings.py (the egress guard trusts it)",
     ),
 )
 

@@ -19,6 +19,7 @@ from tests.applications.helpers import create_application
 from tests.conftest import auth
 from tests.credentials.test_at_rest import database_text
 from tests.servers import Azurite
+from tests.storage.environment import set_storage_env
 
 BASE = "/v2/custom_storage_credentials"
 AWS_ROLE = "arn:aws:iam::123456789012:role/callvault-recordings"
@@ -52,10 +53,10 @@ def only_error(response: httpx.Response) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def principal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CALLVAULT_AWS_PRINCIPAL_ARN", PRINCIPAL)
+    set_storage_env(monkeypatch, "CALLVAULT_AWS_PRINCIPAL_ARN", PRINCIPAL)
     # the s3-generic endpoint's STS may be called with this server's identity
-    monkeypatch.setenv(
-        "CALLVAULT_STS_ENDPOINTS", "https://other.example.com,https://s3.example.com"
+    set_storage_env(
+        monkeypatch, "CALLVAULT_STS_ENDPOINTS", "https://other.example.com,https://s3.example.com"
     )
     monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
 
@@ -65,7 +66,7 @@ async def test_an_s3_generic_role_needs_an_sts_endpoint_the_operator_allows(
 ) -> None:
     """AssumeRole is signed with callvault's own AWS identity: a customer's endpoint must never
     see it, so s3-generic + role_arn is refused unless the operator allows that STS."""
-    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", "https://other.example.com")
+    set_storage_env(monkeypatch, "CALLVAULT_STS_ENDPOINTS", "https://other.example.com")
     connection_id = (await create_application(api, account))["id"]
     response = await api.post(
         f"{BASE}/{connection_id}",
@@ -224,7 +225,7 @@ async def test_aws_role_setup_without_a_principal_is_a_clear_503(
 ) -> None:
     from tests.servers import closed_port
 
-    monkeypatch.delenv("CALLVAULT_AWS_PRINCIPAL_ARN")
+    set_storage_env(monkeypatch, "CALLVAULT_AWS_PRINCIPAL_ARN")
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOPERATOR")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-secret-0123456789")

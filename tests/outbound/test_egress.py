@@ -64,13 +64,13 @@ def test_response_head_gets_connection_close():
 
 def test_trusted_endpoints_are_exact_hosts_the_operator_configured():
     trusted = trusted_endpoints(
-        {
-            "AWS_ENDPOINT_URL": "http://127.0.0.1:8333",
-            "CALLVAULT_STS_ENDPOINTS": "https://sts.internal:8443, http://minio.lan",
-            "CALLVAULT_AZURE_BLOB_ENDPOINT": "https://{account_name}.blob.core.windows.net",
-            "STORAGE_EMULATOR_HOST": "localhost:4443",
-            "CALLVAULT_OTHER": "http://10.0.0.1",
-        }
+        [
+            "http://127.0.0.1:8333",
+            "",
+            "https://sts.internal:8443, http://minio.lan",
+            "https://{account_name}.blob.core.windows.net",
+            "localhost:4443",
+        ]
     )
     assert trusted == {
         ("127.0.0.1", 8333),

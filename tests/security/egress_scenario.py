@@ -188,7 +188,11 @@ async def play(workdir: Path) -> dict[str, Any]:
 
 def main() -> None:
     workdir = Path(sys.argv[1])
-    os.environ["CALLVAULT_AZURE_BLOB_ENDPOINT"] = "http://{account_name}.evil.test"
+    from callvault.storage.settings import StorageSettings
+    from callvault.storage.settings import configure as configure_storage
+
+    # as `callvault serve` configures storage from CALLVAULT_AZURE_BLOB_ENDPOINT
+    configure_storage(StorageSettings(azure_blob_endpoint="http://{account_name}.evil.test"))
     os.environ["STORAGE_EMULATOR_HOST"] = "http://gcs.evil.test"
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS", "HTTP_PROXY", "HTTPS_PROXY"):
         os.environ.pop(name, None)

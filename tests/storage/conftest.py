@@ -24,6 +24,7 @@ from tests.servers import (
     ServiceAccount,
     make_service_account,
 )
+from tests.storage.environment import set_storage_env
 
 CUSTOM_BACKENDS = ["s3", "s3-generic", "azure", "gcs"]
 
@@ -82,7 +83,7 @@ def s3_backend(name: str, server: SeaweedFS, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def azure_backend(server: Azurite, monkeypatch: pytest.MonkeyPatch) -> Backend:
-    monkeypatch.setenv("CALLVAULT_AZURE_BLOB_ENDPOINT", server.endpoint_template)
+    set_storage_env(monkeypatch, "CALLVAULT_AZURE_BLOB_ENDPOINT", server.endpoint_template)
     return Backend(
         "azure",
         lambda bucket: {

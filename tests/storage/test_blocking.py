@@ -9,6 +9,8 @@ import time
 import pytest
 
 from callvault.storage import blocking
+from callvault.storage import settings as storage_settings
+from callvault.storage.settings import StorageSettings
 
 
 async def test_calls_run_in_the_storage_pool_and_are_bounded() -> None:
@@ -17,11 +19,12 @@ async def test_calls_run_in_the_storage_pool_and_are_bounded() -> None:
     )
     assert all(name.startswith("callvault-storage") for name in names)
     pool = blocking.executor()
-    assert pool._max_workers == blocking.thread_count()  # bounded
+    threads = storage_settings.current().threads
+    assert pool._max_workers == threads  # bounded
 
     # a hung bucket filling the storage pool leaves the default executor free
     release = threading.Event()
-    hung = [blocking.run_blocking(lambda: release.wait(10)) for _ in range(blocking.thread_count())]
+    hung = [blocking.run_blocking(lambda: release.wait(10)) for _ in range(threads)]
     tasks = [asyncio.ensure_future(h) for h in hung]
     try:
         started = time.monotonic()
@@ -33,7 +36,7 @@ async def test_calls_run_in_the_storage_pool_and_are_bounded() -> None:
 
 
 def test_thread_count_setting() -> None:
-    assert blocking.thread_count({}) == 16
-    assert blocking.thread_count({"CALLVAULT_STORAGE_THREADS": "4"}) == 4
+    assert StorageSettings.from_environ({}).threads == 16
+    assert StorageSettings.from_environ({"CALLVAULT_STORAGE_THREADS": "4"}).threads == 4
     with pytest.raises(ValueError):
-        blocking.thread_count({"CALLVAULT_STORAGE_THREADS": "0"})
+        StorageSettings.from_environ({"CALLVAULT_STORAGE_THREADS": "0"})

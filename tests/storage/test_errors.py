@@ -11,6 +11,7 @@ import pytest
 from callvault.storage import ObjectStore, StorageError, StorageErrorKind, open_custom_store
 from tests.servers import SeaweedFS, closed_port
 from tests.storage.conftest import Backend
+from tests.storage.environment import set_storage_env
 
 AUTH = StorageErrorKind.PERMANENT_AUTH
 NOT_FOUND = StorageErrorKind.PERMANENT_NOT_FOUND
@@ -92,9 +93,11 @@ async def test_unreachable_endpoint_is_transient(
     if backend_name == "s3-generic":
         store = backend.open(bucket, endpoint=nowhere, timeout_secs=3)
     else:
-        variable = {"azure": "CALLVAULT_AZURE_BLOB_ENDPOINT", "gcs": "STORAGE_EMULATOR_HOST"}
-        monkeypatch.setenv(variable[backend_name], nowhere + "/{account_name}")
-        if backend_name == "gcs":
+        if backend_name == "azure":
+            set_storage_env(
+                monkeypatch, "CALLVAULT_AZURE_BLOB_ENDPOINT", nowhere + "/{account_name}"
+            )
+        else:
             monkeypatch.setenv("STORAGE_EMULATOR_HOST", nowhere)
         store = backend.open(bucket, timeout_secs=3)
     started = time.monotonic()

@@ -18,6 +18,7 @@ from callvault.storage import (
 )
 from callvault.storage.checked_endpoint import EndpointCheckedStore
 from tests.servers import SeaweedFS, make_service_account
+from tests.storage.environment import set_storage_env
 
 SECRET = b"link-secret-0123456789"
 KEY = "acct/2022-02-02/leg-1643805460.wav"
@@ -146,7 +147,7 @@ async def test_s3_generic_canonical_url_is_the_endpoint_form() -> None:
 
 
 async def test_azure_defaults_and_the_platform_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CALLVAULT_AZURE_BLOB_ENDPOINT", raising=False)
+    set_storage_env(monkeypatch, "CALLVAULT_AZURE_BLOB_ENDPOINT")
     # a bearer token in the environment would make obstore sign with a user delegation key
     # (a network call); the customer's account key must be used instead
     monkeypatch.setenv("AZURE_STORAGE_TOKEN", "platform-bearer-token")

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from callvault.storage import aws_roles
 from callvault.storage.azure import parse_sas, sas_error
 from callvault.storage.base import StorageErrorKind
+from tests.storage.environment import set_storage_env
 
 TARGET = aws_roles.RoleTarget(
     role_arn="arn:aws:iam::123456789012:role/rec",
@@ -59,9 +60,11 @@ def test_sts_endpoint_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         "https://sts.cn-north-1.amazonaws.com.cn"
     )
     # a customer's endpoint is an STS endpoint only when the operator allows it
-    monkeypatch.delenv("CALLVAULT_STS_ENDPOINTS", raising=False)
+    set_storage_env(monkeypatch, "CALLVAULT_STS_ENDPOINTS")
     assert aws_roles.sts_endpoint(generic_endpoint="https://minio.example/", region="x") is None
-    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", "https://a.example, https://minio.example/")
+    set_storage_env(
+        monkeypatch, "CALLVAULT_STS_ENDPOINTS", "https://a.example, https://minio.example/"
+    )
     assert aws_roles.sts_endpoint(generic_endpoint="https://minio.example/", region="x") == (
         "https://minio.example"
     )
@@ -98,7 +101,7 @@ def _client_error(code: str, status: int) -> ClientError:
 def test_an_assume_role_refusal_names_the_role_and_what_to_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CALLVAULT_AWS_PRINCIPAL_ARN", "arn:aws:iam::210987654321:role/cv")
+    set_storage_env(monkeypatch, "CALLVAULT_AWS_PRINCIPAL_ARN", "arn:aws:iam::210987654321:role/cv")
     error = aws_roles.role_error(_client_error("AccessDenied", 403), TARGET)
     assert error.kind is StorageErrorKind.PERMANENT_AUTH
     assert error.reason == (

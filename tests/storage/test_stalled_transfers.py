@@ -14,6 +14,7 @@ import pytest
 from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind
 from callvault.storage.factory import open_custom_store
 from tests.servers import StallingServer
+from tests.storage.environment import set_storage_env
 
 STALL_SECS = 1.0
 # every attempt (the client retries a timeout a few times) gives up after STALL_SECS; before
@@ -23,7 +24,7 @@ WITHIN_SECS = 20.0
 
 @pytest.fixture
 def stalling(monkeypatch: pytest.MonkeyPatch) -> Iterator[StallingServer]:
-    monkeypatch.setenv("CALLVAULT_STORAGE_STALL_SECS", str(STALL_SECS))
+    set_storage_env(monkeypatch, "CALLVAULT_STORAGE_STALL_SECS", str(STALL_SECS))
     with StallingServer() as server:
         yield server
 

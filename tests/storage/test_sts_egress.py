@@ -11,6 +11,7 @@ import pytest
 
 from callvault.storage import StorageError, open_custom_store
 from tests.security.receiver import Receiver
+from tests.storage.environment import set_storage_env
 
 OPERATOR_KEY_ID = "AKIAOPERATOR00000001"
 
@@ -51,7 +52,7 @@ def role_configuration(endpoint: str) -> dict[str, str]:
 async def test_no_sts_request_reaches_a_customer_host_that_is_not_allowed(
     customer_host: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
-    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", "https://sts.example.com")
+    set_storage_env(monkeypatch, "CALLVAULT_STS_ENDPOINTS", "https://sts.example.com")
     with pytest.raises(StorageError) as refused:
         store = open_custom_store(
             "s3-generic", role_configuration(customer_host.url), allow_private_networks=True
@@ -70,7 +71,7 @@ async def test_sts_goes_to_the_allowed_endpoint_and_ignores_environment_proxies(
     tmp_path: Path,
 ):
     # the operator allows this endpoint's STS; a proxy in the environment must still be ignored
-    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", customer_host.url)
+    set_storage_env(monkeypatch, "CALLVAULT_STS_ENDPOINTS", customer_host.url)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.setenv(name, environment_proxy.url)
     monkeypatch.setenv("NO_PROXY", "")

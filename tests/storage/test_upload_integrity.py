@@ -22,6 +22,7 @@ from callvault.storage.base import ObjectStore, StorageError, StorageErrorKind
 from callvault.storage.factory import open_custom_store
 from tests.servers import ByteFlipProxy
 from tests.storage.conftest import CUSTOM_BACKENDS, Backend
+from tests.storage.environment import set_storage_env
 
 PART = 5 * 1024 * 1024
 SIZES = {"single": 200_000, "multipart": 2 * PART + 12345}
@@ -33,7 +34,9 @@ def proxied(backend: Backend, proxy: ByteFlipProxy, monkeypatch: pytest.MonkeyPa
     if backend.name == "s3":
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
     elif backend.name == "azure":
-        monkeypatch.setenv("CALLVAULT_AZURE_BLOB_ENDPOINT", f"{proxy.endpoint}/{{account_name}}")
+        set_storage_env(
+            monkeypatch, "CALLVAULT_AZURE_BLOB_ENDPOINT", f"{proxy.endpoint}/{{account_name}}"
+        )
     elif backend.name == "gcs":
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.endpoint)
 
@@ -93,7 +96,9 @@ async def flipped_upload(
     if backend.name == "s3":
         monkeypatch.setenv("AWS_ENDPOINT_URL", backend.server.endpoint)
     elif backend.name == "azure":
-        monkeypatch.setenv("CALLVAULT_AZURE_BLOB_ENDPOINT", backend.server.endpoint_template)
+        set_storage_env(
+            monkeypatch, "CALLVAULT_AZURE_BLOB_ENDPOINT", backend.server.endpoint_template
+        )
     elif backend.name == "gcs":
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", backend.server.endpoint)
     direct = open_custom_store(

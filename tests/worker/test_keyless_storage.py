@@ -28,6 +28,7 @@ from tests.credentials.test_at_rest import database_text
 from tests.receiver import WebhookReceiver
 from tests.security.test_secrets_never_logged import captured_logs
 from tests.servers import Azurite, MotoWithAuth, SeaweedFSWithSTS
+from tests.storage.environment import set_storage_env
 from tests.worker.flow import (
     bearer,
     create_application,
@@ -57,7 +58,7 @@ def operator_identity(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], N
 @pytest.fixture(autouse=True)
 def seaweed_sts_allowed(monkeypatch: pytest.MonkeyPatch, seaweedfs_sts: SeaweedFSWithSTS) -> None:
     """The operator allows SeaweedFS's STS (CALLVAULT_STS_ENDPOINTS): AssumeRole goes there."""
-    monkeypatch.setenv("CALLVAULT_STS_ENDPOINTS", seaweedfs_sts.endpoint)
+    set_storage_env(monkeypatch, "CALLVAULT_STS_ENDPOINTS", seaweedfs_sts.endpoint)
 
 
 def seaweed_role(server: SeaweedFSWithSTS, **overrides: Any) -> dict[str, Any]:
@@ -212,7 +213,7 @@ async def test_moto_refuses_a_wrong_external_id_then_delivers_once_the_trust_pol
     operator_identity(moto_with_auth.operator_access_key, moto_with_auth.operator_secret_key)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_with_auth.endpoint)  # the s3 backend's override
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_with_auth.endpoint)
-    monkeypatch.delenv("CALLVAULT_AWS_PRINCIPAL_ARN", raising=False)
+    set_storage_env(monkeypatch, "CALLVAULT_AWS_PRINCIPAL_ARN")
 
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
     configuration = {"bucket": bucket, "region": "us-east-1", "role_arn": role_arn}

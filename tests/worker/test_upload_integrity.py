@@ -20,6 +20,7 @@ from callvault.storage.factory import open_custom_store
 from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
 from tests.servers import ByteFlipProxy
+from tests.storage.environment import set_storage_env
 from tests.worker.flow import (
     create_application,
     ingest,
@@ -55,7 +56,9 @@ def behind_proxy(
     assert target.hostname is not None and target.port is not None
     proxy = ByteFlipProxy(target.hostname, target.port, offset=4096)
     if name == "azure":
-        monkeypatch.setenv("CALLVAULT_AZURE_BLOB_ENDPOINT", f"{proxy.endpoint}/{{account_name}}")
+        set_storage_env(
+            monkeypatch, "CALLVAULT_AZURE_BLOB_ENDPOINT", f"{proxy.endpoint}/{{account_name}}"
+        )
     else:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.endpoint)
     return proxy, configuration

@@ -27,16 +27,16 @@ does not stall it.
 Hosts the operator configured (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_STS, CALLVAULT_STS_ENDPOINTS,
 CALLVAULT_AZURE_BLOB_ENDPOINT, STORAGE_EMULATOR_HOST) are `trusted`: they may be on a private
 network, by the operator's choice. Only the exact host and port: a redirect elsewhere, a
-subdomain, is checked as any other.
+subdomain, is checked as any other. The guard reads no environment: the stores that use it
+name those endpoints (storage/settings.py `operator_endpoints`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -55,14 +55,6 @@ CONNECT_TIMEOUT_SECS = 5.0
 PIPE_CHUNK = 256 * 1024
 # a body that names the policy: it reaches logs and errors through the client's message
 REFUSED_PREFIX = "callvault egress policy"
-# operator settings whose hosts may be private (see the module docstring)
-TRUSTED_ENDPOINT_ENVS = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_STS",
-    "CALLVAULT_STS_ENDPOINTS",
-    "CALLVAULT_AZURE_BLOB_ENDPOINT",
-    "STORAGE_EMULATOR_HOST",
-)
 
 
 class BadRequest(Exception):
@@ -73,11 +65,12 @@ def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
 
-def trusted_endpoints(env: Mapping[str, str]) -> frozenset[tuple[str, int]]:
-    """(host, port) of every endpoint the operator configured (comma-separated values too)."""
+def trusted_endpoints(endpoints: Iterable[str]) -> frozenset[tuple[str, int]]:
+    """(host, port) of every endpoint the operator configured (comma-separated values too;
+    empty ones are skipped)."""
     trusted: set[tuple[str, int]] = set()
-    for name in TRUSTED_ENDPOINT_ENVS:
-        for raw in (env.get(name) or "").split(","):
+    for endpoint in endpoints:
+        for raw in endpoint.split(","):
             value = raw.strip()
             if not value:
                 continue
@@ -352,20 +345,22 @@ _shared: dict[bool, EgressProxy] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_proxy(*, allow_private: bool, env: Mapping[str, str] | None = None) -> EgressProxy:
-    """This process's guard for the policy `allow_private` (started on first use); the trusted
-    endpoints are read again at each call, as a store opens."""
-    trusted = trusted_endpoints(os.environ if env is None else env)
+def shared_proxy(*, allow_private: bool, trusted: Iterable[str] | None = None) -> EgressProxy:
+    """This process's guard for the policy `allow_private` (started on first use). `trusted`:
+    the operator's endpoints, given again as each store opens (None: keep the last ones)."""
+    hosts = None if trusted is None else trusted_endpoints(trusted)
     with _shared_lock:
         proxy = _shared.get(allow_private)
         if proxy is None:
-            proxy = EgressProxy(allow_private=allow_private, trusted=trusted)
+            proxy = EgressProxy(allow_private=allow_private, trusted=hosts or frozenset())
             proxy.start()
             _shared[allow_private] = proxy
-        proxy.trusted = trusted
+        if hosts is not None:
+            proxy.trusted = hosts
         return proxy
 
 
-def proxy_url_for(allow_private_networks: bool) -> str:
-    """The proxy URL a customer store's client must use."""
-    return shared_proxy(allow_private=allow_private_networks).url
+def proxy_url_for(allow_private_networks: bool, trusted: Iterable[str]) -> str:
+    """The proxy URL a customer store's client must use; `trusted`: the operator's endpoints
+    (storage/settings.py `operator_endpoints`)."""
+    return shared_proxy(allow_private=allow_private_networks, trusted=trusted).url

@@ -36,8 +36,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from callvault.moments import as_utc
+from callvault.storage import settings as storage_settings
 from callvault.storage.base import StorageErrorKind
 from callvault.storage.error_mapping import AUTH, TRANSIENT
+from callvault.storage.settings import STS_ENDPOINTS_ENV
 
 if TYPE_CHECKING:
     from obstore.store import S3Credential
@@ -48,8 +50,6 @@ for _name in ("botocore", "boto3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 STS_ENDPOINT_ENV = "AWS_ENDPOINT_URL_STS"
-STS_ENDPOINTS_ENV = "CALLVAULT_STS_ENDPOINTS"
-PRINCIPAL_ENV = "CALLVAULT_AWS_PRINCIPAL_ARN"
 SESSION_SECONDS = 3600  # AWS's default MaxSessionDuration of a role: always allowed
 REFRESH_BEFORE_SECONDS = 15 * 60  # > the 600 s of a signed download link
 MIN_SESSION_SECONDS = 15 * 60
@@ -129,19 +129,14 @@ class RoleTarget:
     egress_proxy: str | None = None
 
 
-def allowed_sts_endpoints() -> frozenset[str]:
-    """The STS endpoints the operator allows besides AWS's own (CALLVAULT_STS_ENDPOINTS)."""
-    raw = os.environ.get(STS_ENDPOINTS_ENV, "")
-    return frozenset(value.strip().rstrip("/") for value in raw.split(",") if value.strip())
-
-
 def sts_endpoint(*, generic_endpoint: str | None, region: str) -> str | None:
     """AWS_ENDPOINT_URL_STS, else the s3-generic endpoint when the operator allows it (None when
     not: the configuration cannot assume a role), else AWS's regional STS endpoint."""
     override = os.environ.get(STS_ENDPOINT_ENV)
     if generic_endpoint and not override:
         endpoint = generic_endpoint.rstrip("/")
-        return endpoint if endpoint in allowed_sts_endpoints() else None
+        allowed = storage_settings.current().sts_endpoints  # CALLVAULT_STS_ENDPOINTS
+        return endpoint if endpoint in allowed else None
     return aws_sts_endpoint(region)
 
 
@@ -300,7 +295,7 @@ def role_error(exc: BaseException, target: RoleTarget) -> RoleError:
         if entry is not None:
             kind, advice = entry
             principal = (
-                os.environ.get(PRINCIPAL_ENV)
+                storage_settings.current().aws_principal_arn
                 or _principals.get(target.sts_endpoint or "")
                 or "callvault's principal"
             )
@@ -324,7 +319,7 @@ SESSIONS = RoleSessions()
 def principal_arn(*, region: str = "us-east-1") -> str:
     """callvault's own AWS principal: CALLVAULT_AWS_PRINCIPAL_ARN, else GetCallerIdentity of
     AWS_ENDPOINT_URL_STS or AWS's STS. Raises RoleError when neither is available."""
-    configured = os.environ.get(PRINCIPAL_ENV)
+    configured = storage_settings.current().aws_principal_arn
     if configured:
         return configured
     endpoint = aws_sts_endpoint(region)

@@ -47,6 +47,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from callvault.moments import as_utc
 from callvault.outbound.egress import REFUSED_PREFIX, proxy_url_for
+from callvault.storage import settings as storage_settings
 from callvault.storage.base import (
     ObjectInfo,
     ObjectStore,
@@ -106,8 +107,6 @@ for _name in ("azure", "urllib3.connectionpool"):
 
 BACKEND = "azure"
 NOUN = "container"
-ENDPOINT_ENV = "CALLVAULT_AZURE_BLOB_ENDPOINT"
-DEFAULT_ENDPOINT_TEMPLATE = "https://{account_name}.blob.core.windows.net"
 
 # ---- rules (pure)
 
@@ -209,7 +208,7 @@ def iso(moment: datetime) -> str:
 
 
 def blob_endpoint(account_name: str) -> str:
-    template = os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT_TEMPLATE
+    template = storage_settings.current().azure_blob_endpoint
     # replace, not str.format: a template may contain other braces
     return template.replace("{account_name}", account_name).rstrip("/")
 
@@ -646,7 +645,9 @@ def _open(
     return open_azure(
         configuration,
         timeout_secs=timeout_secs,
-        egress_proxy=None if allow_private_networks else proxy_url_for(allow_private_networks),
+        egress_proxy=None
+        if allow_private_networks
+        else proxy_url_for(allow_private_networks, storage_settings.current().operator_endpoints()),
     )
 
 

@@ -3,8 +3,9 @@ azure-storage-blob for Azure uploads).
 
 asyncio's default executor also runs ingest's file I/O and the local store; a customer's slow
 or hung bucket filling it would stall every other tenant's ingest. Blocking storage calls run
-here instead: CALLVAULT_STORAGE_THREADS (default 16) threads at most, each call bounded by its
-client's own timeouts; beyond that, calls queue here, not in the default pool.
+here instead: CALLVAULT_STORAGE_THREADS (default 16; storage/settings.py) threads at most, each
+call bounded by its client's own timeouts; beyond that, calls queue here, not in the default
+pool.
 """
 
 from __future__ import annotations
@@ -12,25 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from callvault.storage import settings as storage_settings
+
 T = TypeVar("T")
-DEFAULT_THREADS = 16
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
-
-
-def thread_count(environ: dict[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    count = int(env.get("CALLVAULT_STORAGE_THREADS") or DEFAULT_THREADS)
-    if count < 1:
-        raise ValueError("CALLVAULT_STORAGE_THREADS must be at least 1")
-    return count
 
 
 def executor() -> ThreadPoolExecutor:
@@ -38,7 +31,8 @@ def executor() -> ThreadPoolExecutor:
     with _lock:
         if _executor is None:
             _executor = ThreadPoolExecutor(
-                max_workers=thread_count(), thread_name_prefix="callvault-storage"
+                max_workers=storage_settings.current().threads,
+                thread_name_prefix="callvault-storage",
             )
         return _executor
 

@@ -53,6 +53,7 @@ from google.oauth2 import service_account
 from pydantic import Field, field_validator
 
 from callvault.outbound.egress import REFUSED_PREFIX, proxy_url_for
+from callvault.storage import settings as storage_settings
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, check_metadata
 from callvault.storage.blocking import run_blocking
 from callvault.storage.configuration import (
@@ -498,7 +499,9 @@ def _open(
     return open_gcs(
         configuration,
         timeout_secs=timeout_secs,
-        egress_proxy=None if allow_private_networks else proxy_url_for(allow_private_networks),
+        egress_proxy=None
+        if allow_private_networks
+        else proxy_url_for(allow_private_networks, storage_settings.current().operator_endpoints()),
     )
 
 

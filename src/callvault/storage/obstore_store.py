@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import obstore
 
+from callvault.storage import settings as storage_settings
 from callvault.storage.base import (
     ObjectInfo,
     ObjectStore,
@@ -50,24 +50,10 @@ _STANDARD_ATTRIBUTES = frozenset(
 )
 
 
-# A transfer that stops moving fails after this long without a byte read (obstore's
-# read_timeout), not after the whole-request `timeout`. Nothing is read while a part is being
-# sent, so it must also cover sending one part: 10 s + a 5 MiB part at 128 KiB/s. With the
-# retries (at most 60 s of them) a stalled request fails within two of these.
-STALL_ENV = "CALLVAULT_STORAGE_STALL_SECS"
-DEFAULT_STALL_SECS = 10.0 + DEFAULT_PART_SIZE / (128 * 1024)
-
-
-def stall_seconds() -> float:
-    value = float(os.environ.get(STALL_ENV) or DEFAULT_STALL_SECS)
-    if not value > 0:
-        raise ValueError(f"{STALL_ENV} must be a positive number of seconds")
-    return value
-
-
 def client_options(endpoint: str | None, timeout_secs: float | None) -> ClientConfig:
     """HTTP options: plain http only when the endpoint says so (emulators, private clouds)."""
-    stall = min(stall_seconds(), timeout_secs or math.inf)
+    # a transfer that stops moving fails sooner than the whole request (storage/settings.py)
+    stall = min(storage_settings.current().stall_secs, timeout_secs or math.inf)
     options: ClientConfig = {
         "allow_http": bool(endpoint and endpoint.startswith("http://")),
         "connect_timeout": timedelta(seconds=min(5.0, timeout_secs or 5.0)),

@@ -48,6 +48,7 @@ from pydantic_core import InitErrorDetails
 
 from callvault.outbound.addresses import URL_PATTERN, url_shape_error
 from callvault.outbound.egress import proxy_url_for
+from callvault.storage import settings as storage_settings
 from callvault.storage.aws_roles import (
     ROLE_ARN,
     ROLE_ARN_PATTERN,
@@ -799,7 +800,9 @@ def _open_aws(
         configuration,
         generic=False,
         timeout_secs=timeout_secs,
-        egress_proxy=None if allow_private_networks else proxy_url_for(allow_private_networks),
+        egress_proxy=None
+        if allow_private_networks
+        else proxy_url_for(allow_private_networks, storage_settings.current().operator_endpoints()),
     )
 
 
@@ -815,7 +818,9 @@ def _open_generic(
         configuration,
         generic=True,
         timeout_secs=timeout_secs,
-        egress_proxy=proxy_url_for(allow_private_networks),
+        egress_proxy=proxy_url_for(
+            allow_private_networks, storage_settings.current().operator_endpoints()
+        ),
     )
     # the customer chose this endpoint: a refusal before each request names it (the guard
     # enforces the policy on every connection either way)
