@@ -1,6 +1,8 @@
 import base64
 import stat
 
+import pytest
+
 from callvault.config import load_settings, sqlalchemy_url
 from callvault.db import make_engine
 
@@ -89,3 +91,11 @@ def test_postgresql_never_gets_a_generated_key(tmp_path):
     assert not (tmp_path / "encryption.key").exists()
     with pytest.raises(ConfigurationError, match="CALLVAULT_ENCRYPTION_KEYS is not set"):
         settings.keyring  # noqa: B018
+
+
+def test_delivery_concurrency_setting(tmp_path):
+    env = {"CALLVAULT_DATA_DIR": str(tmp_path)}
+    assert load_settings(env).delivery_concurrency == 16
+    assert load_settings({**env, "CALLVAULT_DELIVERY_CONCURRENCY": "3"}).delivery_concurrency == 3
+    with pytest.raises(ValueError, match="CALLVAULT_DELIVERY_CONCURRENCY"):
+        load_settings({**env, "CALLVAULT_DELIVERY_CONCURRENCY": "0"})

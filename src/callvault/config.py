@@ -115,6 +115,7 @@ class Settings:
     max_recording_bytes: int = 2 * 1024**3
     max_json_bytes: int = 1024 * 1024
     worker_concurrency: int = 8
+    delivery_concurrency: int = 16  # webhook rounds one worker runs at a time
     # worker timing (docs/scaling.md): lease length, upload backoff cap, give-up horizon
     worker_lease_secs: float = 60.0
     upload_backoff_cap_secs: float = 300.0
@@ -208,6 +209,7 @@ def load_settings(
         in TRUE_WORDS,
         max_recording_bytes=int(env.get("CALLVAULT_MAX_RECORDING_BYTES", 2 * 1024**3)),
         worker_concurrency=int(env.get("CALLVAULT_WORKER_CONCURRENCY", 8)),
+        delivery_concurrency=_at_least_one(env, "CALLVAULT_DELIVERY_CONCURRENCY", 16),
         worker_lease_secs=_positive(env, "CALLVAULT_WORKER_LEASE_SECS", 60.0),
         upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
         upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
@@ -225,6 +227,13 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     value = float(env.get(name) or default)
     if value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds")
+    return value
+
+
+def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
+    value = int(env.get(name) or default)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1")
     return value
 
 
@@ -455,7 +464,6 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "`16`",
         "Webhook deliveries one worker runs at a time.",
         SERVER,
-        read_by="worker/runner.py",
     ),
     EnvSetting(
         "CALLVAULT_WORKER_LEASE_SECS",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,7 +34,6 @@ log = structlog.get_logger("callvault.worker")
 
 SWEEP_EVERY_SECS = 60.0
 RETENTION_EVERY_SECS = 600.0
-DELIVERY_CONCURRENCY = 16
 RECORDINGS = Queue(Recording, RecordingStatus.RECEIVED, tenant="connection_id")
 EVENTS = Queue(WebhookEvent, EventStatus.PENDING, tenant="application_id")
 
@@ -44,14 +42,6 @@ def wire_domains() -> None:
     """New or replaced custom-storage credentials put the connection's failed recordings back
     on the queue (credentials announce; recordings act)."""
     credential_events.subscribe(requeue_for_new_credentials)
-
-
-def delivery_concurrency_from(environ: Mapping[str, str]) -> int:
-    """CALLVAULT_DELIVERY_CONCURRENCY: webhook rounds per worker at a time (default 16)."""
-    value = int(environ.get("CALLVAULT_DELIVERY_CONCURRENCY") or DELIVERY_CONCURRENCY)
-    if value < 1:
-        raise ValueError("CALLVAULT_DELIVERY_CONCURRENCY must be at least 1")
-    return value
 
 
 def make_worker(
@@ -71,9 +61,7 @@ def make_worker(
     table = RecordingWork(
         runtime,
         upload_slots=max(1, concurrency or runtime.settings.worker_concurrency),
-        delivery_slots=max(
-            1, delivery_concurrency or delivery_concurrency_from(runtime.settings.environ)
-        ),
+        delivery_slots=max(1, delivery_concurrency or runtime.settings.delivery_concurrency),
         webhook_schedule=webhook_schedule,
         retention_every=retention_every,
     )

@@ -9,7 +9,6 @@ from collections.abc import Callable
 import httpx
 
 from callvault.accounts.service import NewAccount
-from callvault.jobs import delivery_concurrency_from
 from callvault.runtime import Runtime
 from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
@@ -17,11 +16,6 @@ from tests.worker.flow import create_application, ingest, make_wav, wait_for_sta
 
 AUDIO = make_wav(0.2)
 STALL = 6.0
-
-
-def test_delivery_concurrency_setting() -> None:
-    assert delivery_concurrency_from({}) == 16
-    assert delivery_concurrency_from({"CALLVAULT_DELIVERY_CONCURRENCY": "3"}) == 3
 
 
 async def test_a_slow_receiver_does_not_hold_upload_slots(
