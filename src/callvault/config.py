@@ -164,6 +164,33 @@ def data_dir_from(env: Mapping[str, str]) -> Path:
     return Path(env.get("CALLVAULT_DATA_DIR") or "./.callvault").resolve()
 
 
+@dataclass(frozen=True)
+class ClientSettings:
+    """What the client commands (`ingest`, `handoff`, `decrypt`) take from the environment.
+    They run beside a server, not as one: without `load_settings`, which makes a data dir and
+    generates secrets where a client must invent nothing. Values as given (empty: unset);
+    each command checks the ones it uses."""
+
+    data_dir: Path
+    ingest_token: str
+    server: str
+    handoff_concurrency: str
+    handoff_poll_seconds: str
+    key_passphrase: str | None
+
+
+def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSettings:
+    env = os.environ if environ is None else environ
+    return ClientSettings(
+        data_dir=data_dir_from(env),
+        ingest_token=env.get("CALLVAULT_INGEST_TOKEN", ""),
+        server=env.get("CALLVAULT_SERVER") or "http://127.0.0.1:8000",
+        handoff_concurrency=env.get("CALLVAULT_HANDOFF_CONCURRENCY", "2"),
+        handoff_poll_seconds=env.get("CALLVAULT_HANDOFF_POLL_SECONDS", "1"),
+        key_passphrase=env.get("CALLVAULT_KEY_PASSPHRASE"),
+    )
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, data_dir_rule: DataDirRule = "make"
 ) -> Settings:
@@ -403,14 +430,14 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "2",
         "How many calls `handoff` sends to callvault at a time.",
         "handoff",
-        read_by="handoff/cli.py",
+        read_by="config.py (ClientSettings), checked by handoff/cli.py",
     ),
     EnvSetting(
         "CALLVAULT_HANDOFF_POLL_SECONDS",
         "1",
         "How often `handoff` looks at its spool for finished calls.",
         "handoff",
-        read_by="handoff/cli.py",
+        read_by="config.py (ClientSettings), checked by handoff/cli.py",
     ),
     EnvSetting(
         "CALLVAULT_AWS_PRINCIPAL_ARN",
@@ -515,14 +542,14 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "`http://127.0.0.1:8000`",
         "The server `handoff` posts to (as `--server`).",
         "handoff",
-        read_by="handoff/cli.py",
+        read_by="config.py (ClientSettings), checked by handoff/cli.py",
     ),
     EnvSetting(
         "CALLVAULT_KEY_PASSPHRASE",
         "unset",
         "Passphrase of the private key `callvault decrypt --private-key` reads.",
         "decrypt",
-        read_by="encryption_keys/cli.py",
+        read_by="config.py (ClientSettings)",
     ),
 )
 # read by the libraries callvault uses, documented with the settings (docs/configuration.md)

@@ -17,6 +17,7 @@ import typer
 from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 
+from callvault.config import load_client_settings
 from callvault.encryption_keys.scheme import (
     FORMAT_V1,
     DecryptionFailed,
@@ -120,7 +121,7 @@ def decrypt(
     target = output or file.with_name(file.name + ".decrypted")
     try:
         found = _load_details(details)
-        key = _load_private_key(private_key, os.environ.get("CALLVAULT_KEY_PASSPHRASE"))
+        key = _load_private_key(private_key, load_client_settings().key_passphrase)
         decrypt_file(file, target, key, found, recording_id)
     except DecryptionFailed as exc:
         err.print(f"[red]decryption failed:[/red] {exc}; nothing was written")

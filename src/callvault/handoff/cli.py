@@ -9,7 +9,6 @@ CALLVAULT_HANDOFF_POLL_SECONDS (default 1) is how often the spool is looked at.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from callvault.config import load_client_settings
 from callvault.handoff import spool, watch
 from callvault.handoff.runner import Runner, SpoolItem
 from callvault.logs import configure_logging
@@ -32,9 +32,9 @@ TOKEN_HELP = "Ingest token. Default: $CALLVAULT_INGEST_TOKEN, else the data dir'
 ONCE_HELP = "Take what is ready now, then exit (cron, tests)."
 
 
-def _positive(name: str, default: float) -> float:
+def _positive(name: str, raw: str) -> float:
     try:
-        value = float(os.environ.get(name, default))
+        value = float(raw)
     except ValueError:
         raise fail(f"{name} must be a number") from None
     if value <= 0:
@@ -56,13 +56,14 @@ def _run(
     secret = ingest_token(token)
     if not secret:
         raise fail("no ingest token: pass --token or set CALLVAULT_INGEST_TOKEN")
+    client = load_client_settings()
     runner = Runner(
-        server=server or os.environ.get("CALLVAULT_SERVER") or "http://127.0.0.1:8000",
+        server=server or client.server,
         token=secret,
         failed_dir=failed,
         scan=scan,
-        concurrency=int(_positive("CALLVAULT_HANDOFF_CONCURRENCY", 2)),
-        poll_seconds=_positive("CALLVAULT_HANDOFF_POLL_SECONDS", 1.0),
+        concurrency=int(_positive("CALLVAULT_HANDOFF_CONCURRENCY", client.handoff_concurrency)),
+        poll_seconds=_positive("CALLVAULT_HANDOFF_POLL_SECONDS", client.handoff_poll_seconds),
     )
     if once:
         stats = runner.run_once()

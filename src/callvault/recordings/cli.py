@@ -12,7 +12,6 @@ server answers the first recording's id instead of storing a second one.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from callvault.config import NoDataDir, data_dir_from, looks_like_data_dir
+from callvault.config import NoDataDir, load_client_settings, looks_like_data_dir
 from callvault.recordings.audio import AudioError, AudioInfo, AudioSniffer
 
 err = Console(stderr=True)
@@ -67,9 +66,10 @@ def ingest_token(explicit: str | None) -> str | None:
     """
     if explicit:
         return explicit
-    if token := os.environ.get("CALLVAULT_INGEST_TOKEN"):
-        return token
-    data_dir = data_dir_from(os.environ)
+    client = load_client_settings()
+    if client.ingest_token:
+        return client.ingest_token
+    data_dir = client.data_dir
     if not looks_like_data_dir(data_dir):
         raise NoDataDir(
             f"no data dir at {data_dir} (set CALLVAULT_DATA_DIR, or pass --token or "
