@@ -1,9 +1,10 @@
 """What one callvault process holds: settings, database, default store, the worker's wake-up.
 
 Infrastructure only: the domains' per-process state (the API-key cache, the credentials answer
-cache and generation reader) is theirs. A domain keeps it in the runtime's `domain_part` slot,
-keyed by its own type, through a small accessor of its own (`accounts.cache.account_cache`,
-`credentials.answers.answer_cache`, `credentials.generation.generation_reader`). Why a slot
+cache and generation reader, the default-store keys ingest is writing) is theirs. A domain
+keeps it in the runtime's `domain_part` slot, keyed by its own type, through a small accessor
+of its own (`accounts.cache.account_cache`, `credentials.answers.answer_cache`,
+`credentials.generation.generation_reader`, `recordings.ingest.keys_being_written`). Why a slot
 rather than a field per cache: this module then names no domain (shared/layers.json), and what
 a domain keeps still lives and dies with the runtime — made on first use, closed by `close()`,
 and a copy (`dataclasses.replace`, as tests make with other settings) starts with its own.
@@ -152,9 +153,6 @@ class Runtime:
     default_store: ObjectStore
     # set when new work is committed, so an in-process worker starts at once instead of polling
     work_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    # default-store keys ingest is writing right now (recordings/ingest.py): two recordings
-    # of one leaf in one second never share a key, even before either row is committed
-    ingest_keys: set[str] = field(default_factory=set)
     # the in-process worker's door for jobs committed here (None: no worker in this process)
     inbox: Inbox | None = None
     # group commit (batch_writer.py): ingest's rows and the worker's outcomes and delivery

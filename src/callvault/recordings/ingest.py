@@ -175,16 +175,31 @@ async def _ingest(
         return IngestOutcome(context.existing_id, existing_status, created=False)
     account_id = context.application.account_id
     key = default_store_key(account_id, meta)
-    if context.key_taken or key in runtime.ingest_keys:
+    writing = keys_being_written(runtime)
+    if context.key_taken or key in writing:
         # another recording of this leaf started in the same second (a reused
         # custom_file_name, or a quick stop/start), stored or being stored by this process:
         # never overwrite its bytes
         key = default_store_key(account_id, meta, disambiguator=recording_id[:8])
-    runtime.ingest_keys.add(key)
+    writing.add(key)
     try:
         return await _store(runtime, upload, recording_id, context, key)
     finally:
-        runtime.ingest_keys.discard(key)
+        writing.discard(key)
+
+
+class KeysBeingWritten(set[str]):
+    """Default-store keys ingest is writing right now in this process: two recordings of one
+    leaf in one second never share a key, even before either row is committed."""
+
+
+def keys_being_written(runtime: Runtime) -> KeysBeingWritten:
+    """This process's keys being written, kept with its runtime (runtime.py `domain_part`)."""
+    return runtime.domain_part(KeysBeingWritten, _no_keys)
+
+
+def _no_keys(_runtime: Runtime) -> KeysBeingWritten:
+    return KeysBeingWritten()
 
 
 async def _store(
