@@ -3,6 +3,8 @@ by the entry point (storage/settings.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from callvault.config import load_settings
@@ -40,7 +42,7 @@ def test_a_value_out_of_range_is_refused(name: str) -> None:
         StorageSettings.from_environ({name: "0"})
 
 
-def test_the_settings_object_carries_storage_s_part(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_settings_object_carries_storage_s_part(tmp_path: Path) -> None:
     settings = load_settings(
         {"CALLVAULT_DATA_DIR": str(tmp_path), "CALLVAULT_STORAGE_THREADS": "3"}
     )

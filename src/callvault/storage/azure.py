@@ -46,7 +46,7 @@ from obstore.store import AzureStore
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from callvault.moments import as_utc
-from callvault.outbound.egress import REFUSED_PREFIX, proxy_url_for
+from callvault.outbound.egress import REFUSED_PREFIX
 from callvault.storage import settings as storage_settings
 from callvault.storage.base import (
     ObjectInfo,
@@ -56,6 +56,7 @@ from callvault.storage.base import (
     check_metadata,
 )
 from callvault.storage.blocking import run_blocking
+from callvault.storage.checked_endpoint import egress_proxy_for
 from callvault.storage.configuration import (
     MASK_NOTE,
     MASK_PATTERN,
@@ -645,9 +646,7 @@ def _open(
     return open_azure(
         configuration,
         timeout_secs=timeout_secs,
-        egress_proxy=None
-        if allow_private_networks
-        else proxy_url_for(allow_private_networks, storage_settings.current().operator_endpoints()),
+        egress_proxy=egress_proxy_for(allow_private_networks),
     )
 
 

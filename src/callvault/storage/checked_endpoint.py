@@ -11,6 +11,8 @@
   redirect setting, but it has a proxy setting with exclusions: every host but the endpoint's
   own goes to a proxy that cannot be reached (port 0 never accepts), so such a request fails
   at once. Redirects within the endpoint's host still work.
+- `egress_proxy_for`: the egress guard every connection of a customer's store goes through
+  (outbound/egress.py), trusting the endpoints the operator configured (storage/settings.py).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from urllib.parse import urlsplit
 
 import httpcore
 
+from callvault.outbound.egress import proxy_url_for
 from callvault.outbound.transport import (
     PolicyRefusal,
     Resolver,
     checked_addresses,
     system_resolver,
 )
+from callvault.storage import settings as storage_settings
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
 
 if TYPE_CHECKING:
@@ -110,3 +114,11 @@ class EndpointCheckedStore(ObjectStore):
 
     def canonical_url(self, key: str) -> str:
         return self.inner.canonical_url(key)
+
+
+def egress_proxy_for(allow_private_networks: bool) -> str | None:
+    """The egress guard's URL for a customer store's clients, the operator's endpoints trusted;
+    None when private networks are allowed (then no guard is needed)."""
+    if allow_private_networks:
+        return None
+    return proxy_url_for(False, storage_settings.current().operator_endpoints())

@@ -52,10 +52,10 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 from pydantic import Field, field_validator
 
-from callvault.outbound.egress import REFUSED_PREFIX, proxy_url_for
-from callvault.storage import settings as storage_settings
+from callvault.outbound.egress import REFUSED_PREFIX
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, check_metadata
 from callvault.storage.blocking import run_blocking
+from callvault.storage.checked_endpoint import egress_proxy_for
 from callvault.storage.configuration import (
     MASK_NOTE,
     MASKED_ANSWER,
@@ -499,9 +499,7 @@ def _open(
     return open_gcs(
         configuration,
         timeout_secs=timeout_secs,
-        egress_proxy=None
-        if allow_private_networks
-        else proxy_url_for(allow_private_networks, storage_settings.current().operator_endpoints()),
+        egress_proxy=egress_proxy_for(allow_private_networks),
     )
 
 

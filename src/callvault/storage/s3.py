@@ -47,8 +47,6 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from pydantic_core import InitErrorDetails
 
 from callvault.outbound.addresses import URL_PATTERN, url_shape_error
-from callvault.outbound.egress import proxy_url_for
-from callvault.storage import settings as storage_settings
 from callvault.storage.aws_roles import (
     ROLE_ARN,
     ROLE_ARN_PATTERN,
@@ -62,7 +60,7 @@ from callvault.storage.aws_roles import (
     sts_refusal,
 )
 from callvault.storage.base import ObjectInfo, ObjectStore, StorageError, StorageErrorKind
-from callvault.storage.checked_endpoint import EndpointCheckedStore
+from callvault.storage.checked_endpoint import EndpointCheckedStore, egress_proxy_for
 from callvault.storage.configuration import (
     CONNECTION_ID_KEY,
     EXTERNAL_ID_KEY,
@@ -800,9 +798,7 @@ def _open_aws(
         configuration,
         generic=False,
         timeout_secs=timeout_secs,
-        egress_proxy=None
-        if allow_private_networks
-        else proxy_url_for(allow_private_networks, storage_settings.current().operator_endpoints()),
+        egress_proxy=egress_proxy_for(allow_private_networks),
     )
 
 
@@ -818,9 +814,7 @@ def _open_generic(
         configuration,
         generic=True,
         timeout_secs=timeout_secs,
-        egress_proxy=proxy_url_for(
-            allow_private_networks, storage_settings.current().operator_endpoints()
-        ),
+        egress_proxy=egress_proxy_for(allow_private_networks),
     )
     # the customer chose this endpoint: a refusal before each request names it (the guard
     # enforces the policy on every connection either way)
