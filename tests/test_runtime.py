@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from callvault.credentials.generation import generation_reader
+from callvault.generation import generation_reader
 from callvault.runtime import Runtime
 from tests.conftest import make_settings
 

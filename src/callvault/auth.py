@@ -13,9 +13,9 @@ from callvault.accounts import service as accounts
 from callvault.accounts.cache import REVOCATION_LAG_SECS, account_cache
 from callvault.accounts.keys import hash_api_key
 from callvault.accounts.models import Account, KeyHolder
-from callvault.credentials.generation import generation_reader
 from callvault.db import transaction, utcnow
 from callvault.errors import unauthorized
+from callvault.generation import generation_reader
 from callvault.runtime import Runtime
 
 log = structlog.get_logger()

@@ -4,7 +4,7 @@ Infrastructure only: the domains' per-process state (the API-key cache, the cred
 cache and generation reader, the default-store keys ingest is writing) is theirs. A domain
 keeps it in the runtime's `domain_part` slot, keyed by its own type, through a small accessor
 of its own (`accounts.cache.account_cache`, `credentials.answers.answer_cache`,
-`credentials.generation.generation_reader`, `recordings.ingest.keys_being_written`). Why a slot
+`generation.generation_reader`, `recordings.ingest.keys_being_written`). Why a slot
 rather than a field per cache: this module then names no domain (shared/layers.json), and what
 a domain keeps still lives and dies with the runtime — made on first use, closed by `close()`,
 and a copy (`dataclasses.replace`, as tests make with other settings) starts with its own.

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import ast
 
-import pytest
-
 from tests.architecture.imports import (
     PACKAGE,
     Rules,
@@ -18,15 +16,12 @@ from tests.architecture.imports import (
     read_graph,
 )
 
-MERGING = pytest.mark.xfail(strict=False, reason="issue 23: the refactor is being merged")
-
 
 def test_every_file_stands_on_a_part() -> None:
     rules = Rules.load()
     assert [f for f in read_graph().files if rules.part_of(f) is None] == []
 
 
-@MERGING
 def test_no_rule_is_broken() -> None:
     broken = broken_rules(read_graph(), Rules.load())
     listing = [
@@ -37,7 +32,6 @@ def test_no_rule_is_broken() -> None:
     assert listing == []
 
 
-@MERGING
 def test_no_files_import_each_other_in_a_loop() -> None:
     assert cycles(file_edges(read_graph())) == []
 

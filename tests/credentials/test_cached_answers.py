@@ -14,8 +14,8 @@ from sqlalchemy import text
 from callvault.accounts.service import NewAccount
 from callvault.credentials import service
 from callvault.credentials.answers import AnswerCache
-from callvault.credentials.generation import generation_reader
 from callvault.credentials.schemas import CredentialsResponse
+from callvault.generation import generation_reader
 from callvault.runtime import Runtime
 from tests.conftest import auth
 from tests.credentials.helpers import BASE, counting, other_process_engine, saved

@@ -13,9 +13,9 @@ from sqlalchemy import text
 
 from callvault.accounts.service import NewAccount
 from callvault.credentials import held as held_module
-from callvault.credentials.generation import generation_reader
 from callvault.credentials.held import HeldCredentials
 from callvault.credentials.service import StoredCredentials
+from callvault.generation import generation_reader
 from callvault.runtime import Runtime
 from tests.conftest import auth
 from tests.credentials.helpers import BASE, counting, other_process_engine, saved

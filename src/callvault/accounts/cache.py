@@ -7,7 +7,7 @@ stays bounded whatever keys are tried; failed lookups are never cached. Each ent
 credentials generation read *before* the key was looked up, and counts only while the
 generation is still that one: revoking a key deletes its row, and a database trigger moves the
 generation (migration 0008_review). A request checks against a generation read that started at
-most `REVOCATION_LAG_SECS` before it (credentials/generation.py `recent`: on SQLite read on the
+most `REVOCATION_LAG_SECS` before it (generation.py `recent`: on SQLite read on the
 loop every time, on PostgreSQL one shared round trip per second at most, not one per request),
 and whatever revokes a key waits that long before it says "revoked" — so from then on every
 process refuses the key.

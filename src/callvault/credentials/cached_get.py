@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callvault.auth import cached_key, mark_used
 from callvault.credentials.answers import answer_cache
-from callvault.credentials.generation import generation_reader
+from callvault.generation import generation_reader
 from callvault.runtime import Runtime
 
 PREFIX = "/v2/custom_storage_credentials/"

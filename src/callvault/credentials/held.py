@@ -4,7 +4,7 @@ delete of storage_credentials, whoever makes it) read *before* the row. Reused w
 generation is unchanged, so a recording costs no credentials read; never reused after any
 change (another process, the CLI, a cascade, a key rotation re-sealing the row).
 
-Only where the generation is read on the event loop (SQLite: credentials/generation.py
+Only where the generation is read on the event loop (SQLite: generation.py
 `now()`, microseconds). On PostgreSQL that read would cost the round trip it saves, so every
 upload reads the row, as before.
 """
@@ -15,9 +15,9 @@ from collections import OrderedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.credentials.generation import GenerationReader
 from callvault.credentials.service import StoredCredentials, load_configuration
 from callvault.crypto import KeyRing
+from callvault.generation import GenerationReader
 
 HELD_CONNECTIONS = 1024
 

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callvault.applications import repository as applications
 from callvault.credentials import events, repository
 from callvault.credentials.answers import answer_cache
-from callvault.credentials.generation import generation_reader
 from callvault.credentials.masking import masked_configuration, unmask
 from callvault.credentials.models import ExternalId, StorageCredentials
 from callvault.credentials.schemas import (
@@ -31,6 +30,7 @@ from callvault.credentials.schemas import (
 from callvault.crypto import KeyRing
 from callvault.db import transaction, utcnow
 from callvault.errors import duplicate, invalid, not_found, unavailable
+from callvault.generation import generation_reader
 from callvault.outbound.addresses import refuse_reason
 from callvault.runtime import Runtime
 from callvault.storage import aws_roles

@@ -1,5 +1,5 @@
-"""Every query on recording encryption keys; reads are scoped to an account, except
-`recipient_for_connection` (ingest knows only the connection id)."""
+"""Every query on recording encryption keys, each scoped to an account or a key id. (Ingest
+reads the connection's key with its own context query: recordings/repository.py.)"""
 
 from __future__ import annotations
 
@@ -54,18 +54,3 @@ async def applications_using(session: AsyncSession, key_id: str) -> list[str]:
 async def delete(session: AsyncSession, key: RecordingEncryptionKey) -> None:
     await session.delete(key)
     await session.flush()
-
-
-async def recipient_for_connection(
-    session: AsyncSession, connection_id: str
-) -> RecordingEncryptionKey | None:
-    """The key the connection's application encrypts recordings for (same account), if any."""
-    query = (
-        select(RecordingEncryptionKey)
-        .join(Application, Application.recording_encryption_key_id == RecordingEncryptionKey.id)
-        .where(
-            Application.id == connection_id,
-            RecordingEncryptionKey.account_id == Application.account_id,
-        )
-    )
-    return (await session.execute(query)).scalar_one_or_none()

@@ -17,10 +17,9 @@ from callvault.encryption_keys.schemas import (
     RecordingEncryptionKeyData,
     RecordingEncryptionKeyList,
 )
-from callvault.encryption_keys.scheme import KeyRefused, Recipient, parse_public_key
+from callvault.encryption_keys.scheme import KeyRefused, parse_public_key
 from callvault.errors import conflict, invalid, not_found
 from callvault.pagination import PaginationMeta
-from callvault.recordings.schemas import IngestMetadata
 from callvault.runtime import Runtime
 
 log = structlog.get_logger("callvault.encryption_keys")
@@ -112,12 +111,3 @@ async def delete(runtime: Runtime, account_id: str, key_id: str) -> RecordingEnc
             raise _in_use(await repository.applications_using(session, key_id)) from None
     log.info("recording encryption key deleted", key_id=key.id)
     return key
-
-
-async def recipient_for(runtime: Runtime, metadata: IngestMetadata) -> Recipient | None:
-    """Whom ingest encrypts this recording for: the application's key now, or None (off)."""
-    async with runtime.sessions() as session:
-        key = await repository.recipient_for_connection(session, metadata.connection_id)
-    if key is None:
-        return None
-    return Recipient(key_id=key.id, fingerprint=key.fingerprint, public_key_pem=key.public_key_pem)

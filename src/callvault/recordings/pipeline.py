@@ -39,11 +39,11 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.applications.models import Application
-from callvault.credentials.generation import generation_reader
 from callvault.credentials.held import HeldCredentials
 from callvault.credentials.service import StoredCredentials
 from callvault.db import database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
+from callvault.generation import generation_reader
 from callvault.metrics import DELETED_DURING_UPLOAD, JOB_CRASHES, UPLOAD_SECONDS, UPLOADS
 from callvault.recordings import repository, transitions
 from callvault.recordings import retry_policy as policy

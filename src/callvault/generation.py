@@ -1,5 +1,7 @@
-"""The credentials generation (migration 0006: database triggers bump it on every change of
-storage_credentials) as the answer cache reads it (credentials/answers.py).
+"""The credentials generation: a counter database triggers bump on every change of the stored
+secrets — storage credentials (migration 0006) and API keys (0008). Whatever is cached from
+them (credentials' answers and held settings, the API-key cache) is checked against it. Plumbing
+rather than a domain's: several domains read it, and it names only its own table.
 
 SQLite: on the event loop itself (db.LoopReader), a few microseconds. PostgreSQL: a round trip,
 shared — requests that arrive while a read is running wait for the next one and all take its
@@ -16,17 +18,19 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from callvault.credentials import repository
 from callvault.db import LoopReader
 from callvault.runtime import Runtime
+
+GENERATION_SQL = "SELECT value FROM credentials_generation WHERE id = 1"
 
 
 def session_read(sessions: async_sessionmaker[AsyncSession]) -> Callable[[], Awaitable[int]]:
     async def read() -> int:
         async with sessions() as session:
-            return await repository.generation(session)
+            return int((await session.execute(text(GENERATION_SQL))).scalar_one())
 
     return read
 
@@ -53,7 +57,7 @@ class GenerationReader:
         if self.loop_reader is None:
             return None
         try:
-            return repository.generation_on_loop(self.loop_reader)
+            return int(self.loop_reader.scalar(GENERATION_SQL))
         except sqlite3.Error:
             return None  # e.g. busy during recovery: a session waits where the loop must not
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from callvault.credentials.generation import GenerationReader
+from callvault.generation import GenerationReader
 
 
 class GatedRead:
