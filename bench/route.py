@@ -21,6 +21,7 @@ import asyncio
 import sys
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,8 @@ class Route:
 
     def __init__(self) -> None:
         self.entered: list[str] = []
+        # calls from one folder's code into another's: (caller folder, callee folder) -> count
+        self.calls: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
 
     def profile(self, frame: FrameType, event: str, arg: Any) -> None:
@@ -59,9 +62,12 @@ class Route:
         if not path.startswith(PACKAGE):
             return
         name = path[len(PACKAGE) :]
+        caller = _nearest_package_file(frame.f_back)
         with self._lock:
             if not self.entered or self.entered[-1] != name:
                 self.entered.append(name)
+            if caller is not None and _folder(caller) != _folder(name):
+                self.calls[(_folder(caller), _folder(name))] += 1
 
     @contextmanager
     def tracing(self) -> Iterator[None]:
@@ -94,10 +100,26 @@ class Route:
             f"files returned to: {sorted(set(returns))}",
             f"folder hops: {len(hops)}, returns to a folder already left: {folder_returns}",
             "folders in order: " + " > ".join(hops),
+            "calls between folders (caller > callee: count; top-level files as themselves): "
+            + ", ".join(f"{a} > {b}: {n}" for (a, b), n in sorted(self.calls.items())),
         ]
         if show_route:
             lines.append("route: " + " > ".join(self.entered))
         return "\n".join(lines)
+
+
+def _folder(name: str) -> str:
+    return name.split("/")[0]
+
+
+def _nearest_package_file(frame: FrameType | None) -> str | None:
+    """The callvault file of the nearest caller frame (library frames in between skipped)."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.startswith(PACKAGE):
+            return path[len(PACKAGE) :]
+        frame = frame.f_back
+    return None
 
 
 async def run(data_dir: Path, url: str, storage: str, show_route: bool) -> str:
