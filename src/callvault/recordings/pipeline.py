@@ -403,14 +403,8 @@ async def _fail(
     attempts: int | None = None,
 ) -> Outcome:
     """Permanent failure: kept in the default store, `call.recording.error` sent."""
-    move = change(
-        RecordingStatus.RECEIVED,
-        Event.FAILED,
-        error_reason=reason,
-        error_detail=detail,
-        credentials_revision=revision,
-        attempts=attempts if attempts is not None else recording.attempts + 1,
-    )
+    tries = attempts if attempts is not None else recording.attempts + 1
+    move = transitions.failed(reason, detail, revision, tries)
     event = await _commit_move(ctx, recording, move)
     if event is False:
         return Outcome()

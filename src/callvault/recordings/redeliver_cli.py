@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from callvault.config import load_settings
-from callvault.db import make_engine, make_sessionmaker, transaction, utcnow
+from callvault.db import database_sessions, transaction, utcnow
 from callvault.recordings import repository, transitions
 
 recordings_app = typer.Typer(help="Recordings in the pipeline.", no_args_is_help=True)
@@ -24,9 +24,8 @@ err = Console(stderr=True)
 
 
 async def _redeliver(recording_ids: list[str], failed: bool, connection_id: str | None) -> int:
-    engine = make_engine(load_settings(data_dir_rule="require").database_url)
-    sessions = make_sessionmaker(engine)
-    try:
+    url = load_settings(data_dir_rule="require").database_url
+    async with database_sessions(url) as sessions:
         if failed:
             async with sessions() as session:
                 recording_ids = recording_ids + await repository.failed_recording_ids(
@@ -47,8 +46,6 @@ async def _redeliver(recording_ids: list[str], failed: bool, connection_id: str 
                     )
                 progress.advance(task)
         return requeued
-    finally:
-        await engine.dispose()
 
 
 @recordings_app.command("redeliver")

@@ -72,7 +72,19 @@ async def mark_failed(
     event: Event = Event.FAILED,
 ) -> bool:
     """Permanent failure: the recording stays in the default store (location default)."""
-    move = change(
+    move = failed(reason, detail, credentials_revision, attempts, event)
+    return await apply_held(session, recording_id, owner, move)
+
+
+def failed(
+    reason: str,
+    detail: str,
+    credentials_revision: int | None,
+    attempts: int,
+    event: Event = Event.FAILED,
+) -> Change:
+    """The move to `failed` (with its error webhook unless `event` says otherwise)."""
+    return change(
         RecordingStatus.RECEIVED,
         event,
         error_reason=reason,
@@ -80,7 +92,6 @@ async def mark_failed(
         credentials_revision=credentials_revision,
         attempts=attempts,
     )
-    return await apply_held(session, recording_id, owner, move)
 
 
 async def schedule_retry(

@@ -42,6 +42,7 @@ from callvault.errors import (
     bad_request,
     error_message,
     invalid,
+    request_timeout,
     too_large,
     unsupported_media,
 )
@@ -89,16 +90,9 @@ class BodyPace:
 
 
 def body_too_slow(pace: BodyPace) -> ApiError:
-    return ApiError(
-        408,
-        [
-            ErrorItem(
-                Code.REQUEST_TIMEOUT,
-                "Request timeout",
-                f"The body arrived too slowly (no data for {pace.idle_secs:g} s, or less than "
-                f"{pace.min_bytes_per_sec:g} bytes/s on average); send it again.",
-            )
-        ],
+    return request_timeout(
+        f"The body arrived too slowly (no data for {pace.idle_secs:g} s, or less than "
+        f"{pace.min_bytes_per_sec:g} bytes/s on average); send it again."
     )
 
 
