@@ -6,6 +6,7 @@ files straight into the same bucket.
                                        [--mode throughput,latency,large] [--json]
                                        [--encryption off|on|both]
                                        [--storage custom|default|both]
+                                       [--receiver suite|plain] [--egress-guard]
 
 Modes (comma-separated, default `throughput,latency`; `all` = the three):
 - throughput: K recordings (30 s mono 8 kHz 16-bit WAVs, ~480 KB) ingested at concurrency C
@@ -16,6 +17,15 @@ Modes (comma-separated, default `throughput,latency`; `all` = the three):
 - latency: ~30 recordings one at a time (low load): p50/p99 from 202 to webhook.
 - large: one 1 GiB recording ingested and uploaded by a fresh serve process: its peak RSS
   growth (VmHWM after, reset before, minus VmRSS before).
+
+`--receiver plain`: the webhooks go to `bench/plain_receiver.py` (http.server's defaults: HTTP/1.0,
+a new connection per webhook) instead of the suite's receiver (tests/receiver.py, HTTP/1.1).
+`--egress-guard`: serve refuses private networks (the production default), so every storage
+request goes through the egress guard (outbound/egress.py); the custom storage is then the `s3`
+backend with SeaweedFS as the operator's AWS_ENDPOINT_URL (trusted by the guard), and the bench
+runs in a private network namespace (`unshare --net`, root) where the receiver listens on a
+public address (11.22.33.44 on its loopback), which the webhook's address check lets through.
+The latency mode also splits each recording's time into hops from the serve log's timestamps.
 
 `--encryption on` encrypts every recording for a customer key (docs/encryption.md); `both` runs
 each mode without, then with it (results suffixed `_encrypted`), e.g. to compare CPU per
@@ -30,8 +40,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
+import shlex
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +61,7 @@ import obstore
 from obstore.store import S3Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.plain_receiver import PlainReceiver
 from bench.serve_process import (
     CLOCK_TICKS,
     BenchAccount,
@@ -77,6 +92,9 @@ TARGETS = {
 }
 # which connection the recordings go to: a customer bucket (SeaweedFS) or the default store
 STORAGE_VARIANTS = {"custom": ["custom"], "default": ["default"], "both": ["custom", "default"]}
+# --egress-guard: a public address inside the bench's own network namespace (on its loopback)
+PUBLIC_ADDRESS = "11.22.33.44"
+INSIDE_NETNS_ENV = "BENCH_PIPELINE_IN_NETNS"
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,7 +136,7 @@ MULTIPART_TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 class Webhooks:
     """Arrival times of `call.recording.saved` per recording id, read off the receiver."""
 
-    def __init__(self, receiver: WebhookReceiver) -> None:
+    def __init__(self, receiver: WebhookReceiver | PlainReceiver) -> None:
         self.receiver = receiver
         self.arrived: dict[str, float] = {}
         self.errors: list[str] = []
@@ -407,14 +425,21 @@ async def low_load(bench: Bench, count: int, seaweed: SeaweedFS, tmp: Path) -> d
         recording_id, _at = await bench.ingest(audio, RECORDING_SECONDS)
         await bench.webhooks.wait_all({recording_id}, within=60)
     latencies = []
+    measured = []
+    acks_before = delayed_acks()
+    cpu_before = bench.serve.cpu_seconds()
     for _ in range(count):
         recording_id, at = await bench.ingest(audio, RECORDING_SECONDS)
         await bench.webhooks.wait_all({recording_id}, within=60)
         latencies.append((bench.webhooks.arrived[recording_id] - at) * 1000)
+        measured.append(recording_id)
         await asyncio.sleep(0.05)  # idle between calls, as at low load
+    acks = delayed_acks() - acks_before
+    cpu = bench.serve.cpu_seconds() - cpu_before  # the idle gaps included (a few % of it)
     raw += await raw_low_load(raw_store(seaweed), raw_path, count)  # before and after
     p50 = percentile(latencies, 50)
     raw_p50 = percentile(raw, 50)
+    arrivals = {rid: bench.webhooks.arrived[rid] + WALL_MINUS_MONOTONIC for rid in measured}
     return {
         "recordings": count,
         "latency_p50_ms": round(p50, 2),
@@ -423,7 +448,71 @@ async def low_load(bench: Bench, count: int, seaweed: SeaweedFS, tmp: Path) -> d
         "raw_put_p50_ms": round(raw_p50, 2),
         "raw_put_p99_ms": round(percentile(raw, 99), 2),
         "latency_ratio": round(p50 / raw_p50, 2),
+        "serve_cpu_ms_per_recording": round(cpu * 1000 / count, 2),
+        "hops_p50_ms": hops_from_log(bench.serve.log_path, arrivals),
+        # only this bench's connections when it runs in its own network namespace
+        "delayed_acks_per_recording": (
+            round(acks / count, 2) if os.environ.get(INSIDE_NETNS_ENV) else None
+        ),
     }
+
+
+def delayed_acks() -> int:
+    """TcpExt DelayedACKs of this network namespace: how often a delayed-ACK timer fired (the
+    40 ms stall of Nagle against a delayed ACK needs one)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["DelayedACKs"])
+    return 0
+
+
+# time.time() - time.monotonic(): the receiver's arrival times on the serve log's clock
+WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
+HOPS = (
+    "received -> upload started",
+    "upload started -> stored",
+    "stored -> webhook at receiver",
+    "webhook request (client)",
+    "webhook at receiver -> round logged",
+)
+
+
+def serve_log_events(path: Path) -> list[tuple[float, dict[str, Any]]]:
+    """(wall time, line) of every JSON line of a serve log that has an event and a timestamp."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            fields = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(fields, dict) and "event" in fields and "timestamp" in fields:
+            events.append((datetime.fromisoformat(fields["timestamp"]).timestamp(), fields))
+    return events
+
+
+def hops_from_log(path: Path, arrivals: dict[str, float]) -> dict[str, float]:
+    """p50 of each hop (HOPS) over the recordings in `arrivals` (recording id -> wall time the
+    receiver had the webhook), one at a time: a recording's round is the first `webhook
+    delivered` line after its `recording stored`."""
+    events = serve_log_events(path)
+    times: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    for recording_id, arrived in arrivals.items():
+        mine = {f["event"]: t for t, f in events if f.get("recording_id") == recording_id}
+        stored = mine.get("recording stored")
+        if stored is None or "recording received" not in mine:
+            continue
+        rounds = [(t, f) for t, f in events if t >= stored and f["event"] == "webhook delivered"]
+        if not rounds:
+            continue
+        round_at, round_line = rounds[0]
+        upload = mine.get("upload started", mine["recording received"])
+        times["received -> upload started"].append(upload - mine["recording received"])
+        times["upload started -> stored"].append(stored - upload)
+        times["stored -> webhook at receiver"].append(arrived - stored)
+        times["webhook request (client)"].append(round_line["latency_ms"][0] / 1000)
+        times["webhook at receiver -> round logged"].append(round_at - arrived)
+    return {hop: round(percentile(v, 50) * 1000, 2) for hop, v in times.items() if v}
 
 
 # ------------------------------------------------------------------------------------------
@@ -502,11 +591,12 @@ async def large(bench: Bench, tmp: Path) -> dict[str, Any]:
 class Environment:
     tmp: Path
     seaweed: SeaweedFS
-    receiver: WebhookReceiver
+    receiver: WebhookReceiver | PlainReceiver
     webhooks: Webhooks
     profile: Path | None = None
     profile_native: bool = False
     src: Path | None = None
+    egress_guard: bool = False
 
 
 async def with_serve(
@@ -522,9 +612,26 @@ async def with_serve(
     server is stopped."""
     base = env.tmp / name
     base.mkdir()
-    with ServeProcess(base, src=env.src) as serve:
+    guard_env = {
+        "CALLVAULT_ALLOW_PRIVATE_NETWORKS": "false",
+        "AWS_ENDPOINT_URL": env.seaweed.endpoint,  # the operator's endpoint: the guard trusts it
+    }
+    with ServeProcess(
+        base, src=env.src, extra_env=guard_env if env.egress_guard else None
+    ) as serve:
         account = serve.create_account(env.receiver.url())
-        if custom:
+        if custom and env.egress_guard:
+            serve.set_credentials(
+                account,
+                "s3",
+                {
+                    "bucket": BUCKET,
+                    "region": env.seaweed.region,
+                    "aws_access_key_id": env.seaweed.access_key,
+                    "aws_secret_access_key": env.seaweed.secret_key,
+                },
+            )
+        elif custom:
             serve.set_credentials(
                 account,
                 "s3-generic",
@@ -556,7 +663,9 @@ async def with_serve(
 async def run_modes(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        with SeaweedFS(tmp / "seaweedfs") as seaweed, WebhookReceiver() as receiver:
+        host = PUBLIC_ADDRESS if args.egress_guard else "127.0.0.1"
+        chosen = PlainReceiver(host) if args.receiver == "plain" else WebhookReceiver(host)
+        with SeaweedFS(tmp / "seaweedfs") as seaweed, chosen as receiver:
             seaweed.create_bucket(BUCKET)
             # a webhook connection the server closes at its shutdown is no error worth a trace
             receiver._server.handle_error = lambda *_: None  # type: ignore[method-assign]
@@ -568,8 +677,13 @@ async def run_modes(args: argparse.Namespace, modes: list[str]) -> dict[str, Any
                 args.profile,
                 args.profile_native,
                 args.src,
+                args.egress_guard,
             )
-            results: dict[str, Any] = {"load_average_start": round(load_average(), 2)}
+            results: dict[str, Any] = {
+                "load_average_start": round(load_average(), 2),
+                "receiver": args.receiver,
+                "egress_guard": args.egress_guard,
+            }
             variants = {"off": [False], "on": [True], "both": [False, True]}[args.encryption]
             for encrypt in variants:
                 for storage in STORAGE_VARIANTS[args.storage]:
@@ -672,6 +786,14 @@ def report_variant(results: dict[str, Any], suffix: str) -> tuple[list[str], boo
             f"(target <= {TARGETS['low_load_ratio_max']:.0f})"
         )
         failed |= low["latency_ratio"] > TARGETS["low_load_ratio_max"]
+        hops = "; ".join(f"{hop} {ms:.1f}" for hop, ms in low.get("hops_p50_ms", {}).items())
+        lines.append(f"  hops (p50 ms, serve log): {hops}")
+        lines.append(f"  serve CPU per recording: {low['serve_cpu_ms_per_recording']:.1f} ms")
+        if low.get("delayed_acks_per_recording") is not None:
+            lines.append(
+                f"  delayed ACKs per recording (TcpExt, own netns): "
+                f"{low['delayed_acks_per_recording']}"
+            )
     if big := results.get("large" + suffix):
         target = (
             "large_encrypted_rss_growth_mb_max"
@@ -697,12 +819,25 @@ def report(results: dict[str, Any]) -> list[str]:
         failed |= part_failed
 
     lines.append(
+        f"receiver {results['receiver']}, egress guard {'on' if results['egress_guard'] else 'off'}"
+    )
+    lines.append(
         f"load average {results['load_average_start']} -> {results['load_average_end']} "
         "(2 shared cores: re-run when it is high)"
     )
     results["met_targets"] = not failed
     lines.append("targets met" if not failed else "TARGETS NOT MET")
     return lines
+
+
+def rerun_in_netns() -> int:
+    """This command again, in a private network namespace with PUBLIC_ADDRESS on loopback."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        raise SystemExit("--egress-guard needs root and unshare (a private network namespace)")
+    inner = shlex.join([sys.executable, *sys.argv])
+    script = f"ip link set lo up && ip addr add {PUBLIC_ADDRESS}/32 dev lo && exec {inner}"
+    env = {**os.environ, INSIDE_NETNS_ENV: "1"}
+    return subprocess.run(["unshare", "--net", "sh", "-c", script], env=env).returncode
 
 
 def main() -> int:
@@ -742,6 +877,25 @@ def main() -> int:
     )
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
     parser.add_argument(
+        "--receiver",
+        choices=["suite", "plain"],
+        default="suite",
+        help="the webhook receiver: tests/receiver.py (HTTP/1.1) or bench/plain_receiver.py "
+        "(http.server's defaults: HTTP/1.0)",
+    )
+    parser.add_argument(
+        "--netns",
+        action="store_true",
+        help="run in a private network namespace (root; --egress-guard implies it): the "
+        "latency mode then counts the delayed ACKs of its own connections",
+    )
+    parser.add_argument(
+        "--egress-guard",
+        action="store_true",
+        help="serve refuses private networks: storage through the egress guard, SeaweedFS as "
+        "AWS_ENDPOINT_URL (runs in a network namespace: root)",
+    )
+    parser.add_argument(
         "--src", type=Path, help="run the server from this src/ dir (before/after comparisons)"
     )
     args = parser.parse_args()
@@ -754,6 +908,8 @@ def main() -> int:
     unknown = set(modes) - {"throughput", "latency", "large"}
     if unknown:
         parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    if (args.egress_guard or args.netns) and not os.environ.get(INSIDE_NETNS_ENV):
+        return rerun_in_netns()
     results = asyncio.run(run_modes(args, modes))
     lines = report(results)
     if args.json:
