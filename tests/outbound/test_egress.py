@@ -5,6 +5,7 @@ operator trusts."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -131,3 +132,24 @@ async def test_a_trusted_endpoint_is_forwarded_with_its_host_header(guard, inter
         guard, f"GET http://127.0.0.1:{internal.port + 1}/ HTTP/1.1\r\n\r\n".encode()
     )
     assert other.startswith(b"HTTP/1.1 403")
+
+
+async def test_both_sockets_of_a_forwarded_request_send_without_delay(guard, internal, monkeypatch):
+    """Nagle's algorithm on either side of the proxy holds its second send (a body after its
+    head) until the peer's ACK, which a delayed ACK holds 40 ms: counted here, not timed."""
+    import callvault.outbound.egress as egress
+
+    options: list[int] = []
+
+    def recorded(writer: asyncio.StreamWriter) -> None:
+        egress_no_delay(writer)
+        sock = writer.get_extra_info("socket")
+        options.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    egress_no_delay = egress.no_delay
+    monkeypatch.setattr(egress, "no_delay", recorded)
+    guard.trusted = frozenset({("127.0.0.1", internal.port)})
+    answer = await exchange(guard, f"GET {internal.url}/ok HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 200")
+    # the client's connection to the proxy, and the proxy's to the endpoint
+    assert len(options) == 2 and all(options), options

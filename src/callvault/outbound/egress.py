@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -178,6 +179,15 @@ def _answer(status: str, body: str) -> bytes:
     ).encode() + data
 
 
+def no_delay(writer: asyncio.StreamWriter) -> None:
+    """TCP_NODELAY on the connection under `writer`. The proxy writes a head and then a body in
+    two sends; with Nagle's algorithm the second waits for the peer's ACK of the first, which a
+    delayed ACK holds for 40 ms. asyncio's own transports set it, other loops need not."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while chunk := await reader.read(PIPE_CHUNK):
@@ -260,12 +270,15 @@ class EgressProxy:
         for address in addresses:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECS):
-                    return await asyncio.open_connection(address, port, limit=HEAD_LIMIT)
+                    reader, writer = await asyncio.open_connection(address, port, limit=HEAD_LIMIT)
+                no_delay(writer)
+                return reader, writer
             except (OSError, TimeoutError) as exc:
                 last = exc if isinstance(exc, OSError) else OSError(str(exc))
         raise last or OSError(f"cannot connect to {host}")
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        no_delay(client_w)
         try:
             async with asyncio.timeout(HEAD_TIMEOUT_SECS):
                 raw = await client_r.readuntil(b"\r\n\r\n")
