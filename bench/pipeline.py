@@ -653,11 +653,15 @@ async def with_serve(
             limits=limits,
         ) as client:
             bench = Bench(serve, account, client, env.webhooks)
-            if env.profile is None:
-                return await run(bench)
-            output = env.profile.with_name(f"{env.profile.stem}-{name}{env.profile.suffix}")
-            with Profiler(serve.pid, output.resolve(), native=env.profile_native):
-                return await run(bench)
+            try:
+                if env.profile is None:
+                    return await run(bench)
+                output = env.profile.with_name(f"{env.profile.stem}-{name}{env.profile.suffix}")
+                with Profiler(serve.pid, output.resolve(), native=env.profile_native):
+                    return await run(bench)
+            except Exception:
+                print(f"serve log ({name}):\n{serve.log_tail()}", file=sys.stderr)
+                raise
 
 
 async def run_modes(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
