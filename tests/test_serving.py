@@ -129,6 +129,20 @@ def test_oversized_headers_are_cut_off(served: Served) -> None:
             raise ConnectionResetError  # closed cleanly: counts as cut off
 
 
+def test_a_large_body_read_with_its_headers_is_not_counted_as_headers(served: Served) -> None:
+    # one send: the server's first read holds the headers and ~200 KiB of body (an ingest of
+    # a 30 s WAV under load); only header bytes count against the 64 KiB limit
+    body = b"a" * 200_000
+    head = (
+        b"POST /v2/call_control_applications HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 "), answer
+
+
 def test_ordinary_and_kept_alive_requests_are_untouched(served: Served) -> None:
     with httpx.Client(base_url=served.url) as client:
         assert client.get("/health").status_code == 200

@@ -42,6 +42,7 @@ class HeaderDeadline(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_headers = False
+        self._completed_headers = False  # during one data_received
         self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -49,12 +50,15 @@ class HeaderDeadline(HttpToolsProtocol):
         self._start_headers()
 
     def data_received(self, data: bytes) -> None:
-        if self._in_headers:
+        # counted after parsing: a read holds the headers and often the start of the body (up
+        # to 256 KiB), and only a read that leaves the headers incomplete was all headers
+        counting = self._in_headers
+        self._completed_headers = False
+        super().data_received(data)
+        if counting and self._in_headers and not self._completed_headers:
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._cut_off()
-                return
-        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -62,6 +66,7 @@ class HeaderDeadline(HttpToolsProtocol):
             self._start_headers()
 
     def on_headers_complete(self) -> None:
+        self._completed_headers = True
         self._stop_headers()
         super().on_headers_complete()
 
