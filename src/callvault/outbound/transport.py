@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import anyio
 import httpcore
 import httpx
+from httpcore._utils import is_socket_readable
 
 from callvault.outbound.addresses import ALLOWED_SCHEMES, is_public_address
 
@@ -97,6 +98,58 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+class CoalescingStream(httpcore.AsyncNetworkStream):
+    """httpcore's stream with a request's head and body in one send, and a cheap readability
+    check.
+
+    httpcore writes a request's head and its body separately: two sends, two segments, and a
+    pass each through anyio's send path. A write is held here until the next write (then both
+    go together), read, close or TLS start. httpcore checks whether an idle pooled connection
+    is readable before each reuse, and anyio builds a dict of every socket attribute for that;
+    the socket is looked up once here instead."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+        self._held = b""
+
+    async def _flush(self, within: float | None) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            await self._inner.write(held, timeout=within)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        if not self._held:
+            self._held = buffer
+            return
+        held, self._held = self._held, b""
+        await self._inner.write(held + buffer, timeout=timeout)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        await self._flush(timeout)
+        return await self._inner.read(max_bytes, timeout=timeout)
+
+    async def aclose(self) -> None:
+        self._held = b""  # a request given up: nothing more goes out on this connection
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+    ) -> httpcore.AsyncNetworkStream:
+        await self._flush(timeout)
+        return CoalescingStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> object:
+        if info == "is_readable":
+            return is_socket_readable(self._socket)
+        if info == "socket":
+            return self._socket
+        return self._inner.get_extra_info(info)
+
+
 class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network layer with the address check between name resolution and connect."""
 
@@ -123,13 +176,14 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         last_error: Exception | None = None
         for address in addresses:  # the first one that answers, like a plain connect
             try:
-                return await self._inner.connect_tcp(
+                stream = await self._inner.connect_tcp(
                     address,
                     port,
                     timeout=timeout,
                     local_address=local_address,
                     socket_options=socket_options,
                 )
+                return CoalescingStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
         assert last_error is not None
