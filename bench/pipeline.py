@@ -18,8 +18,9 @@ Modes (comma-separated, default `throughput,latency`; `all` = the three):
 - large: one 1 GiB recording ingested and uploaded by a fresh serve process: its peak RSS
   growth (VmHWM after, reset before, minus VmRSS before).
 
-`--receiver plain`: the webhooks go to `bench/plain_receiver.py` (http.server's defaults: HTTP/1.0,
-a new connection per webhook) instead of the suite's receiver (tests/receiver.py, HTTP/1.1).
+`--receiver plain`: the webhooks go to `bench/plain_receiver.py` in its own process (http.server's
+defaults: HTTP/1.0, a new connection per webhook; `plain-keepalive`: HTTP/1.1, kept alive)
+instead of the suite's receiver (tests/receiver.py, HTTP/1.1, a thread of the bench).
 `--egress-guard`: serve refuses private networks (the production default), so every storage
 request goes through the egress guard (outbound/egress.py); the custom storage is then the `s3`
 backend with SeaweedFS as the operator's AWS_ENDPOINT_URL (trusted by the guard), and the bench
@@ -668,11 +669,14 @@ async def run_modes(args: argparse.Namespace, modes: list[str]) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="callvault-bench-") as tmp_name:
         tmp = Path(tmp_name)
         host = PUBLIC_ADDRESS if args.egress_guard else "127.0.0.1"
-        chosen = PlainReceiver(host) if args.receiver == "plain" else WebhookReceiver(host)
+        chosen: WebhookReceiver | PlainReceiver = WebhookReceiver(host)
+        if args.receiver != "suite":
+            chosen = PlainReceiver(host, keep_alive=args.receiver == "plain-keepalive")
         with SeaweedFS(tmp / "seaweedfs") as seaweed, chosen as receiver:
             seaweed.create_bucket(BUCKET)
-            # a webhook connection the server closes at its shutdown is no error worth a trace
-            receiver._server.handle_error = lambda *_: None  # type: ignore[method-assign]
+            if isinstance(receiver, WebhookReceiver):
+                # a webhook connection the server closes at its shutdown is no error to trace
+                receiver._server.handle_error = lambda *_: None  # type: ignore[method-assign]
             env = Environment(
                 tmp,
                 seaweed,
@@ -882,10 +886,11 @@ def main() -> int:
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
     parser.add_argument(
         "--receiver",
-        choices=["suite", "plain"],
+        choices=["suite", "plain", "plain-keepalive"],
         default="suite",
-        help="the webhook receiver: tests/receiver.py (HTTP/1.1) or bench/plain_receiver.py "
-        "(http.server's defaults: HTTP/1.0)",
+        help="the webhook receiver: tests/receiver.py (HTTP/1.1, in this process) or "
+        "bench/plain_receiver.py in its own process (http.server's defaults: HTTP/1.0; "
+        "plain-keepalive: HTTP/1.1)",
     )
     parser.add_argument(
         "--netns",
