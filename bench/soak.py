@@ -1,6 +1,6 @@
 """Soak: many recordings through the scaled-out mode under continuous chaos (not part of CI).
 
-    .venv/bin/python bench/soak.py [--recordings 10000] [--concurrency 8] [--json]
+    .venv/bin/python bench/soak.py [--recordings 10000] [--concurrency 8] [--json] [--src DIR]
 
 PostgreSQL (a fresh database on CALLVAULT_TEST_POSTGRES's server), one `callvault serve
 --no-worker`, two `callvault worker`s, the default store on one SeaweedFS, the customer's bucket
@@ -12,7 +12,8 @@ ingested (concurrency C, a media server that sends again what was not answered):
 Afterwards (once everything converged): lost recordings (accepted but not in the bucket with
 their sha256, or without a verified call.recording.saved), duplicate deliveries (the same event
 accepted twice), and each process's memory (VmRSS sampled every 5 s: the API's over the whole
-run, each worker incarnation's first and last sample).
+run, each worker incarnation's first and last sample). `--src DIR` runs callvault from another
+tree's src/ (a before/after pair).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def rss_kib(process: CallvaultProcess) -> int | None:
     return None
 
 
-async def soak(recordings: int, concurrency: int) -> dict[str, Any]:
+async def soak(recordings: int, concurrency: int, src: Path | None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="callvault-soak-"))
     default_s3 = SeaweedFS(tmp / "default-s3").start()
     customer_s3 = SeaweedFS(
@@ -90,6 +91,7 @@ async def soak(recordings: int, concurrency: int) -> dict[str, Any]:
                     receiver,
                     recordings,
                     concurrency,
+                    src,
                 )
     finally:
         receiver.stop()
@@ -107,7 +109,9 @@ async def run(
     receiver: WebhookReceiver,
     recordings: int,
     concurrency: int,
+    src: Path | None,
 ) -> dict[str, Any]:
+    extra = {"PYTHONPATH": str(src)} if src is not None else {}
     env = clean_environment(
         CALLVAULT_DATABASE_URL=database_url,
         CALLVAULT_DEFAULT_STORE=(
@@ -120,6 +124,7 @@ async def run(
         CALLVAULT_WEBHOOK_SCHEDULE=",".join(["1", "2"] + ["5"] * 20),
         CALLVAULT_WORKER_LEASE_SECS="10",
         CALLVAULT_UPLOAD_BACKOFF_CAP_SECS="5",
+        **extra,
     )
     cli_env = {**env, "CALLVAULT_DATA_DIR": str(tmp / "data-cli")}
     run_cli(cli_env, "migrate")
@@ -299,8 +304,10 @@ def main() -> None:
     parser.add_argument("--recordings", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--src", type=Path, help="run callvault from this src/ dir")
     args = parser.parse_args()
-    result = asyncio.run(soak(args.recordings, args.concurrency))
+    src = args.src.resolve() if args.src is not None else None
+    result = asyncio.run(soak(args.recordings, args.concurrency, src))
     print(json.dumps(result, indent=None if args.json else 2))
     if result["lost"] or result["bad_signatures"] or result["duplicate_pct"] > 1:
         sys.exit(1)
