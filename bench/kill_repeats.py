@@ -21,7 +21,7 @@ converged:
   2xx delivery whose signature verifies (must be 0);
 - 2xx -> durable record: the commit time of each 2xx attempt row
   (`pg_xact_commit_timestamp(xmin)`) minus its `finished_at`; the records the outage held
-  back (answered before the stop, committed after the start) apart.
+  back (answered before the start, committed after it) apart.
 `--src DIR` runs callvault from another tree's src/ (a before/after pair).
 """
 
@@ -254,7 +254,7 @@ def percentiles(secs: list[float]) -> dict[str, float]:
 
 async def record_windows(database_url: str, chaos: Chaos) -> dict[str, Any]:
     """Seconds from each 2xx attempt's end to the commit of its record: records that the
-    outage held back (answered before the stop, committed after the start) apart."""
+    outage held back (answered before the start, committed after it) apart."""
     rows = await query(
         database_url,
         """select extract(epoch from finished_at at time zone 'UTC') as answered,
@@ -264,7 +264,7 @@ async def record_windows(database_url: str, chaos: Chaos) -> dict[str, Any]:
     held, other = [], []
     for row in rows:
         answered, committed = float(row["answered"]), float(row["committed"])
-        spans = answered < chaos.outage_from_wall and committed > chaos.outage_to_wall
+        spans = answered < chaos.outage_to_wall < committed
         (held if spans else other).append(committed - answered)
     return {"outside_outage": percentiles(other), "held_by_outage": percentiles(held)}
 
