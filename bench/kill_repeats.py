@@ -10,9 +10,9 @@ customer's bucket (s3-generic) on one SeaweedFS, a receiver that answers 200 and
 request. K recordings are ingested at full throughput (concurrency C, each sent again until
 taken). Once a fifth of them have a 2xx delivery the database is stopped (`pg_ctl stop -m
 immediate`: clients see a crash) for `--outage-secs` and started again; once another tenth
-have a 2xx after that, the first worker is killed with SIGKILL and started again at once (kill
-and outage apart, so that each repeat can be put down to one of them). When everything has
-converged:
+have a 2xx after that and the first worker has logged a delivery of its own since the outage,
+it is killed with SIGKILL and started again at once (kill and outage apart, so that each repeat
+can be put down to one of them). When everything has converged:
 - repeats: deliveries answered 2xx of an event already answered 2xx; each repeated event is
   put down to the kill or the outage by when its first 2xx came (within 5 s before the kill,
   or from 5 s before the stop to the start);
@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +161,25 @@ async def stop_database(
     chaos.outage_to, chaos.outage_to_wall = time.monotonic(), time.time()
 
 
+def logged_at(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["timestamp"]).timestamp()
+
+
 async def kill_once(
     worker: CallvaultProcess, receiver: WebhookReceiver, more: int, chaos: Chaos
 ) -> None:
-    """Once the database is back and `more` deliveries have arrived since, SIGKILL the worker
-    and start it again at once."""
+    """Once the database is back, `more` deliveries have arrived since and the worker has
+    logged a delivery of its own since (it is delivering, not only uploading), SIGKILL it and
+    start it again at once."""
     while not chaos.outage_to:  # noqa: ASYNC110 (waiting for the outage task)
         await asyncio.sleep(0.05)
-    chaos.delivered_at_kill = await wait_delivered(receiver, len(receiver.deliveries) + more)
+    await wait_delivered(receiver, len(receiver.deliveries) + more)
+    while not any(  # noqa: ASYNC110 (polling a log file)
+        e.get("event") == "webhook delivered" and logged_at(e) > chaos.outage_to_wall
+        for e in worker.current.events()
+    ):
+        await asyncio.sleep(0.005)
+    chaos.delivered_at_kill = len(receiver.deliveries)
     worker.kill()
     chaos.kill_at = time.monotonic()
     worker.start()
