@@ -273,7 +273,8 @@ async def record_windows(database_url: str, chaos: Chaos) -> dict[str, Any]:
                   extract(epoch from pg_xact_commit_timestamp(xmin)) as committed
            from webhook_attempts where status_code between 200 and 299""",
     )
-    held, other = [], []
+    held: list[float] = []
+    other: list[float] = []
     for row in rows:
         answered, committed = float(row["answered"]), float(row["committed"])
         spans = answered < chaos.outage_to_wall < committed
