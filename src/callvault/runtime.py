@@ -179,7 +179,9 @@ class Runtime:
         )
 
     def __post_init__(self) -> None:
-        self.batch_writer = BatchWriter(self.sessions)
+        # PostgreSQL commits side by side: several batches may be in flight there
+        postgresql = self.engine.dialect.name == "postgresql"
+        self.batch_writer = BatchWriter(self.sessions, in_flight=4 if postgresql else 1)
 
     def domain_part(
         self,
