@@ -74,37 +74,3 @@ async def test_a_failing_deferred_unit_fails_no_caller(runtime: Runtime) -> None
     writer.defer(broken)
     assert await writer.run(urgent) == 7
     assert writer.split_batches == 1 and writer.deferred == 0
-
-
-async def test_on_postgresql_a_unit_does_not_wait_for_the_batch_under_way(
-    runtime: Runtime,
-) -> None:
-    """While one batch is still committing, a new unit goes in a batch of its own where the
-    database commits side by side (PostgreSQL); on SQLite it waits for the next batch."""
-    postgresql = runtime.engine.dialect.name == "postgresql"
-    assert runtime.batch_writer.in_flight == (4 if postgresql else 1)
-    writer = BatchWriter(runtime.sessions, in_flight=runtime.batch_writer.in_flight)
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(session: AsyncSession) -> str:
-        await session.execute(text("SELECT 1"))
-        started.set()
-        await release.wait()
-        return "slow"
-
-    async def quick(session: AsyncSession) -> str:
-        await session.execute(text("SELECT 1"))
-        return "quick"
-
-    slow_task = asyncio.create_task(writer.run(slow))
-    await started.wait()
-    quick_task = asyncio.create_task(writer.run(quick))
-    if postgresql:
-        assert await asyncio.wait_for(quick_task, 10) == "quick"
-        assert not slow_task.done()
-    else:
-        await asyncio.sleep(0.1)  # room for a second writer, were there one
-        assert writer.waiting == 1 and not quick_task.done()
-    release.set()
-    assert await slow_task == "slow"
-    assert await quick_task == "quick"

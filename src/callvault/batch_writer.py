@@ -8,12 +8,6 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
 - No timer: a lone unit is committed as soon as the writer takes it. Units arriving while a
   commit is under way wait for it and go together in the next one; the batch grows with the
   load by itself (a database's classic group commit).
-- Batches in flight: SQLite has one writer at a time anyway, so one batch is committed at a
-  time. PostgreSQL commits transactions side by side: there, a unit that arrives while every
-  writer is busy starts another (up to `in_flight`), so a webhook's delivery record does not
-  wait behind a batch under way. Measured on PostgreSQL with one batch at a time, the time from
-  a receiver's 2xx to its durable record grew from a p50 of 48 ms to 441 ms under load, and
-  more deliveries were repeated after an outage (docs/performance.md, the kill test).
 - One bad unit never fails its neighbours: when a batch fails (any unit raises, or the commit
   does), it is rolled back and every unit runs again alone, in its own transaction, so each
   caller gets its own result or its own error. A unit must therefore be safe to run again
@@ -75,16 +69,14 @@ class BatchWriter:
         sessions: async_sessionmaker[AsyncSession],
         max_batch: int = MAX_BATCH,
         defer_secs: float = DEFER_SECS,
-        in_flight: int = 1,
     ) -> None:
         self.sessions = sessions
         self.max_batch = max_batch
         self.defer_secs = defer_secs
-        self.in_flight = max(1, in_flight)
-        self._writers: set[asyncio.Task[None]] = set()
         self._waiting: deque[_Unit[Any]] = deque()
         self._deferred: deque[_Unit[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.Task[None] | None = None
         # what a test or a bench reads: commits made, units they carried, batches retried
         self.commits = 0
         self.units = 0
@@ -120,15 +112,12 @@ class BatchWriter:
             self._start_writer()
 
     def _start_writer(self) -> None:
-        # a writer runs until the queues are empty: every live one is committing a batch now
-        if len(self._writers) < self.in_flight:
+        if self._writer is None or self._writer.done():
             # a context of its own: the caller's (held write gates, bound log fields) is not
             # the writer's
-            writer = asyncio.get_running_loop().create_task(
+            self._writer = asyncio.get_running_loop().create_task(
                 self._write(), name="callvault batch writer", context=contextvars.Context()
             )
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)
 
     async def run(self, work: Work[T]) -> T:
         """Run `work` in a write transaction shared with whatever else is ready; return its

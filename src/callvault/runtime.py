@@ -179,9 +179,7 @@ class Runtime:
         )
 
     def __post_init__(self) -> None:
-        # PostgreSQL commits side by side: several batches may be in flight there
-        postgresql = self.engine.dialect.name == "postgresql"
-        self.batch_writer = BatchWriter(self.sessions, in_flight=4 if postgresql else 1)
+        self.batch_writer = BatchWriter(self.sessions)
 
     def domain_part(
         self,

@@ -44,33 +44,27 @@ async def _until(check: Callable[[], bool], what: str, within: float = 30.0) -> 
 
 
 class HeldWriter:
-    """Holds every writer of the runtime's batch writer busy until `release()` (one on SQLite,
-    `in_flight` on PostgreSQL, where batches commit side by side)."""
+    """Holds the runtime's batch writer busy until `release()`."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.gate = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def slots(self) -> int:
-        return self.runtime.batch_writer.in_flight
+        self.holding = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
 
     async def hold(self) -> None:
-        for _ in range(self.slots):  # one at a time: each in a batch, so a writer, of its own
-            holding = asyncio.Event()
+        async def wait(session: AsyncSession) -> None:
+            self.holding.set()
+            await self.gate.wait()
 
-            async def wait(session: AsyncSession, holding: asyncio.Event = holding) -> None:
-                holding.set()
-                await self.gate.wait()
-
-            self.tasks.append(asyncio.create_task(self.runtime.batch_writer.run(wait)))
-            await holding.wait()  # running inside a writer's transaction
+        self.task = asyncio.create_task(self.runtime.batch_writer.run(wait))
+        await self.holding.wait()  # running inside the writer's transaction
         assert self.runtime.batch_writer.waiting == 0
 
     async def release(self) -> None:
         self.gate.set()
-        await asyncio.gather(*self.tasks)
+        assert self.task is not None
+        await self.task
 
 
 @pytest.fixture
@@ -167,8 +161,7 @@ async def test_the_same_recording_twice_in_one_batch_is_one_recording(
     await held.release()
     first, second = await asyncio.gather(*sends)
 
-    # the holders', then the pair's together
-    assert writer.commits == commits_before + held.slots + 1
+    assert writer.commits == commits_before + 2  # the holder's, then the pair's together
     assert sorted([first.status_code, second.status_code]) == [200, 202]
     assert first.json()["data"]["id"] == second.json()["data"]["id"]
     assert await rows_for_connection(runtime, connection_id) == 1
