@@ -64,7 +64,7 @@ from tests.faults.cluster import (
 from tests.faults.wavs import noise_wav
 from tests.receiver import Delivery, WebhookReceiver
 from tests.servers import PrivatePostgres, SeaweedFS
-from tests.worker.flow import ingest_metadata
+from tests.worker.flow import create_application, ingest_metadata, s3_generic, set_credentials
 
 STAGING_BUCKET = "kill-staging"
 CUSTOMER_BUCKET = "kill-customer"
@@ -119,30 +119,11 @@ async def set_up_account(
     """An application that sends webhooks to the receiver and stores in the customer's bucket."""
     headers = {"Authorization": f"Bearer {account['api_key']}"}
     async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) as client:
-        created = await client.post(
-            "/v2/call_control_applications",
-            json={
-                "application_name": "kill-repeats",
-                "webhook_event_url": receiver.url(),
-                "webhook_api_version": "2",
-            },
+        connection_id = await create_application(client, account["api_key"], receiver.url())
+        configuration = s3_generic(seaweed, CUSTOMER_BUCKET)
+        await set_credentials(
+            client, account["api_key"], connection_id, "s3-generic", configuration
         )
-        assert created.status_code == 201, created.text
-        connection_id = str(created.json()["data"]["id"])
-        stored = await client.post(
-            f"/v2/custom_storage_credentials/{connection_id}",
-            json={
-                "backend": "s3-generic",
-                "configuration": {
-                    "bucket": CUSTOMER_BUCKET,
-                    "region": seaweed.region,
-                    "endpoint": seaweed.endpoint,
-                    "aws_access_key_id": seaweed.access_key,
-                    "aws_secret_access_key": seaweed.secret_key,
-                },
-            },
-        )
-        assert stored.status_code == 200, stored.text
     return connection_id
 
 
