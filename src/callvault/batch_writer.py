@@ -20,6 +20,17 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
   caller waits for the batch's outcome before the cancellation goes on, so that it knows
   whether its unit ran (e.g. ingest then keeps the object a committed row points to).
 
+- `run(..., express=True)` is for a unit whose wait costs something outside (a webhook round's
+  record: until it commits, a crash sends the round again). Express units go first in the next
+  batch. If one still waits `express_after` seconds later because the batch under way is slow
+  (a busy event loop makes every statement slow), a second writer takes the express units
+  alone, so their wait is bounded. A batch that commits in time never starts it: at moderate
+  load the commits per unit stay as with one writer. Only where the database has more than
+  one writer (PostgreSQL): SQLite's second writer would only wait for the first one's lock.
+- A unit whose type has `write_together(session, units)` (a `Joinable`) is written with the
+  others of its type in its batch by that one call: one statement per table for all of them
+  instead of one per unit (each statement is a round trip; on a busy event loop a slow one).
+  Alone (its batch split, or no other of its kind), it is called as any unit.
 - `defer` takes a unit nobody waits for (e.g. forgetting a deleted staging copy's key: a crash
   before it commits is repaired by a sweep): it rides along with the next batch, or, if
   nothing else commits within DEFER_SECS, is committed alone. Its failure is logged.
@@ -33,9 +44,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,12 +56,16 @@ from callvault.db import database_unavailable, transaction
 log = structlog.get_logger("callvault.db")
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 Work = Callable[[AsyncSession], Awaitable[T]]
 
 # a batch's units run one after the other: bound the wait of the last one
 MAX_BATCH = 64
 # how long a deferred unit waits for a batch to ride along with before it commits alone
 DEFER_SECS = 1.0
+# how long an express unit waits for the batch under way before a second writer takes it:
+# half the 2xx -> record window before group commit (docs/performance.md, the kill test)
+EXPRESS_AFTER_SECS = 0.025
 
 
 @dataclass(eq=False)
@@ -58,6 +73,7 @@ class _Unit(Generic[T]):
     work: Work[T]
     future: asyncio.Future[T]
     taken: bool = False
+    queued_at: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -69,23 +85,30 @@ class BatchWriter:
         sessions: async_sessionmaker[AsyncSession],
         max_batch: int = MAX_BATCH,
         defer_secs: float = DEFER_SECS,
+        express_after: float | None = None,
     ) -> None:
         self.sessions = sessions
         self.max_batch = max_batch
         self.defer_secs = defer_secs
+        self.express_after = express_after
+        self._express: deque[_Unit[Any]] = deque()
         self._waiting: deque[_Unit[Any]] = deque()
         self._deferred: deque[_Unit[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._express_timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
-        # what a test or a bench reads: commits made, units they carried, batches retried
+        self._express_writer: asyncio.Task[None] | None = None
+        # what a test or a bench reads: commits made, units they carried, batches retried,
+        # batches the express writer took
         self.commits = 0
         self.units = 0
         self.split_batches = 0
+        self.express_batches = 0
 
     @property
     def waiting(self) -> int:
         """Units not taken into a batch yet."""
-        return len(self._waiting)
+        return len(self._waiting) + len(self._express)
 
     @property
     def deferred(self) -> int:
@@ -113,24 +136,37 @@ class BatchWriter:
 
     def _start_writer(self) -> None:
         if self._writer is None or self._writer.done():
-            # a context of its own: the caller's (held write gates, bound log fields) is not
-            # the writer's
-            self._writer = asyncio.get_running_loop().create_task(
-                self._write(), name="callvault batch writer", context=contextvars.Context()
+            self._writer = _writer_task(self._write(), "callvault batch writer")
+        elif self._express and self.express_after is not None and self._express_timer is None:
+            self._express_timer = asyncio.get_running_loop().call_later(
+                self.express_after, self._start_express_writer
             )
 
-    async def run(self, work: Work[T]) -> T:
-        """Run `work` in a write transaction shared with whatever else is ready; return its
-        result once committed (or raise its own error)."""
+    def _start_express_writer(self) -> None:
+        self._express_timer = None
+        if not self._express or not (self._express_writer is None or self._express_writer.done()):
+            return
         loop = asyncio.get_running_loop()
-        unit: _Unit[T] = _Unit(work, loop.create_future())
-        self._waiting.append(unit)
+        # the unit that armed the timer may have been taken since: wait for the oldest one's
+        left = (self.express_after or 0.0) - (loop.time() - self._express[0].queued_at)
+        if left > 0:
+            self._express_timer = loop.call_later(left, self._start_express_writer)
+            return
+        self._express_writer = _writer_task(self._write_express(), "callvault express writer")
+
+    async def run(self, work: Work[T], express: bool = False) -> T:
+        """Run `work` in a write transaction shared with whatever else is ready; return its
+        result once committed (or raise its own error). `express`: see the module docstring."""
+        loop = asyncio.get_running_loop()
+        unit: _Unit[T] = _Unit(work, loop.create_future(), queued_at=loop.time())
+        queue = self._express if express else self._waiting
+        queue.append(unit)
         self._start_writer()
         try:
             return await asyncio.shield(unit.future)
         except asyncio.CancelledError:
             if not unit.taken:
-                self._waiting.remove(unit)
+                queue.remove(unit)
                 raise
             # taken: the unit runs (or ran) whatever happens now; let the caller know when
             # its outcome is settled
@@ -142,36 +178,39 @@ class BatchWriter:
             raise
 
     async def _write(self) -> None:
-        while self._waiting or self._deferred:
-            batch: list[_Unit[Any]] = []
-            for queue in (self._waiting, self._deferred):
-                while queue and len(batch) < self.max_batch:
-                    unit = queue.popleft()
-                    unit.taken = True
-                    batch.append(unit)
-            try:
-                await self._commit(batch)
-            except BaseException:
-                # the writer itself was cancelled (the loop is closing): what waits never runs
-                for queue in (self._waiting, self._deferred):
-                    while queue:
-                        unit = queue.popleft()
-                        unit.taken = True
-                        batch.append(unit)
-                raise
-            finally:
-                for unit in batch:
-                    if not unit.future.done():
-                        unit.future.cancel()
-                    unit.done.set()
+        queues = (self._express, self._waiting, self._deferred)
+        while any(queues):
+            await self._write_batch(queues)
+
+    async def _write_express(self) -> None:
+        while self._express:
+            await self._write_batch((self._express,))
+            self.express_batches += 1
+
+    async def _write_batch(self, queues: tuple[deque[_Unit[Any]], ...]) -> None:
+        batch: list[_Unit[Any]] = []
+        for queue in queues:
+            while queue and len(batch) < self.max_batch:
+                batch.append(_take(queue))
+        try:
+            await self._commit(batch)
+        except BaseException:
+            # the writer itself was cancelled (the loop is closing): what waits never runs
+            for queue in queues:
+                while queue:
+                    batch.append(_take(queue))
+            raise
+        finally:
+            for unit in batch:
+                if not unit.future.done():
+                    unit.future.cancel()
+                unit.done.set()
 
     async def _commit(self, batch: list[_Unit[Any]]) -> None:
         if len(batch) > 1:
             try:
-                results = []
                 async with transaction(self.sessions) as session:
-                    for unit in batch:
-                        results.append(await unit.work(session))
+                    results = await _run_together(session, [unit.work for unit in batch])
             except Exception as exc:
                 if database_unavailable(exc):
                     for unit in batch:
@@ -197,6 +236,49 @@ class BatchWriter:
                 self.commits += 1
                 self.units += 1
                 unit.future.set_result(result)
+
+
+class Joinable(Protocol[T_co]):
+    """A unit that can also be written together with the others of its type."""
+
+    def __call__(self, session: AsyncSession) -> Awaitable[T_co]: ...
+
+    @classmethod
+    async def write_together(cls, session: AsyncSession, units: list[Any]) -> list[Any]:
+        """Write `units` (all of this type); return their results in order."""
+        ...
+
+
+async def _run_together(session: AsyncSession, works: list[Work[Any]]) -> list[Any]:
+    """Run a batch's units in one transaction: the `Joinable` ones by type, in one call each
+    at the place of the first of their type; the others one after the other."""
+    groups: dict[type, list[int]] = {}
+    for index, work in enumerate(works):
+        if hasattr(type(work), "write_together"):
+            groups.setdefault(type(work), []).append(index)
+    results: list[Any] = [None] * len(works)
+    for index, work in enumerate(works):
+        members = groups.get(type(work))
+        if members is None:
+            results[index] = await work(session)
+        elif members[0] == index:
+            joinable = cast(type[Joinable[Any]], type(work))
+            written = await joinable.write_together(session, [works[i] for i in members])
+            for member, result in zip(members, written, strict=True):
+                results[member] = result
+    return results
+
+
+def _take(queue: deque[_Unit[Any]]) -> _Unit[Any]:
+    unit = queue.popleft()
+    unit.taken = True
+    return unit
+
+
+def _writer_task(write: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    # a context of its own: the caller's (held write gates, bound log fields) is not the
+    # writer's
+    return asyncio.get_running_loop().create_task(write, name=name, context=contextvars.Context())
 
 
 async def _nothing(session: AsyncSession) -> None:

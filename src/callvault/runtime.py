@@ -22,7 +22,7 @@ from typing import Generic, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from callvault.batch_writer import BatchWriter
+from callvault.batch_writer import EXPRESS_AFTER_SECS, BatchWriter
 from callvault.config import Settings
 from callvault.db import make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
@@ -179,7 +179,10 @@ class Runtime:
         )
 
     def __post_init__(self) -> None:
-        self.batch_writer = BatchWriter(self.sessions)
+        postgresql = self.engine.dialect.name == "postgresql"
+        self.batch_writer = BatchWriter(
+            self.sessions, express_after=EXPRESS_AFTER_SECS if postgresql else None
+        )
 
     def domain_part(
         self,

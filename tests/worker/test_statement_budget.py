@@ -204,6 +204,7 @@ async def test_fsynced_commits_per_recording_at_concurrency_8(
 
     counter = SqlCounter()
     counter.attach(runtime.engine)
+    express_before = runtime.batch_writer.express_batches
     try:
         await asyncio.gather(*(send(wav) for wav in audio))
         await webhook_receiver.wait_for(1 + count, within=60)
@@ -215,6 +216,6 @@ async def test_fsynced_commits_per_recording_at_concurrency_8(
     print(
         f"\ndefault store, concurrency {CONCURRENCY}, {runtime.engine.dialect.name}: "
         f"{commits:.2f} fsynced commits, {len(counter.statements) / count:.2f} statements "
-        "per recording"
+        f"per recording ({runtime.batch_writer.express_batches - express_before} express batches)"
     )
     assert commits <= MAX_FSYNCED_COMMITS_AT_CONCURRENCY, "\n".join(counter.statements)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -205,24 +206,48 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + RECORD_PATIENCE_SECS
         pause = 0.2
-
-        async def write(session: AsyncSession) -> bool:
-            # fresh rows each try: a rolled-back session leaves them unusable
-            rows = [_attempt_row(event_id, attempt, r, now) for r in results]
-            await repository.add_attempts(session, rows)
-            return await repository.finish_round(session, event_id, owner, state.values)
-
+        write = RoundRecord(event_id, owner, attempt, results, now, state.values)
         while True:
             try:
                 # group commit (issue 24): the rounds whose answers are in share one commit,
-                # taken at once (no timer), so the record follows the 2xx no later than before
-                return await self.runtime.batch_writer.run(write)
+                # taken at once (no timer); express: a record never waits long behind a slow
+                # batch, so it follows the 2xx no later than before batching
+                return await self.runtime.batch_writer.run(write, express=True)
             except Exception as exc:
                 if not database_unavailable(exc) or loop.time() + pause > give_up_at:
                     raise
                 log.warning("database unavailable: round not recorded yet", retry_in=pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A round's durable record (its attempts, the event's next state, the lease given back):
+    a group-commit unit, written together with the other rounds of its batch (one INSERT of
+    every attempt, one UPDATE per set of columns: batch_writer.Joinable)."""
+
+    event_id: str
+    owner: str
+    attempt: int
+    results: Sequence[AttemptResult]
+    now: datetime
+    values: dict[str, Any]
+
+    async def __call__(self, session: AsyncSession) -> bool:
+        return (await self.write_together(session, [self]))[0]
+
+    @classmethod
+    async def write_together(cls, session: AsyncSession, rounds: list[RoundRecord]) -> list[bool]:
+        """False for a round whose lease was lost. Rows are built here, fresh each try: a
+        rolled-back session leaves them unusable."""
+        await repository.add_attempts(
+            session,
+            [_attempt_row(r.event_id, r.attempt, a, r.now) for r in rounds for a in r.results],
+        )
+        return await repository.finish_rounds(
+            session, [(r.event_id, r.owner, r.values) for r in rounds]
+        )
 
 
 def _attempt_row(

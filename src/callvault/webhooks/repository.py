@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import String, Text, bindparam, cast, exists, func, or_, select, update
+from sqlalchemy import String, Text, bindparam, cast, exists, func, or_, select, update, values
 from sqlalchemy import column as table_column
 from sqlalchemy import table as lightweight_table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -115,6 +115,59 @@ async def finish_round(
         statement, {"held_id": event_id, "held_owner": owner, **parameters}
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def finish_rounds(
+    session: AsyncSession, rounds: Sequence[tuple[str, str, dict[str, Any]]]
+) -> list[bool]:
+    """`finish_round` for many rounds (event id, owner, values) in one statement per set of
+    columns on PostgreSQL (UPDATE … FROM VALUES … RETURNING: each round still learns whether
+    its lease held); one statement per round elsewhere."""
+    events = [event_id for event_id, _, _ in rounds]
+    if session.get_bind().dialect.name != "postgresql" or len(set(events)) < len(events):
+        return [await finish_round(session, *held) for held in rounds]
+    groups: dict[tuple[str, ...], list[tuple[str, str, dict[str, Any]]]] = {}
+    for held in rounds:
+        groups.setdefault(tuple(sorted(held[2])), []).append(held)
+    kept: set[str] = set()
+    for columns, members in groups.items():
+        if len(members) == 1:  # the one-round statement is compiled once; VALUES every time
+            if await finish_round(session, *members[0]):
+                kept.add(members[0][0])
+            continue
+        result = await session.execute(_finish_rounds_statement(columns, members))
+        kept.update(result.scalars())
+    return [event_id in kept for event_id in events]
+
+
+def _finish_rounds_statement(
+    columns: tuple[str, ...], rounds: list[tuple[str, str, dict[str, Any]]]
+) -> Any:
+    table = WebhookEvent.__table__
+    held = values(
+        table_column("held_id", table.c.id.type),
+        table_column("held_owner", table.c.lease_owner.type),
+        *(table_column(f"new_{name}", table.c[name].type) for name in columns),
+        name="held",
+    ).data([(event_id, owner, *(new[name] for name in columns)) for event_id, owner, new in rounds])
+    return (
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == held.c.held_id,
+            WebhookEvent.lease_owner == held.c.held_owner,
+            WebhookEvent.status == EventStatus.PENDING,
+        )
+        .values(
+            {
+                # a column that is NULL in every row would be text: cast back
+                **{name: cast(held.c[f"new_{name}"], table.c[name].type) for name in columns},
+                "lease_owner": None,
+                "lease_until": None,
+            }
+        )
+        .returning(WebhookEvent.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _finish_round_statement(columns: tuple[str, ...]) -> Any:

@@ -1,0 +1,127 @@
+"""A webhook round's durable record written together with the other rounds of its batch
+(issue 24): one INSERT of every attempt and, on PostgreSQL, one UPDATE per set of columns,
+each round still told whether its lease held."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from callvault.accounts.service import NewAccount
+from callvault.batch_writer import BatchWriter
+from callvault.db import transaction, utcnow
+from callvault.runtime import Runtime
+from callvault.webhooks.attempt import AttemptResult, Verdict
+from callvault.webhooks.delivery import RoundRecord
+from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
+from tests.worker.test_statement_budget import SqlCounter
+
+
+def _leased_event(account_id: str, owner: str) -> WebhookEvent:
+    now = utcnow()
+    return WebhookEvent(
+        id=str(uuid.uuid4()),
+        account_id=account_id,
+        application_id="1",
+        event_type="call.recording.saved",
+        api_version="2",
+        payload={},
+        status=EventStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        lease_owner=owner,
+        lease_until=now + timedelta(seconds=60),
+    )
+
+
+def _round(event: WebhookEvent, owner: str, delivered: bool) -> RoundRecord:
+    now = utcnow()
+    result = AttemptResult(
+        url="https://hooks.example.com/in",
+        verdict=Verdict.DELIVERED if delivered else Verdict.RETRY,
+        status_code=200 if delivered else 503,
+        latency_ms=1.0,
+        error=None if delivered else "HTTP 503",
+        finished_at=now,
+    )
+    if delivered:
+        values = {
+            "attempts": 1,
+            "last_error": None,
+            "status": EventStatus.DELIVERED,
+            "delivered_at": now,
+            "next_attempt_at": None,
+        }
+    else:
+        values = {"attempts": 1, "last_error": "HTTP 503", "next_attempt_at": now}
+    return RoundRecord(event.id, owner, 1, [result], now, values)
+
+
+async def test_rounds_written_together_each_learn_whether_their_lease_held(
+    runtime: Runtime, account: NewAccount
+) -> None:
+    events = [_leased_event(account.account_id, "me") for _ in range(4)]
+    events.append(_leased_event(account.account_id, "someone else"))  # taken over meanwhile
+    async with transaction(runtime.sessions) as session:
+        session.add_all(events)
+    rounds = [_round(event, "me", delivered=i % 2 == 0) for i, event in enumerate(events)]
+    counter = SqlCounter()
+    counter.attach(runtime.engine)
+    try:
+        async with transaction(runtime.sessions) as session:
+            kept = await RoundRecord.write_together(session, rounds)
+    finally:
+        counter.detach(runtime.engine)
+
+    assert kept == [True, True, True, True, False]
+    # PostgreSQL: one INSERT, one UPDATE per set of columns (delivered / to be retried);
+    # SQLite (one writer, statements in-process): one of each per round
+    expected = 3 if runtime.engine.dialect.name == "postgresql" else 2 * len(rounds)
+    assert len(counter.statements) == expected, counter.statements
+    ids = [event.id for event in events]
+    async with runtime.sessions() as session:
+        found = await session.scalars(select(WebhookEvent).where(WebhookEvent.id.in_(ids)))
+        stored = {e.id: e for e in found.all()}
+        attempts = (
+            await session.scalars(
+                select(WebhookAttempt.event_id).where(WebhookAttempt.event_id.in_(ids))
+            )
+        ).all()
+    assert sorted(attempts) == sorted(ids)
+    for i, event in enumerate(events[:4]):
+        row = stored[event.id]
+        assert (row.attempts, row.lease_owner, row.lease_until) == (1, None, None)
+        if i % 2 == 0:
+            assert (row.status, row.next_attempt_at, row.last_error) == ("delivered", None, None)
+            assert row.delivered_at is not None
+        else:
+            assert (row.status, row.last_error) == ("pending", "HTTP 503")
+            assert row.next_attempt_at is not None and row.delivered_at is None
+    taken = stored[events[4].id]
+    assert (taken.attempts, taken.lease_owner) == (0, "someone else")
+
+
+async def test_a_batch_of_rounds_is_written_together_by_the_writer(
+    runtime: Runtime, account: NewAccount
+) -> None:
+    """Through the group commit: rounds queued together are one call of `write_together`
+    (PostgreSQL: three statements for four rounds) and one commit."""
+    events = [_leased_event(account.account_id, "me") for _ in range(4)]
+    async with transaction(runtime.sessions) as session:
+        session.add_all(events)
+    writer = BatchWriter(runtime.sessions)
+    counter = SqlCounter()
+    counter.attach(runtime.engine)
+    rounds = [_round(event, "me", delivered=i % 2 == 0) for i, event in enumerate(events)]
+    try:
+        kept = await asyncio.gather(*(writer.run(r, express=True) for r in rounds))
+    finally:
+        counter.detach(runtime.engine)
+    assert kept == [True] * 4
+    # all four queued before the writer's first turn: one batch, one commit
+    assert (writer.commits, writer.units) == (1, 4)
+    expected = 3 if runtime.engine.dialect.name == "postgresql" else 2 * len(rounds)
+    assert len(counter.statements) == expected, counter.statements
