@@ -86,8 +86,10 @@ class BatchWriter:
         max_batch: int = MAX_BATCH,
         defer_secs: float = DEFER_SECS,
         express_after: float | None = None,
+        express_sessions: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.express_sessions = express_sessions or sessions
         self.max_batch = max_batch
         self.defer_secs = defer_secs
         self.express_after = express_after
@@ -180,20 +182,24 @@ class BatchWriter:
     async def _write(self) -> None:
         queues = (self._express, self._waiting, self._deferred)
         while any(queues):
-            await self._write_batch(queues)
+            await self._write_batch(queues, self.sessions)
 
     async def _write_express(self) -> None:
         while self._express:
-            await self._write_batch((self._express,))
+            await self._write_batch((self._express,), self.express_sessions)
             self.express_batches += 1
 
-    async def _write_batch(self, queues: tuple[deque[_Unit[Any]], ...]) -> None:
+    async def _write_batch(
+        self,
+        queues: tuple[deque[_Unit[Any]], ...],
+        sessions: async_sessionmaker[AsyncSession],
+    ) -> None:
         batch: list[_Unit[Any]] = []
         for queue in queues:
             while queue and len(batch) < self.max_batch:
                 batch.append(_take(queue))
         try:
-            await self._commit(batch)
+            await self._commit(batch, sessions)
         except BaseException:
             # the writer itself was cancelled (the loop is closing): what waits never runs
             for queue in queues:
@@ -206,10 +212,12 @@ class BatchWriter:
                     unit.future.cancel()
                 unit.done.set()
 
-    async def _commit(self, batch: list[_Unit[Any]]) -> None:
+    async def _commit(
+        self, batch: list[_Unit[Any]], sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
         if len(batch) > 1:
             try:
-                async with transaction(self.sessions) as session:
+                async with transaction(sessions) as session:
                     results = await _run_together(session, [unit.work for unit in batch])
             except Exception as exc:
                 if database_unavailable(exc):
@@ -228,7 +236,7 @@ class BatchWriter:
                 return
         for unit in batch:
             try:
-                async with transaction(self.sessions) as session:
+                async with transaction(sessions) as session:
                     result = await unit.work(session)
             except Exception as exc:
                 unit.future.set_exception(exc)

@@ -94,7 +94,9 @@ POOL_TIMEOUT_SECS = 30.0
 WRITES = "callvault_writes"
 
 
-def make_engine(database_url: str) -> AsyncEngine:
+def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """`pool_size` and `pre_ping` are for PostgreSQL (a pool without pre-ping: a connection
+    that died is found by the next statement, an outage error for its caller)."""
     url = sqlalchemy_url(database_url)
     private_sqlite_file(url)
     kwargs: dict[str, Any] = {}
@@ -107,9 +109,9 @@ def make_engine(database_url: str) -> AsyncEngine:
         kwargs["module"] = sqlite_driver.dbapi()
     else:
         kwargs.update(
-            pool_size=10,
-            max_overflow=10,
-            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=pre_ping,
             # a database that stops answering must not hold a request or a job forever:
             # connecting, every statement and the wait for a pooled connection are bounded
             pool_timeout=POOL_TIMEOUT_SECS,

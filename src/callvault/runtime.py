@@ -158,6 +158,7 @@ class Runtime:
     # group commit (batch_writer.py): ingest's rows and the worker's outcomes and delivery
     # records that are ready together share one transaction and one fsync (issue 24)
     batch_writer: BatchWriter = field(init=False)
+    _express_engine: AsyncEngine | None = field(init=False, default=None, repr=False)
     # what the domains keep per process, by type (`domain_part`), and how to close it
     _parts: dict[type, object] = field(init=False, default_factory=dict, repr=False)
     _closers: list[Callable[[], None]] = field(init=False, default_factory=list, repr=False)
@@ -179,10 +180,20 @@ class Runtime:
         )
 
     def __post_init__(self) -> None:
-        postgresql = self.engine.dialect.name == "postgresql"
-        self.batch_writer = BatchWriter(
-            self.sessions, express_after=EXPRESS_AFTER_SECS if postgresql else None
-        )
+        if self.engine.dialect.name == "postgresql":
+            # the express writer's own connection, kept between batches: no pre-ping round
+            # trip between a receiver's 2xx and its record (a dead one fails one batch, whose
+            # records are retried as in an outage)
+            self._express_engine = make_engine(
+                self.settings.database_url, pool_size=1, pre_ping=False
+            )
+            self.batch_writer = BatchWriter(
+                self.sessions,
+                express_after=EXPRESS_AFTER_SECS,
+                express_sessions=make_sessionmaker(self._express_engine),
+            )
+        else:
+            self.batch_writer = BatchWriter(self.sessions)
 
     def domain_part(
         self,
@@ -202,4 +213,6 @@ class Runtime:
     async def close(self) -> None:
         for close in self._closers:
             close()
+        if self._express_engine is not None:
+            await self._express_engine.dispose()
         await self.engine.dispose()
