@@ -210,8 +210,8 @@ class Deliverer:
         while True:
             try:
                 # group commit (issue 24): the rounds whose answers are in share one commit,
-                # taken at once (no timer); express: a record never waits long behind a slow
-                # batch, so it follows the 2xx no later than before batching
+                # taken at once (no timer); express: a record goes first and does not wait
+                # long behind a slow batch (the 2xx -> record window, docs/performance.md)
                 return await self.runtime.batch_writer.run(write, express=True)
             except Exception as exc:
                 if not database_unavailable(exc) or loop.time() + pause > give_up_at:
@@ -225,7 +225,7 @@ class Deliverer:
 class RoundRecord:
     """A round's durable record (its attempts, the event's next state, the lease given back):
     a group-commit unit, written together with the other rounds of its batch (one INSERT of
-    every attempt, one UPDATE per set of columns: batch_writer.Joinable)."""
+    every attempt; on PostgreSQL one UPDATE per set of columns: batch_writer.Joinable)."""
 
     event_id: str
     owner: str

@@ -117,16 +117,17 @@ async def finish_round(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def finish_rounds(
-    session: AsyncSession, rounds: Sequence[tuple[str, str, dict[str, Any]]]
-) -> list[bool]:
+Round = tuple[str, str, dict[str, Any]]  # event id, lease owner, the event's new values
+
+
+async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
     """`finish_round` for many rounds (event id, owner, values) in one statement per set of
     columns on PostgreSQL (UPDATE … FROM VALUES … RETURNING: each round still learns whether
     its lease held); one statement per round elsewhere."""
     events = [event_id for event_id, _, _ in rounds]
     if session.get_bind().dialect.name != "postgresql" or len(set(events)) < len(events):
         return [await finish_round(session, *held) for held in rounds]
-    groups: dict[tuple[str, ...], list[tuple[str, str, dict[str, Any]]]] = {}
+    groups: dict[tuple[str, ...], list[Round]] = {}
     for held in rounds:
         groups.setdefault(tuple(sorted(held[2])), []).append(held)
     kept: set[str] = set()
@@ -140,9 +141,16 @@ async def finish_rounds(
     return [event_id in kept for event_id in events]
 
 
-def _finish_rounds_statement(
-    columns: tuple[str, ...], rounds: list[tuple[str, str, dict[str, Any]]]
-) -> Any:
+def _held_round(event_id: Any, owner: Any) -> tuple[Any, ...]:
+    """A round's outcome is written only to a pending event whose lease the round holds."""
+    return (
+        WebhookEvent.id == event_id,
+        WebhookEvent.lease_owner == owner,
+        WebhookEvent.status == EventStatus.PENDING,
+    )
+
+
+def _finish_rounds_statement(columns: tuple[str, ...], rounds: list[Round]) -> Any:
     table = WebhookEvent.__table__
     held = values(
         table_column("held_id", table.c.id.type),
@@ -152,11 +160,7 @@ def _finish_rounds_statement(
     ).data([(event_id, owner, *(new[name] for name in columns)) for event_id, owner, new in rounds])
     return (
         update(WebhookEvent)
-        .where(
-            WebhookEvent.id == held.c.held_id,
-            WebhookEvent.lease_owner == held.c.held_owner,
-            WebhookEvent.status == EventStatus.PENDING,
-        )
+        .where(*_held_round(held.c.held_id, held.c.held_owner))
         .values(
             {
                 # a column that is NULL in every row would be text: cast back
@@ -176,11 +180,7 @@ def _finish_round_statement(columns: tuple[str, ...]) -> Any:
     table = WebhookEvent.__table__
     return (
         update(WebhookEvent)
-        .where(
-            WebhookEvent.id == bindparam("held_id"),
-            WebhookEvent.lease_owner == bindparam("held_owner"),
-            WebhookEvent.status == EventStatus.PENDING,
-        )
+        .where(*_held_round(bindparam("held_id"), bindparam("held_owner")))
         .values(
             {
                 **{name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns},
