@@ -33,5 +33,7 @@ async def test_a_store_works_through_the_guard(name: str, make_backend, tmp_path
     assert body == source.read_bytes()
     await store.delete("a/rec.wav")
     assert await store.head("a/rec.wav") is None
-    # the requests went through the guard (each client opens at least one connection)
-    assert guard.connected > before
+    # the five requests went through the guard, kept alive: a connection per client library
+    # (azure: the SDK's uploads and obstore's reads; gcs: the token endpoint and the API), where
+    # a connection per request made 5 to 7
+    assert 0 < guard.connected - before <= 2

@@ -13,9 +13,9 @@ rebinding). So none of them connects by itself: each is pointed at this proxy, w
 - answers a refused connection with 403 and a body naming the policy, so the client fails
   instead of reaching the address.
 
-Plain-http requests are forwarded one per connection (`Connection: close` both ways), which keeps
-the proxy a byte pipe that never parses a body. TLS goes end to end through CONNECT, so the
-client still checks the certificate of the name it asked for.
+Plain-http requests are framed by h11 and kept alive on both sides while they go to the same
+host and port (plain_http.py). TLS goes end to end through CONNECT, so the client still checks
+the certificate of the name it asked for.
 
 The proxy listens on 127.0.0.1 with a random port and asks for no password: it lets nobody reach
 anything they could not reach without it (a local process can connect to public addresses and to
@@ -39,10 +39,20 @@ import socket
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
+import h11
 import httpcore
 
+from callvault.outbound.plain_http import (
+    BadRequest,
+    EndpointFailed,
+    Peer,
+    answerable,
+    default_port,
+    serve,
+)
 from callvault.outbound.transport import (
     PolicyRefusal,
     Resolver,
@@ -58,14 +68,6 @@ PIPE_CHUNK = 256 * 1024
 REFUSED_PREFIX = "callvault egress policy"
 
 
-class BadRequest(Exception):
-    """The client sent something the proxy does not forward."""
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
-
-
 def trusted_endpoints(endpoints: Iterable[str]) -> frozenset[tuple[str, int]]:
     """(host, port) of every endpoint the operator configured (comma-separated values too;
     empty ones are skipped)."""
@@ -79,7 +81,7 @@ def trusted_endpoints(endpoints: Iterable[str]) -> frozenset[tuple[str, int]]:
                 value = "http://" + value
             try:
                 parts = urlsplit(value)
-                port = parts.port or _default_port(parts.scheme)
+                port = parts.port or default_port(parts.scheme)
             except ValueError:
                 continue
             # a template such as https://{account_name}.blob... trusts nothing by name
@@ -121,54 +123,12 @@ def parse_head(raw: bytes) -> RequestHead:
     return RequestHead(parts[0], parts[1], parts[2], headers)
 
 
-# hop-by-hop headers a forward proxy must not pass on (RFC 9110 7.6.1), and our own credentials
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-    }
-)
-
-
-def origin_form(head: RequestHead) -> tuple[str, int, bytes]:
-    """(host, port, the request head to send upstream) for an absolute-form http request."""
-    try:
-        parts = urlsplit(head.target)
-        port = parts.port or _default_port(parts.scheme)
-    except ValueError as exc:
-        raise BadRequest("malformed request target") from exc
-    if parts.scheme != "http" or not parts.hostname:
-        raise BadRequest("only absolute http:// targets are forwarded (https goes by CONNECT)")
-    if parts.username is not None or parts.password is not None:
-        raise BadRequest("credentials in the request target")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    lines = [f"{head.method} {path} HTTP/1.1"]
-    lines += [f"{k}: {v}" for k, v in head.headers if k.lower() not in _HOP_BY_HOP]
-    lines.append("Connection: close")
-    return parts.hostname, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
 def connect_target(head: RequestHead) -> tuple[str, int]:
     """(host, port) of a CONNECT request."""
     host, sep, port_text = head.target.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise BadRequest("CONNECT needs host:port")
     return host.strip("[]"), int(port_text)
-
-
-def with_connection_close(raw: bytes) -> bytes:
-    """A response head with its Connection header replaced by `Connection: close`."""
-    lines = raw.decode("latin-1").split("\r\n")
-    kept = [line for line in lines[1:] if line and not line.lower().startswith("connection:")]
-    return ("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
 
 
 def _answer(status: str, body: str) -> bytes:
@@ -279,6 +239,7 @@ class EgressProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         no_delay(client_w)
+        client: Peer | None = None
         try:
             async with asyncio.timeout(HEAD_TIMEOUT_SECS):
                 raw = await client_r.readuntil(b"\r\n\r\n")
@@ -286,9 +247,20 @@ class EgressProxy:
             if head.method == "CONNECT":
                 await self._tunnel(head, client_r, client_w)
             else:
-                await self._forward(head, client_r, client_w)
-        except (BadRequest, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            client_w.write(_answer("400 Bad Request", f"{REFUSED_PREFIX}: {exc}"))
+                client = Peer(h11.Connection(h11.SERVER, HEAD_LIMIT), client_r, client_w)
+                client.conn.receive_data(raw)
+                await serve(client, partial(self._open_plain, client_w), HEAD_TIMEOUT_SECS)
+        except EndpointFailed as exc:
+            if client is not None and answerable(client):
+                client_w.write(_answer("502 Bad Gateway", f"the endpoint failed: {exc}"))
+        except (
+            BadRequest,
+            h11.ProtocolError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:
+            if client is None or answerable(client):
+                client_w.write(_answer("400 Bad Request", f"{REFUSED_PREFIX}: {exc}"))
         except (TimeoutError, ConnectionError, OSError):
             pass
         finally:
@@ -328,30 +300,17 @@ class EgressProxy:
         finally:
             await _close(up_w)
 
-    async def _forward(
-        self, head: RequestHead, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
-    ) -> None:
-        host, port, request = origin_form(head)
+    async def _open_plain(
+        self, client_w: asyncio.StreamWriter, host: str, port: int
+    ) -> Peer | None:
+        """A checked connection for plain-http requests to `host:port` (None: refused, and
+        the client answered)."""
         upstream = await self._upstream(host, port, client_w)
         if upstream is None:
-            return
+            return None
         self.connected += 1
         up_r, up_w = upstream
-        up_w.write(request)
-        sending = asyncio.ensure_future(_pipe(client_r, up_w))
-        try:
-            while True:  # interim 1xx answers pass as they are; the final one closes
-                answer = await up_r.readuntil(b"\r\n\r\n")
-                if not answer.startswith(b"HTTP/1.1 1") and not answer.startswith(b"HTTP/1.0 1"):
-                    client_w.write(with_connection_close(answer))
-                    break
-                client_w.write(answer)
-            await _pipe(up_r, client_w)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            sending.cancel()
-            await _close(up_w)
+        return Peer(h11.Connection(h11.CLIENT, HEAD_LIMIT), up_r, up_w)
 
 
 _shared: dict[bool, EgressProxy] = {}
