@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.service import NewAccount
 from callvault.db import transaction
 from callvault.recordings.models import RecordingStatus
 from callvault.runtime import Runtime
+from callvault.webhooks.models import WebhookEvent
 from tests.recordings.conftest import (
     metadata_for,
     objects_of,
@@ -31,6 +32,7 @@ from tests.recordings.conftest import (
     rows_for_connection,
 )
 from tests.recordings.samples import make_wav
+from tests.worker.test_statement_budget import SqlCounter
 
 pytestmark = pytest.mark.usefixtures("clean_incoming")
 
@@ -197,3 +199,37 @@ async def test_a_caller_cancelled_before_its_turn_runs_nothing(runtime: Runtime)
     assert writer.waiting == 0
     await held.release()
     assert ran == []
+
+
+async def test_ingests_in_one_batch_are_one_insert_per_table(
+    api: httpx.AsyncClient, runtime: Runtime, account: NewAccount, connection_id: str
+) -> None:
+    """Their rows are written together (ingest.NewRow is batch_writer.Joinable): one INSERT of
+    every recording and one of every saved event, however many ingests the batch holds."""
+    writer = runtime.batch_writer
+    held = HeldWriter(runtime)
+    await held.hold()
+    metas = [metadata_for(connection_id) for _ in range(4)]
+    sends = [
+        asyncio.create_task(post_recording(api, runtime, meta, make_wav(0.2))) for meta in metas
+    ]
+    await _until(lambda: writer.waiting == len(metas), "every ingest queued")
+    counter = SqlCounter()
+    counter.attach(runtime.engine)
+    try:
+        await held.release()
+        answers = await asyncio.gather(*sends)
+    finally:
+        counter.detach(runtime.engine)
+
+    assert [answer.status_code for answer in answers] == [202] * len(metas)
+    inserts = [s.split(" (")[0] for s in counter.statements if s.startswith("INSERT")]
+    assert inserts == ["INSERT INTO recordings", "INSERT INTO webhook_events"], counter.statements
+    assert await rows_for_connection(runtime, connection_id) == len(metas)
+    async with runtime.sessions() as session:
+        events = await session.scalar(
+            select(func.count())
+            .select_from(WebhookEvent)
+            .where(WebhookEvent.application_id == connection_id)
+        )
+    assert events == len(metas)

@@ -49,6 +49,7 @@ from callvault.recordings.upload import ReceivedUpload
 from callvault.runtime import AnyHandoff, Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
 from callvault.storage.layout import extension_for, object_key, recording_leaf, recording_object
+from callvault.webhooks import repository as webhook_repository
 from callvault.webhooks import service as webhooks
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
@@ -376,6 +377,29 @@ class NewRow:
                 application=self.context.application,
             )
         self.committing = True
+        return added
+
+    @classmethod
+    async def write_together(cls, session: AsyncSession, rows: list[NewRow]) -> list[bool]:
+        """Many ingests' rows in one statement per table (batch_writer.Joinable): the
+        recordings in one INSERT, then the saved events of those inserted without custom
+        storage in another."""
+        for row in rows:
+            row.event, row.committing = None, False
+        inserted = await repository.insert_many_new(session, [row.values for row in rows])
+        added = [row.values["id"] in inserted for row in rows]
+        for row, was_added in zip(rows, added, strict=True):
+            if was_added and not row.custom:
+                row.event = webhooks.saved_event(
+                    row.recording,
+                    row.context.application,
+                    recording_url=row.link,
+                    lease_owner=row.owner,
+                    lease_until=row.lease_until,
+                )
+        await webhook_repository.add_events(session, [row.event for row in rows if row.event])
+        for row in rows:
+            row.committing = True
         return added
 
     async def insert_without_event(self, runtime: Runtime) -> bool:

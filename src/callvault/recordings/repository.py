@@ -138,11 +138,13 @@ async def ingest_context(
     )
 
 
-def _insert_new_query(dialect: str, columns: tuple[str, ...]) -> Any:
+def _insert_new_query(dialect: str, columns: tuple[str, ...], table: Any = Recording) -> Any:
+    """The INSERT of `insert_new`; on the Table (not the entity), executed with many rows, it
+    is one INSERT of all of them (SQLAlchemy's insertmanyvalues), not the ORM's bulk path."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
         # explicit bind parameters: a None is written as NULL (column defaults stay out)
-        insert(Recording)
+        insert(table)
         .values({name: bindparam(name) for name in columns})
         .on_conflict_do_nothing(
             index_elements=["connection_id", "call_leg_id", "recording_started_at"]
@@ -152,6 +154,7 @@ def _insert_new_query(dialect: str, columns: tuple[str, ...]) -> Any:
 
 
 _INSERT_NEW: dict[tuple[str, tuple[str, ...]], Any] = {}
+_INSERT_MANY_NEW: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
 async def insert_new(session: AsyncSession, values: dict[str, Any]) -> bool:
@@ -164,6 +167,20 @@ async def insert_new(session: AsyncSession, values: dict[str, Any]) -> bool:
     if statement is None:
         statement = _INSERT_NEW[key] = _insert_new_query(*key)
     return (await session.execute(statement, values)).first() is not None
+
+
+async def insert_many_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """`insert_new` for many recordings in one statement (an INSERT of every row, ON CONFLICT
+    DO NOTHING, RETURNING the ids inserted); the ids inserted. Rows must name the same
+    columns."""
+    columns = tuple(sorted(rows[0]))
+    if any(tuple(sorted(row)) != columns for row in rows):
+        raise ValueError("rows name different columns")
+    key = (session.get_bind().dialect.name, columns)
+    statement = _INSERT_MANY_NEW.get(key)
+    if statement is None:
+        statement = _INSERT_MANY_NEW[key] = _insert_new_query(*key, table=Recording.__table__)
+    return set((await session.execute(statement, list(rows))).scalars())
 
 
 async def application_account_id(session: AsyncSession, connection_id: str) -> str | None:

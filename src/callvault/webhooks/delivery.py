@@ -32,7 +32,6 @@ from callvault.metrics import JOB_CRASHES, WEBHOOK_ATTEMPTS
 from callvault.runtime import Runtime
 from callvault.webhooks import payloads, repository
 from callvault.webhooks.attempt import AttemptResult, Sender, Verdict, timeout_for
-from callvault.webhooks.models import WebhookAttempt
 from callvault.webhooks.outcome import NextState, next_state, not_sent, round_error, round_verdict
 from callvault.webhooks.schedule import DEFAULT_SCHEDULE, schedule_from_env
 
@@ -252,21 +251,21 @@ class RoundRecord:
 
 def _attempt_row(
     event_id: str, attempt: int, result: AttemptResult, now: datetime
-) -> WebhookAttempt:
-    return WebhookAttempt(
-        event_id=event_id,
-        attempt=attempt,
-        url=result.url,
-        status_code=result.status_code,
-        latency_ms=result.latency_ms,
-        error=result.error,
-        created_at=now,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        request_headers=result.request_headers,
-        response_headers=result.response_headers,
-        response_body=result.response_body,
-    )
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "attempt": attempt,
+        "url": result.url,
+        "status_code": result.status_code,
+        "latency_ms": result.latency_ms,
+        "error": result.error,
+        "created_at": now,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "request_headers": result.request_headers,
+        "response_headers": result.response_headers,
+        "response_body": result.response_body,
+    }
 
 
 def _log_round(

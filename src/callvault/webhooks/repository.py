@@ -7,7 +7,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import String, Text, bindparam, cast, exists, func, or_, select, update, values
+from sqlalchemy import (
+    String,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+    values,
+)
 from sqlalchemy import column as table_column
 from sqlalchemy import table as lightweight_table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,8 +34,9 @@ async def application(session: AsyncSession, application_id: str) -> Application
     return await session.get(Application, application_id)
 
 
-async def add_event(session: AsyncSession, event: WebhookEvent) -> None:
-    session.add(event)
+async def add_events(session: AsyncSession, events: Sequence[WebhookEvent]) -> None:
+    """INSERT the events, in one statement however many they are (one flush)."""
+    session.add_all(events)
     await session.flush()
 
 
@@ -97,9 +111,16 @@ async def delivery_context(
     )
 
 
-async def add_attempts(session: AsyncSession, attempts: Sequence[WebhookAttempt]) -> None:
-    session.add_all(list(attempts))
-    await session.flush()
+# on the Table, executed with many rows: one INSERT for all of them. The ORM's flush would
+# fetch each new id back, which SQLite does one INSERT per row for.
+_ATTEMPTS: Table = WebhookAttempt.__table__  # type: ignore[assignment]
+_INSERT_ATTEMPTS = insert(_ATTEMPTS)
+
+
+async def add_attempts(session: AsyncSession, attempts: Sequence[dict[str, Any]]) -> None:
+    """INSERT the attempts (column values), in one statement however many they are."""
+    if attempts:
+        await session.execute(_INSERT_ATTEMPTS, list(attempts))
 
 
 async def finish_round(
@@ -125,8 +146,10 @@ async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[
     columns on PostgreSQL (UPDATE … FROM VALUES … RETURNING: each round still learns whether
     its lease held); one statement per round elsewhere."""
     events = [event_id for event_id, _, _ in rounds]
-    if session.get_bind().dialect.name != "postgresql" or len(set(events)) < len(events):
+    if len(set(events)) < len(events):
         return [await finish_round(session, *held) for held in rounds]
+    if session.get_bind().dialect.name != "postgresql":
+        return await _finish_rounds_in_turn(session, rounds)
     groups: dict[tuple[str, ...], list[Round]] = {}
     for held in rounds:
         groups.setdefault(tuple(sorted(held[2])), []).append(held)
@@ -139,6 +162,42 @@ async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[
         result = await session.execute(_finish_rounds_statement(columns, members))
         kept.update(result.scalars())
     return [event_id in kept for event_id in events]
+
+
+async def _finish_rounds_in_turn(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
+    """SQLite: which leases the rounds still hold, in one SELECT; then one UPDATE executed
+    for all the held rounds of a set of columns. The caller's transaction holds SQLite's one
+    write lock (it wrote the attempts first), so no lease changes in between."""
+    if len(rounds) == 1:
+        return [await finish_round(session, *rounds[0])]
+    ids = [event_id for event_id, _, _ in rounds]
+    result = await session.execute(_LEASE_HOLDERS, {"ids": ids})
+    holders = {event_id: owner for event_id, owner in result}
+    held = [holders.get(event_id) == owner for event_id, owner, _ in rounds]
+    groups: dict[tuple[str, ...], list[Round]] = {}
+    for holds, round_ in zip(held, rounds, strict=True):
+        if holds:
+            groups.setdefault(tuple(sorted(round_[2])), []).append(round_)
+    for columns, members in groups.items():
+        statement = _FINISH_HELD_ROUNDS.get(columns)
+        if statement is None:
+            table = WebhookEvent.__table__
+            statement = _FINISH_HELD_ROUNDS[columns] = _finish_round_statement(columns, table)
+        parameters = [
+            {"held_id": event_id, "held_owner": owner, **{f"new_{k}": v for k, v in new.items()}}
+            for event_id, owner, new in members
+        ]
+        result = await session.execute(statement, parameters)
+        if result.rowcount != len(members):  # type: ignore[attr-defined]
+            raise RuntimeError("a held lease changed inside the write transaction")
+    return held
+
+
+# the lease holder of each pending event among `ids`
+_LEASE_HOLDERS = select(WebhookEvent.id, WebhookEvent.lease_owner).where(
+    WebhookEvent.id.in_(bindparam("ids", expanding=True)),
+    WebhookEvent.status == EventStatus.PENDING,
+)
 
 
 def _held_round(event_id: Any, owner: Any) -> tuple[Any, ...]:
@@ -174,12 +233,13 @@ def _finish_rounds_statement(columns: tuple[str, ...], rounds: list[Round]) -> A
     )
 
 
-def _finish_round_statement(columns: tuple[str, ...]) -> Any:
+def _finish_round_statement(columns: tuple[str, ...], target: Any = WebhookEvent) -> Any:
     """Built once per set of columns, the values bound (issue 24: built per round, its
-    `.values(**values)` cost a cache key over every value)."""
+    `.values(**values)` cost a cache key over every value). On the Table, it can be executed
+    with many rows (the entity would take a list for the ORM's bulk update by key)."""
     table = WebhookEvent.__table__
     return (
-        update(WebhookEvent)
+        update(target)
         .where(*_held_round(bindparam("held_id"), bindparam("held_owner")))
         .values(
             {
@@ -193,6 +253,7 @@ def _finish_round_statement(columns: tuple[str, ...]) -> Any:
 
 
 _FINISH_ROUND: dict[tuple[str, ...], Any] = {}
+_FINISH_HELD_ROUNDS: dict[tuple[str, ...], Any] = {}
 
 
 # ---- the delivery record: GET /v2/webhook_deliveries (webhooks/deliveries.py)

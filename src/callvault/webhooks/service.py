@@ -46,6 +46,27 @@ async def record_saved(
         application = await repository.application(session, recording.connection_id)
     if application is None:
         return None
+    event = saved_event(
+        recording,
+        application,
+        recording_url=recording_url,
+        lease_owner=lease_owner,
+        lease_until=lease_until,
+    )
+    await repository.add_events(session, [event])
+    return event
+
+
+def saved_event(
+    recording: EventRecording,
+    application: Application,
+    *,
+    recording_url: str,
+    lease_owner: str | None,
+    lease_until: datetime | None,
+) -> WebhookEvent:
+    """The `call.recording.saved` event of `record_saved`, not yet added: for callers that add
+    many at once (`repository.add_events`)."""
     now = utcnow()
     payload = payloads.saved_payload(
         recording,
@@ -54,8 +75,7 @@ async def record_saved(
         api_version=application.webhook_api_version,
         encryption_details=recording.encryption_details,
     )
-    return await _add(
-        session,
+    return _event(
         recording,
         payloads.SAVED,
         application.webhook_api_version,
@@ -89,8 +109,7 @@ async def record_error(
         occurred_at=now,
         api_version=application.webhook_api_version,
     )
-    return await _add(
-        session,
+    event = _event(
         recording,
         payloads.ERROR,
         application.webhook_api_version,
@@ -99,10 +118,11 @@ async def record_error(
         lease_owner,
         lease_until,
     )
+    await repository.add_events(session, [event])
+    return event
 
 
-async def _add(
-    session: AsyncSession,
+def _event(
     recording: EventRecording,
     event_type: str,
     api_version: str,
@@ -111,7 +131,7 @@ async def _add(
     lease_owner: str | None,
     lease_until: datetime | None,
 ) -> WebhookEvent:
-    event = WebhookEvent(
+    return WebhookEvent(
         id=str(uuid.uuid4()),
         account_id=recording.account_id,
         application_id=recording.connection_id,
@@ -127,5 +147,3 @@ async def _add(
         lease_owner=lease_owner,
         lease_until=lease_until,
     )
-    await repository.add_event(session, event)
-    return event
