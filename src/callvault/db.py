@@ -247,6 +247,24 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
             _holding.reset(token)
 
 
+class HeldRowChanged(RuntimeError):
+    """A row read as held in this transaction did not match its guarded UPDATE."""
+
+
+async def update_each_held(
+    session: AsyncSession, statement: Any, parameters: list[dict[str, Any]]
+) -> None:
+    """Execute a guarded UPDATE once per parameter set, as one statement (executemany). The
+    caller read every row as held in this transaction, locked (FOR UPDATE; SQLite's write
+    transaction holds its one lock), so each must match. Where the driver counts the rows
+    (SQLite), one that did not raises: the group commit rolls the batch back and runs each
+    unit alone."""
+    result = await session.execute(statement, parameters)
+    counted = session.get_bind().dialect.supports_sane_multi_rowcount
+    if counted and result.rowcount != len(parameters):  # type: ignore[attr-defined]
+        raise HeldRowChanged(f"{result.rowcount} of {len(parameters)} held rows updated")  # type: ignore[attr-defined]
+
+
 # SQLSTATE classes of a database that is away rather than of a wrong statement:
 # 08 connection exception, 53 insufficient resources, 57P operator intervention (shutdown,
 # starting up), 58 system error

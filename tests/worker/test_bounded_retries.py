@@ -16,7 +16,7 @@ from callvault.db import transaction
 from callvault.jobs import make_worker
 from callvault.metrics import JOB_CRASHES
 from callvault.runtime import Runtime
-from callvault.webhooks import service as webhook_service
+from callvault.webhooks import payloads
 from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
 from tests.worker.flow import (
@@ -76,10 +76,10 @@ async def test_an_upload_job_that_crashes_fails_after_the_horizon(
     upload backoff and ends `failed` with "Internal server error" once the horizon passed."""
     connection_id = await create_application(api, account.api_key, webhook_receiver.url())
 
-    async def broken(*args: object, **kwargs: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(webhook_service, "record_saved", broken)
+    monkeypatch.setattr(payloads, "saved_payload", broken)
     settings = dataclasses.replace(
         runtime.settings, upload_give_up_secs=1.0, upload_backoff_cap_secs=0.2
     )

@@ -49,7 +49,6 @@ from callvault.recordings.upload import ReceivedUpload
 from callvault.runtime import AnyHandoff, Handoff, Inbox, Runtime
 from callvault.storage.base import StorageError
 from callvault.storage.layout import extension_for, object_key, recording_leaf, recording_object
-from callvault.webhooks import repository as webhook_repository
 from callvault.webhooks import service as webhooks
 from callvault.webhooks.models import WebhookEvent
 from callvault.webhooks.repository import DeliveryContext
@@ -364,20 +363,17 @@ class NewRow:
     def custom(self) -> bool:
         return self.context.has_custom_storage
 
+    def new_event(self) -> webhooks.NewEvent:
+        return webhooks.NewEvent(
+            self.recording,
+            recording_url=self.link,
+            lease_owner=self.owner,
+            lease_until=self.lease_until,
+            application=self.context.application,
+        )
+
     async def __call__(self, session: AsyncSession) -> bool:
-        self.event, self.committing = None, False
-        added = await repository.insert_new(session, self.values)
-        if added and not self.custom:
-            self.event = await webhooks.record_saved(
-                session,
-                self.recording,
-                recording_url=self.link,
-                lease_owner=self.owner,
-                lease_until=self.lease_until,
-                application=self.context.application,
-            )
-        self.committing = True
-        return added
+        return (await self.write_together(session, [self]))[0]
 
     @classmethod
     async def write_together(cls, session: AsyncSession, rows: list[NewRow]) -> list[bool]:
@@ -388,16 +384,10 @@ class NewRow:
             row.event, row.committing = None, False
         inserted = await repository.insert_many_new(session, [row.values for row in rows])
         added = [row.values["id"] in inserted for row in rows]
-        for row, was_added in zip(rows, added, strict=True):
-            if was_added and not row.custom:
-                row.event = webhooks.saved_event(
-                    row.recording,
-                    row.context.application,
-                    recording_url=row.link,
-                    lease_owner=row.owner,
-                    lease_until=row.lease_until,
-                )
-        await webhook_repository.add_events(session, [row.event for row in rows if row.event])
+        saving = [row for row, new in zip(rows, added, strict=True) if new and not row.custom]
+        events = await webhooks.record_events(session, [row.new_event() for row in saving])
+        for row, event in zip(saving, events, strict=True):
+            row.event = event
         for row in rows:
             row.committing = True
         return added

@@ -181,34 +181,54 @@ async def _commit_move(
     transaction shared with the outcomes ready at the same time (group commit,
     batch_writer.py). False: the move was not made (the lease was lost, or the row deleted);
     None: made, no event (the application is gone)."""
+    held = HeldMove(recording, ctx.owner, move, ctx.lease_until(), recording_url, application)
+    return await ctx.runtime.batch_writer.run(held)
 
-    async def write(session: AsyncSession) -> WebhookEvent | Literal[False] | None:
-        if not await transitions.apply_held(session, recording.id, ctx.owner, move):
-            return False
-        # the event is leased to this worker: it sends it right after the commit
-        owner, until = ctx.owner, ctx.lease_until()
-        if move.webhook is Webhook.SAVED:
-            return await webhooks.record_saved(
-                session,
-                recording,
-                recording_url=recording_url,
-                lease_owner=owner,
-                lease_until=until,
-                application=application,
-            )
-        if move.webhook is Webhook.ERROR:
-            reason, detail = str(move.values["error_reason"]), str(move.values["error_detail"])
-            return await webhooks.record_error(
-                session,
-                recording,
-                reason=reason,
-                detail=detail,
-                lease_owner=owner,
-                lease_until=until,
-            )
-        return None
 
-    return await ctx.runtime.batch_writer.run(write)
+@dataclass(frozen=True)
+class HeldMove:
+    """A held recording's move and the event its transition emits: a group-commit unit,
+    written together with the other moves of its batch (batch_writer.Joinable). The event is
+    leased to this worker: it sends it right after the commit."""
+
+    recording: Recording
+    owner: str
+    move: Change
+    lease_until: datetime
+    recording_url: str = ""
+    application: Application | None = None
+
+    async def __call__(self, session: AsyncSession) -> WebhookEvent | Literal[False] | None:
+        return (await self.write_together(session, [self]))[0]
+
+    @classmethod
+    async def write_together(
+        cls, session: AsyncSession, moves: list[HeldMove]
+    ) -> list[WebhookEvent | Literal[False] | None]:
+        """One UPDATE per kind of move and one INSERT of every event (transitions.py)."""
+        held = await transitions.apply_held_many(
+            session, [(m.recording.id, m.owner, m.move) for m in moves]
+        )
+        emitting = [m for m, ok in zip(moves, held, strict=True) if ok and m.move.webhook]
+        made = iter(await webhooks.record_events(session, [m.new_event() for m in emitting]))
+        return [
+            False if not ok else next(made) if m.move.webhook else None
+            for m, ok in zip(moves, held, strict=True)
+        ]
+
+    def new_event(self) -> webhooks.NewEvent:
+        error = None
+        if self.move.webhook is Webhook.ERROR:
+            values = self.move.values
+            error = (str(values["error_reason"]), str(values["error_detail"]))
+        return webhooks.NewEvent(
+            self.recording,
+            recording_url=self.recording_url,
+            error=error,
+            lease_owner=self.owner,
+            lease_until=self.lease_until,
+            application=self.application,
+        )
 
 
 async def _upload_to_custom(

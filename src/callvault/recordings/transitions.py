@@ -8,13 +8,14 @@ and its transaction, with the webhook event inside, is rolled back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.db import utcnow
+from callvault.db import update_each_held, utcnow
 from callvault.recordings.lifecycle import Change, Event, RecordingStatus, change, sources
 from callvault.recordings.models import Recording
 
@@ -26,20 +27,59 @@ async def apply_held(session: AsyncSession, recording_id: str, owner: str, move:
     statement = _HELD.get(key)
     if statement is None:
         statement = _HELD[key] = _held_statement(move.source, columns)
-    parameters = {f"new_{name}": value for name, value in move.values.items()}
-    result = await session.execute(
-        statement, {"held_id": recording_id, "held_owner": owner, **parameters}
-    )
+    result = await session.execute(statement, _parameters(recording_id, owner, move))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _held_statement(source: RecordingStatus, columns: tuple[str, ...]) -> Any:
+HeldChange = tuple[str, str, Change]  # recording id, lease owner, the move
+
+
+async def apply_held_many(session: AsyncSession, moves: Sequence[HeldChange]) -> list[bool]:
+    """`apply_held` for many recordings: one SELECT of who holds them, locked, then one UPDATE
+    per kind of move, executed for all of its rows (db.update_each_held); whether each was
+    held."""
+    ids = [recording_id for recording_id, _, _ in moves]
+    if len(moves) == 1 or len(set(ids)) < len(ids):
+        return [await apply_held(session, *held) for held in moves]
+    found = await session.execute(_HOLDERS, {"ids": ids})
+    holders = {recording_id: (owner, status) for recording_id, owner, status in found}
+    held = [holders.get(rid) == (owner, move.source) for rid, owner, move in moves]
+    groups: dict[tuple[RecordingStatus, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for holds, (recording_id, owner, move) in zip(held, moves, strict=True):
+        if holds:
+            key = (move.source, tuple(sorted(move.values)))
+            groups.setdefault(key, []).append(_parameters(recording_id, owner, move))
+    for key, parameters in groups.items():
+        statement = _HELD_MANY.get(key)
+        if statement is None:
+            statement = _HELD_MANY[key] = _held_statement(*key, target=Recording.__table__)
+        await update_each_held(session, statement, parameters)
+    return held
+
+
+# who holds each of `ids`, and in which state; locked until the transaction ends
+_HOLDERS = (
+    select(Recording.id, Recording.lease_owner, Recording.status)
+    .where(Recording.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
+)
+
+
+def _parameters(recording_id: str, owner: str, move: Change) -> dict[str, Any]:
+    new = {f"new_{name}": value for name, value in move.values.items()}
+    return {"held_id": recording_id, "held_owner": owner, **new}
+
+
+def _held_statement(
+    source: RecordingStatus, columns: tuple[str, ...], target: Any = Recording
+) -> Any:
     """A state change, built once per source and set of columns with its values as bound
     parameters (built per call, `.values(**values)` cost a cache key over every value: issue
-    24)."""
+    24). On the Table, it can be executed with many rows (the entity would take a list for
+    the ORM's bulk update by key)."""
     table = Recording.__table__
     return (
-        update(Recording)
+        update(target)
         .where(
             Recording.id == bindparam("held_id"),
             Recording.lease_owner == bindparam("held_owner"),
@@ -51,6 +91,7 @@ def _held_statement(source: RecordingStatus, columns: tuple[str, ...]) -> Any:
 
 
 _HELD: dict[tuple[RecordingStatus, tuple[str, ...]], Any] = {}
+_HELD_MANY: dict[tuple[RecordingStatus, tuple[str, ...]], Any] = {}
 
 
 def apply_to(recording: Recording, move: Change) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
 from callvault.applications.models import Application
+from callvault.db import update_each_held
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 
 
@@ -36,8 +37,9 @@ async def application(session: AsyncSession, application_id: str) -> Application
 
 async def add_events(session: AsyncSession, events: Sequence[WebhookEvent]) -> None:
     """INSERT the events, in one statement however many they are (one flush)."""
-    session.add_all(events)
-    await session.flush()
+    if events:
+        session.add_all(events)
+        await session.flush()
 
 
 class DeliveredRecording(Protocol):
@@ -131,10 +133,7 @@ async def finish_round(
     statement = _FINISH_ROUND.get(columns)
     if statement is None:
         statement = _FINISH_ROUND[columns] = _finish_round_statement(columns)
-    parameters = {f"new_{name}": value for name, value in values.items()}
-    result = await session.execute(
-        statement, {"held_id": event_id, "held_owner": owner, **parameters}
-    )
+    result = await session.execute(statement, _parameters(event_id, owner, values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -165,39 +164,41 @@ async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[
 
 
 async def _finish_rounds_in_turn(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
-    """SQLite: which leases the rounds still hold, in one SELECT; then one UPDATE executed
-    for all the held rounds of a set of columns. The caller's transaction holds SQLite's one
-    write lock (it wrote the attempts first), so no lease changes in between."""
+    """SQLite, whose UPDATE counts rows but returns no VALUES-joined ids: which leases the
+    rounds still hold, in one SELECT, then one UPDATE per set of columns executed for all of
+    its held rounds (db.update_each_held)."""
     if len(rounds) == 1:
         return [await finish_round(session, *rounds[0])]
     ids = [event_id for event_id, _, _ in rounds]
     result = await session.execute(_LEASE_HOLDERS, {"ids": ids})
     holders = {event_id: owner for event_id, owner in result}
     held = [holders.get(event_id) == owner for event_id, owner, _ in rounds]
-    groups: dict[tuple[str, ...], list[Round]] = {}
-    for holds, round_ in zip(held, rounds, strict=True):
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for holds, (event_id, owner, new) in zip(held, rounds, strict=True):
         if holds:
-            groups.setdefault(tuple(sorted(round_[2])), []).append(round_)
-    for columns, members in groups.items():
+            groups.setdefault(tuple(sorted(new)), []).append(_parameters(event_id, owner, new))
+    for columns, parameters in groups.items():
         statement = _FINISH_HELD_ROUNDS.get(columns)
         if statement is None:
             table = WebhookEvent.__table__
             statement = _FINISH_HELD_ROUNDS[columns] = _finish_round_statement(columns, table)
-        parameters = [
-            {"held_id": event_id, "held_owner": owner, **{f"new_{k}": v for k, v in new.items()}}
-            for event_id, owner, new in members
-        ]
-        result = await session.execute(statement, parameters)
-        if result.rowcount != len(members):  # type: ignore[attr-defined]
-            raise RuntimeError("a held lease changed inside the write transaction")
+        await update_each_held(session, statement, parameters)
     return held
 
 
-# the lease holder of each pending event among `ids`
-_LEASE_HOLDERS = select(WebhookEvent.id, WebhookEvent.lease_owner).where(
-    WebhookEvent.id.in_(bindparam("ids", expanding=True)),
-    WebhookEvent.status == EventStatus.PENDING,
+# the lease holder of each pending event among `ids`, locked until the transaction ends
+_LEASE_HOLDERS = (
+    select(WebhookEvent.id, WebhookEvent.lease_owner)
+    .where(
+        WebhookEvent.id.in_(bindparam("ids", expanding=True)),
+        WebhookEvent.status == EventStatus.PENDING,
+    )
+    .with_for_update()
 )
+
+
+def _parameters(event_id: str, owner: str, new: dict[str, Any]) -> dict[str, Any]:
+    return {"held_id": event_id, "held_owner": owner, **{f"new_{k}": v for k, v in new.items()}}
 
 
 def _held_round(event_id: Any, owner: Any) -> tuple[Any, ...]:

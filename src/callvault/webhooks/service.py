@@ -9,6 +9,8 @@ default-store recording's fresh link and the signature are made per attempt
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -27,110 +29,57 @@ class EventRecording(payloads.RecordingFacts, Protocol):
     encryption_details: dict[str, str] | None
 
 
-async def record_saved(
-    session: AsyncSession,
-    recording: EventRecording,
-    *,
-    recording_url: str,
-    lease_owner: str | None = None,
-    lease_until: datetime | None = None,
-    application: Application | None = None,
-) -> WebhookEvent | None:
-    """`call.recording.saved` for the recording's application (None if it has none anymore).
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to make about a recording: `call.recording.saved` (with its link) or, with an
+    `error` (spec reason, our precise detail), `call.recording.error`.
 
-    The worker passes its own lease so that it can deliver the event right after the commit,
+    A worker passes its own lease so that it can deliver the event right after the commit,
     without another claim (the hot path); if it dies first, the lease expires and any worker
     takes the event. `application`: the recording's, when the caller has read it already.
     """
-    if application is None:
-        application = await repository.application(session, recording.connection_id)
-    if application is None:
-        return None
-    event = saved_event(
-        recording,
-        application,
-        recording_url=recording_url,
-        lease_owner=lease_owner,
-        lease_until=lease_until,
-    )
-    await repository.add_events(session, [event])
-    return event
+
+    recording: EventRecording
+    recording_url: str = ""
+    error: tuple[str, str] | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    application: Application | None = None
 
 
-def saved_event(
-    recording: EventRecording,
-    application: Application,
-    *,
-    recording_url: str,
-    lease_owner: str | None,
-    lease_until: datetime | None,
-) -> WebhookEvent:
-    """The `call.recording.saved` event of `record_saved`, not yet added: for callers that add
-    many at once (`repository.add_events`)."""
+async def record_events(
+    session: AsyncSession, wanted: Sequence[NewEvent]
+) -> list[WebhookEvent | None]:
+    """Make the events, in one INSERT however many they are; None for a recording whose
+    application is gone."""
+    made: list[WebhookEvent | None] = []
+    for item in wanted:
+        application = item.application or await repository.application(
+            session, item.recording.connection_id
+        )
+        made.append(None if application is None else _event(item, application))
+    await repository.add_events(session, [event for event in made if event is not None])
+    return made
+
+
+def _event(wanted: NewEvent, application: Application) -> WebhookEvent:
     now = utcnow()
-    payload = payloads.saved_payload(
-        recording,
-        recording_url=recording_url,
-        occurred_at=now,
-        api_version=application.webhook_api_version,
-        encryption_details=recording.encryption_details,
-    )
-    return _event(
-        recording,
-        payloads.SAVED,
-        application.webhook_api_version,
-        payload,
-        now,
-        lease_owner,
-        lease_until,
-    )
-
-
-async def record_error(
-    session: AsyncSession,
-    recording: EventRecording,
-    *,
-    reason: str,
-    detail: str,
-    lease_owner: str | None = None,
-    lease_until: datetime | None = None,
-    application: Application | None = None,
-) -> WebhookEvent | None:
-    """`call.recording.error` with the spec's reason and our precise detail."""
-    if application is None:
-        application = await repository.application(session, recording.connection_id)
-    if application is None:
-        return None
-    now = utcnow()
-    payload = payloads.error_payload(
-        recording,
-        reason=reason,
-        detail=detail,
-        occurred_at=now,
-        api_version=application.webhook_api_version,
-    )
-    event = _event(
-        recording,
-        payloads.ERROR,
-        application.webhook_api_version,
-        payload,
-        now,
-        lease_owner,
-        lease_until,
-    )
-    await repository.add_events(session, [event])
-    return event
-
-
-def _event(
-    recording: EventRecording,
-    event_type: str,
-    api_version: str,
-    payload: dict[str, object],
-    now: datetime,
-    lease_owner: str | None,
-    lease_until: datetime | None,
-) -> WebhookEvent:
+    recording, api_version = wanted.recording, application.webhook_api_version
+    if wanted.error is None:
+        event_type = payloads.SAVED
+        payload = payloads.saved_payload(
+            recording,
+            recording_url=wanted.recording_url,
+            occurred_at=now,
+            api_version=api_version,
+            encryption_details=recording.encryption_details,
+        )
+    else:
+        event_type = payloads.ERROR
+        reason, detail = wanted.error
+        payload = payloads.error_payload(
+            recording, reason=reason, detail=detail, occurred_at=now, api_version=api_version
+        )
     return WebhookEvent(
         id=str(uuid.uuid4()),
         account_id=recording.account_id,
@@ -144,6 +93,6 @@ def _event(
         status=EventStatus.PENDING,
         attempts=0,
         next_attempt_at=now,
-        lease_owner=lease_owner,
-        lease_until=lease_until,
+        lease_owner=wanted.lease_owner,
+        lease_until=wanted.lease_until,
     )
