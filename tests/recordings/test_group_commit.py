@@ -214,13 +214,9 @@ async def test_ingests_in_one_batch_are_one_insert_per_table(
         asyncio.create_task(post_recording(api, runtime, meta, make_wav(0.2))) for meta in metas
     ]
     await _until(lambda: writer.waiting == len(metas), "every ingest queued")
-    counter = SqlCounter()
-    counter.attach(runtime.engine)
-    try:
+    with SqlCounter().counting(runtime.engine) as counter:
         await held.release()
         answers = await asyncio.gather(*sends)
-    finally:
-        counter.detach(runtime.engine)
 
     assert [answer.status_code for answer in answers] == [202] * len(metas)
     inserts = [s.split(" (")[0] for s in counter.statements if s.startswith("INSERT")]

@@ -54,13 +54,9 @@ async def test_moves_written_together_each_learn_whether_their_lease_held(
         application = await session.get(Application, connection_id)
     assert application is not None
     moves = _moves(rows, application)
-    counter = SqlCounter()
-    counter.attach(runtime.engine)
-    try:
+    with SqlCounter().counting(runtime.engine) as counter:
         async with transaction(runtime.sessions) as session:
             made = await HeldMove.write_together(session, moves)
-    finally:
-        counter.detach(runtime.engine)
 
     assert made[4] is False  # taken over meanwhile: neither its row nor an event is written
     events = [event for event in made[:4] if isinstance(event, WebhookEvent)]

@@ -68,13 +68,9 @@ async def test_rounds_written_together_each_learn_whether_their_lease_held(
     async with transaction(runtime.sessions) as session:
         session.add_all(events)
     rounds = [_round(event, "me", delivered=i % 2 == 0) for i, event in enumerate(events)]
-    counter = SqlCounter()
-    counter.attach(runtime.engine)
-    try:
+    with SqlCounter().counting(runtime.engine) as counter:
         async with transaction(runtime.sessions) as session:
             kept = await RoundRecord.write_together(session, rounds)
-    finally:
-        counter.detach(runtime.engine)
 
     assert kept == [True, True, True, True, False]
     # one INSERT, one UPDATE per set of columns (delivered / to be retried); SQLite, whose
@@ -113,13 +109,9 @@ async def test_a_batch_of_rounds_is_written_together_by_the_writer(
     async with transaction(runtime.sessions) as session:
         session.add_all(events)
     writer = BatchWriter(runtime.sessions)
-    counter = SqlCounter()
-    counter.attach(runtime.engine)
     rounds = [_round(event, "me", delivered=i % 2 == 0) for i, event in enumerate(events)]
-    try:
+    with SqlCounter().counting(runtime.engine) as counter:
         kept = await asyncio.gather(*(writer.run(r, express=True) for r in rounds))
-    finally:
-        counter.detach(runtime.engine)
     assert kept == [True] * 4
     # all four queued before the writer's first turn: one batch, one commit
     assert (writer.commits, writer.units) == (1, 4)

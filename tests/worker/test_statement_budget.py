@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,15 @@ class SqlCounter:
         event.remove(engine.sync_engine, "before_cursor_execute", self._execute)
         event.remove(engine.sync_engine, "commit", self._commit)
         event.remove(engine.sync_engine, "rollback", self._rollback)
+
+    @contextmanager
+    def counting(self, engine: AsyncEngine) -> Iterator[SqlCounter]:
+        """Attached for the block."""
+        self.attach(engine)
+        try:
+            yield self
+        finally:
+            self.detach(engine)
 
     @staticmethod
     def _key(conn: Any) -> int:
