@@ -260,9 +260,10 @@ async def update_each_held(
     (SQLite), one that did not raises: the group commit rolls the batch back and runs each
     unit alone."""
     result = await session.execute(statement, parameters)
+    updated: int = result.rowcount  # type: ignore[attr-defined]
     counted = session.get_bind().dialect.supports_sane_multi_rowcount
-    if counted and result.rowcount != len(parameters):  # type: ignore[attr-defined]
-        raise HeldRowChanged(f"{result.rowcount} of {len(parameters)} held rows updated")  # type: ignore[attr-defined]
+    if counted and updated != len(parameters):
+        raise HeldRowChanged(f"{updated} of {len(parameters)} held rows updated")
 
 
 # SQLSTATE classes of a database that is away rather than of a wrong statement:

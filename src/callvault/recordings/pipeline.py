@@ -205,16 +205,20 @@ class HeldMove:
     async def write_together(
         cls, session: AsyncSession, moves: list[HeldMove]
     ) -> list[WebhookEvent | Literal[False] | None]:
-        """One UPDATE per kind of move and one INSERT of every event (transitions.py)."""
+        """The moves (transitions.apply_held_many: one SELECT of the holders, one UPDATE per
+        kind of move), then one INSERT of every event the held ones emit."""
         held = await transitions.apply_held_many(
             session, [(m.recording.id, m.owner, m.move) for m in moves]
         )
         emitting = [m for m, ok in zip(moves, held, strict=True) if ok and m.move.webhook]
         made = iter(await webhooks.record_events(session, [m.new_event() for m in emitting]))
-        return [
-            False if not ok else next(made) if m.move.webhook else None
-            for m, ok in zip(moves, held, strict=True)
-        ]
+        results: list[WebhookEvent | Literal[False] | None] = []
+        for move, ok in zip(moves, held, strict=True):
+            if not ok:
+                results.append(False)
+            else:
+                results.append(next(made) if move.move.webhook else None)
+        return results
 
     def new_event(self) -> webhooks.NewEvent:
         error = None
