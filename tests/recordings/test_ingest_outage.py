@@ -32,7 +32,7 @@ async def test_database_gone_at_the_insert(
         raise sa_exc.OperationalError("INSERT", {}, ConnectionResetError(104, "reset"))
 
     monkeypatch.setattr(runtime.default_store, "move_file", recording_put)
-    monkeypatch.setattr(repository, "insert_many_new", connection_lost)
+    monkeypatch.setattr(repository, "insert_new", connection_lost)
     metadata = metadata_for(connection_id)
     response = await post_recording(api, runtime, metadata, make_wav(0.2))
     assert response.status_code == 503, response.text

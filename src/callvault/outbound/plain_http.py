@@ -2,8 +2,8 @@
 
 A client's connection to the guard carries one request after another; the guard keeps its
 connection to the endpoint between them while they go to the same host and port, and opens a new
-checked one when the host or port changes (a redirect elsewhere) or the endpoint closed. A new
-connection per request cost a small put ~2.4 ms through the guard (docs/performance.md).
+checked one when the host or port changes (a redirect elsewhere) or the endpoint closed, so a
+customer store's puts and heads do not each pay a new connection on both sides.
 
 h11 frames every message on both sides, so a body ends where its Content-Length or last chunk
 says, never where a byte pipe would guess; messages it cannot frame unambiguously are refused

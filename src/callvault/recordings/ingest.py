@@ -382,7 +382,7 @@ class NewRow:
         storage in another."""
         for row in rows:
             row.event, row.committing = None, False
-        inserted = await repository.insert_many_new(session, [row.values for row in rows])
+        inserted = await repository.insert_new(session, [row.values for row in rows])
         added = [row.values["id"] in inserted for row in rows]
         saving = [row for row, new in zip(rows, added, strict=True) if new and not row.custom]
         events = await webhooks.record_events(session, [row.new_event() for row in saving])
@@ -403,7 +403,7 @@ class NewRow:
         )
         self.recording = Recording(**self.values)
         async with transaction(runtime.sessions) as session:
-            inserted = await repository.insert_new(session, self.values)
+            inserted = self.values["id"] in await repository.insert_new(session, [self.values])
             self.committing = True
         return inserted
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, exists, func, select
+from sqlalchemy import String, Table, bindparam, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -138,13 +138,16 @@ async def ingest_context(
     )
 
 
-def _insert_new_query(dialect: str, columns: tuple[str, ...], table: Any = Recording) -> Any:
-    """The INSERT of `insert_new`; on the Table (not the entity), executed with many rows, it
-    is one INSERT of all of them (SQLAlchemy's insertmanyvalues), not the ORM's bulk path."""
+_RECORDINGS: Table = Recording.__table__  # type: ignore[assignment]
+
+
+def _insert_new_query(dialect: str, columns: tuple[str, ...]) -> Any:
+    # on the Table, not the entity: executed with many rows it is one INSERT of all of them
+    # (SQLAlchemy's insertmanyvalues), not the ORM's bulk path
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
         # explicit bind parameters: a None is written as NULL (column defaults stay out)
-        insert(table)
+        insert(_RECORDINGS)
         .values({name: bindparam(name) for name in columns})
         .on_conflict_do_nothing(
             index_elements=["connection_id", "call_leg_id", "recording_started_at"]
@@ -154,32 +157,21 @@ def _insert_new_query(dialect: str, columns: tuple[str, ...], table: Any = Recor
 
 
 _INSERT_NEW: dict[tuple[str, tuple[str, ...]], Any] = {}
-_INSERT_MANY_NEW: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
-async def insert_new(session: AsyncSession, values: dict[str, Any]) -> bool:
-    """INSERT the recording unless its natural key is taken (ON CONFLICT DO NOTHING);
-    whether it was inserted. One statement: a concurrent first send of the same recording
-    loses here without an IntegrityError and a rollback. (Built once per dialect, the values
-    passed as parameters: `.values(**values)` per call cost a cache key over every value.)"""
-    key = (session.get_bind().dialect.name, tuple(sorted(values)))
-    statement = _INSERT_NEW.get(key)
-    if statement is None:
-        statement = _INSERT_NEW[key] = _insert_new_query(*key)
-    return (await session.execute(statement, values)).first() is not None
-
-
-async def insert_many_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """`insert_new` for many recordings in one statement (an INSERT of every row, ON CONFLICT
-    DO NOTHING, RETURNING the ids inserted); the ids inserted. Rows must name the same
-    columns."""
+async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """INSERT the recordings, in one statement however many, each unless its natural key is
+    taken (ON CONFLICT DO NOTHING); the ids inserted. A concurrent first send of the same
+    recording loses here without an IntegrityError and a rollback. Rows name the same columns.
+    (Built once per dialect and columns, the values passed as parameters: `.values(**values)`
+    per call cost a cache key over every value.)"""
     columns = tuple(sorted(rows[0]))
     if any(tuple(sorted(row)) != columns for row in rows):
         raise ValueError("rows name different columns")
     key = (session.get_bind().dialect.name, columns)
-    statement = _INSERT_MANY_NEW.get(key)
+    statement = _INSERT_NEW.get(key)
     if statement is None:
-        statement = _INSERT_MANY_NEW[key] = _insert_new_query(*key, table=Recording.__table__)
+        statement = _INSERT_NEW[key] = _insert_new_query(*key)
     return set((await session.execute(statement, list(rows))).scalars())
 
 
