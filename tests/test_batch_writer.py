@@ -4,7 +4,9 @@ after a short wait, and their failure fails no one else."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,31 +97,95 @@ async def _recorded(ran: list[str], name: str, session: AsyncSession) -> str:
     return name
 
 
-async def test_an_express_unit_does_not_wait_for_a_slow_batch(runtime: Runtime) -> None:
-    """A webhook round's record behind a batch that stays open: after `express_after` a second
-    writer commits it (PostgreSQL: two writers can commit at once)."""
-    if runtime.engine.dialect.name != "postgresql":
-        assert runtime.batch_writer.express_after is None  # one writer's lock: nothing to gain
-        return
-    writer = BatchWriter(runtime.sessions, express_after=0.01)
+async def test_an_express_unit_joins_the_batch_under_way(runtime: Runtime) -> None:
+    """A webhook round's record queued while a batch runs its units: written in that batch,
+    before its commit (one commit for both), not in a batch of its own after it."""
+    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
     held = _Held()
     slow = asyncio.create_task(writer.run(held))
     await held.running.wait()
     ran: list[str] = []
-    record = writer.run(lambda session: _recorded(ran, "record", session), express=True)
-    assert await asyncio.wait_for(record, timeout=30) == "record"
-    assert not slow.done() and writer.express_batches == 1
+    record = asyncio.create_task(
+        writer.run(lambda session: _recorded(ran, "record", session), express=True)
+    )
+    await asyncio.sleep(0)  # queued
+    held.gate.set()
+    assert await asyncio.gather(slow, record) == ["held", "record"]
+    assert (writer.commits, writer.units, writer.express_batches) == (1, 2, 0)
+
+
+async def test_an_express_unit_goes_at_once_when_no_batch_runs(runtime: Runtime) -> None:
+    """No batch under way (PostgreSQL): the express writer writes the record at once, on its
+    own sessions (in autocommit: one round trip); SQLite's one writer takes it."""
+    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
+    ran: list[str] = []
+    assert await writer.run(partial(_recorded, ran, "record"), express=True) == "record"
+    on_postgresql = runtime.engine.dialect.name == "postgresql"
+    assert writer.express_batches == (1 if on_postgresql else 0)
+    assert writer.commits == 1
+
+
+async def test_a_late_joiner_that_fails_fails_alone(runtime: Runtime) -> None:
+    """An express unit that joined the batch under way and fails: the batch is split, the
+    others are committed, the failing one gets its own error."""
+    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
+    held = _Held()
+    slow = asyncio.create_task(writer.run(held))
+    await held.running.wait()
+
+    async def poisoned(session: AsyncSession) -> None:
+        raise ValueError("poisoned record")
+
+    bad = asyncio.create_task(writer.run(poisoned, express=True))
+    await asyncio.sleep(0)  # queued while the batch runs: it joins
     held.gate.set()
     assert await slow == "held"
-    assert (writer.commits, writer.units) == (2, 2)
+    with pytest.raises(ValueError, match="poisoned record"):
+        await bad
+    assert (writer.split_batches, writer.commits, writer.express_batches) == (1, 1, 0)
 
 
-async def test_express_units_go_first_and_ride_along_with_a_prompt_batch(
+async def test_an_express_unit_carries_what_is_deferred_when_no_batch_runs(
     runtime: Runtime,
 ) -> None:
-    """The batch under way ends before `express_after`: the express unit goes with the next
-    batch, ahead of what queued before it, and no second writer starts (no extra commit)."""
-    writer = BatchWriter(runtime.sessions, max_batch=1, express_after=60.0)
+    """The main writer idle with a deferred unit waiting: the record starts a batch that
+    carries it (one commit for both, not the express writer's and a lone deferred one)."""
+    writer = BatchWriter(
+        runtime.sessions, defer_secs=60.0, express_sessions=runtime.batch_writer.express_sessions
+    )
+    ran: list[str] = []
+    writer.defer(partial(_recorded, ran, "deferred"))
+    assert await writer.run(partial(_recorded, ran, "record"), express=True) == "record"
+    assert sorted(ran) == ["deferred", "record"]
+    assert (writer.commits, writer.units, writer.express_batches, writer.deferred) == (1, 2, 0, 0)
+
+
+async def test_express_units_ready_together_are_one_express_batch(runtime: Runtime) -> None:
+    """Records that arrive while the express writer writes go together in its next batch."""
+    if runtime.engine.dialect.name != "postgresql":
+        return
+    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
+    held = _Held()
+    first = asyncio.create_task(writer.run(held, express=True))
+    await held.running.wait()
+    ran: list[str] = []
+    later = [
+        asyncio.create_task(writer.run(partial(_recorded, ran, name), express=True))
+        for name in ("a", "b", "c")
+    ]
+    await asyncio.sleep(0)  # each takes its first step: queued
+    assert writer.waiting == 3
+    held.gate.set()
+    assert await asyncio.gather(first, *later) == ["held", "a", "b", "c"]
+    assert (writer.express_batches, writer.commits, writer.units) == (2, 2, 4)
+
+
+async def test_express_units_go_first_in_the_next_batch_without_an_express_writer(
+    runtime: Runtime,
+) -> None:
+    """SQLite's one writer: the express unit goes with the next batch, ahead of what queued
+    before it."""
+    writer = BatchWriter(runtime.sessions, max_batch=1)
     held = _Held()
     slow = asyncio.create_task(writer.run(held))
     await held.running.wait()

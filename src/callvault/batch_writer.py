@@ -21,12 +21,14 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
   whether its unit ran (e.g. ingest then keeps the object a committed row points to).
 
 - `run(..., express=True)` is for a unit whose wait costs something outside (a webhook round's
-  record: until it commits, a crash sends the round again). Express units go first in the next
-  batch. If one still waits `express_after` seconds later because the batch under way is slow
-  (a busy event loop makes every statement slow), a second writer takes the express units
-  alone, so their wait is bounded. A batch that commits in time never starts it: at moderate
-  load the commits per unit stay as with one writer. Only where the database has more than
-  one writer (PostgreSQL): SQLite's second writer would only wait for the first one's lock.
+  record: until it commits, a crash sends the round again). It never waits for a commit it is
+  not part of. While the batch under way runs its units, it joins that batch before its
+  commit. Otherwise, given `express_sessions` (a database with more than one writer:
+  PostgreSQL), a second writer takes it at once on those sessions (except when the main
+  writer is idle with deferred units to carry: it starts a batch of both). The runtime's are
+  in autocommit, one round trip, so an express unit must be one statement there (atomic
+  alone). Without them (SQLite: a second writer would only wait for the first one's lock), it goes
+  first in the next batch.
 - A unit whose type has `write_together(session, units)` (a `Joinable`) is written with the
   others of its type in its batch by that one call: one statement per table for all of them
   instead of one per unit (each statement is a round trip; on a busy event loop a slow one).
@@ -63,9 +65,6 @@ Work = Callable[[AsyncSession], Awaitable[T]]
 MAX_BATCH = 64
 # how long a deferred unit waits for a batch to ride along with before it commits alone
 DEFER_SECS = 1.0
-# how long an express unit waits for the batch under way before a second writer takes it:
-# half the 2xx -> record window before group commit (docs/performance.md, the kill test)
-EXPRESS_AFTER_SECS = 0.025
 
 
 @dataclass(eq=False)
@@ -73,7 +72,6 @@ class _Unit(Generic[T]):
     work: Work[T]
     future: asyncio.Future[T]
     taken: bool = False
-    queued_at: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -85,23 +83,28 @@ class BatchWriter:
         sessions: async_sessionmaker[AsyncSession],
         max_batch: int = MAX_BATCH,
         defer_secs: float = DEFER_SECS,
-        express_after: float | None = None,
         express_sessions: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessions = sessions
-        self.express_sessions = express_sessions or sessions
+        self.express_sessions = express_sessions
         self.max_batch = max_batch
         self.defer_secs = defer_secs
-        self.express_after = express_after
         self._express: deque[_Unit[Any]] = deque()
         self._waiting: deque[_Unit[Any]] = deque()
         self._deferred: deque[_Unit[None]] = deque()
+        # what the main writer takes, first to last
+        self._queues: tuple[deque[_Unit[Any]], ...] = (
+            (self._waiting, self._deferred)
+            if express_sessions is not None
+            else (self._express, self._waiting, self._deferred)
+        )
         self._timer: asyncio.TimerHandle | None = None
-        self._express_timer: asyncio.TimerHandle | None = None
+        # the main writer's batch is running its units: an express unit queued now joins it
+        self._joinable = False
         self._writer: asyncio.Task[None] | None = None
         self._express_writer: asyncio.Task[None] | None = None
         # what a test or a bench reads: commits made, units they carried, batches retried,
-        # batches the express writer took
+        # batches the express writer wrote
         self.commits = 0
         self.units = 0
         self.split_batches = 0
@@ -136,34 +139,30 @@ class BatchWriter:
         if self._deferred:
             self._start_writer()
 
-    def _start_writer(self) -> None:
-        if self._writer is None or self._writer.done():
+    def _start_writer(self, express: bool = False) -> None:
+        main_idle = self._writer is None or self._writer.done()
+        if express and self.express_sessions is not None and self._goes_express(main_idle):
+            if self._express_writer is None or self._express_writer.done():
+                self._express_writer = _writer_task(
+                    self._write_express(self.express_sessions), "callvault express writer"
+                )
+        elif main_idle:
             self._writer = _writer_task(self._write(), "callvault batch writer")
-        elif self._express and self.express_after is not None and self._express_timer is None:
-            self._express_timer = asyncio.get_running_loop().call_later(
-                self.express_after, self._start_express_writer
-            )
 
-    def _start_express_writer(self) -> None:
-        self._express_timer = None
-        if not self._express or not (self._express_writer is None or self._express_writer.done()):
-            return
-        loop = asyncio.get_running_loop()
-        # the unit that armed the timer may have been taken since: wait for the oldest one's
-        left = (self.express_after or 0.0) - (loop.time() - self._express[0].queued_at)
-        if left > 0:
-            self._express_timer = loop.call_later(left, self._start_express_writer)
-            return
-        self._express_writer = _writer_task(self._write_express(), "callvault express writer")
+    def _goes_express(self, main_idle: bool) -> bool:
+        """Whether the express writer takes an express unit now. Not when the batch under way
+        can still take it, nor when the main writer is idle with deferred units to carry: a
+        batch of both is one commit, not two."""
+        return not self._joinable and not (main_idle and self._deferred)
 
     async def run(self, work: Work[T], express: bool = False) -> T:
         """Run `work` in a write transaction shared with whatever else is ready; return its
         result once committed (or raise its own error). `express`: see the module docstring."""
         loop = asyncio.get_running_loop()
-        unit: _Unit[T] = _Unit(work, loop.create_future(), queued_at=loop.time())
+        unit: _Unit[T] = _Unit(work, loop.create_future())
         queue = self._express if express else self._waiting
         queue.append(unit)
-        self._start_writer()
+        self._start_writer(express)
         try:
             return await asyncio.shield(unit.future)
         except asyncio.CancelledError:
@@ -180,26 +179,37 @@ class BatchWriter:
             raise
 
     async def _write(self) -> None:
-        queues = (self._express, self._waiting, self._deferred)
-        while any(queues):
-            await self._write_batch(queues, self.sessions)
+        while any(self._queues):
+            self._joinable = True
+            try:
+                await self._write_batch(self._queues, self.sessions, late=True)
+            finally:
+                self._close_to_late()
 
-    async def _write_express(self) -> None:
+    async def _write_express(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         while self._express:
-            await self._write_batch((self._express,), self.express_sessions)
+            await self._write_batch((self._express,), sessions)
             self.express_batches += 1
+
+    def _close_to_late(self) -> None:
+        """The main batch commits now: express units queued from here on go to the express
+        writer (or, without one, first in the next batch)."""
+        self._joinable = False
+        if self._express:
+            self._start_writer(express=True)
 
     async def _write_batch(
         self,
         queues: tuple[deque[_Unit[Any]], ...],
         sessions: async_sessionmaker[AsyncSession],
+        late: bool = False,
     ) -> None:
         batch: list[_Unit[Any]] = []
         for queue in queues:
             while queue and len(batch) < self.max_batch:
                 batch.append(_take(queue))
         try:
-            await self._commit(batch, sessions)
+            await self._commit(batch, sessions, late)
         except BaseException:
             # the writer itself was cancelled (the loop is closing): what waits never runs
             for queue in queues:
@@ -213,27 +223,30 @@ class BatchWriter:
                 unit.done.set()
 
     async def _commit(
-        self, batch: list[_Unit[Any]], sessions: async_sessionmaker[AsyncSession]
+        self, batch: list[_Unit[Any]], sessions: async_sessionmaker[AsyncSession], late: bool
     ) -> None:
-        if len(batch) > 1:
-            try:
-                async with transaction(sessions) as session:
-                    results = await _run_together(session, [unit.work for unit in batch])
-            except Exception as exc:
-                if database_unavailable(exc):
-                    for unit in batch:
-                        unit.future.set_exception(exc)
-                    return
-                # one unit (or the commit) failed: each runs again alone below, so that each
-                # caller gets its own outcome
-                self.split_batches += 1
-                log.info("group commit split", units=len(batch), error_type=type(exc).__name__)
-            else:
-                self.commits += 1
-                self.units += len(batch)
-                for unit, result in zip(batch, results, strict=True):
-                    unit.future.set_result(result)
+        try:
+            async with transaction(sessions) as session:
+                results = await _run_together(session, [unit.work for unit in batch])
+                if late:
+                    results += await self._join_late(session, batch)
+        except Exception as exc:
+            if late:
+                self._close_to_late()
+            if database_unavailable(exc) or len(batch) == 1:
+                for unit in batch:
+                    unit.future.set_exception(exc)
                 return
+            # one unit (or the commit) failed: each runs again alone below, so that each
+            # caller gets its own outcome
+            self.split_batches += 1
+            log.info("group commit split", units=len(batch), error_type=type(exc).__name__)
+        else:
+            self.commits += 1
+            self.units += len(batch)
+            for unit, result in zip(batch, results, strict=True):
+                unit.future.set_result(result)
+            return
         for unit in batch:
             try:
                 async with transaction(sessions) as session:
@@ -244,6 +257,19 @@ class BatchWriter:
                 self.commits += 1
                 self.units += 1
                 unit.future.set_result(result)
+
+    async def _join_late(self, session: AsyncSession, batch: list[_Unit[Any]]) -> list[Any]:
+        """Express units queued while this batch ran join it before its commit (into `batch`):
+        their wait is the rest of this batch, not the next one too."""
+        results: list[Any] = []
+        while self._express and len(batch) < self.max_batch:
+            joined: list[_Unit[Any]] = []
+            while self._express and len(batch) + len(joined) < self.max_batch:
+                joined.append(_take(self._express))
+            batch.extend(joined)
+            results += await _run_together(session, [unit.work for unit in joined])
+        self._close_to_late()
+        return results
 
 
 class Joinable(Protocol[T_co]):

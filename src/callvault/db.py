@@ -94,9 +94,12 @@ POOL_TIMEOUT_SECS = 30.0
 WRITES = "callvault_writes"
 
 
-def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
-    """`pool_size` and `pre_ping` are for PostgreSQL (a pool without pre-ping: a connection
-    that died is found by the next statement, an outage error for its caller)."""
+def make_engine(
+    database_url: str, *, pool_size: int = 10, pre_ping: bool = True, autocommit: bool = False
+) -> AsyncEngine:
+    """`pool_size`, `pre_ping` and `autocommit` are for PostgreSQL (a pool without pre-ping: a
+    connection that died is found by the next statement, an outage error for its caller; in
+    autocommit each statement is its own transaction, without BEGIN and COMMIT round trips)."""
     url = sqlalchemy_url(database_url)
     private_sqlite_file(url)
     kwargs: dict[str, Any] = {}
@@ -120,6 +123,8 @@ def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True
                 "command_timeout": COMMAND_TIMEOUT_SECS,
             },
         )
+        if autocommit:
+            kwargs["isolation_level"] = "AUTOCOMMIT"
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -22,7 +22,7 @@ from typing import Generic, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from callvault.batch_writer import EXPRESS_AFTER_SECS, BatchWriter
+from callvault.batch_writer import BatchWriter
 from callvault.config import Settings
 from callvault.db import make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
@@ -181,19 +181,24 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if self.engine.dialect.name == "postgresql":
-            # the express writer's own connection, kept between batches: no pre-ping round
-            # trip between a receiver's 2xx and its record (a dead one fails one batch, whose
-            # records are retried as in an outage)
+            # the express writer's own connection, kept between batches, in autocommit: between
+            # a receiver's 2xx and its record, one round trip (no pre-ping, BEGIN or COMMIT; a
+            # dead connection fails one batch, whose records are retried as in an outage)
             self._express_engine = make_engine(
-                self.settings.database_url, pool_size=1, pre_ping=False
+                self.settings.database_url, pool_size=1, pre_ping=False, autocommit=True
             )
             self.batch_writer = BatchWriter(
-                self.sessions,
-                express_after=EXPRESS_AFTER_SECS,
-                express_sessions=make_sessionmaker(self._express_engine),
+                self.sessions, express_sessions=make_sessionmaker(self._express_engine)
             )
         else:
             self.batch_writer = BatchWriter(self.sessions)
+
+    @property
+    def writing_engines(self) -> tuple[AsyncEngine, ...]:
+        """Every engine this runtime writes through (the express writer's is its own)."""
+        return (
+            (self.engine,) if self._express_engine is None else (self.engine, self._express_engine)
+        )
 
     def domain_part(
         self,

@@ -214,7 +214,7 @@ async def test_ingests_in_one_batch_are_one_insert_per_table(
         asyncio.create_task(post_recording(api, runtime, meta, make_wav(0.2))) for meta in metas
     ]
     await _until(lambda: writer.waiting == len(metas), "every ingest queued")
-    with SqlCounter().counting(runtime.engine) as counter:
+    with SqlCounter().counting(*runtime.writing_engines) as counter:
         await held.release()
         answers = await asyncio.gather(*sends)
 

@@ -54,7 +54,7 @@ async def test_moves_written_together_each_learn_whether_their_lease_held(
         application = await session.get(Application, connection_id)
     assert application is not None
     moves = _moves(rows, application)
-    with SqlCounter().counting(runtime.engine) as counter:
+    with SqlCounter().counting(*runtime.writing_engines) as counter:
         async with transaction(runtime.sessions) as session:
             made = await HeldMove.write_together(session, moves)
 

@@ -2,10 +2,11 @@
 HTTP, the in-process worker, the customer bucket (SeaweedFS) or the default store, the signed
 webhook, the staging copy's removal.
 
-A SQLAlchemy event listener on the runtime's engine counts every statement but the transaction
+A SQLAlchemy event listener on the runtime's engines counts every statement but the transaction
 control ones (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PRAGMA) and every commit of a transaction that
 wrote (INSERT, UPDATE, DELETE): those are the commits that fsync (SQLite WAL with
-synchronous=FULL, PostgreSQL). The test's own checks read through a second engine, which is
+synchronous=FULL, PostgreSQL). On an engine in autocommit (PostgreSQL's express writer), every
+statement that writes is such a commit. The test's own checks read through a second engine, which is
 not counted. The worker polls rarely here (60 s), so what is counted is what the recordings
 cost, not the idle polling of an empty queue.
 """
@@ -43,30 +44,32 @@ _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 @dataclass
 class SqlCounter:
-    """Statements and fsynced commits on one engine while attached."""
+    """Statements and fsynced commits on some engines while attached."""
 
     statements: list[str] = field(default_factory=list)
     fsynced_commits: int = 0
     _writing: set[int] = field(default_factory=set)
 
-    def attach(self, engine: AsyncEngine) -> None:
-        event.listen(engine.sync_engine, "before_cursor_execute", self._execute)
-        event.listen(engine.sync_engine, "commit", self._commit)
-        event.listen(engine.sync_engine, "rollback", self._rollback)
+    def attach(self, *engines: AsyncEngine) -> None:
+        for engine in engines:
+            event.listen(engine.sync_engine, "before_cursor_execute", self._execute)
+            event.listen(engine.sync_engine, "commit", self._commit)
+            event.listen(engine.sync_engine, "rollback", self._rollback)
 
-    def detach(self, engine: AsyncEngine) -> None:
-        event.remove(engine.sync_engine, "before_cursor_execute", self._execute)
-        event.remove(engine.sync_engine, "commit", self._commit)
-        event.remove(engine.sync_engine, "rollback", self._rollback)
+    def detach(self, *engines: AsyncEngine) -> None:
+        for engine in engines:
+            event.remove(engine.sync_engine, "before_cursor_execute", self._execute)
+            event.remove(engine.sync_engine, "commit", self._commit)
+            event.remove(engine.sync_engine, "rollback", self._rollback)
 
     @contextmanager
-    def counting(self, engine: AsyncEngine) -> Iterator[SqlCounter]:
+    def counting(self, *engines: AsyncEngine) -> Iterator[SqlCounter]:
         """Attached for the block."""
-        self.attach(engine)
+        self.attach(*engines)
         try:
             yield self
         finally:
-            self.detach(engine)
+            self.detach(*engines)
 
     @staticmethod
     def _key(conn: Any) -> int:
@@ -77,8 +80,11 @@ class SqlCounter:
         if verb in _CONTROL:
             return
         self.statements.append(" ".join(statement.split())[:160])
-        if verb in _WRITES:
-            self._writing.add(self._key(conn))
+        if verb in _WRITES or _writes_with(statement):
+            if conn.dialect.isolation_level == "AUTOCOMMIT":
+                self.fsynced_commits += 1
+            else:
+                self._writing.add(self._key(conn))
 
     def _commit(self, conn: Any) -> None:
         key = self._key(conn)
@@ -88,6 +94,12 @@ class SqlCounter:
 
     def _rollback(self, conn: Any) -> None:
         self._writing.discard(self._key(conn))
+
+
+def _writes_with(statement: str) -> bool:
+    """A WITH whose parts write (PostgreSQL's one-statement round record)."""
+    words = statement.split()
+    return bool(words) and words[0].upper() == "WITH" and any(w.upper() in _WRITES for w in words)
 
 
 async def _wait(check: Callable[[], Any], what: str, within: float = 60.0) -> None:
@@ -146,7 +158,7 @@ async def test_statements_and_fsynced_commits_per_recording(
     count = RECORDINGS if arrival == "one at a time" else 3 * (slots or 1)
     token = runtime.settings.ingest_token
     counter = SqlCounter()
-    counter.attach(runtime.engine)
+    counter.attach(*runtime.writing_engines)
     try:
         if arrival == "burst":
             sent = await asyncio.gather(
@@ -160,7 +172,7 @@ async def test_statements_and_fsynced_commits_per_recording(
             await webhook_receiver.wait_for(2 + n, within=60)
             await _wait(lambda rid=recording_id: settled(rid), f"recording {n} settled")
     finally:
-        counter.detach(runtime.engine)
+        counter.detach(*runtime.writing_engines)
         await checks.dispose()
 
     statements = len(counter.statements) / count
@@ -213,14 +225,14 @@ async def test_fsynced_commits_per_recording_at_concurrency_8(
             await ingest(api, token, connection_id, wav)
 
     counter = SqlCounter()
-    counter.attach(runtime.engine)
+    counter.attach(*runtime.writing_engines)
     express_before = runtime.batch_writer.express_batches
     try:
         await asyncio.gather(*(send(wav) for wav in audio))
         await webhook_receiver.wait_for(1 + count, within=60)
         await _wait(lambda: delivered(1 + count), "every webhook's record committed")
     finally:
-        counter.detach(runtime.engine)
+        counter.detach(*runtime.writing_engines)
         await checks.dispose()
     commits = counter.fsynced_commits / count
     print(

@@ -209,8 +209,8 @@ class Deliverer:
         while True:
             try:
                 # group commit (issue 24): the rounds whose answers are in share one commit,
-                # taken at once (no timer); express: a record goes first and does not wait
-                # long behind a slow batch (the 2xx -> record window, docs/performance.md)
+                # taken at once (no timer); express: a record does not wait behind other
+                # writes (the 2xx -> record window, docs/performance.md)
                 return await self.runtime.batch_writer.run(write, express=True)
             except Exception as exc:
                 if not database_unavailable(exc) or loop.time() + pause > give_up_at:
@@ -223,8 +223,10 @@ class Deliverer:
 @dataclass(frozen=True)
 class RoundRecord:
     """A round's durable record (its attempts, the event's next state, the lease given back):
-    a group-commit unit, written together with the other rounds of its batch (one INSERT of
-    every attempt; on PostgreSQL one UPDATE per set of columns: batch_writer.Joinable)."""
+    a group-commit unit, written together with the other rounds of its batch
+    (batch_writer.Joinable): on PostgreSQL one statement for all of them, so that the express
+    writer can run it in autocommit, one round trip; elsewhere one INSERT of every attempt,
+    then the events' UPDATEs."""
 
     event_id: str
     owner: str
@@ -240,13 +242,14 @@ class RoundRecord:
     async def write_together(cls, session: AsyncSession, rounds: list[RoundRecord]) -> list[bool]:
         """False for a round whose lease was lost. Rows are built here, fresh each try: a
         rolled-back session leaves them unusable."""
-        await repository.add_attempts(
-            session,
-            [_attempt_row(r.event_id, r.attempt, a, r.now) for r in rounds for a in r.results],
-        )
-        return await repository.finish_rounds(
-            session, [(r.event_id, r.owner, r.values) for r in rounds]
-        )
+        attempts = [
+            _attempt_row(r.event_id, r.attempt, a, r.now) for r in rounds for a in r.results
+        ]
+        held = [(r.event_id, r.owner, r.values) for r in rounds]
+        if repository.can_record_in_one(session, held):
+            return await repository.record_rounds(session, held, attempts)
+        await repository.add_attempts(session, attempts)
+        return await repository.finish_rounds(session, held)
 
 
 def _attempt_row(

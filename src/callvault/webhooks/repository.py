@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,10 +21,10 @@ from sqlalchemy import (
     or_,
     select,
     update,
-    values,
 )
 from sqlalchemy import column as table_column
 from sqlalchemy import table as lightweight_table
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.accounts.models import Account
@@ -141,26 +143,115 @@ Round = tuple[str, str, dict[str, Any]]  # event id, lease owner, the event's ne
 
 
 async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
-    """`finish_round` for many rounds (event id, owner, values) in one statement per set of
-    columns on PostgreSQL (UPDATE … FROM VALUES … RETURNING: each round still learns whether
-    its lease held); one statement per round elsewhere."""
+    """`finish_round` for many rounds (event id, owner, values): which leases the rounds still
+    hold, in one SELECT, then one UPDATE per set of columns (PostgreSQL records whole rounds in
+    one statement instead: `record_rounds`)."""
     events = [event_id for event_id, _, _ in rounds]
     if len(set(events)) < len(events):
         return [await finish_round(session, *held) for held in rounds]
+    return await _finish_rounds_in_turn(session, rounds)
+
+
+# what a round writes to its event (webhooks/outcome.next_state): always the first three;
+# status and delivered_at only when it says so (NULL in the recordset: kept)
+_ROUND_ALWAYS = frozenset({"attempts", "last_error", "next_attempt_at"})
+_ROUND_COLUMNS = ("attempts", "last_error", "next_attempt_at", "status", "delivered_at")
+
+
+def can_record_in_one(session: AsyncSession, rounds: Sequence[Round]) -> bool:
+    """Whether `record_rounds` takes these rounds: PostgreSQL, each event once, and the columns
+    of a round's next state."""
     if session.get_bind().dialect.name != "postgresql":
-        return await _finish_rounds_in_turn(session, rounds)
-    groups: dict[tuple[str, ...], list[Round]] = {}
-    for held in rounds:
-        groups.setdefault(tuple(sorted(held[2])), []).append(held)
-    kept: set[str] = set()
-    for columns, members in groups.items():
-        if len(members) == 1:  # the one-round statement is compiled once; VALUES every time
-            if await finish_round(session, *members[0]):
-                kept.add(members[0][0])
-            continue
-        result = await session.execute(_finish_rounds_statement(columns, members))
-        kept.update(result.scalars())
-    return [event_id in kept for event_id in events]
+        return False
+    events = {event_id for event_id, _, _ in rounds}
+    return len(events) == len(rounds) and all(
+        _ROUND_ALWAYS <= new.keys() <= set(_ROUND_COLUMNS) for *_, new in rounds
+    )
+
+
+async def record_rounds(
+    session: AsyncSession, rounds: Sequence[Round], attempts: Sequence[dict[str, Any]]
+) -> list[bool]:
+    """PostgreSQL: every round's attempts INSERTed and its event's next state written with the
+    lease given back, in one statement of fixed text over two JSON parameters (prepared once
+    per connection; one round trip, atomic even in autocommit). False for a round whose lease
+    was lost (its attempts are kept: they were sent)."""
+    statement = _record_rounds_statement()
+    result = await session.execute(
+        statement,
+        {
+            "rounds": _json([_round_document(*held) for held in rounds]),
+            "attempts": _json(list(attempts)),
+        },
+    )
+    kept = set(result.scalars())
+    return [event_id in kept for event_id, _, _ in rounds]
+
+
+def _round_document(event_id: str, owner: str, new: dict[str, Any]) -> dict[str, Any]:
+    return {"held_id": event_id, "held_owner": owner, **new}
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_value, separators=(",", ":"))
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()  # aware (UTC): timestamptz reads it as is
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+@functools.cache
+def _record_rounds_statement() -> Any:
+    """Built from the tables' own columns and types, once: WITH (INSERT the attempts FROM a
+    recordset) UPDATE the events FROM a recordset RETURNING the ids whose lease held."""
+    events: Table = WebhookEvent.__table__  # type: ignore[assignment]
+    written = [c for c in _ATTEMPTS.c if c.name != "id"]
+    attempts = _recordset("attempts", [(c.name, c.type) for c in written])
+    attempts_written = (
+        insert(_ATTEMPTS)
+        .from_select([c.name for c in written], select(*attempts.c))
+        .cte("attempts_written")
+    )
+    rounds = _recordset(
+        "rounds",
+        [("held_id", events.c.id.type), ("held_owner", events.c.lease_owner.type)]
+        + [(name, events.c[name].type) for name in _ROUND_COLUMNS],
+    )
+    kept = ("status", "delivered_at")
+    return (
+        update(events)
+        .add_cte(attempts_written)
+        .where(
+            events.c.id == rounds.c.held_id,
+            events.c.lease_owner == rounds.c.held_owner,
+            events.c.status == EventStatus.PENDING,
+        )
+        .values(
+            {
+                **{
+                    name: func.coalesce(rounds.c[name], events.c[name])
+                    if name in kept
+                    else rounds.c[name]
+                    for name in _ROUND_COLUMNS
+                },
+                "lease_owner": None,
+                "lease_until": None,
+            }
+        )
+        .returning(events.c.id)
+    )
+
+
+def _recordset(parameter: str, columns: list[tuple[str, Any]]) -> Any:
+    """jsonb_to_recordset(CAST(:parameter AS jsonb)) AS parameter(name type, ...)."""
+    document = cast(bindparam(parameter, type_=Text), JSONB)
+    return (
+        func.jsonb_to_recordset(document)
+        .table_valued(*(table_column(name, kind) for name, kind in columns))
+        .render_derived(name=parameter, with_types=True)
+    )
 
 
 async def _finish_rounds_in_turn(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
@@ -207,30 +298,6 @@ def _held_round(event_id: Any, owner: Any) -> tuple[Any, ...]:
         WebhookEvent.id == event_id,
         WebhookEvent.lease_owner == owner,
         WebhookEvent.status == EventStatus.PENDING,
-    )
-
-
-def _finish_rounds_statement(columns: tuple[str, ...], rounds: list[Round]) -> Any:
-    table = WebhookEvent.__table__
-    held = values(
-        table_column("held_id", table.c.id.type),
-        table_column("held_owner", table.c.lease_owner.type),
-        *(table_column(f"new_{name}", table.c[name].type) for name in columns),
-        name="held",
-    ).data([(event_id, owner, *(new[name] for name in columns)) for event_id, owner, new in rounds])
-    return (
-        update(WebhookEvent)
-        .where(*_held_round(held.c.held_id, held.c.held_owner))
-        .values(
-            {
-                # a column that is NULL in every row would be text: cast back
-                **{name: cast(held.c[f"new_{name}"], table.c[name].type) for name in columns},
-                "lease_owner": None,
-                "lease_until": None,
-            }
-        )
-        .returning(WebhookEvent.id)
-        .execution_options(synchronize_session=False)
     )
 
 
