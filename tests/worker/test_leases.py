@@ -222,3 +222,41 @@ async def test_the_heartbeat_keeps_a_long_job_leased(
     await asyncio.sleep(0.3)
     assert len(webhook_receiver.received()) == 1
     assert (await events_for(runtime, recording_id))[0].attempts == 1
+
+
+async def test_a_job_claimed_again_while_it_runs_here_is_not_run_twice(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    account: NewAccount,
+    webhook_receiver: WebhookReceiver,
+    start_worker: Callable[..., Worker],
+) -> None:
+    """A round in flight whose lease lapsed (the database away: the heartbeat could not renew
+    it): the worker's own poll leases it to it again, and does not start a second round."""
+    webhook_receiver.stall(1.5, times=1)
+    connection_id = await create_application(
+        api, account.api_key, webhook_receiver.url(), timeout_secs=5
+    )
+    worker = await start_worker(lease_seconds=60.0)
+    recording_id, _ = await ingest(api, runtime.settings.ingest_token, connection_id, make_wav(0.1))
+    await webhook_receiver.wait_for(1)  # the round is in flight, held by the receiver
+    [event] = await events_for(runtime, recording_id)
+    assert event.lease_owner == worker.owner
+    lapsed = utcnow() - timedelta(seconds=1)
+    async with transaction(runtime.sessions) as session:
+        await session.execute(
+            update(WebhookEvent).where(WebhookEvent.id == event.id).values(lease_until=lapsed)
+        )
+
+    async def leased_again() -> bool:
+        [again] = await events_for(runtime, recording_id)
+        return again.lease_until is not None and again.lease_until > utcnow()
+
+    await wait_until(leased_again)
+
+    async def delivered() -> bool:
+        return (await events_for(runtime, recording_id))[0].status == "delivered"
+
+    await wait_until(delivered, within=10)
+    assert len(webhook_receiver.received()) == 1
+    assert (await events_for(runtime, recording_id))[0].attempts == 1

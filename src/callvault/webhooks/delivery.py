@@ -37,8 +37,10 @@ from callvault.webhooks.schedule import DEFAULT_SCHEDULE, schedule_from_env
 
 log = structlog.get_logger("callvault.webhooks")
 
-# how long a sent round's outcome is kept trying to be written while the database is away
+# how long a sent round's outcome is kept trying to be written while the database is away,
+# and how often
 RECORD_PATIENCE_SECS = 120.0
+RECORD_RETRY_SECS = 0.4
 
 # the recordings domain's answer to "a fresh link to this recording, if it needs one" (a
 # recording in the default store: its links live 600 s); wired by the entry point, since this
@@ -199,9 +201,11 @@ class Deliverer:
         state: NextState,
     ) -> bool:
         """Write the round's outcome. The requests were sent: if the database is away right
-        now, the write is tried again (0.2 s, 0.4 s … 5 s apart, for up to RECORD_PATIENCE_SECS)
-        instead of giving the round up, which would send it again once its lease expired (a
-        duplicate at the receiver)."""
+        now, the write is tried again (0.2 s, then every 0.4 s, for up to
+        RECORD_PATIENCE_SECS) instead of giving the round up, which would send it again once
+        its lease expired (a duplicate at the receiver). Often: once the database is back,
+        this record must land before a claim takes the lapsed lease (an outage can outlast a
+        lease), and a claim polls every 0.5 s."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + RECORD_PATIENCE_SECS
         pause = 0.2
@@ -217,7 +221,7 @@ class Deliverer:
                     raise
                 log.warning("database unavailable: round not recorded yet", retry_in=pause)
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                pause = RECORD_RETRY_SECS
 
 
 @dataclass(frozen=True)

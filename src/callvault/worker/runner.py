@@ -191,7 +191,10 @@ class Worker:
             for name, n in wanted.items():
                 self._claim_due[name] = sum(1 for kind, _ in claimed if kind == name) >= n
         for kind, job_id in claimed:
-            self.run_held(kind, job_id)
+            # still running here: its lease lapsed (the database was away, so the heartbeat
+            # could not renew it) and the claim leased it to us again; not a second run
+            if job_id not in self._held:
+                self.run_held(kind, job_id)
         if not any(n > 0 for n in self._free().values()):
             await self._wait_for(self._slot_freed, self._stopping, self.inbox.ready)
         elif not (claimed and any(self._claim_due.values())):  # else: maybe more due rows
