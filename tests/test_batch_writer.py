@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callvault.batch_writer import BatchWriter
+from callvault.batch_writer import JOIN_AT_MOST, BatchWriter
 from callvault.runtime import Runtime
 
 
@@ -112,6 +112,29 @@ async def test_an_express_unit_joins_the_batch_under_way(runtime: Runtime) -> No
     held.gate.set()
     assert await asyncio.gather(slow, record) == ["held", "record"]
     assert (writer.commits, writer.units, writer.express_batches) == (1, 2, 0)
+
+
+async def test_an_express_unit_does_not_join_a_large_batch(runtime: Runtime) -> None:
+    """A batch of more than JOIN_AT_MOST units: the rest of it may be a long wait, so the
+    record goes to the express writer at once (PostgreSQL) and commits while the batch is
+    still open; SQLite's one writer takes it in the next batch."""
+    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
+    held = _Held()
+    ran: list[str] = []
+    large = [
+        asyncio.create_task(writer.run(partial(_recorded, ran, f"unit {i}")))
+        for i in range(JOIN_AT_MOST)
+    ]
+    large.append(asyncio.create_task(writer.run(held)))
+    await held.running.wait()
+    record = asyncio.create_task(writer.run(partial(_recorded, ran, "record"), express=True))
+    if runtime.engine.dialect.name == "postgresql":
+        assert await asyncio.wait_for(record, timeout=30) == "record"
+        assert not held.gate.is_set() and writer.express_batches == 1
+    held.gate.set()
+    await asyncio.gather(*large, record)
+    expected = (2, 1) if runtime.engine.dialect.name == "postgresql" else (2, 0)
+    assert (writer.commits, writer.express_batches) == expected
 
 
 async def test_an_express_unit_goes_at_once_when_no_batch_runs(runtime: Runtime) -> None:

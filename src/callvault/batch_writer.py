@@ -22,13 +22,16 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
 
 - `run(..., express=True)` is for a unit whose wait costs something outside (a webhook round's
   record: until it commits, a crash sends the round again). It never waits for a commit it is
-  not part of. While the batch under way runs its units, it joins that batch before its
-  commit. Otherwise, given `express_sessions` (a database with more than one writer:
-  PostgreSQL), a second writer takes it at once on those sessions (except when the main
-  writer is idle with deferred units to carry: it starts a batch of both). The runtime's are
-  in autocommit, one round trip, so an express unit must be one statement there (atomic
-  alone). Without them (SQLite: a second writer would only wait for the first one's lock), it goes
-  first in the next batch.
+  not part of:
+  - while a small batch (at most JOIN_AT_MOST units) runs its units, it joins that batch
+    before its commit;
+  - otherwise, given `express_sessions` (a database with more than one writer: PostgreSQL),
+    a second writer takes it at once on those sessions. The runtime's are in autocommit, one
+    round trip, so an express unit must be one statement there (atomic alone). The
+    exception: a main writer that is idle with deferred units to carry starts a batch of
+    both;
+  - without them (SQLite: a second writer would only wait for the first one's lock), it goes
+    first in the next batch.
 - A unit whose type has `write_together(session, units)` (a `Joinable`) is written with the
   others of its type in its batch by that one call: one statement per table for all of them
   instead of one per unit (each statement is a round trip; on a busy event loop a slow one).
@@ -65,6 +68,9 @@ Work = Callable[[AsyncSession], Awaitable[T]]
 MAX_BATCH = 64
 # how long a deferred unit waits for a batch to ride along with before it commits alone
 DEFER_SECS = 1.0
+# the most units a batch may hold for an express unit to join it: the rest of a small batch
+# ends soon, a large one's is a long wait (docs/performance.md, "Sixth pass")
+JOIN_AT_MOST = 8
 
 
 @dataclass(eq=False)
@@ -99,7 +105,8 @@ class BatchWriter:
             else (self._express, self._waiting, self._deferred)
         )
         self._timer: asyncio.TimerHandle | None = None
-        # the main writer's batch is running its units: an express unit queued now joins it
+        # the main writer's batch is small and running its units: an express unit queued now
+        # joins it
         self._joinable = False
         self._writer: asyncio.Task[None] | None = None
         self._express_writer: asyncio.Task[None] | None = None
@@ -180,9 +187,8 @@ class BatchWriter:
 
     async def _write(self) -> None:
         while any(self._queues):
-            self._joinable = True
             try:
-                await self._write_batch(self._queues, self.sessions, late=True)
+                await self._write_batch(self._queues, self.sessions, joinable=True)
             finally:
                 self._close_to_late()
 
@@ -202,14 +208,18 @@ class BatchWriter:
         self,
         queues: tuple[deque[_Unit[Any]], ...],
         sessions: async_sessionmaker[AsyncSession],
-        late: bool = False,
+        joinable: bool = False,
     ) -> None:
+        """`joinable`: the main writer's batch, which express units may join if it is small
+        (the express writer's never is)."""
         batch: list[_Unit[Any]] = []
         for queue in queues:
             while queue and len(batch) < self.max_batch:
                 batch.append(_take(queue))
+        if joinable:
+            self._joinable = len(batch) <= JOIN_AT_MOST
         try:
-            await self._commit(batch, sessions, late)
+            await self._commit(batch, sessions, joined=joinable and self._joinable)
         except BaseException:
             # the writer itself was cancelled (the loop is closing): what waits never runs
             for queue in queues:
@@ -223,15 +233,16 @@ class BatchWriter:
                 unit.done.set()
 
     async def _commit(
-        self, batch: list[_Unit[Any]], sessions: async_sessionmaker[AsyncSession], late: bool
+        self, batch: list[_Unit[Any]], sessions: async_sessionmaker[AsyncSession], joined: bool
     ) -> None:
+        """`joined`: express units queued meanwhile join this batch before its commit."""
         try:
             async with transaction(sessions) as session:
                 results = await _run_together(session, [unit.work for unit in batch])
-                if late:
+                if joined:
                     results += await self._join_late(session, batch)
         except Exception as exc:
-            if late:
+            if joined:
                 self._close_to_late()
             if database_unavailable(exc) or len(batch) == 1:
                 for unit in batch:

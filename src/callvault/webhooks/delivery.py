@@ -201,14 +201,16 @@ class Deliverer:
         state: NextState,
     ) -> bool:
         """Write the round's outcome. The requests were sent: if the database is away right
-        now, the write is tried again (0.2 s, then every 0.4 s, for up to
+        now, the write is tried again (at once, then every RECORD_RETRY_SECS, for up to
         RECORD_PATIENCE_SECS) instead of giving the round up, which would send it again once
-        its lease expired (a duplicate at the receiver). Often: once the database is back,
-        this record must land before a claim takes the lapsed lease (an outage can outlast a
-        lease), and a claim polls every 0.5 s."""
+        its lease expired (a duplicate at the receiver).
+        - At once: the express writer's kept connection, dead since an outage, fails one
+          batch; the next try connects anew.
+        - Then often: an outage can outlast a lease, and once the database is back this
+          record must land before a claim (every 0.5 s) takes the lapsed lease."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + RECORD_PATIENCE_SECS
-        pause = 0.2
+        pause = 0.0
         write = RoundRecord(event_id, owner, attempt, results, now, state.values)
         while True:
             try:
