@@ -129,3 +129,25 @@ async def test_a_batch_of_rounds_is_written_together_by_the_writer(
     expected = 1 if runtime.engine.dialect.name == "postgresql" else 4
     assert len(counter.statements) == expected, counter.statements
     assert counter.fsynced_commits == 1
+
+
+async def test_two_rounds_of_one_event_in_a_batch_are_written_in_turn(
+    runtime: Runtime, account: NewAccount
+) -> None:
+    """An event twice in one batch (its one UPDATE could change the row once): each round is
+    written in turn; the first gives the lease back, so the second learns it lost it. Both
+    attempts are kept: both were sent."""
+    event = _leased_event(account.account_id, "me")
+    async with transaction(runtime.sessions) as session:
+        session.add(event)
+    rounds = [_round(event, "me", delivered=False), _round(event, "me", delivered=True)]
+    async with transaction(runtime.sessions) as session:
+        kept = await RoundRecord.write_together(session, rounds)
+    assert kept == [True, False]
+    async with runtime.sessions() as session:
+        stored = await session.get(WebhookEvent, event.id)
+        attempts = (
+            await session.scalars(select(WebhookAttempt).where(WebhookAttempt.event_id == event.id))
+        ).all()
+    assert stored is not None and (stored.status, stored.lease_owner) == ("pending", None)
+    assert sorted(a.status_code for a in attempts) == [200, 503]

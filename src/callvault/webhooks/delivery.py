@@ -248,14 +248,21 @@ class RoundRecord:
     async def write_together(cls, session: AsyncSession, rounds: list[RoundRecord]) -> list[bool]:
         """False for a round whose lease was lost. Rows are built here, fresh each try: a
         rolled-back session leaves them unusable."""
-        attempts = [
-            _attempt_row(r.event_id, r.attempt, a, r.now) for r in rounds for a in r.results
-        ]
-        held = [(r.event_id, r.owner, r.values) for r in rounds]
-        if repository.can_record_in_one(session, held):
-            return await repository.record_rounds(session, held, attempts)
+        if repository.records_in_one_statement(session):
+            if len({r.event_id for r in rounds}) < len(rounds):
+                # an event twice (rare): one statement per round, each atomic alone
+                return [(await cls.write_together(session, [r]))[0] for r in rounds]
+            return await repository.record_rounds(session, *_rows(rounds))
+        held, attempts = _rows(rounds)
         await repository.add_attempts(session, attempts)
         return await repository.finish_rounds(session, held)
+
+
+def _rows(rounds: list[RoundRecord]) -> tuple[list[repository.Round], list[dict[str, Any]]]:
+    """The rounds' (event id, owner, next state) and their attempts' rows."""
+    held = [(r.event_id, r.owner, r.values) for r in rounds]
+    attempts = [_attempt_row(r.event_id, r.attempt, a, r.now) for r in rounds for a in r.results]
+    return held, attempts
 
 
 def _attempt_row(

@@ -158,15 +158,9 @@ _ROUND_ALWAYS = frozenset({"attempts", "last_error", "next_attempt_at"})
 _ROUND_COLUMNS = ("attempts", "last_error", "next_attempt_at", "status", "delivered_at")
 
 
-def can_record_in_one(session: AsyncSession, rounds: Sequence[Round]) -> bool:
-    """Whether `record_rounds` takes these rounds: PostgreSQL, each event once, and the columns
-    of a round's next state."""
-    if session.get_bind().dialect.name != "postgresql":
-        return False
-    events = {event_id for event_id, _, _ in rounds}
-    return len(events) == len(rounds) and all(
-        _ROUND_ALWAYS <= new.keys() <= set(_ROUND_COLUMNS) for *_, new in rounds
-    )
+def records_in_one_statement(session: AsyncSession) -> bool:
+    """Whether `record_rounds` is there: PostgreSQL."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 async def record_rounds(
@@ -174,11 +168,16 @@ async def record_rounds(
 ) -> list[bool]:
     """PostgreSQL: every round's attempts INSERTed and its event's next state written with the
     lease given back, in one statement of fixed text over two JSON parameters (prepared once
-    per connection; one round trip, atomic even in autocommit). False for a round whose lease
-    was lost (its attempts are kept: they were sent)."""
-    statement = _record_rounds_statement()
+    per connection; one round trip, atomic even in autocommit). Each event once (an UPDATE
+    changes a row once). False for a round whose lease was lost (its attempts are kept: they
+    were sent)."""
+    if len({event_id for event_id, _, _ in rounds}) < len(rounds):
+        raise ValueError("an event twice in one record")
+    for *_, new in rounds:
+        if not _ROUND_ALWAYS <= new.keys() <= set(_ROUND_COLUMNS):
+            raise ValueError(f"not a round's columns: {sorted(new)}")
     result = await session.execute(
-        statement,
+        _record_rounds_statement(),
         {
             "rounds": _json([_round_document(*held) for held in rounds]),
             "attempts": _json(list(attempts)),
