@@ -19,6 +19,9 @@ from callvault.webhooks.delivery import RoundRecord
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 from tests.worker.test_statement_budget import SqlCounter
 
+# the shared database outlives this file: a worker of a later test must not claim these events
+NOT_DUE = timedelta(days=1)
+
 
 def _leased_event(account_id: str, owner: str) -> WebhookEvent:
     now = utcnow()
@@ -31,7 +34,7 @@ def _leased_event(account_id: str, owner: str) -> WebhookEvent:
         payload={},
         status=EventStatus.PENDING,
         attempts=0,
-        next_attempt_at=now,
+        next_attempt_at=now + NOT_DUE,
         lease_owner=owner,
         lease_until=now + timedelta(seconds=60),
     )
@@ -56,7 +59,7 @@ def _round(event: WebhookEvent, owner: str, delivered: bool) -> RoundRecord:
             "next_attempt_at": None,
         }
     else:
-        values = {"attempts": 1, "last_error": "HTTP 503", "next_attempt_at": now}
+        values = {"attempts": 1, "last_error": "HTTP 503", "next_attempt_at": now + NOT_DUE}
     return RoundRecord(event.id, owner, 1, [result], now, values)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault.db import update_each_held, utcnow
@@ -22,11 +22,7 @@ from callvault.recordings.models import Recording
 
 async def apply_held(session: AsyncSession, recording_id: str, owner: str, move: Change) -> bool:
     """Write `move` to a recording this worker holds in the move's source state."""
-    columns = tuple(sorted(move.values))
-    key = (move.source, columns)
-    statement = _HELD.get(key)
-    if statement is None:
-        statement = _HELD[key] = _held_statement(move.source, columns)
+    statement = _held(move.source, tuple(sorted(move.values)))
     result = await session.execute(statement, _parameters(recording_id, owner, move))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -50,10 +46,7 @@ async def apply_held_many(session: AsyncSession, moves: Sequence[HeldChange]) ->
             key = (move.source, tuple(sorted(move.values)))
             groups.setdefault(key, []).append(_parameters(recording_id, owner, move))
     for key, parameters in groups.items():
-        statement = _HELD_MANY.get(key)
-        if statement is None:
-            statement = _HELD_MANY[key] = _held_statement(*key, target=Recording.__table__)
-        await update_each_held(session, statement, parameters)
+        await update_each_held(session, _held(*key), parameters)
     return held
 
 
@@ -70,28 +63,32 @@ def _parameters(recording_id: str, owner: str, move: Change) -> dict[str, Any]:
     return {"held_id": recording_id, "held_owner": owner, **new}
 
 
-def _held_statement(
-    source: RecordingStatus, columns: tuple[str, ...], target: Any = Recording
-) -> Any:
+def _held(source: RecordingStatus, columns: tuple[str, ...]) -> Any:
     """A state change, built once per source and set of columns with its values as bound
     parameters (built per call, `.values(**values)` cost a cache key over every value: issue
-    24). On the Table, it can be executed with many rows (the entity would take a list for
+    24). On the Table, so that it runs with one row or many (the entity would take a list for
     the ORM's bulk update by key)."""
-    table = Recording.__table__
+    key = (source, columns)
+    statement = _HELD.get(key)
+    if statement is None:
+        statement = _HELD[key] = _held_statement(source, columns)
+    return statement
+
+
+def _held_statement(source: RecordingStatus, columns: tuple[str, ...]) -> Any:
+    table: Table = Recording.__table__  # type: ignore[assignment]
     return (
-        update(target)
+        update(table)
         .where(
             Recording.id == bindparam("held_id"),
             Recording.lease_owner == bindparam("held_owner"),
             Recording.status == source,
         )
         .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns})
-        .execution_options(synchronize_session=False)
     )
 
 
 _HELD: dict[tuple[RecordingStatus, tuple[str, ...]], Any] = {}
-_HELD_MANY: dict[tuple[RecordingStatus, tuple[str, ...]], Any] = {}
 
 
 def apply_to(recording: Recording, move: Change) -> None:

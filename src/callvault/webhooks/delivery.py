@@ -248,12 +248,13 @@ class RoundRecord:
     async def write_together(cls, session: AsyncSession, rounds: list[RoundRecord]) -> list[bool]:
         """False for a round whose lease was lost. Rows are built here, fresh each try: a
         rolled-back session leaves them unusable."""
-        if repository.records_in_one_statement(session):
-            if len({r.event_id for r in rounds}) < len(rounds):
-                # an event twice (rare): one statement per round, each atomic alone
-                return [(await cls.write_together(session, [r]))[0] for r in rounds]
-            return await repository.record_rounds(session, *_rows(rounds))
+        if len({r.event_id for r in rounds}) < len(rounds):
+            # an event twice (rare; an UPDATE changes a row once): one round at a time, each
+            # one statement on PostgreSQL, atomic alone
+            return [(await cls.write_together(session, [r]))[0] for r in rounds]
         held, attempts = _rows(rounds)
+        if repository.records_in_one_statement(session):
+            return await repository.record_rounds(session, held, attempts)
         await repository.add_attempts(session, attempts)
         return await repository.finish_rounds(session, held)
 

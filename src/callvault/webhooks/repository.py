@@ -131,25 +131,12 @@ async def finish_round(
     session: AsyncSession, event_id: str, owner: str, values: dict[str, Any]
 ) -> bool:
     """Write a round's outcome and give the lease back; False if the lease was lost."""
-    columns = tuple(sorted(values))
-    statement = _FINISH_ROUND.get(columns)
-    if statement is None:
-        statement = _FINISH_ROUND[columns] = _finish_round_statement(columns)
+    statement = _finish_round(tuple(sorted(values)))
     result = await session.execute(statement, _parameters(event_id, owner, values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 Round = tuple[str, str, dict[str, Any]]  # event id, lease owner, the event's new values
-
-
-async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
-    """`finish_round` for many rounds (event id, owner, values): which leases the rounds still
-    hold, in one SELECT, then one UPDATE per set of columns (PostgreSQL records whole rounds in
-    one statement instead: `record_rounds`)."""
-    events = [event_id for event_id, _, _ in rounds]
-    if len(set(events)) < len(events):
-        return [await finish_round(session, *held) for held in rounds]
-    return await _finish_rounds_in_turn(session, rounds)
 
 
 # what a round writes to its event (webhooks/outcome.next_state): always the first three;
@@ -253,10 +240,11 @@ def _recordset(parameter: str, columns: list[tuple[str, Any]]) -> Any:
     )
 
 
-async def _finish_rounds_in_turn(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
-    """SQLite, whose UPDATE counts rows but returns no VALUES-joined ids: which leases the
-    rounds still hold, in one SELECT, then one UPDATE per set of columns executed for all of
-    its held rounds (db.update_each_held)."""
+async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
+    """`finish_round` for many rounds (event id, owner, values), each event once: which leases
+    the rounds still hold, in one SELECT, then one UPDATE per set of columns executed for all
+    of its held rounds (db.update_each_held). PostgreSQL records whole rounds in one statement
+    instead (`record_rounds`)."""
     if len(rounds) == 1:
         return [await finish_round(session, *rounds[0])]
     ids = [event_id for event_id, _, _ in rounds]
@@ -268,11 +256,7 @@ async def _finish_rounds_in_turn(session: AsyncSession, rounds: Sequence[Round])
         if holds:
             groups.setdefault(tuple(sorted(new)), []).append(_parameters(event_id, owner, new))
     for columns, parameters in groups.items():
-        statement = _FINISH_HELD_ROUNDS.get(columns)
-        if statement is None:
-            table = WebhookEvent.__table__
-            statement = _FINISH_HELD_ROUNDS[columns] = _finish_round_statement(columns, table)
-        await update_each_held(session, statement, parameters)
+        await update_each_held(session, _finish_round(columns), parameters)
     return held
 
 
@@ -300,13 +284,20 @@ def _held_round(event_id: Any, owner: Any) -> tuple[Any, ...]:
     )
 
 
-def _finish_round_statement(columns: tuple[str, ...], target: Any = WebhookEvent) -> Any:
+def _finish_round(columns: tuple[str, ...]) -> Any:
     """Built once per set of columns, the values bound (issue 24: built per round, its
-    `.values(**values)` cost a cache key over every value). On the Table, it can be executed
-    with many rows (the entity would take a list for the ORM's bulk update by key)."""
-    table = WebhookEvent.__table__
+    `.values(**values)` cost a cache key over every value). On the Table, so that it runs
+    with one round or many (the entity would take a list for the ORM's bulk update by key)."""
+    statement = _FINISH_ROUND.get(columns)
+    if statement is None:
+        statement = _FINISH_ROUND[columns] = _finish_round_statement(columns)
+    return statement
+
+
+def _finish_round_statement(columns: tuple[str, ...]) -> Any:
+    table: Table = WebhookEvent.__table__  # type: ignore[assignment]
     return (
-        update(target)
+        update(table)
         .where(*_held_round(bindparam("held_id"), bindparam("held_owner")))
         .values(
             {
@@ -315,12 +306,10 @@ def _finish_round_statement(columns: tuple[str, ...], target: Any = WebhookEvent
                 "lease_until": None,
             }
         )
-        .execution_options(synchronize_session=False)
     )
 
 
 _FINISH_ROUND: dict[tuple[str, ...], Any] = {}
-_FINISH_HELD_ROUNDS: dict[tuple[str, ...], Any] = {}
 
 
 # ---- the delivery record: GET /v2/webhook_deliveries (webhooks/deliveries.py)
