@@ -7,7 +7,10 @@ adapter, on uvloop like `callvault serve`.
 Prints per operation: a read session with one primary-key `get`, a SELECT inside an open
 session, a write transaction (UPDATE + COMMIT, fsynced: synchronous=FULL) with one and with two
 UPDATEs, and the one-UPDATE transaction through `sqlite3` itself (no statement layer), in a
-thread and on the event loop: what the statement layer costs per transaction.
+thread and on the event loop: what the statement layer costs per transaction. Also one bound
+UPDATE inside an open session written on the entity's attributes (`Account.id`: the ORM's
+compile and execute steps) and on the Table's columns (Core): what the ORM costs a statement
+that needs no objects.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
-from sqlalchemy import event, select, text
+from sqlalchemy import Table, bindparam, event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from callvault import db
@@ -84,6 +87,12 @@ async def main(stock: bool, n: int) -> None:
 
             await measure("read session + get by primary key", n, read_session)
             await measure("SELECT in an open session", n, select_in_session)
+            for label, statement in _BOUND_UPDATES.items():
+
+                async def bound_update(statement: object = statement) -> None:
+                    await open_session.execute(statement, {"held_id": "a1", "new_name": "b"})
+
+                await measure(label, n, bound_update)
 
         async def write_transaction() -> None:
             async with db.transaction(sessions) as session:
@@ -99,6 +108,18 @@ async def main(stock: bool, n: int) -> None:
         await measure("write transaction, two UPDATEs", writes, two_updates)
         await engine.dispose()
         await plain_sqlite(url, writes)
+
+
+_ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+# the same UPDATE, built once with bound values, as the hot path's statements are
+_BOUND_UPDATES = {
+    "UPDATE on the entity's attributes (ORM)": update(_ACCOUNTS)
+    .where(Account.id == bindparam("held_id"))
+    .values(name=bindparam("new_name")),
+    "UPDATE on the Table's columns (Core)": update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("held_id"))
+    .values(name=bindparam("new_name")),
+}
 
 
 async def plain_sqlite(url: str, n: int) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 from datetime import UTC, datetime
 
 import httpx
@@ -71,6 +72,28 @@ async def test_ingest_wav_commits_row_and_durable_object(
     assert info.metadata["sha256"] == row.sha256
     assert info.metadata["recording_id"] == row.id
     assert info.metadata["call_leg_id"] == metadata["call_leg_id"]
+
+
+async def test_a_short_recording_is_written_in_two_thread_hops(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    connection_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each hand-off to a thread costs CPU on the event loop (a future, a wake-up, the GIL
+    back): a recording below the 1 MiB flush is written, checked and closed in one hop, and
+    made durable in the default store in one more."""
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__qualname__", type(func).__name__))
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    response = await post_recording(api, runtime, metadata_for(connection_id), make_wav(0.5))
+    assert response.status_code == 202, response.text
+    assert hops == ["_AudioSink.absorb", "LocalStore._put_durably"]
 
 
 async def test_ingest_dual_mp3_with_custom_file_name(

@@ -25,6 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from callvault.accounts.service import NewAccount
 from callvault.db import make_engine, transaction, utcnow
@@ -45,10 +46,12 @@ _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 @dataclass
 class SqlCounter:
-    """Statements and fsynced commits on some engines while attached."""
+    """Statements and fsynced commits on some engines while attached, and the writes any
+    session made through the ORM (an ORM-enabled INSERT, UPDATE or DELETE, or a flush)."""
 
     statements: list[str] = field(default_factory=list)
     fsynced_commits: int = 0
+    orm_writes: list[str] = field(default_factory=list)
     _writing: set[int] = field(default_factory=set)
 
     def attach(self, *engines: AsyncEngine) -> None:
@@ -56,12 +59,23 @@ class SqlCounter:
             event.listen(engine.sync_engine, "before_cursor_execute", self._execute)
             event.listen(engine.sync_engine, "commit", self._commit)
             event.listen(engine.sync_engine, "rollback", self._rollback)
+        event.listen(Session, "do_orm_execute", self._orm_execute)
+        event.listen(Session, "before_flush", self._flush)
 
     def detach(self, *engines: AsyncEngine) -> None:
         for engine in engines:
             event.remove(engine.sync_engine, "before_cursor_execute", self._execute)
             event.remove(engine.sync_engine, "commit", self._commit)
             event.remove(engine.sync_engine, "rollback", self._rollback)
+        event.remove(Session, "do_orm_execute", self._orm_execute)
+        event.remove(Session, "before_flush", self._flush)
+
+    def _orm_execute(self, state: ORMExecuteState) -> None:
+        if state.is_orm_statement and (state.is_insert or state.is_update or state.is_delete):
+            self.orm_writes.append(" ".join(str(state.statement).split())[:160])
+
+    def _flush(self, session: Session, *args: Any) -> None:
+        self.orm_writes.append(f"flush of {len(session.new)} new, {len(session.dirty)} changed")
 
     @contextmanager
     def counting(self, *engines: AsyncEngine) -> Iterator[SqlCounter]:
@@ -201,6 +215,9 @@ async def test_statements_and_fsynced_commits_per_recording(
     listing = "\n".join(counter.statements)
     assert statements <= MAX_STATEMENTS_PER_RECORDING, listing
     assert commits <= MAX_FSYNCED_COMMITS[storage], listing
+    # every write of a recording's way is a Core statement on a Table: the ORM's compile and
+    # flush steps cost CPU that rows written as values do not need (bench/db_roundtrip.py)
+    assert counter.orm_writes == []
 
 
 CONCURRENCY = 8

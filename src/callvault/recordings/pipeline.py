@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -524,22 +523,33 @@ async def remove_staging_copy(runtime: Runtime, recording_id: str, key: str) -> 
     and its key is forgotten with the next commit (lifecycle: staging copy removed). Not
     urgent: a crash in between is finished by the sweep."""
     if await delete_staging_object(runtime, recording_id, key):
-        runtime.batch_writer.defer(partial(_forget_staging_key, recording_id, key))
+        runtime.batch_writer.defer(ForgottenStagingKey(recording_id, key))
 
 
-async def _forget_staging_key(recording_id: str, key: str, session: AsyncSession) -> None:
-    await transitions.forget_staging_key(session, recording_id, key)
+@dataclass(frozen=True)
+class ForgottenStagingKey:
+    """A group-commit unit (batch_writer.Joinable): forget a deleted staging copy's key, with
+    the others of its batch in one statement."""
+
+    recording_id: str
+    key: str
+
+    async def __call__(self, session: AsyncSession) -> None:
+        await transitions.forget_staging_keys(session, [(self.recording_id, self.key)])
+
+    @classmethod
+    async def write_together(
+        cls, session: AsyncSession, units: list[ForgottenStagingKey]
+    ) -> list[None]:
+        await transitions.forget_staging_keys(session, [(u.recording_id, u.key) for u in units])
+        return [None] * len(units)
 
 
 async def delete_staging_copy(runtime: Runtime, recording_id: str, key: str) -> bool:
     """Delete a stored recording's default-store copy, then forget its key (idempotent)."""
     if not await delete_staging_object(runtime, recording_id, key):
         return False
-
-    async def write(session: AsyncSession) -> None:
-        await transitions.forget_staging_key(session, recording_id, key)
-
-    await runtime.batch_writer.run(write)
+    await runtime.batch_writer.run(ForgottenStagingKey(recording_id, key))
     return True
 
 

@@ -152,7 +152,7 @@ def _insert_new_query(dialect: str, columns: tuple[str, ...]) -> Any:
         .on_conflict_do_nothing(
             index_elements=["connection_id", "call_leg_id", "recording_started_at"]
         )
-        .returning(Recording.id)
+        .returning(_RECORDINGS.c.id)
     )
 
 

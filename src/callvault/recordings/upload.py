@@ -294,10 +294,12 @@ class _FormState:
 
 class _AudioSink:
     """The temp file, the sha256 and size of what it holds, and the audio check (on the
-    plaintext); `absorb` and `seal` run in a worker thread."""
+    plaintext); `absorb` and `seal` run in a worker thread. The file is opened by the first
+    write (in that thread too): a short recording costs one thread hop, not four."""
 
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle = handle
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: IO[bytes] | None = None
         self.hash = hashlib.sha256()
         self.sniffer = AudioSniffer()
         self.written = 0
@@ -310,18 +312,36 @@ class _AudioSink:
         self.started = True
         self.encryptor = ContentEncryptor(recipient, recording_id) if encrypt else None
 
-    def absorb(self, data: bytes) -> None:
-        self.sniffer.feed(data)
-        self._write(self.encryptor.update(data) if self.encryptor else data)
+    def absorb(self, data: bytes, seal: bool = False) -> None:
+        """Write `data`; `seal`: it is the last of the audio (see `seal`)."""
+        if data:
+            self.sniffer.feed(data)
+            self._write(self.encryptor.update(data) if self.encryptor else data)
+        if seal:
+            self.seal()
 
     def seal(self) -> None:
-        """Append the GCM tag (encrypted files only)."""
+        """Append the GCM tag (encrypted files only) and close the file (made, empty, if
+        nothing was written)."""
         if self.encryptor is not None:
             self._write(self.encryptor.finish())
-        self.handle.close()
+        self._file().close()
+
+    @property
+    def open(self) -> bool:
+        return self.handle is not None and not self.handle.closed
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+    def _file(self) -> IO[bytes]:
+        if self.handle is None:
+            self.handle = open(self.path, "wb")  # closed by seal or close
+        return self.handle
 
     def _write(self, data: bytes) -> None:
-        self.handle.write(data)
+        self._file().write(data)
         self.hash.update(data)
         self.written += len(data)
 
@@ -412,15 +432,15 @@ async def receive_upload(
         metadata_name=None if given_metadata is not None else "metadata",
     )
     parser = _parser_for(request.headers.get("content-type"), state)
-    handle = await asyncio.to_thread(open, path, "wb")  # closed in the finally below
-    body = _Body(state, _AudioSink(handle), encryption_for, given_metadata, recording_id)
+    body = _Body(state, _AudioSink(path), encryption_for, given_metadata, recording_id)
     try:
         await body.resolve()  # metadata given up front: the key is known before the first byte
         await body.read(paced(request.stream(), pace or BodyPace()), parser)
     except ClientDisconnect:
         raise bad_request("The client went away before the body was complete.") from None
     finally:
-        await asyncio.to_thread(handle.close)
+        if body.sink.open:  # the body was cut off: sealed files are closed already
+            await asyncio.to_thread(body.sink.close)
 
     body.metadata, audio = _checked(state, body.sink.sniffer, body.metadata, channels_from_audio)
     await body.resolve()
@@ -503,10 +523,10 @@ class _Body:
                     raise audio_invalid(reason)
         if not state.ended:
             raise bad_request("The multipart body is incomplete (no closing boundary).")
-        await self.flush()
-        await asyncio.to_thread(self.sink.seal)
+        await self.flush(seal=True)
 
-    async def flush(self) -> None:
+    async def flush(self, seal: bool = False) -> None:
+        """Write the audio received so far; `seal`: all of it is there (one hop for both)."""
         if not self.sink.started and self.state.pending:
             # unknown yet (audio before metadata): encrypted, so that no plaintext is written
             self.sink.start(
@@ -514,7 +534,10 @@ class _Body:
                 recipient=self.recipient,
                 recording_id=self.recording_id,
             )
-        await _flush(self.state, self.sink)
+        data = bytes(self.state.pending)
+        self.state.pending.clear()
+        if data or seal:
+            await asyncio.to_thread(self.sink.absorb, data, seal)
 
 
 def _checked(
@@ -567,10 +590,3 @@ async def _settle_encryption(
     elif recipient is not None:
         raise RuntimeError("audio written in clear for an application that encrypts")
     return size, sha256, details
-
-
-async def _flush(state: _FormState, sink: _AudioSink) -> None:
-    if state.pending:
-        data = bytes(state.pending)
-        state.pending.clear()
-        await asyncio.to_thread(sink.absorb, data)

@@ -116,16 +116,20 @@ class LocalStore(ObjectStore):
         ).encode()
         if not isinstance(source, bytes):
             source = Path(source)
-            if not await asyncio.to_thread(source.is_file):
-                raise FileNotFoundError(source)
         try:
             await asyncio.to_thread(self._put_durably, source, target, attributes, key, move)
+        except _MissingSource as missing:
+            raise FileNotFoundError(missing.source) from None
         except OSError as exc:
             raise self._error(exc) from None
 
     def _put_durably(
         self, source: Path | bytes, target: Path, attributes: bytes, key: str, move: bool
     ) -> None:
+        # checked in this thread hop rather than one of its own: a missing source is our own
+        # bug (FileNotFoundError), not the store's (a StorageError)
+        if isinstance(source, Path) and not source.is_file():
+            raise _MissingSource(source)
         _make_dirs_durably(target.parent)
 
         def copy(out: BinaryIO) -> None:
@@ -242,6 +246,14 @@ class LocalStore(ObjectStore):
         return StorageError.build(
             StorageErrorKind.TRANSIENT, "local", self.bucket, str(name), noun=self.noun
         )
+
+
+class _MissingSource(Exception):
+    """The file to put is not there (not an OSError: it must not read as the store's)."""
+
+    def __init__(self, source: Path) -> None:
+        super().__init__(str(source))
+        self.source = source
 
 
 def _write_durably(target: Path, fill: Callable[[BinaryIO], object], temp_dir: Path) -> None:
