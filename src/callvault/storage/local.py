@@ -13,7 +13,8 @@
   before); `head` reads either.
 - `move_file` (ingest): the received file, on the same filesystem, becomes the object by a
   rename — 2 fsyncs (file, directory) instead of a copy and 4 fsyncs.
-- Reads and deletes go through obstore's LocalStore; `local_path` gives the HTTP layer the file
+- Reads go through obstore's LocalStore; a delete unlinks the file and its sidecar in one thread
+  hop (the worker deletes every staging copy); `local_path` gives the HTTP layer the file
   to serve for `/v2/recording_files/{key}` after it has checked the link with `verify_link`,
   and the worker the file to upload to custom storage.
 """
@@ -214,19 +215,9 @@ class LocalStore(ObjectStore):
             raise self._error(exc) from None
 
     async def delete(self, key: str) -> None:
-        self.path_for(key)
-        meta = self._meta_path(key)
+        path = self.path_for(key)
         try:
-            await obstore.delete_async(self._store, key)
-        except FileNotFoundError:
-            pass
-        except Exception as exc:
-            raise self._error(exc) from None
-        # objects described by a sidecar (no xattrs there, or written by an older version):
-        # it goes second, so a crash in between leaves an orphan sidecar, never an object
-        # without its content type
-        try:
-            await asyncio.to_thread(meta.unlink, True)
+            await asyncio.to_thread(_delete_with_sidecar, path, self._meta_path(key))
         except OSError as exc:
             raise self._error(exc) from None
 
@@ -246,6 +237,14 @@ class LocalStore(ObjectStore):
         return StorageError.build(
             StorageErrorKind.TRANSIENT, "local", self.bucket, str(name), noun=self.noun
         )
+
+
+def _delete_with_sidecar(path: Path, meta: Path) -> None:
+    """The object, then its sidecar (objects described by one: no xattrs there, or written by
+    an older version): a crash in between leaves an orphan sidecar, never an object without its
+    content type. Both in one thread hop; a missing one is fine (idempotent)."""
+    path.unlink(missing_ok=True)
+    meta.unlink(missing_ok=True)
 
 
 class _MissingSource(Exception):
