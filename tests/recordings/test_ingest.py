@@ -7,8 +7,8 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest

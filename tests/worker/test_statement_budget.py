@@ -57,6 +57,7 @@ class SqlCounter:
     def attach(self, *engines: AsyncEngine) -> None:
         for engine in engines:
             event.listen(engine.sync_engine, "before_cursor_execute", self._execute)
+            event.listen(engine.sync_engine, "after_cursor_execute", self._executed)
             event.listen(engine.sync_engine, "commit", self._commit)
             event.listen(engine.sync_engine, "rollback", self._rollback)
         event.listen(Session, "do_orm_execute", self._orm_execute)
@@ -65,6 +66,7 @@ class SqlCounter:
     def detach(self, *engines: AsyncEngine) -> None:
         for engine in engines:
             event.remove(engine.sync_engine, "before_cursor_execute", self._execute)
+            event.remove(engine.sync_engine, "after_cursor_execute", self._executed)
             event.remove(engine.sync_engine, "commit", self._commit)
             event.remove(engine.sync_engine, "rollback", self._rollback)
         event.remove(Session, "do_orm_execute", self._orm_execute)
@@ -95,11 +97,14 @@ class SqlCounter:
         if verb in _CONTROL:
             return
         self.statements.append(" ".join(statement.split())[:160])
-        if verb in _WRITES or _writes_with(statement):
-            if conn.dialect.isolation_level == "AUTOCOMMIT":
-                self.fsynced_commits += 1
-            else:
-                self._writing.add(self._key(conn))
+        if _writes(statement) and conn.dialect.isolation_level != "AUTOCOMMIT":
+            self._writing.add(self._key(conn))
+
+    def _executed(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # in autocommit a write is its own commit, once it has succeeded (one that failed,
+        # e.g. on a connection an outage left dead, committed nothing)
+        if _writes(statement) and conn.dialect.isolation_level == "AUTOCOMMIT":
+            self.fsynced_commits += 1
 
     def _commit(self, conn: Any) -> None:
         key = self._key(conn)
@@ -124,6 +129,11 @@ async def _park_leftovers(runtime: Runtime) -> None:
                 .values(next_attempt_at=later)
                 .execution_options(synchronize_session=False)
             )
+
+
+def _writes(statement: str) -> bool:
+    verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+    return verb in _WRITES or _writes_with(statement)
 
 
 def _writes_with(statement: str) -> bool:
