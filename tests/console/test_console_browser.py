@@ -9,6 +9,7 @@ run does not rewrite tracked files:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -93,6 +94,21 @@ async def reload_until(page: Page, text: str, *, within: float = 60) -> None:
             raise AssertionError(f"{text!r} did not show on {page.url} within {within} s")
         await page.wait_for_timeout(250)
         await page.reload()
+
+
+# resolves once the audio player has its metadata (readyState >= 1: duration known)
+_PLAYER_METADATA = """() => new Promise((resolve) => {
+    const player = document.getElementById('player');
+    if (player.readyState >= 1) { resolve(true); return; }
+    player.addEventListener('loadedmetadata', () => resolve(true), { once: true });
+})"""
+
+
+async def player_has_metadata(page: Page) -> None:
+    """Wait for the player's `loadedmetadata`. Not with `wait_for_function`: when its first
+    check is false, Playwright polls by evaluating the predicate's text inside the page, which
+    the console's CSP (script-src 'self', no 'unsafe-eval') refuses."""
+    await asyncio.wait_for(page.evaluate(_PLAYER_METADATA), timeout=WAIT_MS / 1000)
 
 
 async def sign_in(page: Page, server: LiveServer, api_key: str) -> Response | None:
@@ -226,9 +242,7 @@ async def test_console_journey(
     audio = await audio_info.value
     assert audio.status == 200
     assert audio.headers["content-type"] == "audio/wav"
-    await page.wait_for_function(
-        "document.getElementById('player').readyState >= 1", timeout=WAIT_MS
-    )
+    await player_has_metadata(page)
     duration = await page.evaluate("document.getElementById('player').duration")
     assert 1.4 < duration < 1.6
     object_key = await page.locator("#object-key").inner_text()
@@ -365,7 +379,7 @@ async def test_recording_in_the_default_store_plays(
     audio = await audio_info.value
     assert audio.status == 200
     assert audio.headers["content-type"] == "audio/wav"
-    await page.wait_for_function("document.getElementById('player').readyState >= 1")
+    await player_has_metadata(page)
     await context.close()
 
 
