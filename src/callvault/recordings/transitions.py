@@ -52,8 +52,7 @@ async def apply_held_many(session: AsyncSession, moves: Sequence[HeldChange]) ->
 
 # The pipeline's statements are built on the Table, not the entity: naming the entity's
 # attributes sends a statement through the ORM's compile and execute steps, which rows only
-# written or read as tuples do not need (bench/db_roundtrip.py: 164 against 119 us of CPU for
-# one UPDATE).
+# written or read as tuples do not need (docs/performance.md, "Seventh pass").
 _TABLE: Table = Recording.__table__  # type: ignore[assignment]
 
 # who holds each of `ids`, and in which state; locked until the transaction ends

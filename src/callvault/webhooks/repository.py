@@ -39,9 +39,8 @@ async def application(session: AsyncSession, application_id: str) -> Application
 
 
 # The hot path's statements are built on the Tables, not the entities: a statement naming an
-# entity's attributes goes through the ORM's compile and execute steps (~70 us more per
-# statement, bench/db_roundtrip.py), which rows that are only written or read as tuples do not
-# need.
+# entity's attributes goes through the ORM's compile and execute steps, which rows that are only
+# written or read as tuples do not need (docs/performance.md, "Seventh pass").
 _EVENTS: Table = WebhookEvent.__table__  # type: ignore[assignment]
 _INSERT_EVENTS = insert(_EVENTS)
 # (attribute, column) of every column an event is written with
@@ -206,7 +205,7 @@ def _json_value(value: Any) -> str:
 def _record_rounds_statement() -> Any:
     """Built from the tables' own columns and types, once: WITH (INSERT the attempts FROM a
     recordset) UPDATE the events FROM a recordset RETURNING the ids whose lease held."""
-    events: Table = WebhookEvent.__table__  # type: ignore[assignment]
+    events = _EVENTS
     written = [c for c in _ATTEMPTS.c if c.name != "id"]
     attempts = _recordset("attempts", [(c.name, c.type) for c in written])
     attempts_written = (
