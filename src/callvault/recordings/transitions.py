@@ -8,6 +8,7 @@ and its transaction, with the webhook event inside, is rolled back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -162,31 +163,24 @@ async def forget_staging_keys(session: AsyncSession, staged: Sequence[tuple[str,
     """The default-store copies of recordings now in custom storage are gone: (recording id,
     key) pairs, one statement for all (executemany). A row that moved on meanwhile (deleted,
     or its key forgotten already) is left as it is."""
-    move = change(RecordingStatus.STORED, Event.STAGING_REMOVED)
-    columns = tuple(sorted(move.values))
-    statement = _FORGET.get(columns)
-    if statement is None:
-        statement = _FORGET[columns] = _forget_statement(move.source, columns)
-    new = {f"new_{name}": value for name, value in move.values.items()}
     await session.execute(
-        statement, [{"staged_id": rid, "staged_key": key, **new} for rid, key in staged]
+        _forget_statement(), [{"staged_id": rid, "staged_key": key} for rid, key in staged]
     )
 
 
-def _forget_statement(source: RecordingStatus, columns: tuple[str, ...]) -> Any:
-    table = _TABLE
+@functools.cache
+def _forget_statement() -> Any:
+    """Built once: the move writes constants, only the row and its key are bound."""
+    move = change(RecordingStatus.STORED, Event.STAGING_REMOVED)
     return (
-        update(table)
+        update(_TABLE)
         .where(
-            table.c.id == bindparam("staged_id"),
-            table.c.status == source,
-            table.c.default_store_key == bindparam("staged_key"),
+            _TABLE.c.id == bindparam("staged_id"),
+            _TABLE.c.status == move.source,
+            _TABLE.c.default_store_key == bindparam("staged_key"),
         )
-        .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns})
+        .values(move.values)
     )
-
-
-_FORGET: dict[tuple[str, ...], Any] = {}
 
 
 async def requeue_after_new_credentials(
