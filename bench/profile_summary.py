@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metrics (prometheus_client)", ("prometheus_client",)),
     ("SQL layer (SQLAlchemy)", ("sqlalchemy/",)),
     ("SQLite driver and its thread", ("aiosqlite", "sqlite_driver", "sqlite3")),
-    ("webhook HTTP client", ("httpx/", "httpcore/", "h11/", "anyio/", "outbound/transport")),
+    ("webhook HTTP client", ("httpx/", "httpcore/", "h11/", "anyio/", "outbound/post_client")),
     ("signing (cryptography)", ("signing.py", "cryptography")),
     ("multipart parser", ("python_multipart",)),
     ("HTTP server (uvicorn)", ("uvicorn/",)),

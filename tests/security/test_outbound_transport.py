@@ -1,4 +1,5 @@
-"""Connect-time address checks for requests to customer URLs (outbound/transport.py).
+"""Connect-time address checks for requests to customer URLs (outbound/transport.py), through
+the webhook client (outbound/post_client.py).
 
 Real sockets: a receiver on loopback records every request that reaches it, so "refused" means
 nothing arrived, not merely that an exception was raised. Name resolution is injected (a resolver
@@ -7,12 +8,13 @@ function), never patched into the socket layer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from callvault.config import load_settings
-from callvault.outbound.transport import AddressRefused, outbound_client
+from callvault.outbound.post_client import Answer, ConnectFailed, PostClient, UnsupportedURL
+from callvault.outbound.transport import PolicyRefusal
+from callvault.webhooks.attempt import failure_reason
 from tests.security.receiver import Receiver, Reply
 
 
@@ -40,6 +44,27 @@ async def no_lookups(host: str, port: int) -> list[str]:
     raise AssertionError(f"a literal address must not be resolved ({host})")
 
 
+@contextlib.asynccontextmanager
+async def guarded(**options: Any) -> AsyncIterator[PostClient]:
+    client = PostClient(**options)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def post(client: PostClient, url: str, body: bytes = b"{}") -> Answer:
+    return await client.post(
+        url,
+        body,
+        [("content-type", "application/json")],
+        connect_timeout=3.0,
+        answer_timeout=2.0,
+        answer_wait=0.25,
+        keep_bytes=64 * 1024,
+    )
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     server = await Receiver().start()
@@ -52,9 +77,9 @@ async def test_a_name_that_rebinds_to_loopback_is_refused_at_connect_time(receiv
     # lookup), and 127.0.0.1 when the webhook is sent (second lookup)
     resolver = ScriptedResolver(["93.184.216.34"], ["127.0.0.1"])
     assert await resolver("hooks.example.com", receiver.port) == ["93.184.216.34"]
-    async with outbound_client(allow_private=False, resolver=resolver) as client:
-        with pytest.raises(AddressRefused, match=r"hooks\.example\.com.*127\.0\.0\.1"):
-            await client.post(f"http://hooks.example.com:{receiver.port}/hook", json={"a": 1})
+    async with guarded(allow_private=False, resolver=resolver) as client:
+        with pytest.raises(PolicyRefusal, match=r"hooks\.example\.com.*127\.0\.0\.1"):
+            await post(client, f"http://hooks.example.com:{receiver.port}/hook")
     assert len(resolver.lookups) == 2  # the connection resolved the name itself
     assert receiver.received == []
 
@@ -64,9 +89,9 @@ async def test_the_same_rebinding_name_reaches_the_receiver_when_private_network
 ):
     resolver = ScriptedResolver(["93.184.216.34"], ["127.0.0.1"])
     await resolver("hooks.example.com", receiver.port)
-    async with outbound_client(allow_private=True, resolver=resolver) as client:
-        response = await client.post(f"http://hooks.example.com:{receiver.port}/hook", json={})
-    assert response.status_code == 200
+    async with guarded(allow_private=True, resolver=resolver) as client:
+        response = await post(client, f"http://hooks.example.com:{receiver.port}/hook")
+    assert response.status == 200
     assert [r.path for r in receiver.received] == ["/hook"]
 
 
@@ -91,17 +116,17 @@ async def test_the_same_rebinding_name_reaches_the_receiver_when_private_network
     ],
 )
 async def test_literal_non_public_addresses_are_refused_without_connecting(host, receiver):
-    async with outbound_client(allow_private=False, resolver=no_lookups) as client:
-        with pytest.raises(AddressRefused, match="not a public address"):
-            await client.get(f"http://{host}:{receiver.port}/")
+    async with guarded(allow_private=False, resolver=no_lookups) as client:
+        with pytest.raises(PolicyRefusal, match="not a public address"):
+            await post(client, f"http://{host}:{receiver.port}/")
     assert receiver.received == []
 
 
 async def test_a_name_with_one_private_answer_among_public_ones_is_refused(receiver):
     resolver = ScriptedResolver(["93.184.216.34", "127.0.0.1"])
-    async with outbound_client(allow_private=False, resolver=resolver) as client:
-        with pytest.raises(AddressRefused):
-            await client.get(f"http://mixed.example.com:{receiver.port}/")
+    async with guarded(allow_private=False, resolver=resolver) as client:
+        with pytest.raises(PolicyRefusal):
+            await post(client, f"http://mixed.example.com:{receiver.port}/")
     assert receiver.received == []
 
 
@@ -112,42 +137,42 @@ async def test_private_networks_allowed_by_the_environment_setting(tmp_path, rec
     refused = load_settings(
         {"CALLVAULT_DATA_DIR": str(tmp_path), "CALLVAULT_ALLOW_PRIVATE_NETWORKS": "false"}
     )
-    async with outbound_client(allow_private=allowed.allow_private_networks) as client:
-        assert (await client.get(f"{receiver.url}/ok")).status_code == 200
-    async with outbound_client(allow_private=refused.allow_private_networks) as client:
-        with pytest.raises(AddressRefused):
-            await client.get(f"{receiver.url}/refused")
+    async with guarded(allow_private=allowed.allow_private_networks) as client:
+        assert (await post(client, f"{receiver.url}/ok")).status == 200
+    async with guarded(allow_private=refused.allow_private_networks) as client:
+        with pytest.raises(PolicyRefusal):
+            await post(client, f"{receiver.url}/refused")
     assert [r.path for r in receiver.received] == ["/ok"]
 
 
 async def test_a_redirect_from_the_receiver_is_not_followed(receiver):
     receiver.replies["/hook"] = Reply(302, {"Location": f"{receiver.url}/elsewhere"})
-    async with outbound_client(allow_private=True) as client:
-        response = await client.post(f"{receiver.url}/hook", json={})
-    assert response.status_code == 302
+    async with guarded(allow_private=True) as client:
+        response = await post(client, f"{receiver.url}/hook")
+    assert response.status == 302
     assert [r.path for r in receiver.received] == ["/hook"]
 
 
 async def test_the_checked_address_is_used_but_the_host_header_keeps_the_name(receiver):
     resolver = ScriptedResolver(["127.0.0.1"])
-    async with outbound_client(allow_private=True, resolver=resolver) as client:
-        await client.get(f"http://receiver.test:{receiver.port}/h")
+    async with guarded(allow_private=True, resolver=resolver) as client:
+        await post(client, f"http://receiver.test:{receiver.port}/h")
     assert receiver.received[0].headers["host"] == f"receiver.test:{receiver.port}"
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd"])
 async def test_only_http_and_https(url):
-    async with outbound_client(allow_private=True) as client:
-        with pytest.raises(httpx.UnsupportedProtocol):
-            await client.get(url)
+    async with guarded(allow_private=True) as client:
+        with pytest.raises(UnsupportedURL):
+            await post(client, url)
 
 
 async def test_proxies_from_the_environment_are_ignored(monkeypatch, receiver):
     # a proxy would resolve the name after our check; callvault always connects directly
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
-    async with outbound_client(allow_private=True) as client:
-        assert (await client.get(f"{receiver.url}/direct")).status_code == 200
+    async with guarded(allow_private=True) as client:
+        assert (await post(client, f"{receiver.url}/direct")).status == 200
     assert [r.path for r in receiver.received] == ["/direct"]
 
 
@@ -180,8 +205,6 @@ def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 
 async def test_tls_to_the_checked_address_keeps_sni_and_certificate_name(tmp_path):
-    from callvault.outbound.transport import GuardedTransport
-
     cert, key = _self_signed(tmp_path, "hooks.customer.test")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
@@ -189,13 +212,13 @@ async def test_tls_to_the_checked_address_keeps_sni_and_certificate_name(tmp_pat
     try:
         trust = ssl.create_default_context(cafile=str(cert))
         resolver = ScriptedResolver(["127.0.0.1"])
-        transport = GuardedTransport(allow_private=True, resolver=resolver, verify=trust)
-        async with httpx.AsyncClient(transport=transport) as client:
-            response = await client.get(f"https://hooks.customer.test:{receiver.port}/tls")
-            assert response.status_code == 200
+        async with guarded(allow_private=True, resolver=resolver, ssl_context=trust) as client:
+            response = await post(client, f"https://hooks.customer.test:{receiver.port}/tls")
+            assert response.status == 200
             # the certificate is checked against the name, not the address we connected to
-            with pytest.raises(httpx.ConnectError, match=r"(?i)certificate"):
-                await client.get(f"https://127.0.0.1:{receiver.port}/by-address")
+            with pytest.raises(ConnectFailed) as refused:
+                await post(client, f"https://127.0.0.1:{receiver.port}/by-address")
+            assert failure_reason(refused.value) == "TLS handshake failed"
         assert receiver.received[0].sni == "hooks.customer.test"
         assert resolver.lookups == [("hooks.customer.test", receiver.port)]
     finally:

@@ -224,12 +224,11 @@ async def test_no_secret_in_logs_responses_or_database(
                     "call.recording.error",
                 }
 
-                async def worker_logged_its_requests() -> bool:
-                    # httpx logs a request once its answer is in: after the receiver saw it
-                    sent = f"HTTP Request: POST {webhook_receiver.url('/default')}"
-                    return sent in logs.getvalue()
+                async def worker_logged_its_rounds() -> bool:
+                    # a round's line is logged once its answers are in: after the receiver saw it
+                    return logs.getvalue().count("webhook delivered") >= 4
 
-                await wait_until(worker_logged_its_requests, what="the webhook requests' logs")
+                await wait_until(worker_logged_its_rounds, what="the webhook rounds' logs")
                 listed = await call("GET", "/v2/recordings", params={"page[size]": 250})
                 for item in listed.json()["data"]:
                     for link in item.get("download_urls", {}).values():
@@ -266,7 +265,7 @@ async def test_no_secret_in_logs_responses_or_database(
     assert "recording stored" in log_text, log_text[-2000:]
     assert "POST /internal/v1/recordings" in log_text  # uvicorn's access log
     assert "SELECT" in log_text  # SQLAlchemy's statements
-    assert f"HTTP Request: POST {webhook_receiver.url('/default')}" in log_text  # the worker's
+    assert log_text.count("webhook delivered") >= 4  # the worker's rounds
     response_text = "\n".join(
         r.text for r in responses if "audio" not in r.headers.get("content-type", "")
     )

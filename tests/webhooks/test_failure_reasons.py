@@ -6,10 +6,18 @@ import errno
 import socket
 import ssl
 
-import httpx
+import h11
+import httpcore
 import pytest
 
-from callvault.webhooks.attempt import failure_reason, timeout_reason
+from callvault.outbound.post_client import (
+    ConnectFailed,
+    ExchangeBroken,
+    Phase,
+    PhaseTimeout,
+    UnsupportedURL,
+)
+from callvault.webhooks.attempt import failure_reason
 
 SECRET_URL = "https://hooks.example.com/t/sk_live_abc123"
 
@@ -29,25 +37,33 @@ def raised_from(outer: Exception, cause: BaseException) -> Exception:
     [
         (
             raised_from(
-                httpx.ConnectError(f"{SECRET_URL}: [Errno 111]"),
-                ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
+                ConnectFailed("could not connect"),
+                ConnectionRefusedError(errno.ECONNREFUSED, f"{SECRET_URL}: refused"),
             ),
             "connection refused",
         ),
         (
-            raised_from(httpx.ConnectError(SECRET_URL), socket.gaierror(-2, "Name not known")),
+            raised_from(
+                ConnectFailed("name does not resolve"),
+                raised_from(httpcore.ConnectError(SECRET_URL), socket.gaierror(-2, "Not known")),
+            ),
             "name does not resolve",
         ),
         (
-            raised_from(httpx.ConnectError(SECRET_URL), ssl.SSLError(1, "CERTIFICATE_VERIFY")),
+            raised_from(ConnectFailed("could not connect"), ssl.SSLError(1, "CERTIFICATE_VERIFY")),
             "TLS handshake failed",
         ),
         (
-            httpx.RemoteProtocolError(f"peer sent {SECRET_URL}"),
+            raised_from(ExchangeBroken("x"), h11.RemoteProtocolError(f"peer sent {SECRET_URL}")),
             "the receiver broke the HTTP protocol or closed the connection",
         ),
-        (httpx.ReadError(SECRET_URL), "connection lost during the exchange"),
-        (httpx.ConnectError(SECRET_URL), "could not connect"),
+        (
+            raised_from(ExchangeBroken("x"), ConnectionResetError(errno.ECONNRESET, SECRET_URL)),
+            "connection reset",
+        ),
+        (raised_from(ConnectFailed("could not connect"), OSError(SECRET_URL)), "could not connect"),
+        (UnsupportedURL("unsupported URL scheme"), "unsupported URL scheme"),
+        (ValueError(SECRET_URL), "request failed (ValueError)"),
     ],
 )
 def test_reasons_are_classified(exc: Exception, reason: str) -> None:
@@ -56,5 +72,8 @@ def test_reasons_are_classified(exc: Exception, reason: str) -> None:
 
 
 def test_timeouts_name_their_phase() -> None:
-    assert timeout_reason(httpx.ConnectTimeout(SECRET_URL), 2) == "timed out after 2 s (connect)"
-    assert timeout_reason(TimeoutError(), 1.5) == "timed out after 1.5 s"
+    assert failure_reason(PhaseTimeout(Phase.CONNECT, 3)) == "timed out after 3 s (connect)"
+    assert (
+        failure_reason(raised_from(PhaseTimeout(Phase.ANSWER, 1.5), TimeoutError()))
+        == "timed out after 1.5 s (waiting for the answer)"
+    )

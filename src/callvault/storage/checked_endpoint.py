@@ -3,9 +3,10 @@
 - `EndpointCheckedStore`: obstore is Rust and resolves names itself, with no hook between
   resolution and connect, so this wrapper resolves the endpoint's host right before every
   operation that connects and refuses it when an address is not public (the same rule as
-  webhooks: outbound/transport.py). A window remains between our lookup and obstore's own;
-  docs/security.md says what bounds it. Signing a URL connects nowhere and is not checked
-  (unless the store says it does: an assumed role may need a session from the endpoint's STS).
+  webhooks: outbound/transport.py::checked_addresses). A window remains between our lookup and
+  obstore's own; docs/security.md says what bounds it. Signing a URL connects nowhere and is
+  not checked (unless the store says it does: an assumed role may need a session from the
+  endpoint's STS).
 - `without_cross_host_redirects`: obstore's HTTP client follows redirects, so an endpoint could
   send callvault (with the method and body of a PUT or DELETE) to any address. obstore has no
   redirect setting, but it has a proxy setting with exclusions: every host but the endpoint's

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 import ssl
@@ -21,20 +20,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from callvault.db import utcnow
 from callvault.metrics import WEBHOOK_SECONDS
-from callvault.outbound.transport import AddressRefused, outbound_client
+from callvault.outbound.post_client import (
+    Answer,
+    ExchangeBroken,
+    PhaseTimeout,
+    PostClient,
+    PostFailed,
+)
+from callvault.outbound.transport import PolicyRefusal, Resolver, system_resolver
 from callvault.webhooks.recorded_headers import recorded_request_headers, recorded_response_headers
 from callvault.webhooks.signing import signed_headers
 
 DEFAULT_TIMEOUT_SECS = 2.0
 CONNECT_TIMEOUT_SECS = 3.0  # name resolution + TCP + TLS, on top of the answer's timeout
 MAX_ERROR_CHARS = 500
-# a receiver's answer is read (and thrown away) up to this size and for at most this long, so
-# that the connection can be reused; beyond either, the connection is closed instead
+# a receiver's answer is read up to this size and for at most this long, so that the
+# connection can be reused; beyond either, the connection is closed instead
 ANSWER_KEEP_BYTES = 64 * 1024
 ANSWER_WAIT_SECS = 0.25
 # what the delivery record (GET /v2/webhook_deliveries) keeps of an answer
@@ -103,22 +108,11 @@ _ERRNO_REASONS = {
 }
 
 
-def timeout_reason(exc: BaseException, limit_secs: float) -> str:
-    """Which phase timed out, in our own words (pure)."""
-    phases: dict[type[BaseException], str] = {
-        httpx.ConnectTimeout: "connect",
-        httpx.ReadTimeout: "waiting for the answer",
-        httpx.WriteTimeout: "sending",
-        httpx.PoolTimeout: "waiting for a connection",
-    }
-    phase = phases.get(type(exc))
-    where = f" ({phase})" if phase else ""
-    return f"timed out after {limit_secs:g} s{where}"
-
-
 def failure_reason(exc: BaseException) -> str:
     """A classified reason for a failed request: never the library's message, which can carry
     the URL, a resolver's text or the peer's bytes (pure)."""
+    if isinstance(exc, PhaseTimeout):
+        return str(exc)
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and len(chain) < 8:
@@ -131,21 +125,10 @@ def failure_reason(exc: BaseException) -> str:
             return "name does not resolve"
         if isinstance(link, OSError) and link.errno in _ERRNO_REASONS:
             return _ERRNO_REASONS[link.errno]
-    text = str(exc).lower()
-    if "cannot resolve" in text or "name or service not known" in text:
-        return "name does not resolve"
-    if "ssl" in text or "certificate" in text:
-        return "TLS handshake failed"
-    if "refused" in text:
-        return "connection refused"
-    if isinstance(exc, httpx.ConnectError):
-        return "could not connect"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, ExchangeBroken):
         return "the receiver broke the HTTP protocol or closed the connection"
-    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.NetworkError):
-        return "connection lost during the exchange"
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return "unsupported URL scheme"
+    if isinstance(exc, PostFailed):
+        return str(exc)  # ours: it names the failure, never the URL
     return f"request failed ({type(exc).__name__})"
 
 
@@ -155,11 +138,17 @@ def timeout_for(webhook_timeout_secs: int | None) -> float:
 
 
 class Sender:
-    """Signs and posts delivery bodies; one HTTP client per worker (connection reuse)."""
+    """Signs and posts delivery bodies; one client per worker (connections kept alive)."""
 
-    def __init__(self, *, allow_private_networks: bool) -> None:
-        self.client: httpx.AsyncClient = outbound_client(
-            allow_private=allow_private_networks, timeout=DEFAULT_TIMEOUT_SECS
+    def __init__(
+        self,
+        *,
+        allow_private_networks: bool,
+        resolver: Resolver = system_resolver,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.client = PostClient(
+            allow_private=allow_private_networks, resolver=resolver, ssl_context=ssl_context
         )
 
     async def aclose(self) -> None:
@@ -172,77 +161,47 @@ class Sender:
         headers = signed_headers(key, int(time.time()), body)
         started_at = utcnow()
         started = time.perf_counter()
-        status_code: int | None = None
+        answer: Answer | None = None
         error: str | None = None
-        response_headers: list[list[str]] | None = None
-        kept = bytearray()
         try:
             # connect (DNS, address check, TCP, TLS) and the answer have separate budgets:
             # a slow connect must not eat the receiver's time to answer (a receiver that took
             # the webhook but answered after a shortened wait is sent it again: a duplicate).
-            # The whole exchange stays bounded, not only each read (a receiver dripping bytes).
-            timeouts = httpx.Timeout(limit_secs, connect=CONNECT_TIMEOUT_SECS)
-            async with asyncio.timeout(CONNECT_TIMEOUT_SECS + limit_secs) as deadline:
-                async with self.client.stream(
-                    "POST", url, content=body.encode(), headers=headers, timeout=timeouts
-                ) as response:
-                    status_code = response.status_code
-                    response_headers = header_pairs(
-                        recorded_response_headers(
-                            (name.decode("latin-1"), value.decode("latin-1"))
-                            for name, value in response.headers.raw  # as the receiver wrote them
-                        )
-                    )
-                    await _drain(response, deadline, kept)
-            verdict = verdict_for_status(status_code)
+            answer = await self.client.post(
+                url,
+                body.encode(),
+                headers.items(),
+                connect_timeout=CONNECT_TIMEOUT_SECS,
+                answer_timeout=limit_secs,
+                answer_wait=ANSWER_WAIT_SECS,
+                keep_bytes=ANSWER_KEEP_BYTES,
+            )
+            verdict = verdict_for_status(answer.status)
             if verdict is not Verdict.DELIVERED:
-                error = f"HTTP {status_code}"
-        except AddressRefused:
+                error = f"HTTP {answer.status}"
+        except PolicyRefusal:
             verdict, error = Verdict.REFUSED, ADDRESS_REFUSED
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            budget = CONNECT_TIMEOUT_SECS if isinstance(exc, httpx.ConnectTimeout) else limit_secs
-            verdict, error = Verdict.RETRY, timeout_reason(exc, budget)
-        except httpx.HTTPError as exc:
-            # never the library's own text: it may carry the URL (a customer's token in it)
+        except PostFailed as exc:
+            # never a library's own text: it may carry the URL (a customer's token in it)
             verdict, error = Verdict.RETRY, failure_reason(exc)
         latency_ms = (time.perf_counter() - started) * 1000
         WEBHOOK_SECONDS.observe(latency_ms / 1000)
         return AttemptResult(
             url=url,
             verdict=verdict,
-            status_code=status_code,
+            status_code=answer.status if answer else None,
             latency_ms=round(latency_ms, 3),
             error=error[:MAX_ERROR_CHARS] if error else None,
             started_at=started_at,
             finished_at=utcnow(),
             request_headers=header_pairs(recorded_request_headers(headers.items())),
-            response_headers=response_headers,
-            response_body=recorded_body(kept) if status_code is not None else None,
+            response_headers=header_pairs(
+                recorded_response_headers(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in answer.headers
+                )
+            )
+            if answer
+            else None,
+            response_body=recorded_body(answer.body) if answer else None,
         )
-
-
-async def _drain(
-    response: httpx.Response, deadline: asyncio.Timeout, kept: bytearray | None = None
-) -> None:
-    """Read a small answer to its end, so that its connection carries the next webhook
-    (keep-alive: no new TCP and TLS handshake, no new address check). A large, slow or broken
-    answer is let go, and the connection with it: the status decided already, the body is
-    never looked at."""
-    loop = asyncio.get_running_loop()
-    when = deadline.when()
-    budget = ANSWER_WAIT_SECS
-    if when is not None:  # stay clear of the exchange's own deadline
-        budget = min(budget, when - loop.time() - 0.05)
-    if budget <= 0:
-        return
-    received = 0
-    try:
-        async with asyncio.timeout(budget):
-            async for chunk in response.aiter_raw():
-                if kept is not None and len(kept) < RECORDED_BODY_BYTES:
-                    kept += chunk[: RECORDED_BODY_BYTES - len(kept)]
-                received += len(chunk)
-                if received > ANSWER_KEEP_BYTES:
-                    return
-    except (TimeoutError, httpx.HTTPError):
-        return
