@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from callvault.outbound.post_client import QUICKACK, Answer, PostClient, _Wire, target_of
+from callvault.outbound.post_client import QUICKACK, PostClient, _Wire, target_of
+from tests.outbound.posting import post
 
 ANSWER_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
 
@@ -77,18 +78,6 @@ def connected(client: PostClient, url: str, *pieces: bytes) -> tuple[_Wire, Reco
     wire.idle_since = time.monotonic()
     client._idle[target_of(url).key] = [wire]  # the pool's own: no connect
     return wire, transport
-
-
-async def post(client: PostClient, url: str, body: bytes) -> Answer:
-    return await client.post(
-        url,
-        body,
-        [("content-type", "application/json")],
-        connect_timeout=1.0,
-        answer_timeout=1.0,
-        answer_wait=0.25,
-        keep_bytes=64 * 1024,
-    )
 
 
 async def test_a_request_leaves_in_one_write_with_its_host_and_length():

@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from callvault.config import load_settings
-from callvault.outbound.post_client import Answer, ConnectFailed, PostClient, UnsupportedURL
+from callvault.outbound.post_client import ConnectFailed, PostClient, UnsupportedURL
 from callvault.outbound.transport import PolicyRefusal
 from callvault.webhooks.attempt import failure_reason
+from tests.outbound.posting import post
 from tests.security.receiver import Receiver, Reply
 
 
@@ -51,18 +52,6 @@ async def guarded(**options: Any) -> AsyncIterator[PostClient]:
         yield client
     finally:
         await client.aclose()
-
-
-async def post(client: PostClient, url: str, body: bytes = b"{}") -> Answer:
-    return await client.post(
-        url,
-        body,
-        [("content-type", "application/json")],
-        connect_timeout=3.0,
-        answer_timeout=2.0,
-        answer_wait=0.25,
-        keep_bytes=64 * 1024,
-    )
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from callvault.outbound.post_client import (
     PostClient,
     PostFailed,
 )
-from callvault.outbound.transport import PolicyRefusal, Resolver, system_resolver
+from callvault.outbound.transport import PolicyRefusal
 from callvault.webhooks.recorded_headers import recorded_request_headers, recorded_response_headers
 from callvault.webhooks.signing import signed_headers
 
@@ -140,16 +140,8 @@ def timeout_for(webhook_timeout_secs: int | None) -> float:
 class Sender:
     """Signs and posts delivery bodies; one client per worker (connections kept alive)."""
 
-    def __init__(
-        self,
-        *,
-        allow_private_networks: bool,
-        resolver: Resolver = system_resolver,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self.client = PostClient(
-            allow_private=allow_private_networks, resolver=resolver, ssl_context=ssl_context
-        )
+    def __init__(self, *, allow_private_networks: bool) -> None:
+        self.client = PostClient(allow_private=allow_private_networks)
 
     async def aclose(self) -> None:
         await self.client.aclose()
