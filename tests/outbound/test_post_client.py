@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from callvault.outbound.post_client import QUICKACK, PostClient, _Wire, target_of
+from callvault.outbound.post_client import QUICKACK, PostClient, UnsupportedURL, _Wire, target_of
 from tests.outbound.posting import post
 
 ANSWER_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
@@ -123,16 +123,25 @@ async def test_a_connection_is_kept_after_a_whole_answer_and_dropped_after_a_cut
 
 
 @pytest.mark.parametrize(
-    ("url", "authority", "path"),
+    ("url", "port", "authority", "path"),
     [
-        ("https://h.example.com/a b", b"h.example.com", b"/a%20b"),
-        ("http://[::1]:81", b"[::1]:81", b"/"),
-        ("http://h.example.com/%2F?q=%41", b"h.example.com", b"/%2F?q=%41"),
+        ("https://h.example.com/a b", 443, b"h.example.com", b"/a%20b"),
+        ("http://[::1]:81", 81, b"[::1]:81", b"/"),
+        ("http://h.example.com/%2F?q=%41", 80, b"h.example.com", b"/%2F?q=%41"),
+        ("http://h.example.com:0/x", 0, b"h.example.com:0", b"/x"),  # not the default port
     ],
 )
-def test_targets(url: str, authority: bytes, path: bytes) -> None:
+def test_targets(url: str, port: int, authority: bytes, path: bytes) -> None:
     target = target_of(url)
-    assert (target.authority, target.path) == (authority, path)
+    assert (target.port, target.authority, target.path) == (port, authority, path)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://h.example.com/x", "http:///x", "http://u:p@h.example.com/", "http://h:99999/"]
+)
+def test_urls_that_go_nowhere_allowed(url: str) -> None:
+    with pytest.raises(UnsupportedURL):
+        target_of(url)
 
 
 class ClosingReceiver:

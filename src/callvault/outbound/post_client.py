@@ -107,7 +107,7 @@ def target_of(url: str) -> Target:
     return Target(
         scheme=parts.scheme,
         host=parts.hostname,
-        port=port or default_port,
+        port=default_port if port is None else port,
         authority=parts.netloc.encode("idna"),
         # a configured URL is ASCII already; percent-encode what is not, keep what is escaped
         path=quote(path, safe="!#$%&'()*+,/:;=?@[]~").encode("ascii"),
