@@ -46,7 +46,7 @@ class RecordingTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.socket = RecordingSocket()
         self.answer = answer
-        self.aborted = False
+        self.ended: str | None = None  # "close" (FIN) or "abort" (RST)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
@@ -56,10 +56,14 @@ class RecordingTransport(asyncio.Transport):
         return self.socket if name == "socket" else default
 
     def is_closing(self) -> bool:
-        return self.aborted
+        return self.ended is not None
+
+    def close(self) -> None:
+        self.ended = "close"
+        self.socket.close()
 
     def abort(self) -> None:
-        self.aborted = True
+        self.ended = "abort"
         self.socket.close()
 
 
@@ -76,7 +80,7 @@ def connected(client: PostClient, url: str, *pieces: bytes) -> tuple[_Wire, Reco
     transport = RecordingTransport(answer)
     wire.connection_made(transport)
     wire.idle_since = time.monotonic()
-    client._idle[target_of(url).key] = [wire]  # the pool's own: no connect
+    client._idle.setdefault(target_of(url).key, []).append(wire)  # the pool's own: no connect
     return wire, transport
 
 
@@ -111,15 +115,16 @@ async def test_every_wait_for_the_answer_acknowledges_at_once():
 async def test_a_connection_is_kept_after_a_whole_answer_and_dropped_after_a_cut_one():
     client = PostClient(allow_private=True)
     url = "http://hooks.example.com/hook"
-    wire, transport = connected(client, url, ANSWER_HEAD + b"ok")
+    kept_wire, kept = connected(client, url, ANSWER_HEAD + b"ok")
     await post(client, url, b"{}")
-    assert client._idle[target_of(url).key] == [wire] and not transport.aborted
+    assert client._idle[target_of(url).key] == [kept_wire] and kept.ended is None
 
-    wire, transport = connected(client, url, ANSWER_HEAD + b"o")  # one byte short, then silence
-    answer = await post(client, url, b"{}")
+    _, cut = connected(client, url, ANSWER_HEAD + b"o")  # one byte short, then silence
+    answer = await post(client, url, b"{}")  # on the newest idle connection: the cut one
     assert (answer.status, answer.body) == (200, b"o")
-    assert client._idle[target_of(url).key] == [] and transport.aborted
+    assert client._idle[target_of(url).key] == [kept_wire] and cut.ended == "abort"
     await client.aclose()
+    assert kept.ended == "close"  # an idle connection is let go with a FIN, not a reset
 
 
 @pytest.mark.parametrize(

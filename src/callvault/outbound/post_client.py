@@ -199,7 +199,13 @@ class _Wire(asyncio.Protocol):
         sock = self.transport.get_extra_info("socket")
         return sock is None or not _readable(sock.fileno())
 
+    def close(self) -> None:
+        """An idle connection, let go with a FIN (nothing of ours is left to send)."""
+        if self.transport is not None:
+            self.transport.close()
+
     def abort(self) -> None:
+        """A connection in the middle of an exchange, dropped at once (RST)."""
         if self.transport is not None:
             self.transport.abort()
 
@@ -246,7 +252,7 @@ class PostClient:
     async def aclose(self) -> None:
         for wires in self._idle.values():
             for wire in wires:
-                wire.abort()
+                wire.close()
         self._idle.clear()
 
     async def post(
@@ -296,7 +302,7 @@ class PostClient:
             wire = wires.pop()
             if now - wire.idle_since < IDLE_EXPIRY_SECS and wire.reusable():
                 return wire
-            wire.abort()
+            wire.close()
         return None
 
     def _put_back(self, target: Target, wire: _Wire, *, reusable: bool) -> None:
@@ -313,7 +319,7 @@ class PostClient:
     def _close_oldest_idle(self) -> None:
         # each host's list is oldest first: the oldest of all heads one of them
         key = min((wires[0].idle_since, key) for key, wires in self._idle.items() if wires)[1]
-        self._idle[key].pop(0).abort()
+        self._idle[key].pop(0).close()
 
     async def _connect(self, target: Target, limit_secs: float) -> _Wire:
         """Resolve, check every address, connect to the first that answers (TLS named by the
