@@ -32,8 +32,9 @@ import httpcore
 from callvault.outbound.addresses import ALLOWED_SCHEMES
 from callvault.outbound.transport import PolicyRefusal, Resolver, checked_addresses, system_resolver
 
-# an idle connection older than this is closed rather than reused (httpcore's default too)
-IDLE_EXPIRY_SECS = 5.0
+# an idle connection older than this is closed rather than reused: under the 5 s after which
+# common receivers (Node.js's default) close theirs, so that a reuse does not race their FIN
+IDLE_EXPIRY_SECS = 4.0
 MAX_IDLE_CONNECTIONS = 20
 # reading stops while this much of an answer waits unread (the rest stays in the kernel)
 READ_PAUSE_BYTES = 256 * 1024
