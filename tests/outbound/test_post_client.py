@@ -130,7 +130,7 @@ async def test_a_connection_is_kept_after_a_whole_answer_and_dropped_after_a_cut
 @pytest.mark.parametrize(
     ("url", "port", "authority", "path"),
     [
-        ("https://h.example.com/a b", 443, b"h.example.com", b"/a%20b"),
+        ("https://h.example.com/\u00e4", 443, b"h.example.com", b"/%C3%A4"),
         ("http://[::1]:81", 81, b"[::1]:81", b"/"),
         ("http://h.example.com/%2F?q=%41", 80, b"h.example.com", b"/%2F?q=%41"),
         ("http://h.example.com:0/x", 0, b"h.example.com:0", b"/x"),  # not the default port
@@ -142,7 +142,14 @@ def test_targets(url: str, port: int, authority: bytes, path: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://h.example.com/x", "http:///x", "http://u:p@h.example.com/", "http://h:99999/"]
+    "url",
+    [
+        "ftp://h.example.com/x",
+        "http:///x",
+        "http://u:p@h.example.com/",
+        "http://h:99999/",
+        "http://h.example.com/a b",
+    ],
 )
 def test_urls_that_go_nowhere_allowed(url: str) -> None:
     with pytest.raises(UnsupportedURL):

@@ -74,6 +74,10 @@ def is_public_address(ip: IPAddress | str) -> bool:
     )
 
 
+def default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
 def url_shape_error(url: str) -> str | None:
     """Why `url` is not an absolute http(s) URL with a host, or None. Pure, no I/O."""
     if len(url) > MAX_URL_LENGTH:

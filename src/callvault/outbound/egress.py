@@ -45,12 +45,12 @@ from urllib.parse import urlsplit
 import h11
 import httpcore
 
+from callvault.outbound.addresses import default_port
 from callvault.outbound.plain_http import (
     BadRequest,
     EndpointFailed,
     Peer,
     answerable,
-    default_port,
     serve,
 )
 from callvault.outbound.transport import (

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import h11
 
+from callvault.outbound.addresses import default_port
+
 READ_CHUNK = 256 * 1024
 # the longest an endpoint may keep the guard waiting for its next bytes
 UPSTREAM_IDLE_SECS = 300.0
@@ -46,10 +48,6 @@ class BadRequest(Exception):
 
 class EndpointFailed(Exception):
     """The endpoint broke off or broke the protocol while answering."""
-
-
-def default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
 
 
 def _end_to_end(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import h11
 import httpcore
 
-from callvault.outbound.addresses import ALLOWED_SCHEMES
+from callvault.outbound.addresses import default_port, url_shape_error
 from callvault.outbound.transport import PolicyRefusal, Resolver, checked_addresses, system_resolver
 
 # an idle connection older than this is closed rather than reused: under the 5 s after which
@@ -93,22 +93,17 @@ class Target:
 
 
 def target_of(url: str) -> Target:
-    """Where a URL's request goes (pure); UnsupportedURL when it cannot go anywhere allowed."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UnsupportedURL("malformed URL") from exc
-    if parts.scheme not in ALLOWED_SCHEMES or not parts.hostname:
-        raise UnsupportedURL("unsupported URL scheme")
-    if parts.username is not None or parts.password is not None:
-        raise UnsupportedURL("the URL must not contain a user name or password")
-    default_port = 443 if parts.scheme == "https" else 80
+    """Where a URL's request goes (pure); UnsupportedURL when it cannot go anywhere allowed
+    (the rules a URL is saved under: `addresses.url_shape_error`)."""
+    reason = url_shape_error(url)
+    if reason is not None:
+        raise UnsupportedURL(reason)
+    parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(
         scheme=parts.scheme,
-        host=parts.hostname,
-        port=default_port if port is None else port,
+        host=parts.hostname or "",
+        port=default_port(parts.scheme) if parts.port is None else parts.port,
         authority=parts.netloc.encode("idna"),
         # a configured URL is ASCII already; percent-encode what is not, keep what is escaped
         path=quote(path, safe="!#$%&'()*+,/:;=?@[]~").encode("ascii"),
@@ -120,6 +115,7 @@ class _Wire(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._socket: socket.socket | None = None  # looked up once: every wait sets an option
         self.http = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         self._received = bytearray()
@@ -130,10 +126,13 @@ class _Wire(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
+        self._socket = transport.get_extra_info("socket")
+        self._set_option(socket.TCP_NODELAY)
+
+    def _set_option(self, option: int) -> None:
+        if self._socket is not None:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._socket.setsockopt(socket.IPPROTO_TCP, option, 1)
 
     def data_received(self, data: bytes) -> None:
         self._received += data
@@ -185,10 +184,8 @@ class _Wire(asyncio.Protocol):
         before each wait). A receiver with Nagle's algorithm on that writes its answer's head
         and body in two sends holds the body until the head is acknowledged, and a delayed ACK
         waits 40 ms."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if QUICKACK is not None and sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        if QUICKACK is not None:
+            self._set_option(QUICKACK)
 
     def reusable(self) -> bool:
         """Idle and still open: nothing arrived unasked and the peer has not closed, as far as
@@ -197,8 +194,7 @@ class _Wire(asyncio.Protocol):
             return False
         if self.transport.is_closing() or self.http.our_state is not h11.IDLE:
             return False
-        sock = self.transport.get_extra_info("socket")
-        return sock is None or not _readable(sock.fileno())
+        return self._socket is None or not _readable(self._socket.fileno())
 
     def close(self) -> None:
         """An idle connection, let go with a FIN (nothing of ours is left to send)."""
@@ -293,7 +289,7 @@ class PostClient:
         except (h11.ProtocolError, OSError) as exc:
             raise ExchangeBroken("the exchange broke") from exc
         finally:
-            self._put_back(target, wire, reusable=done)
+            self._put_back(target, wire, answered_whole=done)
         return Answer(status=head.status_code, headers=list(head.headers.raw_items()), body=kept)
 
     def _idle_wire(self, target: Target) -> _Wire | None:
@@ -306,9 +302,9 @@ class PostClient:
             wire.close()
         return None
 
-    def _put_back(self, target: Target, wire: _Wire, *, reusable: bool) -> None:
+    def _put_back(self, target: Target, wire: _Wire, *, answered_whole: bool) -> None:
         http = wire.http
-        if reusable and http.our_state is h11.DONE and http.their_state is h11.DONE:
+        if answered_whole and http.our_state is h11.DONE and http.their_state is h11.DONE:
             http.start_next_cycle()
             wire.idle_since = time.monotonic()
             self._idle.setdefault(target.key, []).append(wire)

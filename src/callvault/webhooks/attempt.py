@@ -187,13 +187,15 @@ class Sender:
             started_at=started_at,
             finished_at=utcnow(),
             request_headers=header_pairs(recorded_request_headers(headers.items())),
-            response_headers=header_pairs(
-                recorded_response_headers(
-                    (name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in answer.headers
-                )
-            )
-            if answer
-            else None,
+            response_headers=_recorded_answer_headers(answer) if answer else None,
             response_body=recorded_body(answer.body) if answer else None,
         )
+
+
+def _recorded_answer_headers(answer: Answer) -> list[list[str]]:
+    return header_pairs(
+        recorded_response_headers(
+            (name.decode("latin-1"), value.decode("latin-1"))  # as the receiver wrote them
+            for name, value in answer.headers
+        )
+    )
