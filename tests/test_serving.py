@@ -5,12 +5,15 @@ address nothing listens on (an outage from the first request)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import http.client
 import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +36,35 @@ class Served:
     url: str
     port: int
     server_errors: list[logging.LogRecord]
+    # what the server wrote on each connection, one entry per send, by the client's port
+    sends: dict[int, list[bytes]]
+
+
+class _CountingTransport:
+    """The connection's transport, each write recorded."""
+
+    def __init__(self, transport: asyncio.Transport, sends: list[bytes]) -> None:
+        self._transport = transport
+        self.sends = sends
+
+    def write(self, data: bytes) -> None:
+        self.sends.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def counting_sends(protocol: type[Any], sends: dict[int, list[bytes]]) -> type[Any]:
+    """`protocol` (serve's) with the writes of each connection recorded in `sends`."""
+
+    class Counting(protocol):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            client_port = transport.get_extra_info("peername")[1]
+            written = sends.setdefault(client_port, [])
+            super().connection_made(_CountingTransport(transport, written))
+
+    return Counting
 
 
 class _Records(logging.Handler):
@@ -56,6 +88,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings = dataclasses.replace(settings, environ=environ)
     options = server_options(environ)
     options["loop"] = "asyncio"  # uvloop would set this test process's event loop policy
+    sends: dict[int, list[bytes]] = {}
+    options["http"] = counting_sends(options["http"], sends)
     port = free_port()
     config = uvicorn.Config(
         create_app(Runtime.build(settings)), host="127.0.0.1", port=port, **options
@@ -72,7 +106,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     # uvicorn logs "Exception in ASGI application" (with the traceback) here
     logging.getLogger("uvicorn.error").addHandler(handler)
     try:
-        yield Served(f"http://127.0.0.1:{port}", port, errors)
+        yield Served(f"http://127.0.0.1:{port}", port, errors, sends)
     finally:
         logging.getLogger("uvicorn.error").removeHandler(handler)
         server.should_exit = True
@@ -182,3 +216,54 @@ def test_a_database_outage_503_logs_one_line_and_no_traceback(served: Served) ->
     assert len(outage) == 3, logs  # one line per 503
     assert all(line["log_level"] == "warning" for line in outage)
     assert [r.getMessage() for r in served.server_errors] == []  # no traceback from uvicorn
+
+
+def test_an_answer_is_one_send_head_and_body_together(served: Served) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:
+        answers = []
+        for method, path in [("GET", "/health"), ("GET", "/no-such-page"), ("GET", "/health")]:
+            connection.request(method, path)
+            answer = connection.getresponse()
+            answers.append((answer.status, answer.read()))
+        client_port = connection.sock.getsockname()[1]
+    finally:
+        connection.close()
+    assert [status for status, _ in answers] == [200, 404, 200]
+    sends = served.sends[client_port]
+    # one send per answer (one connection, kept alive), each the whole of it
+    assert len(sends) == 3, sends
+    for send, (status, body) in zip(sends, answers, strict=True):
+        assert send.startswith(b"HTTP/1.1 %d " % status), send
+        assert send.endswith(b"\r\n\r\n" + body), send
+
+
+def test_a_head_answer_and_a_100_continue_are_not_held(served: Served) -> None:
+    # a HEAD's head is all there is: written at once (held, the client would wait for ever)
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:
+        connection.request("HEAD", "/health")
+        answer = connection.getresponse()
+        answer.read()
+        client_port = connection.sock.getsockname()[1]
+    finally:
+        connection.close()
+    assert answer.status in (200, 405)
+    assert len(served.sends[client_port]) == 1
+    # a 100 Continue goes before the answer, alone; the answer is then one send
+    body = b'{"application_name": "x"}'
+    head = (
+        b"POST /v2/call_control_applications HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer k\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        client_port = sock.getsockname()[1]
+        sock.sendall(head)
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        reply = sock.recv(65536)
+        while not reply.endswith(b"}") and (more := sock.recv(65536)):
+            reply += more
+    assert reply.startswith(b"HTTP/1.1 503 "), reply
+    assert served.sends[client_port] == [b"HTTP/1.1 100 Continue\r\n\r\n", reply]

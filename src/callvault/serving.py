@@ -7,6 +7,9 @@ held open. `HeaderDeadline` closes a connection whose request headers are not co
 `CALLVAULT_HEADER_TIMEOUT_SECS` (default 20) after its first byte (after the connection opened,
 for its first request), or that sends more than 64 KiB of them (httptools sets no limit).
 
+A response's head is written together with its first body bytes (`HeadWithBody`): uvicorn
+writes them apart, a send each, and on loopback each send also wakes the client.
+
 Bodies have their own deadlines: ingest's pace (recordings/upload.py `BodyPace`), every other
 body `CALLVAULT_BODY_TIMEOUT_SECS` (limits.py). No `limit_concurrency`: it answers 503 to
 everyone once slow clients fill it, which is the attacker's goal; the deadlines bound how long
@@ -19,7 +22,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 HEADER_TIMEOUT_ENV = "CALLVAULT_HEADER_TIMEOUT_SECS"
 DEFAULT_HEADER_TIMEOUT_SECS = 20.0
@@ -68,7 +71,10 @@ class HeaderDeadline(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._completed_headers = True
         self._stop_headers()
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a request to answer (not an upgrade)
+            self.cycle.transport = HeadWithBody(self.cycle, self.transport)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_headers()
@@ -91,6 +97,44 @@ class HeaderDeadline(HttpToolsProtocol):
         self._stop_headers()
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class HeadWithBody:
+    """A response's transport that holds the head (status line and headers) until the first
+    body message and writes both in one send. What is not the head passes through: a
+    `100 Continue` (written before the response starts), the body, a HEAD's head (no body
+    follows). Closing writes a head still held first, as uvicorn had written it already."""
+
+    __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
+
+    def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport) -> None:
+        self._cycle = cycle
+        self._transport = transport
+        self._head: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head + data)
+        elif not self._head_seen and self._cycle.response_started:
+            # uvicorn writes the head right after it marks the response started
+            self._head_seen = True
+            if self._cycle.scope["method"] == "HEAD":
+                self._transport.write(data)
+            else:
+                self._head = data
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def server_options(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -201,7 +201,7 @@ class ContentEncryptor:
             )
             self.bound_to = (recipient.key_id, recording_id)
 
-    def update(self, data: bytes) -> bytes:
+    def update(self, data: bytes | bytearray) -> bytes:
         return self._context.update(data)
 
     def finish(self) -> bytes:

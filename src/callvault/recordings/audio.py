@@ -76,7 +76,7 @@ class _OffsetReader:
     def size(self) -> int:
         return self._fed
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         start = self._fed
         self._fed += len(data)
         if self.done or self.error:
@@ -353,7 +353,7 @@ class AudioSniffer:
             return None
         return "wav" if isinstance(self._reader, WavReader) else "mp3"
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._reader is not None:
             self._reader.feed(data)
             return

@@ -272,7 +272,7 @@ class _FormState:
             if self.audio_size > self.max_audio_bytes:
                 self.fail(_audio_too_large(self.max_audio_bytes))
                 return
-            self.pending += data[start:end]
+            self.pending += memoryview(data)[start:end]  # one copy, not two
         elif self.part == "metadata":
             self.metadata_raw += data[start:end]
             if len(self.metadata_raw) > MAX_METADATA_BYTES:
@@ -312,7 +312,7 @@ class _AudioSink:
         self.started = True
         self.encryptor = ContentEncryptor(recipient, recording_id) if encrypt else None
 
-    def absorb(self, data: bytes, seal: bool = False) -> None:
+    def absorb(self, data: bytes | bytearray, seal: bool = False) -> None:
         """Write `data`; `seal`: it is the last of the audio (see `seal`)."""
         if data:
             self.sniffer.feed(data)
@@ -340,7 +340,7 @@ class _AudioSink:
             self.handle = open(self.path, "wb")  # closed by seal or close
         return self.handle
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         self._file().write(data)
         self.hash.update(data)
         self.written += len(data)
@@ -534,8 +534,8 @@ class _Body:
                 recipient=self.recipient,
                 recording_id=self.recording_id,
             )
-        data = bytes(self.state.pending)
-        self.state.pending.clear()
+        # handed over, not copied: the parser appends to a new buffer from here on
+        data, self.state.pending = self.state.pending, bytearray()
         if data or seal:
             await asyncio.to_thread(self.sink.absorb, data, seal)
 
