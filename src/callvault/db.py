@@ -22,16 +22,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event
+from sqlalchemy import DateTime, MetaData, TypeDecorator, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.pool import StaticPool
 
 from callvault import sqlite_driver
 from callvault.config import sqlalchemy_url
@@ -156,16 +157,19 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 class LoopReader:
-    """A SQLite connection for reads small enough to run on the event loop itself: one
-    indexed row, a few microseconds, where a session costs a thread hop each way (~0.3 ms of
-    CPU, bench/db_roundtrip.py). In WAL mode a reader takes no lock and never waits for a
-    writer; `busy_timeout` 0 makes the rare exception (recovery after a crash) fail at once
-    instead of blocking the loop, and `query_only` keeps it from ever writing. Callers fall
-    back to a session on any `sqlite3.Error`. Opened on first use (after migrations)."""
+    """A SQLite connection for reads small enough to run on the event loop itself: a few
+    indexed rows, microseconds, where a session costs a thread hop each way and the async
+    adapter's machinery (~0.7 ms of CPU for ingest's context read, bench/db_roundtrip.py). In
+    WAL mode a reader takes no lock and never waits for a writer; `busy_timeout` 0 makes the
+    rare exception (recovery after a crash) fail at once instead of blocking the loop, and
+    `query_only` keeps it from ever writing. Callers fall back to a session on any error
+    (`LOOP_READ_ERRORS`). Opened on first use (after migrations); one per runtime
+    (`Runtime.loop_reader`)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
+        self._engine: Engine | None = None
 
     @classmethod
     def for_url(cls, database_url: str) -> LoopReader | None:
@@ -175,19 +179,37 @@ class LoopReader:
             return None
         return cls(url.split(":///", 1)[1])
 
-    def scalar(self, sql: str) -> Any:
+    def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             connection = sqlite3.connect(self._path, timeout=0, check_same_thread=False)
             connection.isolation_level = None  # autocommit: each SELECT sees the last commit
             connection.execute("PRAGMA query_only=ON")
             self._connection = connection
-        row = self._connection.execute(sql).fetchone()
+        return self._connection
+
+    def scalar(self, sql: str) -> Any:
+        row = self._connect().execute(sql).fetchone()
         return None if row is None else row[0]
 
+    def session(self) -> Session:
+        """A synchronous session on this connection, for the ORM's reads (the same statements
+        and entities as a session of the runtime's engine). After an error, `close` (the next
+        read opens a new connection)."""
+        if self._engine is None:
+            self._engine = create_engine("sqlite://", creator=self._connect, poolclass=StaticPool)
+        return Session(self._engine)
+
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+# what a read on the loop may raise: the caller reads through a session instead
+LOOP_READ_ERRORS = (sqlite3.Error, sa_exc.DBAPIError)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -107,19 +107,13 @@ class GenerationReader:
                 self._next.cancel()
                 self._next = None
 
-    def close(self) -> None:
-        if self.loop_reader is not None:
-            self.loop_reader.close()
-
 
 def generation_reader(runtime: Runtime) -> GenerationReader:
     """The runtime's reader: what the cached answers, the API-key cache and the worker's held
-    credentials are checked against. Made on first use from the runtime's database, and closed
-    with the runtime (runtime.py `domain_part`)."""
-    return runtime.domain_part(GenerationReader, _open_reader, GenerationReader.close)
+    credentials are checked against. Made on first use, on the runtime's database and its loop
+    reader (runtime.py `domain_part`, `loop_reader`)."""
+    return runtime.domain_part(GenerationReader, _open_reader)
 
 
 def _open_reader(runtime: Runtime) -> GenerationReader:
-    return GenerationReader(
-        LoopReader.for_url(runtime.settings.database_url), session_read(runtime.sessions)
-    )
+    return GenerationReader(runtime.loop_reader, session_read(runtime.sessions))

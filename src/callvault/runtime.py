@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callvault.batch_writer import BatchWriter
 from callvault.config import Settings
-from callvault.db import make_engine, make_sessionmaker, utcnow
+from callvault.db import LoopReader, make_engine, make_sessionmaker, utcnow
 from callvault.storage.base import ObjectStore
 from callvault.storage.factory import open_default_store
 
@@ -159,6 +159,10 @@ class Runtime:
     # records that are ready together share one transaction and one fsync (issue 24)
     batch_writer: BatchWriter = field(init=False)
     _express_engine: AsyncEngine | None = field(init=False, default=None, repr=False)
+    # (made yet, the reader): None is an answer too (PostgreSQL)
+    _loop_reader: tuple[bool, LoopReader | None] = field(
+        init=False, default=(False, None), repr=False
+    )
     # what the domains keep per process, by type (`domain_part`), and how to close it
     _parts: dict[type, object] = field(init=False, default_factory=dict, repr=False)
     _closers: list[Callable[[], None]] = field(init=False, default_factory=list, repr=False)
@@ -194,6 +198,16 @@ class Runtime:
             self.batch_writer = BatchWriter(self.sessions)
 
     @property
+    def loop_reader(self) -> LoopReader | None:
+        """Small reads on the event loop itself (SQLite in a file; None otherwise): the
+        credentials generation, ingest's context. Made on first use, closed with the runtime."""
+        made, reader = self._loop_reader
+        if not made:
+            reader = LoopReader.for_url(self.settings.database_url)
+            self._loop_reader = (True, reader)
+        return reader
+
+    @property
     def writing_engines(self) -> tuple[AsyncEngine, ...]:
         """Every engine this runtime writes through (the express writer's is its own)."""
         return (
@@ -218,6 +232,9 @@ class Runtime:
     async def close(self) -> None:
         for close in self._closers:
             close()
+        _, reader = self._loop_reader
+        if reader is not None:
+            reader.close()
         if self._express_engine is not None:
             await self._express_engine.dispose()
         await self.engine.dispose()

@@ -21,6 +21,7 @@ is what is handed over.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callvault import metrics
-from callvault.db import database_unavailable, transaction, utcnow
+from callvault.db import LOOP_READ_ERRORS, LoopReader, database_unavailable, transaction, utcnow
 from callvault.encryption_keys import scheme as encryption
 from callvault.encryption_keys.scheme import Recipient
 from callvault.errors import (
@@ -120,14 +121,18 @@ class IngestPlan:
 
     async def context(self, meta: IngestMetadata) -> repository.IngestContext | None:
         if not self._looked_up:
-            async with self.runtime.sessions() as session:  # reads only: no write lock
-                self._context = await repository.ingest_context(
-                    session,
-                    meta.connection_id,
-                    meta.call_leg_id,
-                    meta.recording_started_at,
-                    default_store_key(ACCOUNT_PLACEHOLDER, meta)[len(ACCOUNT_PLACEHOLDER) :],
-                )
+            key: ContextKey = (
+                meta.connection_id,
+                meta.call_leg_id,
+                meta.recording_started_at,
+                default_store_key(ACCOUNT_PLACEHOLDER, meta)[len(ACCOUNT_PLACEHOLDER) :],
+            )
+            read = _read_on_loop(self.runtime.loop_reader, key)
+            if read is None:
+                async with self.runtime.sessions() as session:  # reads only: no write lock
+                    self._context = await repository.ingest_context(session, *key)
+            else:
+                (self._context,) = read
             self._looked_up = True
         return self._context
 
@@ -142,6 +147,25 @@ class IngestPlan:
             fingerprint=context.key_fingerprint,
             public_key_pem=context.key_public_pem,
         )
+
+
+ContextKey = tuple[str, str, datetime, str]
+
+
+def _read_on_loop(
+    reader: LoopReader | None, key: ContextKey
+) -> tuple[repository.IngestContext | None] | None:
+    """SQLite: the context read on the event loop itself, without the thread hop and async
+    adapter a session costs (db.LoopReader); None where it is not read so (PostgreSQL, or an
+    error: read through a session then)."""
+    if reader is None:
+        return None
+    try:
+        with reader.session() as session:
+            return (repository.ingest_context_now(session, *key),)
+    except LOOP_READ_ERRORS:
+        reader.close()  # the next read opens a new connection
+        return None
 
 
 # the key layout starts with the account id; the lookup compares the rest in SQL

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import String, Table, bindparam, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from callvault.accounts.models import Account
 from callvault.applications.models import Application
@@ -112,17 +112,38 @@ async def ingest_context(
 
     One statement instead of four lookups (issue 14's statement budget); the application and
     account rows come along for the webhook a default-store recording gets at once."""
-    row = (
-        await session.execute(
-            _INGEST_CONTEXT,
-            {
-                "connection_id": connection_id,
-                "call_leg_id": call_leg_id,
-                "started_at": started_at,
-                "key_after_account": key_after_account,
-            },
-        )
-    ).first()
+    parameters = _ingest_context_parameters(
+        connection_id, call_leg_id, started_at, key_after_account
+    )
+    return _ingest_context((await session.execute(_INGEST_CONTEXT, parameters)).first())
+
+
+def ingest_context_now(
+    session: Session,
+    connection_id: str,
+    call_leg_id: str,
+    started_at: datetime,
+    key_after_account: str,
+) -> IngestContext | None:
+    """`ingest_context` through a synchronous session (db.LoopReader's, on the event loop)."""
+    parameters = _ingest_context_parameters(
+        connection_id, call_leg_id, started_at, key_after_account
+    )
+    return _ingest_context(session.execute(_INGEST_CONTEXT, parameters).first())
+
+
+def _ingest_context_parameters(
+    connection_id: str, call_leg_id: str, started_at: datetime, key_after_account: str
+) -> dict[str, Any]:
+    return {
+        "connection_id": connection_id,
+        "call_leg_id": call_leg_id,
+        "started_at": started_at,
+        "key_after_account": key_after_account,
+    }
+
+
+def _ingest_context(row: Sequence[Any] | None) -> IngestContext | None:
     if row is None:
         return None
     return IngestContext(
