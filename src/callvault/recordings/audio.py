@@ -328,6 +328,11 @@ def _same_stream(first: FrameHeader, header: FrameHeader) -> bool:
     )
 
 
+def _reader_for(head: bytes | bytearray) -> WavReader | Mp3Reader:
+    is_wav = head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+    return WavReader() if is_wav else Mp3Reader()
+
+
 class AudioSniffer:
     """Feed the file's bytes in order; `finish()` says what it is or raises AudioError.
 
@@ -354,17 +359,19 @@ class AudioSniffer:
         return "wav" if isinstance(self._reader, WavReader) else "mp3"
 
     def feed(self, data: bytes | bytearray) -> None:
-        if self._reader is not None:
-            self._reader.feed(data)
-            return
-        self._head += data
-        if len(self._head) >= SNIFF_BYTES:
-            self._start()
+        if self._reader is None:
+            if len(self._head) + len(data) < SNIFF_BYTES:
+                self._head += data
+                return
+            # the usual first chunk holds the head whole: read as it is, not copied
+            data = self._head + data if self._head else data
+            self._head = b""
+            self._reader = _reader_for(data)
+        self._reader.feed(data)
 
     def _start(self) -> None:
         head, self._head = self._head, b""
-        is_wav = head[:4] == b"RIFF" and head[8:12] == b"WAVE"
-        self._reader = WavReader() if is_wav else Mp3Reader()
+        self._reader = _reader_for(head)
         self._reader.feed(head)
 
     def finish(self) -> AudioInfo:
