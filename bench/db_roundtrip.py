@@ -5,9 +5,10 @@ adapter, on uvloop like `callvault serve`.
     .venv/bin/python bench/db_roundtrip.py [--stock] [--n 2000]
 
 Prints per operation: a read session with one primary-key `get`, a SELECT inside an open
-session, a write transaction (UPDATE + COMMIT, fsynced: synchronous=FULL) with one and with two
-UPDATEs, and the one-UPDATE transaction through `sqlite3` itself (no statement layer), in a
-thread and on the event loop: what the statement layer costs per transaction. Also one bound
+session, ingest's context read through a session and on the event loop (db.LoopReader), a
+write transaction (UPDATE + COMMIT, fsynced: synchronous=FULL) with one and with two UPDATEs,
+and the one-UPDATE transaction through `sqlite3` itself (no statement layer), in a thread and
+on the event loop: what the statement layer costs per transaction. Also one bound
 UPDATE inside an open session written on the entity's attributes (`Account.id`: the ORM's
 compile and execute steps) and on the Table's columns (Core): what the ORM costs a statement
 that needs no objects.
@@ -23,15 +24,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvloop
 from sqlalchemy import Table, bindparam, event, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from callvault import db
 from callvault.accounts.models import Account
+from callvault.applications.models import Application
 from callvault.config import sqlalchemy_url
+from callvault.recordings import repository
 
 
 def cpu_seconds() -> float:
@@ -103,6 +112,8 @@ async def main(stock: bool, n: int) -> None:
                 await session.execute(text("UPDATE accounts SET name = 'b' WHERE id = 'a1'"))
                 await session.execute(text("UPDATE accounts SET name = 'c' WHERE id = 'a1'"))
 
+        await measure_context_read(url, sessions, n)
+
         writes = max(1, n // 4)
         await measure("write transaction (UPDATE + COMMIT)", writes, write_transaction)
         await measure("write transaction, two UPDATEs", writes, two_updates)
@@ -120,6 +131,36 @@ _BOUND_UPDATES = {
     .where(_ACCOUNTS.c.id == bindparam("held_id"))
     .values(name=bindparam("new_name")),
 }
+
+
+async def measure_context_read(
+    url: str, sessions: async_sessionmaker[AsyncSession], n: int
+) -> None:
+    """Ingest's context read (one statement, two entities loaded) through a session of the
+    engine, and through db.LoopReader's synchronous session on the loop (what ingest does on
+    SQLite)."""
+    async with db.transaction(sessions) as session:
+        session.add(
+            Application(
+                id="c1", account_id="a1", application_name="b", webhook_event_url="http://h/"
+            )
+        )
+    key = ("c1", "leg", datetime(2024, 5, 17, tzinfo=UTC), "/2024-05-17/x.wav")
+
+    async def in_session() -> None:
+        async with sessions() as session:
+            assert await repository.ingest_context(session, *key) is not None
+
+    reader = db.LoopReader.for_url(url)
+    assert reader is not None
+
+    async def on_loop() -> None:
+        with reader.session() as session:
+            assert repository.ingest_context_now(session, *key) is not None
+
+    await measure("ingest context read, session", n, in_session)
+    await measure("ingest context read, on the loop", n, on_loop)
+    reader.close()
 
 
 async def plain_sqlite(url: str, n: int) -> None:
