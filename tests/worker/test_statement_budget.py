@@ -2,7 +2,8 @@
 HTTP, the in-process worker, the customer bucket (SeaweedFS) or the default store, the signed
 webhook, the staging copy's removal.
 
-A SQLAlchemy event listener on the runtime's engines counts every statement but the transaction
+A SQLAlchemy event listener on the runtime's engines (and on the loop reader's, which reads
+ingest's context on SQLite: db.LoopReader) counts every statement but the transaction
 control ones (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PRAGMA) and every commit of a transaction that
 wrote (INSERT, UPDATE, DELETE): those are the commits that fsync (SQLite WAL with
 synchronous=FULL, PostgreSQL). On an engine in autocommit (PostgreSQL's express writer), every
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -62,6 +64,7 @@ class SqlCounter:
             event.listen(engine.sync_engine, "rollback", self._rollback)
         event.listen(Session, "do_orm_execute", self._orm_execute)
         event.listen(Session, "before_flush", self._flush)
+        event.listen(Engine, "before_cursor_execute", self._loop_read)
 
     def detach(self, *engines: AsyncEngine) -> None:
         for engine in engines:
@@ -71,6 +74,13 @@ class SqlCounter:
             event.remove(engine.sync_engine, "rollback", self._rollback)
         event.remove(Session, "do_orm_execute", self._orm_execute)
         event.remove(Session, "before_flush", self._flush)
+        event.remove(Engine, "before_cursor_execute", self._loop_read)
+
+    def _loop_read(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        """A read on the event loop (db.LoopReader's engine, `sqlite://`: ingest's context on
+        SQLite): a statement too, though not through the runtime's engines."""
+        if str(conn.engine.url) == "sqlite://":
+            self.statements.append(" ".join(statement.split())[:160])
 
     def _orm_execute(self, state: ORMExecuteState) -> None:
         if state.is_orm_statement and (state.is_insert or state.is_update or state.is_delete):
