@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import http.client
 import logging
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,7 +66,15 @@ def counting_sends(protocol: type[Any], sends: dict[int, list[bytes]]) -> type[A
             written = sends.setdefault(client_port, [])
             super().connection_made(_CountingTransport(transport, written))
 
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            CYCLES.append(weakref.ref(self.cycle))
+
     return Counting
+
+
+# every request's cycle (uvicorn's RequestResponseCycle), weakly
+CYCLES: list[weakref.ref[Any]] = []
 
 
 class _Records(logging.Handler):
@@ -236,6 +246,27 @@ def test_an_answer_is_one_send_head_and_body_together(served: Served) -> None:
     for send, (status, body) in zip(sends, answers, strict=True):
         assert send.startswith(b"HTTP/1.1 %d " % status), send
         assert send.endswith(b"\r\n\r\n" + body), send
+
+
+def test_an_answered_request_is_freed_without_the_garbage_collector(served: Served) -> None:
+    # the held head's transport must not keep a reference cycle with its request's cycle:
+    # each request would then wait for a collection to be freed, with its scope and body
+    gc.disable()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        try:
+            for _ in range(3):
+                connection.request("GET", "/health")
+                connection.getresponse().read()
+        finally:
+            connection.close()
+        first = CYCLES[-3]
+        deadline = time.monotonic() + 10
+        while first() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the server's thread lets go of it once the next request runs
+        assert first() is None
+    finally:
+        gc.enable()
 
 
 def test_a_head_answer_and_a_100_continue_are_not_held(served: Served) -> None:

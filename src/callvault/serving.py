@@ -105,22 +105,23 @@ class HeadWithBody:
     `100 Continue` (written before the response starts), the body, a HEAD's head (no body
     follows). Closing writes a head still held first, as uvicorn had written it already."""
 
-    __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
+    __slots__ = ("_cycle", "_head", "_transport")
 
     def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport) -> None:
-        self._cycle = cycle
+        # the cycle until its head is written (then let go: the cycle holds this transport,
+        # and a reference back would leave every request to the garbage collector)
+        self._cycle: RequestResponseCycle | None = cycle
         self._transport = transport
         self._head: bytes | None = None
-        self._head_seen = False
 
     def write(self, data: bytes) -> None:
         if self._head is not None:
             head, self._head = self._head, None
             self._transport.write(head + data)
-        elif not self._head_seen and self._cycle.response_started:
+        elif self._cycle is not None and self._cycle.response_started:
             # uvicorn writes the head right after it marks the response started
-            self._head_seen = True
-            if self._cycle.scope["method"] == "HEAD":
+            method, self._cycle = self._cycle.scope["method"], None
+            if method == "HEAD":
                 self._transport.write(data)
             else:
                 self._head = data
@@ -128,6 +129,7 @@ class HeadWithBody:
             self._transport.write(data)
 
     def close(self) -> None:
+        self._cycle = None
         if self._head is not None:
             head, self._head = self._head, None
             self._transport.write(head)
