@@ -149,14 +149,14 @@ async def measure_context_read(
 
     async def in_session() -> None:
         async with sessions() as session:
-            assert await repository.ingest_context(session, *key) is not None
+            assert await session.run_sync(repository.ingest_context, *key) is not None
 
     reader = db.LoopReader.for_url(url)
     assert reader is not None
 
     async def on_loop() -> None:
         with reader.session() as session:
-            assert repository.ingest_context_now(session, *key) is not None
+            assert repository.ingest_context(session, *key) is not None
 
     await measure("ingest context read, session", n, in_session)
     await measure("ingest context read, on the loop", n, on_loop)

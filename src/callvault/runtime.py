@@ -159,10 +159,9 @@ class Runtime:
     # records that are ready together share one transaction and one fsync (issue 24)
     batch_writer: BatchWriter = field(init=False)
     _express_engine: AsyncEngine | None = field(init=False, default=None, repr=False)
-    # (made yet, the reader): None is an answer too (PostgreSQL)
-    _loop_reader: tuple[bool, LoopReader | None] = field(
-        init=False, default=(False, None), repr=False
-    )
+    # small reads on the event loop itself (SQLite in a file; None otherwise): the credentials
+    # generation, ingest's context. Its connection opens on first use, closes with the runtime
+    loop_reader: LoopReader | None = field(init=False, default=None, repr=False)
     # what the domains keep per process, by type (`domain_part`), and how to close it
     _parts: dict[type, object] = field(init=False, default_factory=dict, repr=False)
     _closers: list[Callable[[], None]] = field(init=False, default_factory=list, repr=False)
@@ -184,6 +183,7 @@ class Runtime:
         )
 
     def __post_init__(self) -> None:
+        self.loop_reader = LoopReader.for_url(self.settings.database_url)
         if self.engine.dialect.name == "postgresql":
             # the express writer's own connection, kept between batches, in autocommit: between
             # a receiver's 2xx and its record, one round trip (no pre-ping, BEGIN or COMMIT; a
@@ -196,16 +196,6 @@ class Runtime:
             )
         else:
             self.batch_writer = BatchWriter(self.sessions)
-
-    @property
-    def loop_reader(self) -> LoopReader | None:
-        """Small reads on the event loop itself (SQLite in a file; None otherwise): the
-        credentials generation, ingest's context. Made on first use, closed with the runtime."""
-        made, reader = self._loop_reader
-        if not made:
-            reader = LoopReader.for_url(self.settings.database_url)
-            self._loop_reader = (True, reader)
-        return reader
 
     @property
     def writing_engines(self) -> tuple[AsyncEngine, ...]:
@@ -232,9 +222,8 @@ class Runtime:
     async def close(self) -> None:
         for close in self._closers:
             close()
-        _, reader = self._loop_reader
-        if reader is not None:
-            reader.close()
+        if self.loop_reader is not None:
+            self.loop_reader.close()
         if self._express_engine is not None:
             await self._express_engine.dispose()
         await self.engine.dispose()

@@ -8,7 +8,7 @@ held open. `HeaderDeadline` closes a connection whose request headers are not co
 for its first request), or that sends more than 64 KiB of them (httptools sets no limit).
 
 A response's head is written together with its first body bytes (`HeadWithBody`): uvicorn
-writes them apart, a send each, and on loopback each send also wakes the client.
+writes them apart, a send (a syscall) each.
 
 Bodies have their own deadlines: ingest's pace (recordings/upload.py `BodyPace`), every other
 body `CALLVAULT_BODY_TIMEOUT_SECS` (limits.py). No `limit_concurrency`: it answers 503 to

@@ -24,8 +24,6 @@ from callvault.runtime import Runtime
 from tests.recordings.conftest import metadata_for, post_recording
 from tests.recordings.samples import make_wav
 
-pytestmark = pytest.mark.usefixtures("clean_incoming")
-
 # the context read is the one statement of an ingest that reads the applications table
 _CONTEXT_READ = "FROM applications"
 
@@ -47,6 +45,7 @@ def context_reads() -> Iterator[dict[str, int]]:
         event.remove(Engine, "before_cursor_execute", executing)
 
 
+@pytest.mark.usefixtures("clean_incoming")
 async def test_ingest_reads_its_context_on_the_loop_on_sqlite(
     api: httpx.AsyncClient, runtime: Runtime, account: NewAccount, connection_id: str
 ) -> None:

@@ -130,7 +130,7 @@ class IngestPlan:
             read = _read_on_loop(self.runtime.loop_reader, key)
             if read is None:
                 async with self.runtime.sessions() as session:  # reads only: no write lock
-                    self._context = await repository.ingest_context(session, *key)
+                    self._context = await session.run_sync(repository.ingest_context, *key)
             else:
                 (self._context,) = read
             self._looked_up = True
@@ -162,7 +162,7 @@ def _read_on_loop(
         return None
     try:
         with reader.session() as session:
-            return (repository.ingest_context_now(session, *key),)
+            return (repository.ingest_context(session, *key),)
     except LOOP_READ_ERRORS:
         reader.close()  # the next read opens a new connection
         return None

@@ -100,8 +100,8 @@ def _ingest_context_query() -> Any:
 _INGEST_CONTEXT = _ingest_context_query()
 
 
-async def ingest_context(
-    session: AsyncSession,
+def ingest_context(
+    session: Session,
     connection_id: str,
     call_leg_id: str,
     started_at: datetime,
@@ -111,36 +111,16 @@ async def ingest_context(
     repeat) and whether `{account_id}{key_after_account}` is taken; None without application.
 
     One statement instead of four lookups (issue 14's statement budget); the application and
-    account rows come along for the webhook a default-store recording gets at once."""
-    parameters = _ingest_context_parameters(
-        connection_id, call_leg_id, started_at, key_after_account
-    )
-    return _ingest_context((await session.execute(_INGEST_CONTEXT, parameters)).first())
-
-
-def ingest_context_now(
-    session: Session,
-    connection_id: str,
-    call_leg_id: str,
-    started_at: datetime,
-    key_after_account: str,
-) -> IngestContext | None:
-    """`ingest_context` through a synchronous session (db.LoopReader's, on the event loop)."""
-    parameters = _ingest_context_parameters(
-        connection_id, call_leg_id, started_at, key_after_account
-    )
-    return _ingest_context(session.execute(_INGEST_CONTEXT, parameters).first())
-
-
-def _ingest_context_parameters(
-    connection_id: str, call_leg_id: str, started_at: datetime, key_after_account: str
-) -> dict[str, Any]:
-    return {
+    account rows come along for the webhook a default-store recording gets at once. A
+    synchronous session: db.LoopReader's on the event loop (SQLite), or an async session's
+    through `run_sync`."""
+    parameters = {
         "connection_id": connection_id,
         "call_leg_id": call_leg_id,
         "started_at": started_at,
         "key_after_account": key_after_account,
     }
+    return _ingest_context(session.execute(_INGEST_CONTEXT, parameters).first())
 
 
 def _ingest_context(row: Sequence[Any] | None) -> IngestContext | None:
