@@ -7,8 +7,9 @@ adapter, on uvloop like `callvault serve`.
 Prints per operation: a read session with one primary-key `get`, a SELECT inside an open
 session, ingest's context read through a session and on the event loop (db.LoopReader), a
 write transaction (UPDATE + COMMIT, fsynced: synchronous=FULL) with one and with two UPDATEs,
-and the one-UPDATE transaction through `sqlite3` itself (no statement layer), in a thread and
-on the event loop: what the statement layer costs per transaction. Also one bound
+through a session and as the group commit writes it (db.ThreadWrites), and the one-UPDATE
+transaction through `sqlite3` itself (no statement layer), in a thread and on the event loop:
+what the statement layer costs per transaction. Also one bound
 UPDATE inside an open session written on the entity's attributes (`Account.id`: the ORM's
 compile and execute steps) and on the Table's columns (Core): what the ORM costs a statement
 that needs no objects.
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import uvloop
@@ -35,6 +37,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from callvault import db
 from callvault.accounts.models import Account
@@ -117,6 +120,7 @@ async def main(stock: bool, n: int) -> None:
         writes = max(1, n // 4)
         await measure("write transaction (UPDATE + COMMIT)", writes, write_transaction)
         await measure("write transaction, two UPDATEs", writes, two_updates)
+        await thread_writes(url, sessions, writes)
         await engine.dispose()
         await plain_sqlite(url, writes)
 
@@ -161,6 +165,22 @@ async def measure_context_read(
     await measure("ingest context read, session", n, in_session)
     await measure("ingest context read, on the loop", n, on_loop)
     reader.close()
+
+
+async def thread_writes(url: str, sessions: async_sessionmaker[AsyncSession], n: int) -> None:
+    """The same transactions as the group commit writes them on SQLite: synchronous work in
+    one hop to the writes' own thread (db.ThreadWrites)."""
+    path = db.sqlite_path(url)
+    assert path is not None
+    writes = db.ThreadWrites(path, sessions)
+
+    def updates(count: int, session: Session) -> None:
+        for _ in range(count):
+            session.execute(text("UPDATE accounts SET name = 'e' WHERE id = 'a1'"))
+
+    await measure("the same on the writes' thread", n, lambda: writes.write(partial(updates, 1)))
+    await measure("two UPDATEs on the writes' thread", n, lambda: writes.write(partial(updates, 2)))
+    writes.close()
 
 
 async def plain_sqlite(url: str, n: int) -> None:

@@ -8,25 +8,26 @@ from functools import partial
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault.batch_writer import JOIN_AT_MOST, BatchWriter
 from callvault.runtime import Runtime
+from tests.batching import HeldUnit
 
 
 def _writer(runtime: Runtime, defer_secs: float) -> BatchWriter:
-    return BatchWriter(runtime.sessions, defer_secs=defer_secs)
+    return BatchWriter(runtime.batch_writer.writes, defer_secs=defer_secs)
 
 
 async def test_a_deferred_unit_rides_along_with_the_next_commit(runtime: Runtime) -> None:
     writer = _writer(runtime, defer_secs=60.0)
     ran: list[str] = []
 
-    async def deferred(session: AsyncSession) -> None:
-        await session.execute(text("SELECT 1"))
+    def deferred(session: Session) -> None:
+        session.execute(text("SELECT 1"))
         ran.append("deferred")
 
-    async def urgent(session: AsyncSession) -> str:
+    def urgent(session: Session) -> str:
         ran.append("urgent")
         return "done"
 
@@ -41,7 +42,7 @@ async def test_a_lone_deferred_unit_commits_after_its_wait(runtime: Runtime) -> 
     writer = _writer(runtime, defer_secs=0.05)
     ran = asyncio.Event()
 
-    async def deferred(session: AsyncSession) -> None:
+    def deferred(session: Session) -> None:
         ran.set()
 
     writer.defer(deferred)
@@ -53,7 +54,7 @@ async def test_flush_commits_what_is_deferred(runtime: Runtime) -> None:
     writer = _writer(runtime, defer_secs=60.0)
     ran: list[int] = []
 
-    async def deferred(session: AsyncSession) -> None:
+    def deferred(session: Session) -> None:
         ran.append(1)
 
     writer.defer(deferred)
@@ -67,10 +68,10 @@ async def test_flush_commits_what_is_deferred(runtime: Runtime) -> None:
 async def test_a_failing_deferred_unit_fails_no_caller(runtime: Runtime) -> None:
     writer = _writer(runtime, defer_secs=60.0)
 
-    async def broken(session: AsyncSession) -> None:
+    def broken(session: Session) -> None:
         raise RuntimeError("a bug")
 
-    async def urgent(session: AsyncSession) -> int:
+    def urgent(session: Session) -> int:
         return 7
 
     writer.defer(broken)
@@ -78,21 +79,8 @@ async def test_a_failing_deferred_unit_fails_no_caller(runtime: Runtime) -> None
     assert writer.split_batches == 1 and writer.deferred == 0
 
 
-class _Held:
-    """A unit that keeps its batch (and the writer taking it) open until released."""
-
-    def __init__(self) -> None:
-        self.running = asyncio.Event()
-        self.gate = asyncio.Event()
-
-    async def __call__(self, session: AsyncSession) -> str:
-        self.running.set()
-        await self.gate.wait()
-        return "held"
-
-
-async def _recorded(ran: list[str], name: str, session: AsyncSession) -> str:
-    await session.execute(text("SELECT 1"))
+def _recorded(ran: list[str], name: str, session: Session) -> str:
+    session.execute(text("SELECT 1"))
     ran.append(name)
     return name
 
@@ -100,16 +88,18 @@ async def _recorded(ran: list[str], name: str, session: AsyncSession) -> str:
 async def test_an_express_unit_joins_the_batch_under_way(runtime: Runtime) -> None:
     """A webhook round's record queued while a batch runs its units: written in that batch,
     before its commit (one commit for both), not in a batch of its own after it."""
-    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
-    held = _Held()
+    writer = BatchWriter(
+        runtime.batch_writer.writes, express_writes=runtime.batch_writer.express_writes
+    )
+    held = HeldUnit()
     slow = asyncio.create_task(writer.run(held))
-    await held.running.wait()
+    await held.running()
     ran: list[str] = []
     record = asyncio.create_task(
         writer.run(lambda session: _recorded(ran, "record", session), express=True)
     )
     await asyncio.sleep(0)  # queued
-    held.gate.set()
+    held.release()
     assert await asyncio.gather(slow, record) == ["held", "record"]
     assert (writer.commits, writer.units, writer.express_batches) == (1, 2, 0)
 
@@ -118,20 +108,22 @@ async def test_an_express_unit_does_not_join_a_large_batch(runtime: Runtime) -> 
     """A batch of more than JOIN_AT_MOST units: the rest of it may be a long wait, so the
     record goes to the express writer at once (PostgreSQL) and commits while the batch is
     still open; SQLite's one writer takes it in the next batch."""
-    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
-    held = _Held()
+    writer = BatchWriter(
+        runtime.batch_writer.writes, express_writes=runtime.batch_writer.express_writes
+    )
+    held = HeldUnit()
     ran: list[str] = []
     large = [
         asyncio.create_task(writer.run(partial(_recorded, ran, f"unit {i}")))
         for i in range(JOIN_AT_MOST)
     ]
     large.append(asyncio.create_task(writer.run(held)))
-    await held.running.wait()
+    await held.running()
     record = asyncio.create_task(writer.run(partial(_recorded, ran, "record"), express=True))
     if runtime.engine.dialect.name == "postgresql":
         assert await asyncio.wait_for(record, timeout=30) == "record"
-        assert not held.gate.is_set() and writer.express_batches == 1
-    held.gate.set()
+        assert not held.released and writer.express_batches == 1
+    held.release()
     await asyncio.gather(*large, record)
     expected = (2, 1) if runtime.engine.dialect.name == "postgresql" else (2, 0)
     assert (writer.commits, writer.express_batches) == expected
@@ -140,7 +132,9 @@ async def test_an_express_unit_does_not_join_a_large_batch(runtime: Runtime) -> 
 async def test_an_express_unit_goes_at_once_when_no_batch_runs(runtime: Runtime) -> None:
     """No batch under way (PostgreSQL): the express writer writes the record at once, on its
     own sessions (in autocommit: one round trip); SQLite's one writer takes it."""
-    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
+    writer = BatchWriter(
+        runtime.batch_writer.writes, express_writes=runtime.batch_writer.express_writes
+    )
     ran: list[str] = []
     assert await writer.run(partial(_recorded, ran, "record"), express=True) == "record"
     on_postgresql = runtime.engine.dialect.name == "postgresql"
@@ -151,17 +145,19 @@ async def test_an_express_unit_goes_at_once_when_no_batch_runs(runtime: Runtime)
 async def test_a_late_joiner_that_fails_fails_alone(runtime: Runtime) -> None:
     """An express unit that joined the batch under way and fails: the batch is split, the
     others are committed, the failing one gets its own error."""
-    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
-    held = _Held()
+    writer = BatchWriter(
+        runtime.batch_writer.writes, express_writes=runtime.batch_writer.express_writes
+    )
+    held = HeldUnit()
     slow = asyncio.create_task(writer.run(held))
-    await held.running.wait()
+    await held.running()
 
-    async def poisoned(session: AsyncSession) -> None:
+    def poisoned(session: Session) -> None:
         raise ValueError("poisoned record")
 
     bad = asyncio.create_task(writer.run(poisoned, express=True))
     await asyncio.sleep(0)  # queued while the batch runs: it joins
-    held.gate.set()
+    held.release()
     assert await slow == "held"
     with pytest.raises(ValueError, match="poisoned record"):
         await bad
@@ -174,7 +170,9 @@ async def test_an_express_unit_carries_what_is_deferred_when_no_batch_runs(
     """The main writer idle with a deferred unit waiting: the record starts a batch that
     carries it (one commit for both, not the express writer's and a lone deferred one)."""
     writer = BatchWriter(
-        runtime.sessions, defer_secs=60.0, express_sessions=runtime.batch_writer.express_sessions
+        runtime.batch_writer.writes,
+        defer_secs=60.0,
+        express_writes=runtime.batch_writer.express_writes,
     )
     ran: list[str] = []
     writer.defer(partial(_recorded, ran, "deferred"))
@@ -187,10 +185,12 @@ async def test_express_units_ready_together_are_one_express_batch(runtime: Runti
     """Records that arrive while the express writer writes go together in its next batch."""
     if runtime.engine.dialect.name != "postgresql":
         return
-    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
-    held = _Held()
+    writer = BatchWriter(
+        runtime.batch_writer.writes, express_writes=runtime.batch_writer.express_writes
+    )
+    held = HeldUnit()
     first = asyncio.create_task(writer.run(held, express=True))
-    await held.running.wait()
+    await held.running()
     ran: list[str] = []
     later = [
         asyncio.create_task(writer.run(partial(_recorded, ran, name), express=True))
@@ -198,7 +198,7 @@ async def test_express_units_ready_together_are_one_express_batch(runtime: Runti
     ]
     await asyncio.sleep(0)  # each takes its first step: queued
     assert writer.waiting == 3
-    held.gate.set()
+    held.release()
     assert await asyncio.gather(first, *later) == ["held", "a", "b", "c"]
     assert (writer.express_batches, writer.commits, writer.units) == (2, 2, 4)
 
@@ -208,10 +208,10 @@ async def test_express_units_go_first_in_the_next_batch_without_an_express_write
 ) -> None:
     """SQLite's one writer: the express unit goes with the next batch, ahead of what queued
     before it."""
-    writer = BatchWriter(runtime.sessions, max_batch=1)
-    held = _Held()
+    writer = BatchWriter(runtime.batch_writer.writes, max_batch=1)
+    held = HeldUnit()
     slow = asyncio.create_task(writer.run(held))
-    await held.running.wait()
+    await held.running()
     ran: list[str] = []
     plain = asyncio.create_task(writer.run(lambda session: _recorded(ran, "plain", session)))
     record = asyncio.create_task(
@@ -219,7 +219,7 @@ async def test_express_units_go_first_in_the_next_batch_without_an_express_write
     )
     await asyncio.sleep(0)  # both tasks take their first step: queued, in this order
     assert writer.waiting == 2
-    held.gate.set()
+    held.release()
     assert await asyncio.gather(slow, plain, record) == ["held", "plain", "record"]
     assert ran == ["record", "plain"]
     assert (writer.commits, writer.express_batches) == (3, 0)

@@ -1,9 +1,11 @@
 """Group commit: write transactions that are ready together share one commit (issue 24).
 
-Each caller hands `BatchWriter.run` a unit of work (a coroutine function of a session). One
+Each caller hands `BatchWriter.run` a unit of work (a synchronous function of a session). One
 writer task per event loop takes every unit waiting, runs them one after the other in one
 write transaction and commits once — one fsync for all of them — and only then answers each
 caller. A caller that is answered has its rows committed, exactly as with `db.transaction`.
+The transaction is the writer's `db.WriteTransactions`: on SQLite in a file, the whole batch
+in one hop to a thread of its own (`db.ThreadWrites`); elsewhere an async session's greenlet.
 
 - No timer: a lone unit is committed as soon as the writer takes it. Units arriving while a
   commit is under way wait for it and go together in the next one; the batch grows with the
@@ -25,8 +27,8 @@ caller. A caller that is answered has its rows committed, exactly as with `db.tr
   not part of:
   - while a small batch (at most JOIN_AT_MOST units) runs its units, it joins that batch
     before its commit;
-  - otherwise, given `express_sessions` (a database with more than one writer: PostgreSQL),
-    a second writer takes it at once on those sessions. The runtime's are in autocommit, one
+  - otherwise, given `express_writes` (a database with more than one writer: PostgreSQL),
+    a second writer takes it at once through those. The runtime's are in autocommit, one
     round trip, so an express unit must be one statement there (atomic alone). The
     exception: a main writer that is idle with deferred units to carry starts a batch of
     both;
@@ -48,21 +50,23 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from callvault.db import database_unavailable, transaction
+from callvault.db import Write, WriteTransactions, database_unavailable
 
 log = structlog.get_logger("callvault.db")
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-Work = Callable[[AsyncSession], Awaitable[T]]
+Work = Write[T]
 
 # a batch's units run one after the other: bound the wait of the last one
 MAX_BATCH = 64
@@ -86,13 +90,13 @@ class BatchWriter:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        writes: WriteTransactions,
         max_batch: int = MAX_BATCH,
         defer_secs: float = DEFER_SECS,
-        express_sessions: async_sessionmaker[AsyncSession] | None = None,
+        express_writes: WriteTransactions | None = None,
     ) -> None:
-        self.sessions = sessions
-        self.express_sessions = express_sessions
+        self.writes = writes
+        self.express_writes = express_writes
         self.max_batch = max_batch
         self.defer_secs = defer_secs
         self._express: deque[_Unit[Any]] = deque()
@@ -101,9 +105,12 @@ class BatchWriter:
         # what the main writer takes, first to last
         self._queues: tuple[deque[_Unit[Any]], ...] = (
             (self._waiting, self._deferred)
-            if express_sessions is not None
+            if express_writes is not None
             else (self._express, self._waiting, self._deferred)
         )
+        # a batch takes late express units on the thread that runs it (db.ThreadWrites),
+        # while a cancelled caller may take its unit back on the event loop's
+        self._taking = threading.Lock()
         self._timer: asyncio.TimerHandle | None = None
         # the main writer's batch is small and running its units: an express unit queued now
         # joins it
@@ -148,10 +155,10 @@ class BatchWriter:
 
     def _start_writer(self, express: bool = False) -> None:
         main_idle = self._writer is None or self._writer.done()
-        if express and self.express_sessions is not None and self._goes_express(main_idle):
+        if express and self.express_writes is not None and self._goes_express(main_idle):
             if self._express_writer is None or self._express_writer.done():
                 self._express_writer = _writer_task(
-                    self._write_express(self.express_sessions), "callvault express writer"
+                    self._write_express(self.express_writes), "callvault express writer"
                 )
         elif main_idle:
             self._writer = _writer_task(self._write(), "callvault batch writer")
@@ -173,9 +180,10 @@ class BatchWriter:
         try:
             return await asyncio.shield(unit.future)
         except asyncio.CancelledError:
-            if not unit.taken:
-                queue.remove(unit)
-                raise
+            with self._taking:
+                if not unit.taken:
+                    queue.remove(unit)
+                    raise
             # taken: the unit runs (or ran) whatever happens now; let the caller know when
             # its outcome is settled
             while not unit.done.is_set():
@@ -188,13 +196,13 @@ class BatchWriter:
     async def _write(self) -> None:
         while any(self._queues):
             try:
-                await self._write_batch(self._queues, self.sessions, joinable=True)
+                await self._write_batch(self._queues, self.writes, joinable=True)
             finally:
                 self._close_to_late()
 
-    async def _write_express(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    async def _write_express(self, writes: WriteTransactions) -> None:
         while self._express:
-            await self._write_batch((self._express,), sessions)
+            await self._write_batch((self._express,), writes)
             self.express_batches += 1
 
     def _close_to_late(self) -> None:
@@ -207,24 +215,24 @@ class BatchWriter:
     async def _write_batch(
         self,
         queues: tuple[deque[_Unit[Any]], ...],
-        sessions: async_sessionmaker[AsyncSession],
+        writes: WriteTransactions,
         joinable: bool = False,
     ) -> None:
         """`joinable`: the main writer's batch, which express units may join if it is small
         (the express writer's never is)."""
         batch: list[_Unit[Any]] = []
         for queue in queues:
-            while queue and len(batch) < self.max_batch:
-                batch.append(_take(queue))
+            while len(batch) < self.max_batch and (unit := self._take(queue)) is not None:
+                batch.append(unit)
         if joinable:
             self._joinable = len(batch) <= JOIN_AT_MOST
         try:
-            await self._commit(batch, sessions, joined=joinable and self._joinable)
+            await self._commit(batch, writes, joined=joinable and self._joinable)
         except BaseException:
             # the writer itself was cancelled (the loop is closing): what waits never runs
             for queue in queues:
-                while queue:
-                    batch.append(_take(queue))
+                while (unit := self._take(queue)) is not None:
+                    batch.append(unit)
             raise
         finally:
             for unit in batch:
@@ -233,17 +241,16 @@ class BatchWriter:
                 unit.done.set()
 
     async def _commit(
-        self, batch: list[_Unit[Any]], sessions: async_sessionmaker[AsyncSession], joined: bool
+        self, batch: list[_Unit[Any]], writes: WriteTransactions, joined: bool
     ) -> None:
         """`joined`: express units queued meanwhile join this batch before its commit."""
         try:
-            async with transaction(sessions) as session:
-                results = await _run_together(session, [unit.work for unit in batch])
+            try:
+                results = await writes.write(partial(self._run_batch, batch, joined))
+            finally:
                 if joined:
-                    results += await self._join_late(session, batch)
+                    self._close_to_late()
         except Exception as exc:
-            if joined:
-                self._close_to_late()
             if database_unavailable(exc) or len(batch) == 1:
                 for unit in batch:
                     unit.future.set_exception(exc)
@@ -260,8 +267,7 @@ class BatchWriter:
             return
         for unit in batch:
             try:
-                async with transaction(sessions) as session:
-                    result = await unit.work(session)
+                result = await writes.write(unit.work)
             except Exception as exc:
                 unit.future.set_exception(exc)
             else:
@@ -269,32 +275,49 @@ class BatchWriter:
                 self.units += 1
                 unit.future.set_result(result)
 
-    async def _join_late(self, session: AsyncSession, batch: list[_Unit[Any]]) -> list[Any]:
+    def _run_batch(self, batch: list[_Unit[Any]], joined: bool, session: Session) -> list[Any]:
+        """In the batch's transaction (on the writes' thread): its units, then, if `joined`,
+        the express units queued meanwhile."""
+        results = _run_together(session, [unit.work for unit in batch])
+        return results + self._join_late(session, batch) if joined else results
+
+    def _join_late(self, session: Session, batch: list[_Unit[Any]]) -> list[Any]:
         """Express units queued while this batch ran join it before its commit (into `batch`):
         their wait is the rest of this batch, not the next one too."""
         results: list[Any] = []
         while self._express and len(batch) < self.max_batch:
             joined: list[_Unit[Any]] = []
-            while self._express and len(batch) + len(joined) < self.max_batch:
-                joined.append(_take(self._express))
+            while len(batch) + len(joined) < self.max_batch:
+                if (unit := self._take(self._express)) is None:
+                    break
+                joined.append(unit)
             batch.extend(joined)
-            results += await _run_together(session, [unit.work for unit in joined])
-        self._close_to_late()
+            results += _run_together(session, [unit.work for unit in joined])
         return results
+
+    def _take(self, queue: deque[_Unit[Any]]) -> _Unit[Any] | None:
+        """The first unit of `queue`, taken (its caller can no longer withdraw it); None if
+        the queue is empty (its last unit may just have been withdrawn)."""
+        with self._taking:
+            if not queue:
+                return None
+            unit = queue.popleft()
+            unit.taken = True
+        return unit
 
 
 class Joinable(Protocol[T_co]):
     """A unit that can also be written together with the others of its type."""
 
-    def __call__(self, session: AsyncSession) -> Awaitable[T_co]: ...
+    def __call__(self, session: Session) -> T_co: ...
 
     @classmethod
-    async def write_together(cls, session: AsyncSession, units: list[Any]) -> list[Any]:
+    def write_together(cls, session: Session, units: list[Any]) -> list[Any]:
         """Write `units` (all of this type); return their results in order."""
         ...
 
 
-async def _run_together(session: AsyncSession, works: list[Work[Any]]) -> list[Any]:
+def _run_together(session: Session, works: list[Work[Any]]) -> list[Any]:
     """Run a batch's units in one transaction: the `Joinable` ones by type, in one call each
     at the place of the first of their type; the others one after the other."""
     groups: dict[type, list[int]] = {}
@@ -305,19 +328,13 @@ async def _run_together(session: AsyncSession, works: list[Work[Any]]) -> list[A
     for index, work in enumerate(works):
         members = groups.get(type(work))
         if members is None:
-            results[index] = await work(session)
+            results[index] = work(session)
         elif members[0] == index:
             joinable = cast(type[Joinable[Any]], type(work))
-            written = await joinable.write_together(session, [works[i] for i in members])
+            written = joinable.write_together(session, [works[i] for i in members])
             for member, result in zip(members, written, strict=True):
                 results[member] = result
     return results
-
-
-def _take(queue: deque[_Unit[Any]]) -> _Unit[Any]:
-    unit = queue.popleft()
-    unit.taken = True
-    return unit
 
 
 def _writer_task(write: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -326,7 +343,7 @@ def _writer_task(write: Coroutine[Any, Any, None], name: str) -> asyncio.Task[No
     return asyncio.get_running_loop().create_task(write, name=name, context=contextvars.Context())
 
 
-async def _nothing(session: AsyncSession) -> None:
+def _nothing(session: Session) -> None:
     """A unit that writes nothing: `flush` makes the deferred units' batch with it."""
 
 

@@ -11,12 +11,13 @@ import functools
 import os
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -74,6 +75,14 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def sqlite_path(database_url: str) -> str | None:
+    """An SQLite database's file; None for PostgreSQL and in-memory SQLite."""
+    url = sqlalchemy_url(database_url)
+    if not url.startswith("sqlite") or ":memory:" in url or ":///" not in url:
+        return None
+    return url.split(":///", 1)[1]
 
 
 def private_sqlite_file(url: str) -> None:
@@ -174,10 +183,8 @@ class LoopReader:
     @classmethod
     def for_url(cls, database_url: str) -> LoopReader | None:
         """None for PostgreSQL and in-memory SQLite (no file another connection can share)."""
-        url = sqlalchemy_url(database_url)
-        if not url.startswith("sqlite") or ":memory:" in url:
-            return None
-        return cls(url.split(":///", 1)[1])
+        path = sqlite_path(database_url)
+        return None if path is None else cls(path)
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -274,19 +281,99 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
             _holding.reset(token)
 
 
+T = TypeVar("T")
+# a write transaction's work: a synchronous function of a session (the group commit's batch)
+Write = Callable[[Session], T]
+
+
+class WriteTransactions(Protocol):
+    """Runs synchronous work in one write transaction, committed at the end (rolled back on
+    an exception), and returns its result."""
+
+    async def write(self, work: Write[T]) -> T: ...
+
+    def close(self) -> None: ...
+
+
+class SessionWrites:
+    """Through an async session of `sessions` (`transaction`), the work in its greenlet
+    (`AsyncSession.run_sync`): PostgreSQL, in-memory SQLite."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def write(self, work: Write[T]) -> T:
+        async with transaction(self.sessions) as session:
+            return await session.run_sync(work)
+
+    def close(self) -> None:
+        return None
+
+
+class ThreadWrites:
+    """SQLite in a file: the whole transaction in one hop to a thread of its own, on a
+    synchronous connection, instead of one hop to an aiosqlite connection's thread per
+    statement and the async adapter's machinery around each (bench/db_roundtrip.py: a write
+    transaction's CPU about halves). Writers of this process still queue on the engine's
+    write gate (`transaction`); other processes meet at BEGIN IMMEDIATE."""
+
+    def __init__(self, path: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions  # whose write gate the transactions take
+        self.engine = create_engine(
+            f"sqlite:///{path}",
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+        )
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "begin", _sqlite_begin)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="callvault-writes")
+
+    async def write(self, work: Write[T]) -> T:
+        gate = _write_gate(self._sessions)
+        assert gate is not None, "an SQLite engine has a write gate"
+        async with gate:
+            done = asyncio.get_running_loop().run_in_executor(self._thread, self._commit, work)
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # the transaction goes on in its thread: the gate is held until it has ended
+                while not done.done():
+                    try:
+                        await asyncio.wait([done])
+                    except asyncio.CancelledError:
+                        continue
+                raise
+
+    def _commit(self, work: Write[T]) -> T:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            session.connection(execution_options={WRITES: True})
+            return work(session)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def write_transactions(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> WriteTransactions:
+    """The group commit's way to the database: a thread of its own for SQLite in a file."""
+    path = sqlite_path(database_url)
+    return SessionWrites(sessions) if path is None else ThreadWrites(path, sessions)
+
+
 class HeldRowChanged(RuntimeError):
     """A row read as held in this transaction did not match its guarded UPDATE."""
 
 
-async def update_each_held(
-    session: AsyncSession, statement: Any, parameters: list[dict[str, Any]]
-) -> None:
+def update_each_held(session: Session, statement: Any, parameters: list[dict[str, Any]]) -> None:
     """Execute a guarded UPDATE once per parameter set, as one statement (executemany). The
     caller read every row as held in this transaction, locked (FOR UPDATE; SQLite's write
     transaction holds its one lock), so each must match. Where the driver counts the rows
     (SQLite), one that did not raises: the group commit rolls the batch back and runs each
     unit alone."""
-    result = await session.execute(statement, parameters)
+    result = session.execute(statement, parameters)
     updated: int = result.rowcount  # type: ignore[attr-defined]
     counted = session.get_bind().dialect.supports_sane_multi_rowcount
     if counted and updated != len(parameters):

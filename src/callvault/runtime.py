@@ -20,11 +20,20 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Generic, Protocol, TypeVar, cast
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callvault.batch_writer import BatchWriter
 from callvault.config import Settings
-from callvault.db import LoopReader, make_engine, make_sessionmaker, utcnow
+from callvault.db import (
+    LoopReader,
+    SessionWrites,
+    ThreadWrites,
+    make_engine,
+    make_sessionmaker,
+    utcnow,
+    write_transactions,
+)
 from callvault.storage.base import ObjectStore
 from callvault.storage.factory import open_default_store
 
@@ -191,18 +200,22 @@ class Runtime:
             self._express_engine = make_engine(
                 self.settings.database_url, pool_size=1, pre_ping=False, autocommit=True
             )
-            self.batch_writer = BatchWriter(
-                self.sessions, express_sessions=make_sessionmaker(self._express_engine)
-            )
-        else:
-            self.batch_writer = BatchWriter(self.sessions)
+        writes = write_transactions(self.settings.database_url, self.sessions)
+        express = None
+        if self._express_engine is not None:
+            express = SessionWrites(make_sessionmaker(self._express_engine))
+        self.batch_writer = BatchWriter(writes, express_writes=express)
 
     @property
-    def writing_engines(self) -> tuple[AsyncEngine, ...]:
-        """Every engine this runtime writes through (the express writer's is its own)."""
-        return (
-            (self.engine,) if self._express_engine is None else (self.engine, self._express_engine)
-        )
+    def writing_engines(self) -> tuple[Engine, ...]:
+        """Every engine this runtime writes through: its own, the group commit's thread's
+        (SQLite), the express writer's (PostgreSQL)."""
+        engines = [self.engine.sync_engine]
+        if isinstance(self.batch_writer.writes, ThreadWrites):
+            engines.append(self.batch_writer.writes.engine)
+        if self._express_engine is not None:
+            engines.append(self._express_engine.sync_engine)
+        return tuple(engines)
 
     def domain_part(
         self,
@@ -224,6 +237,7 @@ class Runtime:
             close()
         if self.loop_reader is not None:
             self.loop_reader.close()
+        self.batch_writer.writes.close()
         if self._express_engine is not None:
             await self._express_engine.dispose()
         await self.engine.dispose()

@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault.accounts.service import NewAccount
 from callvault.db import transaction
 from callvault.recordings.models import RecordingStatus
 from callvault.runtime import Runtime
 from callvault.webhooks.models import WebhookEvent
+from tests.batching import HeldUnit
 from tests.recordings.conftest import (
     metadata_for,
     objects_of,
@@ -50,21 +51,16 @@ class HeldWriter:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.gate = asyncio.Event()
-        self.holding = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+        self.unit = HeldUnit()
+        self.task: asyncio.Task[str] | None = None
 
     async def hold(self) -> None:
-        async def wait(session: AsyncSession) -> None:
-            self.holding.set()
-            await self.gate.wait()
-
-        self.task = asyncio.create_task(self.runtime.batch_writer.run(wait))
-        await self.holding.wait()  # running inside the writer's transaction
+        self.task = asyncio.create_task(self.runtime.batch_writer.run(self.unit))
+        await self.unit.running()  # inside the writer's transaction
         assert self.runtime.batch_writer.waiting == 0
 
     async def release(self) -> None:
-        self.gate.set()
+        self.unit.release()
         assert self.task is not None
         await self.task
 
@@ -186,7 +182,7 @@ async def test_a_caller_cancelled_before_its_turn_runs_nothing(runtime: Runtime)
     writer = runtime.batch_writer
     ran: list[str] = []
 
-    async def work(session: AsyncSession) -> None:
+    def work(session: Session) -> None:
         ran.append("ran")
 
     held = HeldWriter(runtime)

@@ -56,7 +56,7 @@ async def test_moves_written_together_each_learn_whether_their_lease_held(
     moves = _moves(rows, application)
     with SqlCounter().counting(*runtime.writing_engines) as counter:
         async with transaction(runtime.sessions) as session:
-            made = await HeldMove.write_together(session, moves)
+            made = await session.run_sync(HeldMove.write_together, moves)
 
     assert made[4] is False  # taken over meanwhile: neither its row nor an event is written
     events = [event for event in made[:4] if isinstance(event, WebhookEvent)]
@@ -86,7 +86,7 @@ async def test_moves_queued_together_are_one_commit(
     async with runtime.sessions() as session:
         application = await session.get(Application, connection_id)
     assert application is not None
-    writer = BatchWriter(runtime.sessions)
+    writer = BatchWriter(runtime.batch_writer.writes)
     made = await asyncio.gather(*(writer.run(move) for move in _moves(rows, application)))
     assert all(isinstance(event, WebhookEvent) for event in made)
     assert (writer.commits, writer.units) == (1, 4)

@@ -28,7 +28,7 @@ async def test_database_gone_at_the_insert(
         written.append(key)
         await real_put(key, *args, **kwargs)
 
-    async def connection_lost(*args: object) -> None:
+    def connection_lost(*args: object) -> None:
         raise sa_exc.OperationalError("INSERT", {}, ConnectionResetError(104, "reset"))
 
     monkeypatch.setattr(runtime.default_store, "move_file", recording_put)

@@ -73,7 +73,7 @@ async def test_rounds_written_together_each_learn_whether_their_lease_held(
     rounds = [_round(event, "me", delivered=i % 2 == 0) for i, event in enumerate(events)]
     with SqlCounter().counting(*runtime.writing_engines) as counter:
         async with transaction(runtime.sessions) as session:
-            kept = await RoundRecord.write_together(session, rounds)
+            kept = await session.run_sync(RoundRecord.write_together, rounds)
 
     assert kept == [True, True, True, True, False]
     # PostgreSQL: one statement (the attempts' INSERT inside the events' UPDATE); SQLite, whose
@@ -122,7 +122,9 @@ async def test_a_batch_of_rounds_is_written_together_by_the_writer(
     events = [_leased_event(account.account_id, "me") for _ in range(4)]
     async with transaction(runtime.sessions) as session:
         session.add_all(events)
-    writer = BatchWriter(runtime.sessions, express_sessions=runtime.batch_writer.express_sessions)
+    writer = BatchWriter(
+        runtime.batch_writer.writes, express_writes=runtime.batch_writer.express_writes
+    )
     rounds = [_round(event, "me", delivered=i % 2 == 0) for i, event in enumerate(events)]
     with SqlCounter().counting(*runtime.writing_engines) as counter:
         kept = await asyncio.gather(*(writer.run(r, express=True) for r in rounds))
@@ -145,7 +147,7 @@ async def test_two_rounds_of_one_event_in_a_batch_are_written_in_turn(
         session.add(event)
     rounds = [_round(event, "me", delivered=False), _round(event, "me", delivered=True)]
     async with transaction(runtime.sessions) as session:
-        kept = await RoundRecord.write_together(session, rounds)
+        kept = await session.run_sync(RoundRecord.write_together, rounds)
     assert kept == [True, False]
     async with runtime.sessions() as session:
         stored = await session.get(WebhookEvent, event.id)

@@ -26,7 +26,6 @@ import httpx
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from callvault.accounts.service import NewAccount
@@ -56,22 +55,22 @@ class SqlCounter:
     orm_writes: list[str] = field(default_factory=list)
     _writing: set[int] = field(default_factory=set)
 
-    def attach(self, *engines: AsyncEngine) -> None:
+    def attach(self, *engines: Engine) -> None:
         for engine in engines:
-            event.listen(engine.sync_engine, "before_cursor_execute", self._execute)
-            event.listen(engine.sync_engine, "after_cursor_execute", self._executed)
-            event.listen(engine.sync_engine, "commit", self._commit)
-            event.listen(engine.sync_engine, "rollback", self._rollback)
+            event.listen(engine, "before_cursor_execute", self._execute)
+            event.listen(engine, "after_cursor_execute", self._executed)
+            event.listen(engine, "commit", self._commit)
+            event.listen(engine, "rollback", self._rollback)
         event.listen(Session, "do_orm_execute", self._orm_execute)
         event.listen(Session, "before_flush", self._flush)
         event.listen(Engine, "before_cursor_execute", self._loop_read)
 
-    def detach(self, *engines: AsyncEngine) -> None:
+    def detach(self, *engines: Engine) -> None:
         for engine in engines:
-            event.remove(engine.sync_engine, "before_cursor_execute", self._execute)
-            event.remove(engine.sync_engine, "after_cursor_execute", self._executed)
-            event.remove(engine.sync_engine, "commit", self._commit)
-            event.remove(engine.sync_engine, "rollback", self._rollback)
+            event.remove(engine, "before_cursor_execute", self._execute)
+            event.remove(engine, "after_cursor_execute", self._executed)
+            event.remove(engine, "commit", self._commit)
+            event.remove(engine, "rollback", self._rollback)
         event.remove(Session, "do_orm_execute", self._orm_execute)
         event.remove(Session, "before_flush", self._flush)
         event.remove(Engine, "before_cursor_execute", self._loop_read)
@@ -90,7 +89,7 @@ class SqlCounter:
         self.orm_writes.append(f"flush of {len(session.new)} new, {len(session.dirty)} changed")
 
     @contextmanager
-    def counting(self, *engines: AsyncEngine) -> Iterator[SqlCounter]:
+    def counting(self, *engines: Engine) -> Iterator[SqlCounter]:
         """Attached for the block."""
         self.attach(*engines)
         try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault import metrics
 from callvault.db import LOOP_READ_ERRORS, LoopReader, database_unavailable, transaction, utcnow
@@ -396,20 +396,20 @@ class NewRow:
             application=self.context.application,
         )
 
-    async def __call__(self, session: AsyncSession) -> bool:
-        return (await self.write_together(session, [self]))[0]
+    def __call__(self, session: Session) -> bool:
+        return self.write_together(session, [self])[0]
 
     @classmethod
-    async def write_together(cls, session: AsyncSession, rows: list[NewRow]) -> list[bool]:
+    def write_together(cls, session: Session, rows: list[NewRow]) -> list[bool]:
         """Many ingests' rows in one statement per table (batch_writer.Joinable): the
         recordings in one INSERT, then the saved events of those inserted without custom
         storage in another."""
         for row in rows:
             row.event, row.committing = None, False
-        inserted = await repository.insert_new(session, [row.values for row in rows])
+        inserted = repository.insert_new(session, [row.values for row in rows])
         added = [row.values["id"] in inserted for row in rows]
         saving = [row for row, new in zip(rows, added, strict=True) if new and not row.custom]
-        events = await webhooks.record_events(session, [row.new_event() for row in saving])
+        events = webhooks.record_events(session, [row.new_event() for row in saving])
         for row, event in zip(saving, events, strict=True):
             row.event = event
         for row in rows:
@@ -427,7 +427,9 @@ class NewRow:
         )
         self.recording = Recording(**self.values)
         async with transaction(runtime.sessions) as session:
-            inserted = self.values["id"] in await repository.insert_new(session, [self.values])
+            inserted = self.values["id"] in await session.run_sync(
+                repository.insert_new, [self.values]
+            )
             self.committing = True
         return inserted
 

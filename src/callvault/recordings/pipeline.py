@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault.applications.models import Application
 from callvault.credentials.held import HeldCredentials
@@ -197,20 +197,20 @@ class HeldMove:
     recording_url: str = ""
     application: Application | None = None
 
-    async def __call__(self, session: AsyncSession) -> WebhookEvent | Literal[False] | None:
-        return (await self.write_together(session, [self]))[0]
+    def __call__(self, session: Session) -> WebhookEvent | Literal[False] | None:
+        return self.write_together(session, [self])[0]
 
     @classmethod
-    async def write_together(
-        cls, session: AsyncSession, moves: list[HeldMove]
+    def write_together(
+        cls, session: Session, moves: list[HeldMove]
     ) -> list[WebhookEvent | Literal[False] | None]:
         """The moves (transitions.apply_held_many: one SELECT of the holders, one UPDATE per
         kind of move), then one INSERT of every event the held ones emit."""
-        held = await transitions.apply_held_many(
+        held = transitions.apply_held_many(
             session, [(m.recording.id, m.owner, m.move) for m in moves]
         )
         emitting = [m for m, ok in zip(moves, held, strict=True) if ok and m.move.webhook]
-        made = iter(await webhooks.record_events(session, [m.new_event() for m in emitting]))
+        made = iter(webhooks.record_events(session, [m.new_event() for m in emitting]))
         results: list[WebhookEvent | Literal[False] | None] = []
         for move, ok in zip(moves, held, strict=True):
             if not ok:
@@ -389,8 +389,8 @@ async def _retry_later(
         attempts = recording.attempts + 1
         if not policy.gives_up(first_failure_at, now, give_up_after):
             delay = policy.retry_delay(attempts, ctx.rng, settings.upload_backoff_cap_secs)
-            await transitions.schedule_retry(
-                session,
+            await session.run_sync(
+                transitions.schedule_retry,
                 recording_id,
                 ctx.owner,
                 attempts=attempts,
@@ -460,8 +460,8 @@ async def record_crash(ctx: UploadContext, recording_id: str, exc: Exception) ->
         recording = await session.get(Recording, recording_id, populate_existing=True)
         if recording is None:
             return Outcome()
-        await transitions.mark_failed(
-            session,
+        await session.run_sync(
+            transitions.mark_failed,
             recording_id,
             ctx.owner,
             reason=policy.INTERNAL_ERROR,
@@ -534,14 +534,12 @@ class ForgottenStagingKey:
     recording_id: str
     key: str
 
-    async def __call__(self, session: AsyncSession) -> None:
-        await transitions.forget_staging_keys(session, [(self.recording_id, self.key)])
+    def __call__(self, session: Session) -> None:
+        transitions.forget_staging_keys(session, [(self.recording_id, self.key)])
 
     @classmethod
-    async def write_together(
-        cls, session: AsyncSession, units: list[ForgottenStagingKey]
-    ) -> list[None]:
-        await transitions.forget_staging_keys(session, [(u.recording_id, u.key) for u in units])
+    def write_together(cls, session: Session, units: list[ForgottenStagingKey]) -> list[None]:
+        transitions.forget_staging_keys(session, [(u.recording_id, u.key) for u in units])
         return [None] * len(units)
 
 

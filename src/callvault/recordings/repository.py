@@ -160,7 +160,7 @@ def _insert_new_query(dialect: str, columns: tuple[str, ...]) -> Any:
 _INSERT_NEW: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
-async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
     """INSERT the recordings, in one statement however many, each unless its natural key is
     taken (ON CONFLICT DO NOTHING); the ids inserted. A concurrent first send of the same
     recording loses here without an IntegrityError and a rollback. Rows name the same columns.
@@ -173,7 +173,7 @@ async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> s
     statement = _INSERT_NEW.get(key)
     if statement is None:
         statement = _INSERT_NEW[key] = _insert_new_query(*key)
-    return set((await session.execute(statement, list(rows))).scalars())
+    return set(session.execute(statement, list(rows)).scalars())
 
 
 async def application_account_id(session: AsyncSession, connection_id: str) -> str | None:

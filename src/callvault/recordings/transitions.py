@@ -15,30 +15,31 @@ from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault.db import update_each_held, utcnow
 from callvault.recordings.lifecycle import Change, Event, RecordingStatus, change, sources
 from callvault.recordings.models import Recording
 
 
-async def apply_held(session: AsyncSession, recording_id: str, owner: str, move: Change) -> bool:
+def apply_held(session: Session, recording_id: str, owner: str, move: Change) -> bool:
     """Write `move` to a recording this worker holds in the move's source state."""
     statement = _held(move.source, tuple(sorted(move.values)))
-    result = await session.execute(statement, _parameters(recording_id, owner, move))
+    result = session.execute(statement, _parameters(recording_id, owner, move))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 HeldChange = tuple[str, str, Change]  # recording id, lease owner, the move
 
 
-async def apply_held_many(session: AsyncSession, moves: Sequence[HeldChange]) -> list[bool]:
+def apply_held_many(session: Session, moves: Sequence[HeldChange]) -> list[bool]:
     """`apply_held` for many recordings: one SELECT of who holds them, locked, then one UPDATE
     per kind of move, executed for all of its rows (db.update_each_held); whether each was
     held."""
     ids = [recording_id for recording_id, _, _ in moves]
     if len(moves) == 1 or len(set(ids)) < len(ids):
-        return [await apply_held(session, *held) for held in moves]
-    found = await session.execute(_HOLDERS, {"ids": ids})
+        return [apply_held(session, *held) for held in moves]
+    found = session.execute(_HOLDERS, {"ids": ids})
     holders = {recording_id: (owner, status) for recording_id, owner, status in found}
     held = [holders.get(rid) == (owner, move.source) for rid, owner, move in moves]
     groups: dict[tuple[RecordingStatus, tuple[str, ...]], list[dict[str, Any]]] = {}
@@ -47,7 +48,7 @@ async def apply_held_many(session: AsyncSession, moves: Sequence[HeldChange]) ->
             key = (move.source, tuple(sorted(move.values)))
             groups.setdefault(key, []).append(_parameters(recording_id, owner, move))
     for key, parameters in groups.items():
-        await update_each_held(session, _held(*key), parameters)
+        update_each_held(session, _held(*key), parameters)
     return held
 
 
@@ -104,8 +105,8 @@ def apply_to(recording: Recording, move: Change) -> None:
     recording.updated_at = utcnow()
 
 
-async def mark_failed(
-    session: AsyncSession,
+def mark_failed(
+    session: Session,
     recording_id: str,
     owner: str,
     *,
@@ -117,7 +118,7 @@ async def mark_failed(
 ) -> bool:
     """Permanent failure: the recording stays in the default store (location default)."""
     move = failed(reason, detail, credentials_revision, attempts, event)
-    return await apply_held(session, recording_id, owner, move)
+    return apply_held(session, recording_id, owner, move)
 
 
 def failed(
@@ -138,8 +139,8 @@ def failed(
     )
 
 
-async def schedule_retry(
-    session: AsyncSession,
+def schedule_retry(
+    session: Session,
     recording_id: str,
     owner: str,
     *,
@@ -156,14 +157,14 @@ async def schedule_retry(
         first_failure_at=first_failure_at,
         error_detail=detail,
     )
-    return await apply_held(session, recording_id, owner, move)
+    return apply_held(session, recording_id, owner, move)
 
 
-async def forget_staging_keys(session: AsyncSession, staged: Sequence[tuple[str, str]]) -> None:
+def forget_staging_keys(session: Session, staged: Sequence[tuple[str, str]]) -> None:
     """The default-store copies of recordings now in custom storage are gone: (recording id,
     key) pairs, one statement for all (executemany). A row that moved on meanwhile (deleted,
     or its key forgotten already) is left as it is."""
-    await session.execute(
+    session.execute(
         _forget_statement(), [{"staged_id": rid, "staged_key": key} for rid, key in staged]
     )
 

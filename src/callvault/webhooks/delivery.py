@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault.accounts.models import Account
 from callvault.accounts.service import signing_key
@@ -113,7 +113,7 @@ class Deliverer:
             Verdict.RETRY, attempt, f"internal error: {type(exc).__name__}", utcnow()
         )
         async with transaction(self.runtime.sessions) as session:
-            await repository.finish_round(session, context.event.id, owner, state.values)
+            await session.run_sync(repository.finish_round, context.event.id, owner, state.values)
         JOB_CRASHES.labels(job="webhook").inc()
         gave_up = state.verdict is Verdict.REFUSED
         log.error(
@@ -133,7 +133,9 @@ class Deliverer:
         if application is None or not application.active:
             why = "application deleted" if application is None else "application is inactive"
             async with transaction(self.runtime.sessions) as session:
-                await repository.finish_round(session, event.id, owner, not_sent(why).values)
+                await session.run_sync(
+                    repository.finish_round, event.id, owner, not_sent(why).values
+                )
             log.info("webhook not sent", event_id=event.id, why=why)
             return Verdict.REFUSED
 
@@ -241,22 +243,22 @@ class RoundRecord:
     now: datetime
     values: dict[str, Any]
 
-    async def __call__(self, session: AsyncSession) -> bool:
-        return (await self.write_together(session, [self]))[0]
+    def __call__(self, session: Session) -> bool:
+        return self.write_together(session, [self])[0]
 
     @classmethod
-    async def write_together(cls, session: AsyncSession, rounds: list[RoundRecord]) -> list[bool]:
+    def write_together(cls, session: Session, rounds: list[RoundRecord]) -> list[bool]:
         """False for a round whose lease was lost. Rows are built here, fresh each try: a
         rolled-back session leaves them unusable."""
         if len({r.event_id for r in rounds}) < len(rounds):
             # an event twice (rare; an UPDATE changes a row once): one round at a time, each
             # one statement on PostgreSQL, atomic alone
-            return [(await cls.write_together(session, [r]))[0] for r in rounds]
+            return [cls.write_together(session, [r])[0] for r in rounds]
         held, attempts = _rows(rounds)
         if repository.records_in_one_statement(session):
-            return await repository.record_rounds(session, held, attempts)
-        await repository.add_attempts(session, attempts)
-        return await repository.finish_rounds(session, held)
+            return repository.record_rounds(session, held, attempts)
+        repository.add_attempts(session, attempts)
+        return repository.finish_rounds(session, held)
 
 
 def _rows(rounds: list[RoundRecord]) -> tuple[list[repository.Round], list[dict[str, Any]]]:

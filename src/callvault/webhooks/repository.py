@@ -27,6 +27,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import table as lightweight_table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault.accounts.models import Account
 from callvault.applications.models import Application
@@ -34,8 +35,8 @@ from callvault.db import update_each_held
 from callvault.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 
 
-async def application(session: AsyncSession, application_id: str) -> Application | None:
-    return await session.get(Application, application_id)
+def application(session: Session, application_id: str) -> Application | None:
+    return session.get(Application, application_id)
 
 
 # The hot path's statements are built on the Tables, not the entities: a statement naming an
@@ -49,12 +50,12 @@ _EVENT_COLUMNS = tuple(
 )
 
 
-async def add_events(session: AsyncSession, events: Sequence[WebhookEvent]) -> None:
+def add_events(session: Session, events: Sequence[WebhookEvent]) -> None:
     """INSERT the events, in one statement however many they are. The objects stay out of the
     session (transient): no unit of work to flush, nothing to expire or close."""
     if events:
         rows = [{column: getattr(event, key) for key, column in _EVENT_COLUMNS} for event in events]
-        await session.execute(_INSERT_EVENTS, rows)
+        session.execute(_INSERT_EVENTS, rows)
 
 
 class DeliveredRecording(Protocol):
@@ -134,18 +135,16 @@ _ATTEMPTS: Table = WebhookAttempt.__table__  # type: ignore[assignment]
 _INSERT_ATTEMPTS = insert(_ATTEMPTS)
 
 
-async def add_attempts(session: AsyncSession, attempts: Sequence[dict[str, Any]]) -> None:
+def add_attempts(session: Session, attempts: Sequence[dict[str, Any]]) -> None:
     """INSERT the attempts (column values), in one statement however many they are."""
     if attempts:
-        await session.execute(_INSERT_ATTEMPTS, list(attempts))
+        session.execute(_INSERT_ATTEMPTS, list(attempts))
 
 
-async def finish_round(
-    session: AsyncSession, event_id: str, owner: str, values: dict[str, Any]
-) -> bool:
+def finish_round(session: Session, event_id: str, owner: str, values: dict[str, Any]) -> bool:
     """Write a round's outcome and give the lease back; False if the lease was lost."""
     statement = _finish_round(tuple(sorted(values)))
-    result = await session.execute(statement, _parameters(event_id, owner, values))
+    result = session.execute(statement, _parameters(event_id, owner, values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -158,13 +157,13 @@ _ROUND_ALWAYS = frozenset({"attempts", "last_error", "next_attempt_at"})
 _ROUND_COLUMNS = ("attempts", "last_error", "next_attempt_at", "status", "delivered_at")
 
 
-def records_in_one_statement(session: AsyncSession) -> bool:
+def records_in_one_statement(session: Session) -> bool:
     """Whether `record_rounds` is there: PostgreSQL."""
     return session.get_bind().dialect.name == "postgresql"
 
 
-async def record_rounds(
-    session: AsyncSession, rounds: Sequence[Round], attempts: Sequence[dict[str, Any]]
+def record_rounds(
+    session: Session, rounds: Sequence[Round], attempts: Sequence[dict[str, Any]]
 ) -> list[bool]:
     """PostgreSQL: every round's attempts INSERTed and its event's next state written with the
     lease given back, in one statement of fixed text over two JSON parameters (prepared once
@@ -176,7 +175,7 @@ async def record_rounds(
     for *_, new in rounds:
         if not _ROUND_ALWAYS <= new.keys() <= set(_ROUND_COLUMNS):
             raise ValueError(f"not a round's columns: {sorted(new)}")
-    result = await session.execute(
+    result = session.execute(
         _record_rounds_statement(),
         {
             "rounds": _json([_round_document(*held) for held in rounds]),
@@ -253,15 +252,15 @@ def _recordset(parameter: str, columns: list[tuple[str, Any]]) -> Any:
     )
 
 
-async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[bool]:
+def finish_rounds(session: Session, rounds: Sequence[Round]) -> list[bool]:
     """`finish_round` for many rounds (event id, owner, values), each event once: which leases
     the rounds still hold, in one SELECT, then one UPDATE per set of columns executed for all
     of its held rounds (db.update_each_held). PostgreSQL records whole rounds in one statement
     instead (`record_rounds`)."""
     if len(rounds) == 1:
-        return [await finish_round(session, *rounds[0])]
+        return [finish_round(session, *rounds[0])]
     ids = [event_id for event_id, _, _ in rounds]
-    result = await session.execute(_LEASE_HOLDERS, {"ids": ids})
+    result = session.execute(_LEASE_HOLDERS, {"ids": ids})
     holders = {event_id: owner for event_id, owner in result}
     held = [holders.get(event_id) == owner for event_id, owner, _ in rounds]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -269,7 +268,7 @@ async def finish_rounds(session: AsyncSession, rounds: Sequence[Round]) -> list[
         if holds:
             groups.setdefault(tuple(sorted(new)), []).append(_parameters(event_id, owner, new))
     for columns, parameters in groups.items():
-        await update_each_held(session, _finish_round(columns), parameters)
+        update_each_held(session, _finish_round(columns), parameters)
     return held
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callvault.applications.models import Application
 from callvault.db import utcnow
@@ -47,18 +47,16 @@ class NewEvent:
     application: Application | None = None
 
 
-async def record_events(
-    session: AsyncSession, wanted: Sequence[NewEvent]
-) -> list[WebhookEvent | None]:
+def record_events(session: Session, wanted: Sequence[NewEvent]) -> list[WebhookEvent | None]:
     """Make the events, in one INSERT however many they are; None for a recording whose
     application is gone."""
     made: list[WebhookEvent | None] = []
     for item in wanted:
-        application = item.application or await repository.application(
+        application = item.application or repository.application(
             session, item.recording.connection_id
         )
         made.append(None if application is None else _event(item, application))
-    await repository.add_events(session, [event for event in made if event is not None])
+    repository.add_events(session, [event for event in made if event is not None])
     return made
 
 
