@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, MetaData, TypeDecorator, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -315,7 +315,9 @@ class ThreadWrites:
     synchronous connection, instead of one hop to an aiosqlite connection's thread per
     statement and the async adapter's machinery around each (bench/db_roundtrip.py: a write
     transaction's CPU about halves). Writers of this process still queue on the engine's
-    write gate (`transaction`); other processes meet at BEGIN IMMEDIATE."""
+    write gate (`transaction`); other processes meet at BEGIN IMMEDIATE. The thread keeps its
+    connection between transactions (no pool checkout and reset per batch), and opens a new
+    one after a transaction failed."""
 
     def __init__(self, path: str, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions  # whose write gate the transactions take
@@ -328,6 +330,7 @@ class ThreadWrites:
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "begin", _sqlite_begin)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="callvault-writes")
+        self._connection: Connection | None = None  # used on the thread only
 
     async def write(self, work: Write[T]) -> T:
         gate = _write_gate(self._sessions)
@@ -346,13 +349,26 @@ class ThreadWrites:
                 raise
 
     def _commit(self, work: Write[T]) -> T:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            session.connection(execution_options={WRITES: True})
-            return work(session)
+        if self._connection is None:
+            self._connection = self.engine.connect().execution_options(**{WRITES: True})
+        connection = self._connection
+        try:
+            with Session(connection, expire_on_commit=False) as session, session.begin():
+                return work(session)
+        except BaseException:
+            self._connection = None
+            connection.invalidate()
+            raise
 
     def close(self) -> None:
+        self._thread.submit(self._disconnect).result()
         self._thread.shutdown(wait=True)
         self.engine.dispose()
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def write_transactions(
