@@ -217,6 +217,10 @@ class PipelineRound:
     client_cpu_s_per_recording: float
     # the serve process's CPU by thread: the event loop (tid = pid) and the others by OS name
     serve_cpu_ms_per_recording_by_thread: dict[str, float]
+    # the group commit (batch_writer.py) from the serve's /metrics: its commits per recording
+    # and the writes each carried on average; None where the tree counts none
+    group_commits_per_recording: float | None = None
+    units_per_group_commit: float | None = None
 
 
 @dataclass
@@ -242,6 +246,8 @@ async def pipeline_round(
     bench: Bench, files: list[bytes], concurrency: int, seaweed_pid: int | None
 ) -> PipelineRound:
     accepted: dict[str, float] = {}
+    commits_before = bench.serve.counter(GROUP_COMMITS)
+    units_before = bench.serve.counter(GROUP_COMMIT_UNITS)
     cpu_before = bench.serve.cpu_seconds()
     threads_before = bench.serve.cpu_by_thread()
     seaweed_before = process_cpu_seconds(seaweed_pid)
@@ -264,6 +270,7 @@ async def pipeline_round(
     }
     seaweed_cpu = process_cpu_seconds(seaweed_pid) - seaweed_before
     client_cpu = process_cpu_seconds(None) - client_before
+    commits, units = group_commits(bench, commits_before, units_before)
     elapsed = last - started
     latencies = [(bench.webhooks.arrived[rid] - at) * 1000 for rid, at in accepted.items()]
     total_mb = sum(len(f) for f in files) / 1e6
@@ -277,7 +284,28 @@ async def pipeline_round(
         seaweedfs_cpu_s_per_recording=seaweed_cpu / len(files),
         client_cpu_s_per_recording=client_cpu / len(files),
         serve_cpu_ms_per_recording_by_thread=threads,
+        group_commits_per_recording=None if commits is None else round(commits / len(files), 3),
+        units_per_group_commit=None if not commits or units is None else round(units / commits, 2),
     )
+
+
+GROUP_COMMITS = "callvault_group_commits_total"
+GROUP_COMMIT_UNITS = "callvault_group_commit_units_total"
+
+
+def group_commits(
+    bench: Bench, commits_before: float | None, units_before: float | None
+) -> tuple[float | None, float | None]:
+    """The group commits made since the counts before, and the units they carried."""
+    commits, units = bench.serve.counter(GROUP_COMMITS), bench.serve.counter(GROUP_COMMIT_UNITS)
+    if commits is None or units is None or commits_before is None or units_before is None:
+        return None, None
+    return commits - commits_before, units - units_before
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return round(statistics.median(known), 3) if known else None
 
 
 async def raw_round(
@@ -357,7 +385,9 @@ async def throughput(
             f"{r.recordings_per_s:6.1f} rec/s  ratio {ratios[-1]:.2f}  "
             f"cpu ratio {cpu_ratios[-1]:.2f}  "
             f"cpu {p.cpu_s_per_recording * 1000:.1f} ms/rec "
-            f"{p.serve_cpu_ms_per_recording_by_thread}  load {load_average():.2f}",
+            f"{p.serve_cpu_ms_per_recording_by_thread}  "
+            f"commits/rec {p.group_commits_per_recording}  units/commit "
+            f"{p.units_per_group_commit}  load {load_average():.2f}",
             file=sys.stderr,
         )
 
@@ -379,6 +409,10 @@ async def throughput(
                 [p.seaweedfs_cpu_s_per_recording for p in pipeline]
             ),
             "client_cpu_s_per_recording": median([p.client_cpu_s_per_recording for p in pipeline]),
+            "group_commits_per_recording": median_or_none(
+                [p.group_commits_per_recording for p in pipeline]
+            ),
+            "units_per_group_commit": median_or_none([p.units_per_group_commit for p in pipeline]),
         },
         "raw": {
             "recordings_per_s": median([r.recordings_per_s for r in raw]),
@@ -783,6 +817,8 @@ def report_variant(results: dict[str, Any], suffix: str) -> tuple[list[str], boo
             f"  latency 202 -> webhook:       p50 {p['latency_p50_ms']:.0f} ms  "
             f"p99 {p['latency_p99_ms']:.0f} ms (under load)",
             f"  serve peak RSS:               {t['serve_peak_rss_mb']:.0f} MB (VmHWM)",
+            f"  group commits per recording:  {p.get('group_commits_per_recording')}, "
+            f"{p.get('units_per_group_commit')} writes each",
         ]
         failed |= t["ratio"] < TARGETS["ratio_min"]
         failed |= t["cpu_ratio"] > TARGETS["cpu_ratio_max"]

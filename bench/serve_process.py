@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the suite's PostgreSQL (tests/conftest.py): benches make a database of their own in it
@@ -172,6 +173,16 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def counter(self, name: str) -> float | None:
+        """A counter's value on the process's `GET /metrics` (None: it has no such counter,
+        e.g. an older tree run with `src`)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+        return None
 
     def log_tail(self, lines: int = 40) -> str:
         try:

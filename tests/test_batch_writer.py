@@ -7,6 +7,7 @@ import asyncio
 from functools import partial
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -223,3 +224,17 @@ async def test_express_units_go_first_in_the_next_batch_without_an_express_write
     assert await asyncio.gather(slow, plain, record) == ["held", "plain", "record"]
     assert ran == ["record", "plain"]
     assert (writer.commits, writer.express_batches) == (3, 0)
+
+
+async def test_commits_and_their_units_are_counted_on_metrics(runtime: Runtime) -> None:
+    """`callvault_group_commits_total` and `..._units_total` move with the writer: units per
+    commit is the average batch (docs/deploy.md)."""
+    writer = _writer(runtime, defer_secs=60.0)
+    commits = REGISTRY.get_sample_value("callvault_group_commits_total") or 0.0
+    units = REGISTRY.get_sample_value("callvault_group_commit_units_total") or 0.0
+    writer.defer(lambda session: None)
+    writer.defer(lambda session: None)
+    await writer.run(lambda session: None)  # one batch of three
+    await writer.run(lambda session: None)
+    assert REGISTRY.get_sample_value("callvault_group_commits_total") == commits + 2
+    assert REGISTRY.get_sample_value("callvault_group_commit_units_total") == units + 4

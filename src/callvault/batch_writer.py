@@ -61,6 +61,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from callvault.db import Write, WriteTransactions, database_unavailable
+from callvault.metrics import GROUP_COMMIT_UNITS, GROUP_COMMITS
 
 log = structlog.get_logger("callvault.db")
 
@@ -260,8 +261,7 @@ class BatchWriter:
             self.split_batches += 1
             log.info("group commit split", units=len(batch), error_type=type(exc).__name__)
         else:
-            self.commits += 1
-            self.units += len(batch)
+            self._committed(len(batch))
             for unit, result in zip(batch, results, strict=True):
                 unit.future.set_result(result)
             return
@@ -271,9 +271,14 @@ class BatchWriter:
             except Exception as exc:
                 unit.future.set_exception(exc)
             else:
-                self.commits += 1
-                self.units += 1
+                self._committed(1)
                 unit.future.set_result(result)
+
+    def _committed(self, units: int) -> None:
+        self.commits += 1
+        self.units += units
+        GROUP_COMMITS.inc()
+        GROUP_COMMIT_UNITS.inc(units)
 
     def _run_batch(self, batch: list[_Unit[Any]], joined: bool, session: Session) -> list[Any]:
         """In the batch's transaction (on the writes' thread): its units, then, if `joined`,

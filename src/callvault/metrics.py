@@ -37,6 +37,14 @@ WEBHOOK_SECONDS = Histogram(
     "Time from sending a webhook to its receiver's answer",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+GROUP_COMMITS = Counter(
+    "callvault_group_commits_total",
+    "Write transactions committed by the group commit (one fsync each)",
+)
+GROUP_COMMIT_UNITS = Counter(
+    "callvault_group_commit_units_total",
+    "Writes those transactions carried (divided by the commits: the average batch)",
+)
 JOB_CRASHES = Counter(
     "callvault_job_crashes_total",
     "Jobs that failed in callvault's own code (counted as attempts, retried on schedule)",
