@@ -229,6 +229,7 @@ async def test_express_units_go_first_in_the_next_batch_without_an_express_write
 async def test_commits_and_their_units_are_counted_on_metrics(runtime: Runtime) -> None:
     """`callvault_group_commits_total` and `..._units_total` move with the writer: units per
     commit is the average batch (docs/deploy.md)."""
+    await runtime.batch_writer.flush()  # no deferred write of an earlier test commits meanwhile
     writer = _writer(runtime, defer_secs=60.0)
     commits = REGISTRY.get_sample_value("callvault_group_commits_total") or 0.0
     units = REGISTRY.get_sample_value("callvault_group_commit_units_total") or 0.0
@@ -238,3 +239,26 @@ async def test_commits_and_their_units_are_counted_on_metrics(runtime: Runtime) 
     await writer.run(lambda session: None)
     assert REGISTRY.get_sample_value("callvault_group_commits_total") == commits + 2
     assert REGISTRY.get_sample_value("callvault_group_commit_units_total") == units + 4
+
+
+async def test_a_caller_cancelled_after_its_unit_was_taken_waits_for_its_outcome(
+    runtime: Runtime,
+) -> None:
+    """Once its unit is in a batch, a cancelled caller raises only when the batch's outcome is
+    settled: it can then tell whether its unit ran (ingest keeps the object of a row that may
+    be committed)."""
+    writer = BatchWriter(runtime.batch_writer.writes)
+    held = HeldUnit()
+    ran: list[str] = []
+    slow = asyncio.create_task(writer.run(held))
+    mine = asyncio.create_task(writer.run(partial(_recorded, ran, "mine")))
+    await held.running()  # both were queued before the writer's first turn: one batch
+    mine.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not mine.done()  # the cancellation waits for the batch
+    held.release()
+    with pytest.raises(asyncio.CancelledError):
+        await mine
+    assert await slow == "held"
+    assert ran == ["mine"] and (writer.commits, writer.units) == (1, 2)

@@ -53,14 +53,14 @@ import contextvars
 import threading
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import structlog
 from sqlalchemy.orm import Session
 
-from callvault.db import Write, WriteTransactions, database_unavailable
+from callvault.db import Write, WriteTransactions, database_unavailable, settled
 from callvault.metrics import GROUP_COMMIT_UNITS, GROUP_COMMITS
 
 log = structlog.get_logger("callvault.db")
@@ -83,7 +83,6 @@ class _Unit(Generic[T]):
     work: Work[T]
     future: asyncio.Future[T]
     taken: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class BatchWriter:
@@ -187,11 +186,7 @@ class BatchWriter:
                     raise
             # taken: the unit runs (or ran) whatever happens now; let the caller know when
             # its outcome is settled
-            while not unit.done.is_set():
-                try:
-                    await unit.done.wait()
-                except asyncio.CancelledError:
-                    continue
+            await settled(unit.future)
             raise
 
     async def _write(self) -> None:
@@ -239,7 +234,6 @@ class BatchWriter:
             for unit in batch:
                 if not unit.future.done():
                     unit.future.cancel()
-                unit.done.set()
 
     async def _commit(
         self, batch: list[_Unit[Any]], writes: WriteTransactions, joined: bool
