@@ -114,7 +114,9 @@ class Settings:
     allow_private_networks: bool
     max_recording_bytes: int = 2 * 1024**3
     max_json_bytes: int = 1024 * 1024
-    worker_concurrency: int = 8
+    # uploads one worker runs at a time: 8 left a burst at concurrency 8 queued behind the
+    # slots (docs/performance.md, eleventh pass)
+    worker_concurrency: int = 16
     delivery_concurrency: int = 16  # webhook rounds one worker runs at a time
     # worker timing (docs/scaling.md): lease length, upload backoff cap, give-up horizon
     worker_lease_secs: float = 60.0
@@ -235,7 +237,7 @@ def load_settings(
         allow_private_networks=env.get("CALLVAULT_ALLOW_PRIVATE_NETWORKS", "").lower()
         in TRUE_WORDS,
         max_recording_bytes=int(env.get("CALLVAULT_MAX_RECORDING_BYTES", 2 * 1024**3)),
-        worker_concurrency=int(env.get("CALLVAULT_WORKER_CONCURRENCY", 8)),
+        worker_concurrency=int(env.get("CALLVAULT_WORKER_CONCURRENCY", 16)),
         delivery_concurrency=_at_least_one(env, "CALLVAULT_DELIVERY_CONCURRENCY", 16),
         worker_lease_secs=_positive(env, "CALLVAULT_WORKER_LEASE_SECS", 60.0),
         upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
@@ -482,7 +484,7 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
     ),
     EnvSetting(
         "CALLVAULT_WORKER_CONCURRENCY",
-        "`8`",
+        "`16`",
         "Uploads one worker runs at a time.",
         SERVER,
     ),
