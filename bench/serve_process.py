@@ -176,9 +176,11 @@ class ServeProcess:
 
     def counter(self, name: str) -> float | None:
         """A counter's value on the process's `GET /metrics` (None: it has no such counter,
-        e.g. an older tree run with `src`)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
+        e.g. an older tree run with `src`, or no `/metrics` at all: bench/floor_server.py)."""
+        response = httpx.get(f"{self.url}/metrics", timeout=10)
+        if not response.headers.get("content-type", "").startswith("text/plain"):
+            return None  # not the Prometheus text format (a 404, or another route's JSON)
+        for family in text_string_to_metric_families(response.text):
             for sample in family.samples:
                 if sample.name == name:
                     return float(sample.value)
