@@ -151,14 +151,15 @@ def logged_at(event: dict[str, Any]) -> float:
 
 
 async def kill_once(
-    worker: CallvaultProcess, receiver: WebhookReceiver, more: int, chaos: Chaos
+    worker: CallvaultProcess, receiver: WebhookReceiver, more: int, total: int, chaos: Chaos
 ) -> None:
-    """Once the database is back, `more` deliveries have arrived since and the worker has
-    logged a delivery of its own since (it is delivering, not only uploading), SIGKILL it and
-    start it again at once."""
+    """Once the database is back, `more` deliveries have arrived since (fewer if that would
+    pass `total`: every recording may have been delivered during the outage, its record
+    still to be written) and the worker has logged a delivery of its own since (it is
+    delivering, not only uploading), SIGKILL it and start it again at once."""
     while not chaos.outage_to:  # noqa: ASYNC110 (waiting for the outage task)
         await asyncio.sleep(0.05)
-    await wait_delivered(receiver, len(receiver.deliveries) + more)
+    await wait_delivered(receiver, min(total, len(receiver.deliveries) + more))
     give_up_at = time.monotonic() + KILL_WAIT_SECS
     while not chaos.killed_delivering and time.monotonic() < give_up_at:
         # without a delivery of its own in time, the other worker took all the work
@@ -363,7 +364,7 @@ async def measure(
             api.url, env["CALLVAULT_INGEST_TOKEN"], sent, every=0.0, concurrency=args.concurrency
         ),
         stop_database(postgres, receiver, args.recordings // 5, args.outage_secs, chaos),
-        kill_once(workers[0], receiver, args.recordings // 10, chaos),
+        kill_once(workers[0], receiver, args.recordings // 10, args.recordings, chaos),
     )
     converged = await converge(postgres.url(), processes, args.recordings, chaos)
     total = time.monotonic() - started
