@@ -103,6 +103,12 @@ def prepare_data_dir(data_dir: Path, rule: DataDirRule) -> bool:
     return True
 
 
+# uploads and webhook rounds one worker runs at a time, in separate slots; 16 uploads keep a
+# burst of ingests from queueing behind the slots (docs/performance.md, "Eleventh pass")
+WORKER_CONCURRENCY = 16
+DELIVERY_CONCURRENCY = 16
+
+
 @dataclass
 class Settings:
     data_dir: Path
@@ -114,10 +120,8 @@ class Settings:
     allow_private_networks: bool
     max_recording_bytes: int = 2 * 1024**3
     max_json_bytes: int = 1024 * 1024
-    # uploads one worker runs at a time: 8 left a burst at concurrency 8 queued behind the
-    # slots (docs/performance.md, eleventh pass)
-    worker_concurrency: int = 16
-    delivery_concurrency: int = 16  # webhook rounds one worker runs at a time
+    worker_concurrency: int = WORKER_CONCURRENCY
+    delivery_concurrency: int = DELIVERY_CONCURRENCY
     # worker timing (docs/scaling.md): lease length, upload backoff cap, give-up horizon
     worker_lease_secs: float = 60.0
     upload_backoff_cap_secs: float = 300.0
@@ -237,8 +241,10 @@ def load_settings(
         allow_private_networks=env.get("CALLVAULT_ALLOW_PRIVATE_NETWORKS", "").lower()
         in TRUE_WORDS,
         max_recording_bytes=int(env.get("CALLVAULT_MAX_RECORDING_BYTES", 2 * 1024**3)),
-        worker_concurrency=int(env.get("CALLVAULT_WORKER_CONCURRENCY", 16)),
-        delivery_concurrency=_at_least_one(env, "CALLVAULT_DELIVERY_CONCURRENCY", 16),
+        worker_concurrency=int(env.get("CALLVAULT_WORKER_CONCURRENCY", WORKER_CONCURRENCY)),
+        delivery_concurrency=_at_least_one(
+            env, "CALLVAULT_DELIVERY_CONCURRENCY", DELIVERY_CONCURRENCY
+        ),
         worker_lease_secs=_positive(env, "CALLVAULT_WORKER_LEASE_SECS", 60.0),
         upload_backoff_cap_secs=_positive(env, "CALLVAULT_UPLOAD_BACKOFF_CAP_SECS", 300.0),
         upload_give_up_secs=_positive(env, "CALLVAULT_UPLOAD_GIVE_UP_SECS", 24 * 3600.0),
@@ -484,13 +490,13 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
     ),
     EnvSetting(
         "CALLVAULT_WORKER_CONCURRENCY",
-        "`16`",
+        f"`{WORKER_CONCURRENCY}`",
         "Uploads one worker runs at a time.",
         SERVER,
     ),
     EnvSetting(
         "CALLVAULT_DELIVERY_CONCURRENCY",
-        "`16`",
+        f"`{DELIVERY_CONCURRENCY}`",
         "Webhook deliveries one worker runs at a time.",
         SERVER,
     ),
