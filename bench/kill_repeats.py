@@ -22,7 +22,11 @@ them). When everything has converged:
   2xx delivery whose signature verifies (must be 0);
 - 2xx -> durable record: the commit time of each 2xx attempt row
   (`pg_xact_commit_timestamp(xmin)`) minus its `finished_at`; the records the outage held
-  back (answered before the start, committed after it) apart.
+  back (answered before the start, committed after it) apart, and the records answered in
+  the AFTER_OUTAGE_SECS after the start also on their own (the catch-up burst, where the kill
+  falls);
+- answered before the kill: 2xx deliveries the receiver answered in the KILL_EXPOSURE_SECS
+  before the kill (how many rounds a kill could find between their 2xx and their record).
 `--src DIR` runs callvault from another tree's src/ (a before/after pair).
 """
 
@@ -71,6 +75,10 @@ CUSTOMER_BUCKET = "kill-customer"
 CONVERGE_WITHIN = 240.0
 # how long the kill waits for the worker to deliver after the outage before it kills anyway
 KILL_WAIT_SECS = 10.0
+# the catch-up burst after the database returns, whose record window is reported apart
+AFTER_OUTAGE_SECS = 2.0
+# how far before the kill a 2xx counts as exposed to it
+KILL_EXPOSURE_SECS = 0.1
 
 
 @dataclass
@@ -231,7 +239,11 @@ def repeats(delivered: list[Delivery], chaos: Chaos) -> dict[str, Any]:
             placed.append(f"kill {at - chaos.kill_at:+.2f}s")
         else:
             placed.append(f"other, {at - chaos.kill_at:+.2f}s from the kill")
+    exposed = [
+        d for d in delivered if chaos.kill_at - KILL_EXPOSURE_SECS <= d.received_at <= chaos.kill_at
+    ]
     return {
+        "answered_before_kill": len(exposed),
         "repeats_kill": sum(1 for p in placed if p.startswith("kill")),
         "repeats_outage": sum(1 for p in placed if p.startswith("outage")),
         "repeated_deliveries": sum(n - 1 for n in repeated.values()),
@@ -253,22 +265,52 @@ def percentiles(secs: list[float]) -> dict[str, float]:
     }
 
 
-async def record_windows(database_url: str, chaos: Chaos) -> dict[str, Any]:
+async def record_windows(
+    database_url: str, chaos: Chaos, delivered: list[Delivery]
+) -> dict[str, Any]:
     """Seconds from each 2xx attempt's end to the commit of its record: records that the
-    outage held back (answered before the start, committed after it) apart."""
+    outage held back (answered before the start, committed after it) apart, and those
+    answered in the catch-up burst after it. `receiver_*`: the same from the receiver's side
+    (from the request's arrival there), which also counts the worker's wait to read the
+    answer: a kill finds a round unrecorded for that long."""
     rows = await query(
         database_url,
-        """select extract(epoch from finished_at at time zone 'UTC') as answered,
+        """select event_id, attempt, url,
+                  extract(epoch from finished_at at time zone 'UTC') as answered,
                   extract(epoch from pg_xact_commit_timestamp(xmin)) as committed
            from webhook_attempts where status_code between 200 and 299""",
     )
-    held: list[float] = []
-    other: list[float] = []
+    # the request whose record this is: the last of its event, round and URL (a round the
+    # kill cut short was sent again under the same number)
+    arrived = {
+        (d.event_id, d.json()["meta"]["attempt"], d.json()["meta"]["delivered_to"]): d.received_at
+        for d in delivered
+    }
+    wall = time.time() - time.monotonic()
+    windows: dict[str, list[float]] = {name: [] for name in WINDOWS}
     for row in rows:
         answered, committed = float(row["answered"]), float(row["committed"])
-        spans = answered < chaos.outage_to_wall < committed
-        (held if spans else other).append(committed - answered)
-    return {"outside_outage": percentiles(other), "held_by_outage": percentiles(held)}
+        at = arrived.get((row["event_id"], row["attempt"], row["url"]))
+        if answered < chaos.outage_to_wall < committed:
+            windows["held_by_outage"].append(committed - answered)
+            continue
+        spans = ["outside_outage"]
+        if 0 <= answered - chaos.outage_to_wall <= AFTER_OUTAGE_SECS:
+            spans.append("after_outage")
+        for span in spans:
+            windows[span].append(committed - answered)
+            if at is not None:
+                windows[f"receiver_{span}"].append(committed - (at + wall))
+    return {name: percentiles(secs) for name, secs in windows.items()}
+
+
+WINDOWS = (
+    "outside_outage",
+    "after_outage",
+    "held_by_outage",
+    "receiver_outside_outage",
+    "receiver_after_outage",
+)
 
 
 async def losses(
@@ -368,10 +410,10 @@ async def measure(
     )
     converged = await converge(postgres.url(), processes, args.recordings, chaos)
     total = time.monotonic() - started
-    windows = await record_windows(postgres.url(), chaos)
     for process in processes.all:
         await asyncio.to_thread(process.terminate)
     delivered, cut = complete_2xx(receiver.received(), account["webhook_public_key"])
+    windows = await record_windows(postgres.url(), chaos, delivered)
     return {
         "src": str(args.src or "src"),
         "recordings": args.recordings,

@@ -82,6 +82,9 @@ class WebhookReceiver:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
+        # requests being answered now, and the most at once (what the sender's slots allow)
+        self._in_flight = 0
+        self.max_in_flight = 0
         self._sdk = telnyx.Telnyx(api_key="KEY-not-used-for-verification")
         receiver = self
 
@@ -92,6 +95,7 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
                 status, stall = receiver._decide(self.path)
+                receiver._arrived()
                 # recorded on arrival, so a stalled request is visible while it is held
                 receiver._record(
                     Delivery(
@@ -115,6 +119,8 @@ class WebhookReceiver:
                     self.wfile.write(answer)
                 except OSError:  # the client gave up (timeout tests)
                     pass
+                finally:
+                    receiver._answered()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -180,6 +186,15 @@ class WebhookReceiver:
                         rule.remaining -= 1
                     return rule.status, rule.stall_seconds
         return 200, 0.0
+
+    def _arrived(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _answered(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _record(self, delivery: Delivery) -> None:
         with self._lock:

@@ -497,7 +497,7 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
     EnvSetting(
         "CALLVAULT_DELIVERY_CONCURRENCY",
         f"`{DELIVERY_CONCURRENCY}`",
-        "Webhook deliveries one worker runs at a time.",
+        "Webhook deliveries one worker runs at a time (the first round of an upload's event too).",
         SERVER,
     ),
     EnvSetting(

@@ -144,7 +144,8 @@ class Crew(Protocol):
 
     def hand(self, key: JobKey[P], job_id: str, payload: P) -> None:
         """Run a job this worker holds the lease of, from memory (e.g. the event a recording's
-        state change made), in its kind's slots."""
+        state change made), in its kind's slots: at once if one is free, else queued (the
+        slots bound what runs, whoever hands it over)."""
 
     def run_held(self, kind: str, job_id: str) -> None:
         """As `hand`, for a held job known by id only (run as if claimed)."""

@@ -1,5 +1,6 @@
 """One customer's slow receiver cannot stall another customer's recordings: uploads and
-deliveries have their own slots, and the first webhook of an upload runs in a delivery slot."""
+deliveries have their own slots, and the first webhook of an upload runs in a delivery slot
+(waiting for one to free: the delivery slots bound the rounds in flight)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ from callvault.accounts.service import NewAccount
 from callvault.runtime import Runtime
 from callvault.worker.runner import Worker
 from tests.receiver import WebhookReceiver
-from tests.worker.flow import create_application, ingest, make_wav, wait_for_status
+from tests.servers import SeaweedFS
+from tests.worker.flow import (
+    create_application,
+    ingest,
+    make_wav,
+    store_in_new_bucket,
+    wait_for_status,
+)
 
 AUDIO = make_wav(0.2)
 STALL = 6.0
+HELD = 1.0
 
 
 async def test_a_slow_receiver_does_not_hold_upload_slots(
@@ -43,3 +52,28 @@ async def test_a_slow_receiver_does_not_hold_upload_slots(
     assert {d.payload["recording_id"] for d in fast_deliveries} == set(fast_ids)
     # the slow receiver is still holding its three requests: the fast ones did not wait
     assert took < STALL - 1, took
+
+
+async def test_an_uploads_webhook_waits_for_a_free_delivery_slot(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    account: NewAccount,
+    webhook_receiver: WebhookReceiver,
+    start_worker: Callable[..., Worker],
+    seaweedfs: SeaweedFS,
+) -> None:
+    connection_id = await create_application(
+        api, account.api_key, webhook_receiver.url("/held"), timeout_secs=30
+    )
+    await store_in_new_bucket(api, account.api_key, connection_id, seaweedfs)
+    # each upload hands its event over while the first rounds are held: before, each was
+    # sent at once, beyond the delivery slots
+    webhook_receiver.stall(HELD, times=4, path="/held")
+    await start_worker(concurrency=4, delivery_concurrency=2)
+    token = runtime.settings.ingest_token
+    ids = [(await ingest(api, token, connection_id, AUDIO))[0] for _ in range(4)]
+    for recording_id in ids:
+        await wait_for_status(runtime, recording_id, "stored", within=10)
+    deliveries = await webhook_receiver.wait_for(4, path="/held", within=4 * HELD + 5)
+    assert {d.payload["recording_id"] for d in deliveries} == set(ids)
+    assert webhook_receiver.max_in_flight == 2

@@ -606,8 +606,9 @@ class RecordingJobs:
             await remove_staging_copy(self.uploads.runtime, recording_id, outcome.staging_key)
         if outcome.event_id is None:
             return
-        # the event is leased to this worker already: sent at once, in a delivery slot (a
-        # slow receiver never holds the upload slot); from memory when it is all there
+        # the event is leased to this worker already: sent in a delivery slot, at once if
+        # one is free (a slow receiver never holds the upload slot, and the delivery slots
+        # bound the rounds in flight); from memory when it is all there
         if outcome.delivery is not None:
             self.crew.hand(EVENT_JOB, outcome.event_id, outcome.delivery)
         else:

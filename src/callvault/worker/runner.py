@@ -20,6 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -139,15 +140,14 @@ class Worker:
 
     # what the job kinds may ask (runtime.Crew)
     def hand(self, key: JobKey[P], job_id: str, payload: P) -> None:
-        """A job this worker holds, from memory: started now in its kind's slots."""
+        """A job this worker holds, from memory: run in its kind's slots (queued until one
+        frees, as a hand-over through the inbox)."""
         assert self.inbox is not None
-        self._held[job_id] = key.name
-        self._start(Handoff(key, job_id, payload).bound(self.inbox))
+        self._take(Handoff(key, job_id, payload).bound(self.inbox))
 
     def run_held(self, kind: str, job_id: str) -> None:
         """A job this worker holds, known by id: run as if claimed, in its kind's slots."""
-        self._held[job_id] = kind
-        self._spawn(self._run_job(job_id, self._kinds[kind].run_claimed(job_id)), kind, job_id)
+        self._take(HandedJob(kind, job_id, partial(self._kinds[kind].run_claimed, job_id)))
 
     # the loop
     async def _run(self) -> None:
