@@ -41,11 +41,9 @@ async def test_a_slow_receiver_does_not_hold_upload_slots(
     webhook_receiver.stall(STALL, times=3, path="/slow")
     # one upload slot: before, it was held by each slow webhook for the whole stall
     await start_worker(concurrency=1, delivery_concurrency=4)
-    token = runtime.settings.ingest_token
-    slow_ids = [(await ingest(api, token, slow, AUDIO))[0] for _ in range(3)]
-    for recording_id in slow_ids:
-        await wait_for_status(runtime, recording_id, "stored", within=10)
+    await ingest_stored(api, runtime, slow, 3)
     started = time.monotonic()
+    token = runtime.settings.ingest_token
     fast_ids = [(await ingest(api, token, fast, AUDIO))[0] for _ in range(3)]
     fast_deliveries = await webhook_receiver.wait_for(3, path="/fast", within=STALL)
     took = time.monotonic() - started
@@ -70,10 +68,18 @@ async def test_an_uploads_webhook_waits_for_a_free_delivery_slot(
     # sent at once, beyond the delivery slots
     webhook_receiver.stall(HELD, times=4, path="/held")
     await start_worker(concurrency=4, delivery_concurrency=2)
-    token = runtime.settings.ingest_token
-    ids = [(await ingest(api, token, connection_id, AUDIO))[0] for _ in range(4)]
-    for recording_id in ids:
-        await wait_for_status(runtime, recording_id, "stored", within=10)
+    ids = await ingest_stored(api, runtime, connection_id, 4)
     deliveries = await webhook_receiver.wait_for(4, path="/held", within=4 * HELD + 5)
     assert {d.payload["recording_id"] for d in deliveries} == set(ids)
     assert webhook_receiver.max_in_flight == 2
+
+
+async def ingest_stored(
+    api: httpx.AsyncClient, runtime: Runtime, connection_id: str, count: int
+) -> list[str]:
+    """`count` recordings ingested one after the other, each then awaited until stored."""
+    token = runtime.settings.ingest_token
+    ids = [(await ingest(api, token, connection_id, AUDIO))[0] for _ in range(count)]
+    for recording_id in ids:
+        await wait_for_status(runtime, recording_id, "stored", within=10)
+    return ids
