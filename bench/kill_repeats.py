@@ -265,6 +265,16 @@ def percentiles(secs: list[float]) -> dict[str, float]:
     }
 
 
+# the record windows reported, each by its percentiles
+WINDOWS = (
+    "outside_outage",
+    "after_outage",
+    "held_by_outage",
+    "receiver_outside_outage",
+    "receiver_after_outage",
+)
+
+
 async def record_windows(
     database_url: str, chaos: Chaos, delivered: list[Delivery]
 ) -> dict[str, Any]:
@@ -302,15 +312,6 @@ async def record_windows(
             if at is not None:
                 windows[f"receiver_{span}"].append(committed - (at + wall))
     return {name: percentiles(secs) for name, secs in windows.items()}
-
-
-WINDOWS = (
-    "outside_outage",
-    "after_outage",
-    "held_by_outage",
-    "receiver_outside_outage",
-    "receiver_after_outage",
-)
 
 
 async def losses(

@@ -24,7 +24,7 @@ from tests.worker.flow import (
 
 AUDIO = make_wav(0.2)
 STALL = 6.0
-HELD = 1.0
+HELD = 2.0  # long enough for every upload to hand its event over meanwhile
 
 
 async def test_a_slow_receiver_does_not_hold_upload_slots(
